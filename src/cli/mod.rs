@@ -1,0 +1,329 @@
+//! The `repaero` command line.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::config::{Config, Job, LoadOptions, ProcessEnv};
+use crate::error::{Error, Result};
+use crate::pipeline::{self, RunOptions};
+
+/// Rep'Aero's data migration toolkit: declarative jobs from Access,
+/// PostgreSQL, Excel and CSV into one target, with every row accounted for.
+#[derive(Debug, Parser)]
+#[command(name = "repaero", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file [default: ./repaero.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Override a configuration value, e.g. --set target.url=postgres://postgres@127.0.0.1/repaero
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+
+    /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG takes precedence
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run migration jobs into the target
+    Migrate(MigrateArgs),
+    /// List the jobs, with their source and target
+    Jobs {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Analyse a job's source before migrating: types, empties, duplicates, rule failures
+    Profile {
+        /// Job name (jobs/<job>.toml)
+        job: String,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate deterministic fixture files with their ground truth
+    Fixtures(FixturesArgs),
+    /// Print shell completions
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Jobs to run, in order
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub jobs: Vec<String>,
+    /// Run every job in jobs/
+    #[arg(long)]
+    pub all: bool,
+    /// Do everything, then roll back: nothing is written to the target
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Machine-readable report on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FixtureKind {
+    /// The Excel stock workbook (fixtures/stock/stock.xlsx)
+    Stock,
+}
+
+#[derive(Debug, Args)]
+pub struct FixturesArgs {
+    #[arg(value_enum)]
+    pub kind: FixtureKind,
+    /// Output file [default: fixtures/stock/stock.xlsx]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Extra clean rows to add (for benchmarks)
+    #[arg(long, default_value_t = 0)]
+    pub rows: usize,
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    // One TLS stack: ring (see DEPENDENCIES.md).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn load(cli: &Cli) -> Result<Config> {
+    Config::load(
+        &LoadOptions {
+            path: cli.config.clone(),
+            sets: cli.sets.clone(),
+        },
+        &ProcessEnv,
+    )
+}
+
+#[derive(Serialize)]
+struct JobError {
+    job: String,
+    error: String,
+    exit_code: u8,
+}
+
+#[derive(Serialize)]
+struct MigrateOutput {
+    runs: Vec<pipeline::JobReport>,
+    errors: Vec<JobError>,
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "repaero", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Fixtures(args) => {
+            let out = args
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("fixtures/stock/stock.xlsx"));
+            match args.kind {
+                FixtureKind::Stock => {
+                    let truth = crate::fixtures::stock::generate(&out, args.rows)?;
+                    let truth_path = out.with_file_name(format!(
+                        "{}.expected.json",
+                        out.file_stem()
+                            .map(|s| s.to_string_lossy())
+                            .unwrap_or_default()
+                    ));
+                    let json = serde_json::to_string_pretty(&truth)
+                        .map_err(|e| Error::runtime(format!("ground truth: {e}")))?;
+                    std::fs::write(&truth_path, json + "\n").map_err(|e| {
+                        Error::runtime(format!("writing {}: {e}", truth_path.display()))
+                    })?;
+                    eprintln!(
+                        "wrote {} ({} part rows, {} receipt rows) and {}",
+                        out.display(),
+                        truth.parts.read,
+                        truth.stock_receipts.read,
+                        truth_path.display()
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Jobs { json } => {
+            let cfg = load(&cli)?;
+            jobs(&cfg, *json)
+        }
+        Command::Profile { job, json } => {
+            let cfg = load(&cli)?;
+            let job = Job::load(&cfg, job, &ProcessEnv)?;
+            let p = pipeline::profile::profile_job(&cfg, &job)?;
+            if *json {
+                print_json(&p)?;
+            } else {
+                print!("{}", pipeline::profile::render(&p));
+            }
+            Ok(0)
+        }
+        Command::Migrate(args) => {
+            let cfg = load(&cli)?;
+            migrate(&cfg, args)
+        }
+    }
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    let s =
+        serde_json::to_string_pretty(v).map_err(|e| Error::runtime(format!("JSON output: {e}")))?;
+    println!("{s}");
+    Ok(())
+}
+
+fn migrate(cfg: &Config, args: &MigrateArgs) -> Result<u8> {
+    let names = if args.all {
+        let all = Job::list(cfg)?;
+        if all.is_empty() {
+            return Err(Error::config(format!(
+                "--all: no job files in {}",
+                cfg.jobs_dir().display()
+            )));
+        }
+        all
+    } else {
+        args.jobs.clone()
+    };
+    // Load every job first: a typo in the last one fails before anything runs.
+    let jobs: Vec<Job> = names
+        .iter()
+        .map(|n| Job::load(cfg, n, &ProcessEnv))
+        .collect::<Result<_>>()?;
+    let opts = RunOptions {
+        dry_run: args.dry_run,
+        progress: !args.json && std::io::stderr().is_terminal(),
+    };
+    let run_id = pipeline::new_run_id();
+    let mut out = MigrateOutput {
+        runs: Vec::new(),
+        errors: Vec::new(),
+    };
+    let mut code = 0u8;
+    for job in &jobs {
+        tracing::info!(job = job.name, "starting");
+        match pipeline::run_job(cfg, job, &opts, &run_id) {
+            Ok(report) => {
+                if !args.json {
+                    print!("{}", pipeline::report::render(&report));
+                }
+                out.runs.push(report);
+            }
+            Err(e) => {
+                if !args.json {
+                    eprintln!("error: {e}");
+                }
+                code = code.max(e.exit_code());
+                out.errors.push(JobError {
+                    job: job.name.clone(),
+                    error: e.to_string(),
+                    exit_code: e.exit_code(),
+                });
+            }
+        }
+    }
+    if args.json {
+        print_json(&out)?;
+    }
+    Ok(code)
+}
+
+#[derive(Serialize)]
+struct JobLine {
+    name: String,
+    description: Option<String>,
+    source: String,
+    source_kind: String,
+    source_path: Option<String>,
+    target: String,
+    tables: Vec<(String, String, String)>,
+}
+
+fn jobs(cfg: &Config, json: bool) -> Result<u8> {
+    let mut lines = Vec::new();
+    for name in Job::list(cfg)? {
+        let job = Job::load(cfg, &name, &ProcessEnv)?;
+        let src = cfg.source(&job.source)?;
+        lines.push(JobLine {
+            name: job.name.clone(),
+            description: job.description.clone(),
+            source: job.source.clone(),
+            source_kind: format!("{:?}", src.kind).to_lowercase(),
+            source_path: src.path.as_ref().map(|p| p.display().to_string()),
+            target: crate::config::redact_url(&cfg.target.url),
+            tables: job
+                .tables
+                .iter()
+                .map(|(m, mode)| {
+                    (
+                        m.source_name(),
+                        m.target.table.clone(),
+                        mode.as_str().to_string(),
+                    )
+                })
+                .collect(),
+        });
+    }
+    if json {
+        print_json(&lines)?;
+        return Ok(0);
+    }
+    if lines.is_empty() {
+        println!("no jobs in {}", cfg.jobs_dir().display());
+    }
+    for l in &lines {
+        println!(
+            "{:<12} {} ({}: {}) → {}",
+            l.name,
+            l.description.as_deref().unwrap_or(""),
+            l.source_kind,
+            l.source_path.as_deref().unwrap_or(&l.source),
+            l.target
+        );
+        for (from, to, mode) in &l.tables {
+            println!("{:<12}   {from} → {to} ({mode})", "");
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,133 @@
+//! `jobs/<job>.toml`: what one migration moves, from which source, through
+//! which mappings, in which order.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::mapping::{Mapping, WriteMode};
+use super::{Config, Env};
+use crate::error::{Error, Result};
+
+/// The job file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobFile {
+    description: Option<String>,
+    /// Name of a `[sources.<name>]` in repaero.toml.
+    source: String,
+    /// Tables, written in this order (referenced tables first).
+    tables: Vec<TableEntry>,
+}
+
+/// One `[[tables]]` entry of a job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableEntry {
+    /// Mapping name (`mappings/<name>.toml`) or a path to a mapping file.
+    pub mapping: String,
+    /// Overrides the mapping's write mode.
+    pub mode: Option<WriteMode>,
+}
+
+/// A loaded job with its mappings.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub description: Option<String>,
+    pub source: String,
+    pub tables: Vec<(Mapping, WriteMode)>,
+    pub file: PathBuf,
+}
+
+impl Job {
+    /// Load `jobs/<name>.toml` and every mapping it names.
+    pub fn load(cfg: &Config, name: &str, env: &dyn Env) -> Result<Job> {
+        let dir = cfg.jobs_dir();
+        let file = dir.join(format!("{name}.toml"));
+        if !file.exists() {
+            let known = Self::list(cfg)?;
+            return Err(Error::config(format!(
+                "no job `{name}` (looked for {}); known jobs: {}",
+                file.display(),
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+        let jf: JobFile = super::read_declarative(&file, env)?;
+        if jf.tables.is_empty() {
+            return Err(Error::config(format!(
+                "{}: a job needs at least one [[tables]] entry",
+                file.display()
+            )));
+        }
+        cfg.source(&jf.source)
+            .map_err(|e| e.context(format!("{} (source = \"{}\")", file.display(), jf.source)))?;
+        let mut tables = Vec::new();
+        for t in &jf.tables {
+            let path = mapping_path(cfg, &t.mapping);
+            let mapping = Mapping::load(&path, env)?;
+            let mode = t.mode.unwrap_or(mapping.target.mode);
+            if mode == WriteMode::Upsert && mapping.target.key.is_empty() {
+                return Err(Error::config(format!(
+                    "{}: table `{}` is written with mode = \"upsert\" but {} has no target.key",
+                    file.display(),
+                    mapping.target.table,
+                    path.display()
+                )));
+            }
+            if tables
+                .iter()
+                .any(|(m, _): &(Mapping, WriteMode)| m.target.table == mapping.target.table)
+            {
+                return Err(Error::config(format!(
+                    "{}: table `{}` is written twice",
+                    file.display(),
+                    mapping.target.table
+                )));
+            }
+            tables.push((mapping, mode));
+        }
+        Ok(Job {
+            name: name.to_string(),
+            description: jf.description,
+            source: jf.source,
+            tables,
+            file,
+        })
+    }
+
+    /// Names of all jobs in `jobs/`, sorted.
+    pub fn list(cfg: &Config) -> Result<Vec<String>> {
+        let dir = cfg.jobs_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(Error::config(format!("cannot list {}: {e}", dir.display())));
+            }
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let p = e.path();
+                (p.extension().is_some_and(|x| x == "toml"))
+                    .then(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                    .flatten()
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+fn mapping_path(cfg: &Config, mapping: &str) -> PathBuf {
+    if mapping.ends_with(".toml") {
+        cfg.resolve(Path::new(mapping))
+    } else {
+        cfg.mappings_dir().join(format!("{mapping}.toml"))
+    }
+}

@@ -1,0 +1,466 @@
+//! `mappings/<name>.toml`: how one source table or sheet becomes one target
+//! table: which source columns, their types, cleaning, reject rules and
+//! deduplication.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// One mapping file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    /// Where to read in the source.
+    pub source: SourceSpec,
+    /// Where to write in the target.
+    pub target: TargetSpec,
+    /// The target columns, in order.
+    pub columns: Vec<ColumnSpec>,
+    /// Optional deduplication.
+    pub dedupe: Option<DedupeSpec>,
+    /// The file it came from (not a key).
+    #[serde(skip)]
+    pub file: String,
+}
+
+/// `[source]` of a mapping.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// Sheet name (Excel). Chosen by name, never by position.
+    pub sheet: Option<String>,
+    /// 1-based row of the header; detected from the column names when absent.
+    pub header_row: Option<u32>,
+    /// How many rows to look through when detecting the header (default 30).
+    pub header_scan_rows: Option<u32>,
+    /// Case-insensitive regular expression; a row whose first non-empty cell
+    /// matches it is a footer (e.g. a TOTAL line), not data.
+    pub footer: Option<String>,
+}
+
+/// `[target]` of a mapping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// Target table name.
+    pub table: String,
+    /// Primary key columns (target names).
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// Write mode; the job may override it.
+    #[serde(default)]
+    pub mode: WriteMode,
+}
+
+/// How a table is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMode {
+    /// Load into a new table, then swap it in, in one transaction.
+    #[default]
+    Replace,
+    /// Insert or update on the key.
+    Upsert,
+    /// Insert only.
+    Append,
+}
+
+impl WriteMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteMode::Replace => "replace",
+            WriteMode::Upsert => "upsert",
+            WriteMode::Append => "append",
+        }
+    }
+}
+
+/// A target column's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    Text,
+    Integer,
+    /// Exact decimal with `precision` and `scale` (money).
+    Decimal,
+    Float,
+    Boolean,
+    Date,
+    Datetime,
+}
+
+impl ColumnType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColumnType::Text => "text",
+            ColumnType::Integer => "integer",
+            ColumnType::Decimal => "decimal",
+            ColumnType::Float => "float",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Date => "date",
+            ColumnType::Datetime => "datetime",
+        }
+    }
+}
+
+/// Text case folding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Case {
+    Upper,
+    Lower,
+    Title,
+}
+
+/// How numbers are written in the source text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NumberFormat {
+    /// French (`1 234,56`) or English (`1,234.56`), decided per value.
+    #[default]
+    Auto,
+    /// `1 234,56`, `12,50 €`: comma decimal, space/dot thousands.
+    Fr,
+    /// `1,234.56`: dot decimal, comma thousands.
+    En,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// A reference rule: the value must exist in `table.column` of the target
+/// (a table written earlier in the same job, or already there).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reference {
+    pub table: String,
+    pub column: String,
+}
+
+/// `[[columns]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSpec {
+    /// Target column name.
+    pub name: String,
+    /// Source header text(s) that feed this column; the first found wins.
+    /// Defaults to `name`. Matching ignores case, accents and spacing.
+    pub from: Option<OneOrMany>,
+    /// Target type.
+    #[serde(rename = "type", default = "default_type")]
+    pub ty: ColumnType,
+    /// Decimal precision (total digits), default 18.
+    pub precision: Option<u8>,
+    /// Decimal scale (digits after the point), default 2.
+    pub scale: Option<u8>,
+    /// Trim whitespace, including non-breaking spaces (default true).
+    #[serde(default = "yes")]
+    pub trim: bool,
+    /// Collapse inner runs of whitespace into one space (default true).
+    #[serde(default = "yes")]
+    pub collapse_spaces: bool,
+    /// Case folding.
+    pub case: Option<Case>,
+    /// Source values that mean "empty" (compared after cleaning, ignoring case).
+    #[serde(default)]
+    pub null_values: Vec<String>,
+    /// Fill an empty cell with the value above it (vertically merged cells).
+    #[serde(default)]
+    pub fill_down: bool,
+    /// The source column may be missing: the column is then NULL.
+    #[serde(default)]
+    pub optional: bool,
+    /// Number format for numeric types.
+    #[serde(default)]
+    pub number_format: NumberFormat,
+    /// Date formats (chrono `strftime`), tried before the built-in ones
+    /// (Excel serial, `dd/mm/yyyy`, ISO 8601).
+    #[serde(default)]
+    pub date_formats: Vec<String>,
+    /// Reject rule: the value must be present.
+    #[serde(default)]
+    pub required: bool,
+    /// Reject rule: lowest accepted value (numbers; dates as ISO text).
+    pub min: Option<toml::Value>,
+    /// Reject rule: highest accepted value.
+    pub max: Option<toml::Value>,
+    /// Reject rule: regular expression the whole text must match.
+    pub pattern: Option<String>,
+    /// Reject rule: accepted values.
+    pub one_of: Option<Vec<String>>,
+    /// Reject rule: the value must exist in another table.
+    pub references: Option<Reference>,
+}
+
+fn default_type() -> ColumnType {
+    ColumnType::Text
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ColumnSpec {
+    /// Header texts this column may come from.
+    pub fn sources(&self) -> Vec<String> {
+        match &self.from {
+            Some(f) => f.to_vec(),
+            None => vec![self.name.clone()],
+        }
+    }
+
+    pub fn scale(&self) -> u8 {
+        self.scale.unwrap_or(2)
+    }
+
+    pub fn precision(&self) -> u8 {
+        self.precision.unwrap_or(18)
+    }
+}
+
+/// How to merge one column when rows are deduplicated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Merge {
+    /// Keep the value of the first row (in source order).
+    #[default]
+    First,
+    /// Keep the value of the last row.
+    Last,
+    /// Add the values (numbers).
+    Sum,
+    /// Keep the largest value.
+    Max,
+    /// Keep the smallest value.
+    Min,
+}
+
+/// `[dedupe]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupeSpec {
+    /// Key columns (target names). `["*"]` means the whole row: exact
+    /// duplicates only. Defaults to the target key.
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// Merge rule per column; columns not named use `first`.
+    #[serde(default)]
+    pub merge: BTreeMap<String, Merge>,
+}
+
+impl Mapping {
+    /// Read and check a mapping file.
+    pub fn load(path: &Path, env: &dyn super::Env) -> Result<Mapping> {
+        let mut m: Mapping = super::read_declarative(path, env)?;
+        m.file = path.display().to_string();
+        m.check()?;
+        Ok(m)
+    }
+
+    /// Cross-field checks that serde cannot express.
+    pub fn check(&self) -> Result<()> {
+        let f = &self.file;
+        if self.columns.is_empty() {
+            return Err(Error::config(format!(
+                "{f}: a mapping needs at least one [[columns]]"
+            )));
+        }
+        check_identifier(&self.target.table, f, "target.table")?;
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.columns {
+            check_identifier(&c.name, f, "columns.name")?;
+            if !seen.insert(c.name.to_lowercase()) {
+                return Err(Error::config(format!(
+                    "{f}: column `{}` is declared twice",
+                    c.name
+                )));
+            }
+            if let Some(p) = &c.pattern {
+                regex::Regex::new(p).map_err(|e| {
+                    Error::config(format!(
+                        "{f}: column `{}`: pattern is not a valid regular expression: {e}",
+                        c.name
+                    ))
+                })?;
+            }
+            if c.ty == ColumnType::Decimal && c.scale() > c.precision() {
+                return Err(Error::config(format!(
+                    "{f}: column `{}`: scale {} is larger than precision {}",
+                    c.name,
+                    c.scale(),
+                    c.precision()
+                )));
+            }
+        }
+        let has = |n: &str| self.columns.iter().any(|c| c.name == n);
+        for k in &self.target.key {
+            if !has(k) {
+                return Err(Error::config(format!(
+                    "{f}: target.key names `{k}`, which is not a declared column"
+                )));
+            }
+        }
+        if self.target.mode == WriteMode::Upsert && self.target.key.is_empty() {
+            return Err(Error::config(format!(
+                "{f}: mode = \"upsert\" needs target.key"
+            )));
+        }
+        if let Some(d) = &self.dedupe {
+            let key = self.dedupe_key();
+            if key.is_empty() {
+                return Err(Error::config(format!(
+                    "{f}: [dedupe] needs a key (or a target.key to default to)"
+                )));
+            }
+            if !(key.len() == 1 && key[0] == "*") {
+                for k in &key {
+                    if !has(k) {
+                        return Err(Error::config(format!(
+                            "{f}: dedupe.key names `{k}`, which is not a declared column"
+                        )));
+                    }
+                }
+            }
+            for (col, merge) in &d.merge {
+                let Some(spec) = self.columns.iter().find(|c| &c.name == col) else {
+                    return Err(Error::config(format!(
+                        "{f}: dedupe.merge names `{col}`, which is not a declared column"
+                    )));
+                };
+                if *merge == Merge::Sum
+                    && !matches!(
+                        spec.ty,
+                        ColumnType::Integer | ColumnType::Decimal | ColumnType::Float
+                    )
+                {
+                    return Err(Error::config(format!(
+                        "{f}: dedupe.merge: `{col}` is {}; only numbers can be summed",
+                        spec.ty.as_str()
+                    )));
+                }
+            }
+        }
+        if let Some(footer) = &self.source.footer {
+            regex::Regex::new(footer).map_err(|e| {
+                Error::config(format!(
+                    "{f}: source.footer is not a valid regular expression: {e}"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The dedupe key, defaulting to the target key.
+    pub fn dedupe_key(&self) -> Vec<String> {
+        match &self.dedupe {
+            Some(d) if !d.key.is_empty() => d.key.clone(),
+            Some(_) => self.target.key.clone(),
+            None => Vec::new(),
+        }
+    }
+
+    /// What this mapping reads, for messages: the sheet or table name.
+    pub fn source_name(&self) -> String {
+        self.source.sheet.clone().unwrap_or_else(|| "?".to_string())
+    }
+}
+
+/// Target identifiers are plain snake_case so that they need no quoting in
+/// any dialect and fit Oracle's 128-character limit.
+fn check_identifier(name: &str, file: &str, what: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::config(format!(
+            "{file}: {what} `{name}` must be snake_case ASCII (a-z, 0-9, _), at most 63 characters"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Mapping> {
+        let table = super::super::parse_checked::<Mapping>(text, "m.toml")?;
+        let mut m: Mapping = toml::Value::Table(table).try_into().unwrap();
+        m.file = "m.toml".into();
+        m.check()?;
+        Ok(m)
+    }
+
+    const BASE: &str = r#"
+[source]
+sheet = "Stock"
+[target]
+table = "parts"
+key = ["reference"]
+[[columns]]
+name = "reference"
+from = ["Référence", "Ref"]
+required = true
+[[columns]]
+name = "quantity"
+type = "integer"
+"#;
+
+    #[test]
+    fn parses_a_mapping() {
+        let m = parse(BASE).unwrap();
+        assert_eq!(m.columns[0].sources(), vec!["Référence", "Ref"]);
+        assert_eq!(m.columns[1].sources(), vec!["quantity"]);
+        assert_eq!(m.columns[1].ty, ColumnType::Integer);
+        assert!(m.columns[0].trim);
+        assert_eq!(m.target.mode, WriteMode::Replace);
+    }
+
+    #[test]
+    fn rejects_summing_text_and_unknown_dedupe_columns() {
+        let text = format!("{BASE}[dedupe]\nmerge = {{ reference = \"sum\" }}\n");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("only numbers can be summed"), "{err}");
+        let text = format!("{BASE}[dedupe]\nkey = [\"nope\"]\n");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("`nope`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_column_key_is_located() {
+        let text = BASE.replace("required = true", "requird = true");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.starts_with("m.toml:10:1:"), "{err}");
+        assert!(err.contains("requird"), "{err}");
+    }
+
+    #[test]
+    fn identifiers_must_be_snake_case() {
+        let text = BASE.replace("table = \"parts\"", "table = \"Parts\"");
+        assert!(parse(&text).unwrap_err().to_string().contains("snake_case"));
+    }
+}

@@ -1,0 +1,530 @@
+//! Configuration: `repaero.toml` (target, sources, paths), `jobs/*.toml`
+//! and `mappings/*.toml`.
+//!
+//! Loading is two passes. The raw text is first deserialised as written, so
+//! that an unknown key or a wrong type is reported with its file, line and
+//! column. Then `${VAR}` references are expanded, relative paths are made
+//! relative to the configuration file, `--set key=value` overrides are
+//! applied, and the result is deserialised again.
+
+pub mod interp;
+pub mod job;
+pub mod mapping;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+pub use interp::{Env, ProcessEnv};
+pub use job::{Job, TableEntry};
+pub use mapping::{ColumnSpec, ColumnType, Mapping, WriteMode};
+
+/// Name of the configuration file looked for in the working directory.
+pub const DEFAULT_CONFIG: &str = "repaero.toml";
+/// The embedded default target.
+pub const DEFAULT_TARGET: &str = "sqlite://repaero.db";
+
+/// `repaero.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub target: TargetConfig,
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    #[serde(default)]
+    pub paths: PathsConfig,
+    #[serde(default)]
+    pub run: RunConfig,
+    /// Directory of the configuration file (not a key of the file).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The file it was read from, if any.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
+}
+
+/// `[target]`: where jobs write.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// `sqlite://path`, `postgres://user@host/db?sslmode=…`.
+    #[serde(default = "default_target")]
+    pub url: String,
+}
+
+impl Default for TargetConfig {
+    fn default() -> Self {
+        TargetConfig {
+            url: default_target(),
+        }
+    }
+}
+
+fn default_target() -> String {
+    DEFAULT_TARGET.to_string()
+}
+
+/// The kinds of source repaero reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// .xlsx, .xlsm, .xlsb, .xls, .ods
+    Excel,
+}
+
+/// `[sources.<name>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    /// File path for file sources, relative to the configuration file.
+    pub path: Option<PathBuf>,
+    /// Free text shown by `repaero jobs`.
+    pub description: Option<String>,
+}
+
+/// `[paths]`: where declarative files live, relative to the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsConfig {
+    #[serde(default = "PathsConfig::default_jobs")]
+    pub jobs: PathBuf,
+    #[serde(default = "PathsConfig::default_mappings")]
+    pub mappings: PathBuf,
+    #[serde(default = "PathsConfig::default_validation")]
+    pub validation: PathBuf,
+    #[serde(default = "PathsConfig::default_quarantine")]
+    pub quarantine: PathBuf,
+}
+
+impl PathsConfig {
+    fn default_jobs() -> PathBuf {
+        "jobs".into()
+    }
+    fn default_mappings() -> PathBuf {
+        "mappings".into()
+    }
+    fn default_validation() -> PathBuf {
+        "validation".into()
+    }
+    fn default_quarantine() -> PathBuf {
+        "quarantine".into()
+    }
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        PathsConfig {
+            jobs: Self::default_jobs(),
+            mappings: Self::default_mappings(),
+            validation: Self::default_validation(),
+            quarantine: Self::default_quarantine(),
+        }
+    }
+}
+
+/// `[run]`: how jobs run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Rows per batch read from a source.
+    #[serde(default = "RunConfig::default_batch_size")]
+    pub batch_size: usize,
+}
+
+impl RunConfig {
+    fn default_batch_size() -> usize {
+        10_000
+    }
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            batch_size: Self::default_batch_size(),
+        }
+    }
+}
+
+/// Options for loading the configuration.
+#[derive(Debug, Default, Clone)]
+pub struct LoadOptions {
+    /// `--config PATH`; when absent `./repaero.toml` is used if it exists.
+    pub path: Option<PathBuf>,
+    /// `--set key=value` overrides, in order.
+    pub sets: Vec<String>,
+}
+
+impl Config {
+    /// Load `repaero.toml` as the command line asks.
+    pub fn load(opts: &LoadOptions, env: &dyn Env) -> Result<Config> {
+        let (file, text) = match &opts.path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    Error::config(format!(
+                        "cannot read configuration file {}: {e}",
+                        p.display()
+                    ))
+                })?;
+                (Some(p.clone()), text)
+            }
+            None => {
+                let p = PathBuf::from(DEFAULT_CONFIG);
+                match std::fs::read_to_string(&p) {
+                    Ok(text) => (Some(p), text),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, String::new()),
+                    Err(e) => {
+                        return Err(Error::config(format!("cannot read {DEFAULT_CONFIG}: {e}")));
+                    }
+                }
+            }
+        };
+        let label = file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(built-in defaults)".to_string());
+        let base_dir = file
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    p.to_path_buf()
+                }
+            })
+            .unwrap_or_else(|| PathBuf::from("."));
+        let mut cfg = Self::from_text(&text, &label, &base_dir, &opts.sets, env)?;
+        cfg.base_dir = base_dir;
+        cfg.file = file;
+        Ok(cfg)
+    }
+
+    /// Parse configuration text. Relative paths resolve against `base_dir`;
+    /// values from `sets` are taken as given (relative to the working
+    /// directory, like any command-line path).
+    pub fn from_text(
+        text: &str,
+        label: &str,
+        base_dir: &Path,
+        sets: &[String],
+        env: &dyn Env,
+    ) -> Result<Config> {
+        let mut value: toml::Table = parse_checked::<Config>(text, label)?;
+        let mut root = toml::Value::Table(std::mem::take(&mut value));
+        interp::expand_value(&mut root, env, &format!("{label}:"))?;
+        resolve_relative_paths(&mut root, base_dir);
+        for set in sets {
+            apply_set(&mut root, set)?;
+        }
+        let cfg: Config = root.try_into().map_err(|e: toml::de::Error| {
+            Error::config(format!(
+                "{label} (after --set and ${{…}} expansion): {}",
+                e.message()
+            ))
+        })?;
+        cfg.check(label)?;
+        Ok(cfg)
+    }
+
+    fn check(&self, label: &str) -> Result<()> {
+        for (name, src) in &self.sources {
+            match src.kind {
+                SourceKind::Excel => {
+                    if src.path.is_none() {
+                        return Err(Error::config(format!(
+                            "{label}: [sources.{name}] is an excel source and needs `path = \"….xlsx\"`"
+                        )));
+                    }
+                }
+            }
+        }
+        if self.run.batch_size == 0 {
+            return Err(Error::config(format!(
+                "{label}: run.batch_size must be at least 1"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The named source, or an error listing the ones that exist.
+    pub fn source(&self, name: &str) -> Result<&SourceConfig> {
+        self.sources.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.sources.keys().map(|s| s.as_str()).collect();
+            Error::config(format!(
+                "no source named `{name}` in {}; known sources: {}",
+                self.label(),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })
+    }
+
+    /// The configuration file name for messages.
+    pub fn label(&self) -> String {
+        self.file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| DEFAULT_CONFIG.to_string())
+    }
+
+    /// A path relative to the configuration file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() || self.base_dir == Path::new(".") {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.resolve(&self.paths.jobs)
+    }
+
+    pub fn mappings_dir(&self) -> PathBuf {
+        self.resolve(&self.paths.mappings)
+    }
+
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.resolve(&self.paths.quarantine)
+    }
+}
+
+/// Parse TOML text and check it against `T`, reporting any error (syntax,
+/// unknown key, wrong type) with `file:line:column`. Returns the raw table
+/// so that the caller can expand and override it.
+pub fn parse_checked<T: DeserializeOwned>(text: &str, label: &str) -> Result<toml::Table> {
+    if let Err(e) = toml::from_str::<T>(text) {
+        return Err(Error::config(locate(text, label, &e)));
+    }
+    toml::from_str::<toml::Table>(text).map_err(|e| Error::config(locate(text, label, &e)))
+}
+
+/// Read a declarative file (job, mapping) fully: check, expand `${VAR}`,
+/// deserialise.
+pub fn read_declarative<T: DeserializeOwned>(path: &Path, env: &dyn Env) -> Result<T> {
+    let label = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::config(format!("cannot read {label}: {e}")))?;
+    let table = parse_checked::<T>(&text, &label)?;
+    let mut root = toml::Value::Table(table);
+    interp::expand_value(&mut root, env, &format!("{label}:"))?;
+    root.try_into()
+        .map_err(|e: toml::de::Error| Error::config(format!("{label}: {}", e.message())))
+}
+
+/// `file:line:column: message` for a TOML error.
+fn locate(text: &str, label: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map(|p| p + 1).unwrap_or(0) + 1;
+            let src_line = text.lines().nth(line - 1).unwrap_or("").trim_end();
+            format!(
+                "{label}:{line}:{col}: {}\n  {line} | {src_line}",
+                e.message().trim_end()
+            )
+        }
+        None => format!("{label}: {}", e.message().trim_end()),
+    }
+}
+
+fn resolve_relative_paths(root: &mut toml::Value, base: &Path) {
+    if base == Path::new(".") {
+        return;
+    }
+    let join = |s: &mut String| {
+        if !s.is_empty() && Path::new(s.as_str()).is_relative() {
+            *s = base.join(s.as_str()).display().to_string();
+        }
+    };
+    if let Some(sources) = root.get_mut("sources").and_then(|v| v.as_table_mut()) {
+        for (_, src) in sources.iter_mut() {
+            if let Some(toml::Value::String(p)) = src.get_mut("path") {
+                join(p);
+            }
+        }
+    }
+    if let Some(toml::Value::String(url)) = root.get_mut("target").and_then(|t| t.get_mut("url")) {
+        if let Some(rest) = url.strip_prefix("sqlite://") {
+            let mut p = rest.to_string();
+            if p != ":memory:" {
+                join(&mut p);
+                *url = format!("sqlite://{p}");
+            }
+        }
+    }
+    // [paths] are resolved when used (Config::resolve), defaults included.
+}
+
+/// Apply one `key.path=value` override. The value is read as a TOML value
+/// when it is one (`500`, `true`, `"x"`, `[1, 2]`), as a plain string
+/// otherwise (`postgres://…`).
+pub fn apply_set(root: &mut toml::Value, set: &str) -> Result<()> {
+    let (key, raw) = set.split_once('=').ok_or_else(|| {
+        Error::config(format!(
+            "--set {set:?}: expected key=value, e.g. --set target.url=postgres://postgres@127.0.0.1/repaero"
+        ))
+    })?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(|p| p.is_empty()) {
+        return Err(Error::config(format!(
+            "--set {set:?}: the key must be a dotted path such as sources.stock.path"
+        )));
+    }
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut cur = root;
+    for part in &parts[..parts.len() - 1] {
+        let table = cur
+            .as_table_mut()
+            .ok_or_else(|| Error::config(format!("--set {key}: `{part}` is not a table")))?;
+        cur = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+    let last = parts[parts.len() - 1];
+    cur.as_table_mut()
+        .ok_or_else(|| Error::config(format!("--set {key}: parent of `{last}` is not a table")))?
+        .insert(last.to_string(), value);
+    Ok(())
+}
+
+/// Print a URL with any password replaced, for logs, errors and reports.
+pub fn redact_url(url: &str) -> String {
+    // scheme://user:password@host → scheme://user:***@host
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let auth = &rest[..auth_end];
+        if let Some(at) = auth.rfind('@') {
+            let userinfo = &auth[..at];
+            if let Some(colon) = userinfo.find(':') {
+                let user = &userinfo[..colon];
+                let mut out = String::new();
+                out.push_str(&url[..scheme_end + 3]);
+                out.push_str(user);
+                out.push_str(":***");
+                out.push_str(&rest[at..]);
+                return redact_query(&out);
+            }
+        }
+    }
+    redact_query(url)
+}
+
+fn redact_query(url: &str) -> String {
+    let Some(q) = url.find('?') else {
+        return url.to_string();
+    };
+    let (head, query) = url.split_at(q + 1);
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => kv.to_string(),
+        })
+        .collect();
+    format!("{head}{}", parts.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let text = "[target]\nurl = \"sqlite://x.db\"\n\n[sources.stock]\nkind = \"excel\"\npth = \"a.xlsx\"\n";
+        let err =
+            Config::from_text(text, "repaero.toml", Path::new("."), &[], &no_env).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("repaero.toml:6:1:"), "{msg}");
+        assert!(msg.contains("unknown field `pth`"), "{msg}");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn sets_override_and_paths_resolve_against_config_dir() {
+        let text = "[target]\nurl = \"sqlite://out.db\"\n[sources.stock]\nkind = \"excel\"\npath = \"fixtures/stock.xlsx\"\n";
+        let cfg =
+            Config::from_text(text, "conf/repaero.toml", Path::new("conf"), &[], &no_env).unwrap();
+        assert_eq!(cfg.target.url, "sqlite://conf/out.db");
+        assert_eq!(
+            cfg.sources["stock"].path.as_deref(),
+            Some(Path::new("conf/fixtures/stock.xlsx"))
+        );
+        let sets = vec![
+            "target.url=postgres://postgres@127.0.0.1/x".to_string(),
+            "sources.stock.path=other.xlsx".to_string(),
+            "run.batch_size=500".to_string(),
+        ];
+        let cfg = Config::from_text(text, "conf/repaero.toml", Path::new("conf"), &sets, &no_env)
+            .unwrap();
+        assert_eq!(cfg.target.url, "postgres://postgres@127.0.0.1/x");
+        assert_eq!(
+            cfg.sources["stock"].path.as_deref(),
+            Some(Path::new("other.xlsx"))
+        );
+        assert_eq!(cfg.run.batch_size, 500);
+    }
+
+    #[test]
+    fn set_of_unknown_key_is_an_error() {
+        let err = Config::from_text(
+            "",
+            "repaero.toml",
+            Path::new("."),
+            &["target.uri=x".into()],
+            &no_env,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `uri`"), "{err}");
+        let err = Config::from_text(
+            "",
+            "repaero.toml",
+            Path::new("."),
+            &["novalue".into()],
+            &no_env,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("key=value"), "{err}");
+    }
+
+    #[test]
+    fn env_defaults_apply_to_the_target() {
+        let text = "[target]\nurl = \"${REPAERO_TARGET:-sqlite://repaero.db}\"\n";
+        let cfg = Config::from_text(text, "repaero.toml", Path::new("."), &[], &no_env).unwrap();
+        assert_eq!(cfg.target.url, "sqlite://repaero.db");
+        let env = |n: &str| (n == "REPAERO_TARGET").then(|| "postgres://u@h/db".to_string());
+        let cfg = Config::from_text(text, "repaero.toml", Path::new("."), &[], &env).unwrap();
+        assert_eq!(cfg.target.url, "postgres://u@h/db");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://app:s3cr3t@db:5432/billing?sslmode=require"),
+            "postgres://app:***@db:5432/billing?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://db/x?user=a&password=hunter2"),
+            "postgres://db/x?user=a&password=***"
+        );
+        assert_eq!(redact_url("sqlite://repaero.db"), "sqlite://repaero.db");
+    }
+}

@@ -1,0 +1,358 @@
+//! Running a job: source → map → dedupe → sink, table by table, inside one
+//! unit of work, with every row accounted for.
+
+pub mod profile;
+pub mod quarantine;
+pub mod report;
+pub mod tally;
+
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use polars::prelude::DataFrame;
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{cursors, row_numbers};
+use crate::config::mapping::{Mapping, WriteMode};
+use crate::config::{Config, Job};
+use crate::error::{Error, Result};
+use crate::sink::{self, RunRecord, Sink, TableDef};
+use crate::source::{Source, TableRequest, WantedColumn};
+use crate::transform::dedupe::Dedupe;
+use crate::transform::{Mapper, Reject};
+use quarantine::RejectFile;
+pub use tally::{Skipped, Tally};
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Do everything, then roll back.
+    pub dry_run: bool,
+    /// Show progress bars (only on a terminal).
+    pub progress: bool,
+}
+
+/// What one job did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobReport {
+    pub job: String,
+    pub run_id: String,
+    pub source: String,
+    pub target: String,
+    pub dry_run: bool,
+    /// `committed`, `rolled back (dry run)` or `failed`.
+    pub status: String,
+    pub error: Option<String>,
+    pub started_at: String,
+    pub seconds: f64,
+    pub tables: Vec<Tally>,
+    /// Quarantine files written (rejects and merges).
+    pub files: Vec<String>,
+}
+
+impl JobReport {
+    pub fn read(&self) -> u64 {
+        self.tables.iter().map(|t| t.read).sum()
+    }
+    pub fn written(&self) -> u64 {
+        self.tables.iter().map(|t| t.written).sum()
+    }
+    pub fn rejected(&self) -> u64 {
+        self.tables.iter().map(|t| t.rejected).sum()
+    }
+}
+
+/// A run identifier: UTC time plus a short random part.
+pub fn new_run_id() -> String {
+    let now = chrono::Utc::now();
+    let salt = (now.timestamp_subsec_nanos() ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!("{}-{salt:04x}", now.format("%Y%m%dT%H%M%SZ"))
+}
+
+/// What a mapping asks the source for.
+pub fn table_request(m: &Mapping, batch_size: usize) -> Result<TableRequest> {
+    let footer = match &m.source.footer {
+        Some(p) => Some(
+            regex::RegexBuilder::new(p)
+                .case_insensitive(true)
+                .build()
+                .map_err(|e| Error::config(format!("{}: source.footer: {e}", m.file)))?,
+        ),
+        None => None,
+    };
+    let table = m.source.sheet.clone().ok_or_else(|| {
+        Error::config(format!(
+            "{}: [source] needs `sheet = \"…\"` for an Excel source",
+            m.file
+        ))
+    })?;
+    Ok(TableRequest {
+        table,
+        columns: Some(
+            m.columns
+                .iter()
+                .map(|c| WantedColumn {
+                    name: c.name.clone(),
+                    headers: c.sources(),
+                    optional: c.optional,
+                })
+                .collect(),
+        ),
+        header_row: m.source.header_row,
+        header_scan_rows: m.source.header_scan_rows.unwrap_or(30),
+        footer,
+        batch_size,
+    })
+}
+
+fn progress_bar(enabled: bool, table: &str, estimate: Option<u64>) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let pb = match estimate {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::new_spinner(),
+    };
+    let style = ProgressStyle::with_template(
+        "{spinner} {prefix:<20} {human_pos:>10} rows  {per_sec:>12}  {elapsed}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    pb.set_style(style);
+    pb.set_prefix(table.to_string());
+    pb
+}
+
+/// Run one job against the configured target.
+pub fn run_job(cfg: &Config, job: &Job, opts: &RunOptions, run_id: &str) -> Result<JobReport> {
+    let started = chrono::Utc::now();
+    let t0 = Instant::now();
+    let src_cfg = cfg.source(&job.source)?;
+    let source = Source::open(&job.source, src_cfg)?;
+    let mut sink = sink::open(&cfg.target.url, opts.dry_run)?;
+    let qdir = cfg.quarantine_dir().join(if opts.dry_run {
+        format!("{run_id}-dry-run")
+    } else {
+        run_id.to_string()
+    });
+    let mut report = JobReport {
+        job: job.name.clone(),
+        run_id: run_id.to_string(),
+        source: source.describe(),
+        target: sink.describe(),
+        dry_run: opts.dry_run,
+        status: "failed".into(),
+        error: None,
+        started_at: started.to_rfc3339(),
+        seconds: 0.0,
+        tables: Vec::new(),
+        files: Vec::new(),
+    };
+    sink.begin()?;
+    let outcome = (|| -> Result<()> {
+        for (mapping, mode) in &job.tables {
+            let tally = run_table(
+                &source,
+                sink.as_mut(),
+                mapping,
+                *mode,
+                &job.name,
+                run_id,
+                &qdir,
+                cfg.run.batch_size,
+                opts,
+                &mut report.files,
+            )
+            .map_err(|e| e.context(format!("job {}, table {}", job.name, mapping.target.table)))?;
+            report.tables.push(tally);
+        }
+        report.seconds = t0.elapsed().as_secs_f64();
+        report.status = if opts.dry_run {
+            "rolled back (dry run)".into()
+        } else {
+            "committed".into()
+        };
+        let tally_json = serde_json::to_string(&report.tables)
+            .map_err(|e| Error::runtime(format!("serialising the tally: {e}")))?;
+        sink.record_run(&RunRecord {
+            run_id: run_id.to_string(),
+            job: job.name.clone(),
+            started_at: report.started_at.clone(),
+            finished_at: chrono::Utc::now().to_rfc3339(),
+            status: report.status.clone(),
+            dry_run: opts.dry_run,
+            source: report.source.clone(),
+            tally: tally_json,
+        })?;
+        Ok(())
+    })();
+    match outcome {
+        Ok(()) => {
+            if opts.dry_run {
+                sink.rollback()?;
+            } else {
+                sink.commit()?;
+            }
+            Ok(report)
+        }
+        Err(e) => {
+            // Nothing half-written: the whole job is one transaction.
+            if let Err(rb) = sink.rollback() {
+                tracing::warn!("rollback after failure also failed: {rb}");
+            }
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_table(
+    source: &Source,
+    sink: &mut dyn Sink,
+    mapping: &Mapping,
+    mode: WriteMode,
+    job: &str,
+    run_id: &str,
+    qdir: &std::path::Path,
+    batch_size: usize,
+    opts: &RunOptions,
+    files: &mut Vec<String>,
+) -> Result<Tally> {
+    let t0 = Instant::now();
+    let table = mapping.target.table.as_str();
+    let mut mapper = Mapper::new(mapping)?;
+    let mut reader = source.read(table_request(mapping, batch_size)?)?;
+    let origin = reader.origin.clone();
+    let mut tally = Tally::new(table, &origin, mode.as_str());
+    for (col, rtable, rcol) in mapper.references() {
+        let values = sink.key_values(&rtable, &rcol)?;
+        tracing::debug!(
+            table,
+            col,
+            rtable,
+            rcol,
+            n = values.len(),
+            "reference values loaded"
+        );
+        mapper.set_reference_values(&col, values);
+    }
+    let def = TableDef::from_mapping(mapping);
+    sink.start_table(&def, mode)?;
+    sink.clear_rejects(job, table)?;
+    let mut dedupe = Dedupe::for_mapping(mapping);
+    let mut out = TableOutput {
+        sink,
+        origin: &origin,
+        run_id,
+        job,
+        table,
+        file: RejectFile::new(qdir, job, table),
+    };
+    let pb = progress_bar(opts.progress, table, reader.estimated_rows);
+    while let Some(raw) = reader.next_batch()? {
+        tally.read += raw.height() as u64;
+        pb.inc(raw.height() as u64);
+        let mapped = mapper.apply(&raw)?;
+        out.reject(&mapped.rejects, &mut tally)?;
+        let kept = match dedupe.as_mut() {
+            Some(d) => d.push(mapped.kept)?,
+            None => Some(mapped.kept),
+        };
+        if let Some(kept) = kept {
+            out.write(&kept, &mut tally)?;
+        }
+    }
+    if let Some(d) = dedupe.as_mut() {
+        if let Some(rest) = d.finish()? {
+            out.write(&rest, &mut tally)?;
+        }
+        tally.merged = d.merged;
+        if let Some(p) = quarantine::write_merges(qdir, job, table, &d.log)? {
+            files.push(p.display().to_string());
+        }
+    }
+    out.sink.finish_table()?;
+    pb.finish_and_clear();
+    if let Some(p) = out.file.finish()? {
+        files.push(p.display().to_string());
+    }
+    if let Some(stats) = reader.stats() {
+        tally.skipped = Skipped {
+            rows_above_header: stats.rows_above_header,
+            blank_rows: stats.blank_rows,
+            footer_rows: stats.footer_rows,
+        };
+    }
+    tally.seconds = t0.elapsed().as_secs_f64();
+    tally.check()?;
+    Ok(tally)
+}
+
+/// Where one table's rows end: the sink, or the quarantine (file and
+/// `_rejects`), counted in the tally either way.
+struct TableOutput<'a> {
+    sink: &'a mut dyn Sink,
+    origin: &'a str,
+    run_id: &'a str,
+    job: &'a str,
+    table: &'a str,
+    file: RejectFile,
+}
+
+impl TableOutput<'_> {
+    fn reject(&mut self, rejects: &[Reject], tally: &mut Tally) -> Result<()> {
+        if rejects.is_empty() {
+            return Ok(());
+        }
+        for r in rejects {
+            tally.reject(&r.reason);
+        }
+        self.file.write(self.origin, rejects)?;
+        self.sink
+            .write_rejects(self.run_id, self.job, self.table, self.origin, rejects)
+    }
+
+    fn write(&mut self, kept: &DataFrame, tally: &mut Tally) -> Result<()> {
+        if kept.height() == 0 {
+            return Ok(());
+        }
+        let out = self.sink.write(kept)?;
+        tally.written += out.written;
+        if !out.refused.is_empty() {
+            let refused = refused_rejects(kept, &out.refused)?;
+            self.reject(&refused, tally)?;
+        }
+        Ok(())
+    }
+}
+
+/// Rejects for rows the target refused, with the database's reason.
+fn refused_rejects(kept: &DataFrame, refused: &[(usize, String)]) -> Result<Vec<Reject>> {
+    let mut kept = kept.clone();
+    kept.rechunk_mut();
+    let (names, cols) = cursors(&kept)?;
+    let rows = row_numbers(&kept);
+    Ok(refused
+        .iter()
+        .map(|(i, msg)| {
+            let reason = format!("target refused: {}", short_reason(msg));
+            Reject {
+                row: rows.get(*i).copied().unwrap_or(0),
+                reason,
+                detail: format!("the target refused the row: {msg}"),
+                record: names
+                    .iter()
+                    .zip(&cols)
+                    .map(|(n, c)| (n.clone(), c.get(*i).to_text()))
+                    .collect(),
+            }
+        })
+        .collect())
+}
+
+/// The stable part of a database message (no values), for grouping.
+fn short_reason(msg: &str) -> String {
+    let first = msg.split(';').next().unwrap_or(msg);
+    // PostgreSQL puts values in the detail, SQLite puts the column list in
+    // the message: both are stable for one constraint.
+    first.trim().to_string()
+}

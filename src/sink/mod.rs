@@ -1,0 +1,279 @@
+//! Sinks: where rows go.
+//!
+//! A sink prepares a target table for a write mode, writes typed batches
+//! inside one unit of work (one transaction per job), and commits or rolls
+//! back; `--dry-run` always rolls back. A row the database refuses is
+//! returned to the caller with the database's reason, never dropped.
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::collections::HashSet;
+
+use polars::prelude::DataFrame;
+use serde::Serialize;
+
+use crate::config::mapping::{ColumnType, Mapping, WriteMode};
+use crate::error::{Error, Result};
+use crate::transform::Reject;
+
+/// A target column.
+#[derive(Debug, Clone, Serialize)]
+pub struct ColumnDef {
+    pub name: String,
+    pub ty: ColumnType,
+    pub precision: u8,
+    pub scale: u8,
+    pub not_null: bool,
+}
+
+/// A target table as the mapping declares it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableDef {
+    pub name: String,
+    pub columns: Vec<ColumnDef>,
+    pub key: Vec<String>,
+}
+
+impl TableDef {
+    pub fn from_mapping(m: &Mapping) -> TableDef {
+        TableDef {
+            name: m.target.table.clone(),
+            columns: m
+                .columns
+                .iter()
+                .map(|c| ColumnDef {
+                    name: c.name.clone(),
+                    ty: c.ty,
+                    precision: c.precision(),
+                    scale: c.scale(),
+                    not_null: c.required || m.target.key.contains(&c.name),
+                })
+                .collect(),
+            key: m.target.key.clone(),
+        }
+    }
+}
+
+/// SQL dialects repaero writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The column type for a target type.
+    pub fn type_sql(self, c: &ColumnDef) -> String {
+        match (self, c.ty) {
+            (Dialect::Sqlite, ColumnType::Text) => "TEXT".into(),
+            (Dialect::Sqlite, ColumnType::Integer) => "INTEGER".into(),
+            (Dialect::Sqlite, ColumnType::Decimal) => {
+                format!("NUMERIC({},{})", c.precision, c.scale)
+            }
+            (Dialect::Sqlite, ColumnType::Float) => "REAL".into(),
+            (Dialect::Sqlite, ColumnType::Boolean) => "INTEGER".into(),
+            (Dialect::Sqlite, ColumnType::Date) => "DATE".into(),
+            (Dialect::Sqlite, ColumnType::Datetime) => "DATETIME".into(),
+            (Dialect::Postgres, ColumnType::Text) => "text".into(),
+            (Dialect::Postgres, ColumnType::Integer) => "bigint".into(),
+            (Dialect::Postgres, ColumnType::Decimal) => {
+                format!("numeric({},{})", c.precision, c.scale)
+            }
+            (Dialect::Postgres, ColumnType::Float) => "double precision".into(),
+            (Dialect::Postgres, ColumnType::Boolean) => "boolean".into(),
+            (Dialect::Postgres, ColumnType::Date) => "date".into(),
+            (Dialect::Postgres, ColumnType::Datetime) => "timestamp".into(),
+        }
+    }
+
+    /// Quote an identifier.
+    pub fn quote(self, ident: &str) -> String {
+        format!("\"{}\"", ident.replace('"', "\"\""))
+    }
+
+    /// `CREATE TABLE` for `def`, named `name`.
+    pub fn create_table(self, def: &TableDef, name: &str, if_not_exists: bool) -> String {
+        let mut cols: Vec<String> = def
+            .columns
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {}{}",
+                    self.quote(&c.name),
+                    self.type_sql(c),
+                    if c.not_null { " NOT NULL" } else { "" }
+                )
+            })
+            .collect();
+        if !def.key.is_empty() {
+            let key: Vec<String> = def.key.iter().map(|k| self.quote(k)).collect();
+            cols.push(match self {
+                // PostgreSQL names the index after the constraint; name it
+                // so that the swap of a `replace` load can rename it.
+                Dialect::Postgres => format!(
+                    "CONSTRAINT {} PRIMARY KEY ({})",
+                    self.quote(&format!("{name}_pkey")),
+                    key.join(", ")
+                ),
+                Dialect::Sqlite => format!("PRIMARY KEY ({})", key.join(", ")),
+            });
+        }
+        format!(
+            "CREATE TABLE {}{} (\n  {}\n)",
+            if if_not_exists { "IF NOT EXISTS " } else { "" },
+            self.quote(name),
+            cols.join(",\n  ")
+        )
+    }
+}
+
+/// Name of the table a `replace` load goes into before the swap.
+pub fn staging_name(table: &str) -> String {
+    format!("{table}__repaero_new")
+}
+
+/// What a batch write did.
+#[derive(Debug, Default)]
+pub struct WriteOutcome {
+    pub written: u64,
+    /// Rows the database refused: (row index in the batch, database reason).
+    pub refused: Vec<(usize, String)>,
+}
+
+/// One line of `_repaero_runs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub job: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub status: String,
+    pub dry_run: bool,
+    pub source: String,
+    /// The run's tally as JSON.
+    pub tally: String,
+}
+
+/// Tables repaero keeps in every target.
+pub const REJECTS_TABLE: &str = "_rejects";
+pub const RUNS_TABLE: &str = "_repaero_runs";
+
+/// A target database.
+pub trait Sink {
+    /// The target, password redacted.
+    fn describe(&self) -> String;
+    fn dialect(&self) -> Dialect;
+    /// Start the unit of work and make sure repaero's own tables exist.
+    fn begin(&mut self) -> Result<()>;
+    /// Prepare `def` for writing in `mode`.
+    fn start_table(&mut self, def: &TableDef, mode: WriteMode) -> Result<()>;
+    /// Write a typed batch into the table being written.
+    fn write(&mut self, batch: &DataFrame) -> Result<WriteOutcome>;
+    /// Finish the table (swap for `replace`, merge for `upsert`).
+    fn finish_table(&mut self) -> Result<()>;
+    /// Distinct values of `table.column` as text (for reference rules).
+    fn key_values(&mut self, table: &str, column: &str) -> Result<HashSet<String>>;
+    /// Forget the rejects of a previous run of `job` into `table`.
+    fn clear_rejects(&mut self, job: &str, table: &str) -> Result<()>;
+    /// Record rejected rows in `_rejects`.
+    fn write_rejects(
+        &mut self,
+        run_id: &str,
+        job: &str,
+        table: &str,
+        origin: &str,
+        rejects: &[Reject],
+    ) -> Result<()>;
+    /// Record the run in `_repaero_runs`.
+    fn record_run(&mut self, rec: &RunRecord) -> Result<()>;
+    fn commit(&mut self) -> Result<()>;
+    fn rollback(&mut self) -> Result<()>;
+}
+
+/// Open the sink a target URL names.
+pub fn open(url: &str, dry_run: bool) -> Result<Box<dyn Sink>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Box::new(sqlite::SqliteSink::open(path, dry_run)?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Box::new(postgres::PgSink::connect(url)?));
+    }
+    Err(Error::config(format!(
+        "target.url {:?} is not supported; use sqlite://path/to/file.db or postgres://user@host/db",
+        crate::config::redact_url(url)
+    )))
+}
+
+/// The reject record as JSON text (`{"column": "value", …}`, in order).
+pub fn record_json(record: &[(String, Option<String>)]) -> String {
+    let mut map = serde_json::Map::new();
+    for (k, v) in record {
+        map.insert(
+            k.clone(),
+            v.as_ref()
+                .map(|s| serde_json::Value::String(s.clone()))
+                .unwrap_or(serde_json::Value::Null),
+        );
+    }
+    serde_json::Value::Object(map).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def() -> TableDef {
+        TableDef {
+            name: "parts".into(),
+            columns: vec![
+                ColumnDef {
+                    name: "reference".into(),
+                    ty: ColumnType::Text,
+                    precision: 18,
+                    scale: 2,
+                    not_null: true,
+                },
+                ColumnDef {
+                    name: "unit_price".into(),
+                    ty: ColumnType::Decimal,
+                    precision: 12,
+                    scale: 2,
+                    not_null: false,
+                },
+                ColumnDef {
+                    name: "last_receipt_date".into(),
+                    ty: ColumnType::Date,
+                    precision: 18,
+                    scale: 2,
+                    not_null: false,
+                },
+            ],
+            key: vec!["reference".into()],
+        }
+    }
+
+    #[test]
+    fn ddl_per_dialect() {
+        let pg = Dialect::Postgres.create_table(&def(), "parts", false);
+        assert_eq!(
+            pg,
+            "CREATE TABLE \"parts\" (\n  \"reference\" text NOT NULL,\n  \"unit_price\" numeric(12,2),\n  \"last_receipt_date\" date,\n  CONSTRAINT \"parts_pkey\" PRIMARY KEY (\"reference\")\n)"
+        );
+        let lite = Dialect::Sqlite.create_table(&def(), "parts__repaero_new", true);
+        assert!(
+            lite.starts_with("CREATE TABLE IF NOT EXISTS \"parts__repaero_new\""),
+            "{lite}"
+        );
+        assert!(lite.contains("\"unit_price\" NUMERIC(12,2)"), "{lite}");
+    }
+
+    #[test]
+    fn record_json_keeps_order_and_nulls() {
+        let r = vec![
+            ("b".to_string(), Some("1".to_string())),
+            ("a".to_string(), None),
+        ];
+        assert_eq!(record_json(&r), "{\"b\":\"1\",\"a\":null}");
+    }
+}

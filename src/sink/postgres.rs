@@ -1,0 +1,799 @@
+//! PostgreSQL target: `COPY … FROM STDIN (FORMAT binary)` inside one
+//! transaction per job.
+//!
+//! Each batch is one COPY inside a savepoint. When the server refuses a
+//! batch (a duplicate key, a NOT NULL), the batch is split in halves and
+//! retried, down to the single rows at fault, which are returned with the
+//! server's message: a bad row costs O(log n) extra COPYs and never loses
+//! its neighbours.
+//!
+//! TLS follows libpq's `sslmode`: `disable`; `prefer` and `require` encrypt
+//! without checking the certificate; `verify-ca` and `verify-full` check it
+//! against the Web PKI roots, or `sslrootcert=<file.pem>`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use futures_util::SinkExt;
+use polars::prelude::DataFrame;
+use tokio::runtime::Runtime;
+use tokio_postgres::Client;
+use tokio_postgres::config::SslMode;
+
+use super::{
+    Dialect, REJECTS_TABLE, RUNS_TABLE, RunRecord, Sink, TableDef, WriteOutcome, record_json,
+    staging_name,
+};
+use crate::batch::{Cursor, ValueRef, cursors};
+use crate::config::mapping::{ColumnType, WriteMode};
+use crate::config::redact_url;
+use crate::error::{Error, Result, chain};
+use crate::transform::Reject;
+
+/// Render a PostgreSQL error with the server's message, code, detail and hint.
+pub fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!("; {d}"));
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(&format!("; hint: {h}"));
+            }
+            s
+        }
+        None => chain(e),
+    }
+}
+
+/// A blocking PostgreSQL connection: a client and the runtime that drives it.
+pub struct PgConn {
+    rt: Runtime,
+    pub client: Client,
+    pub label: String,
+}
+
+/// How TLS is to be set up, from the URL's libpq-style parameters.
+#[derive(Debug, PartialEq, Eq)]
+struct TlsWish {
+    mode: SslMode,
+    verify: bool,
+    root_cert: Option<String>,
+}
+
+/// Take `sslmode` and `sslrootcert` out of the URL (tokio-postgres knows
+/// neither `verify-*` nor `sslrootcert`).
+fn split_tls(url: &str) -> (String, TlsWish) {
+    let mut wish = TlsWish {
+        mode: SslMode::Prefer,
+        verify: false,
+        root_cert: None,
+    };
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), wish);
+    };
+    let mut kept = Vec::new();
+    for kv in query.split('&') {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        match k {
+            "sslmode" => match v {
+                "disable" => wish.mode = SslMode::Disable,
+                "allow" | "prefer" => wish.mode = SslMode::Prefer,
+                "require" => wish.mode = SslMode::Require,
+                "verify-ca" | "verify-full" => {
+                    wish.mode = SslMode::Require;
+                    wish.verify = true;
+                }
+                _ => kept.push(kv.to_string()),
+            },
+            "sslrootcert" => {
+                wish.root_cert = Some(v.to_string());
+            }
+            _ => kept.push(kv.to_string()),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (url, wish)
+}
+
+mod no_verify {
+    //! libpq's `sslmode=require` encrypts without checking the server's
+    //! certificate; this verifier does the same.
+    use rustls::DigitallySignedStruct;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+    #[derive(Debug)]
+    pub struct AcceptAny(pub rustls::crypto::WebPkiSupportedAlgorithms);
+
+    impl ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.supported_schemes()
+        }
+    }
+}
+
+fn tls_config(wish: &TlsWish, label: &str) -> Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::runtime(format!("{label}: TLS setup: {e}")))?;
+    if wish.verify {
+        let mut roots = rustls::RootCertStore::empty();
+        match &wish.root_cert {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    Error::config(format!("{label}: cannot read sslrootcert {path}: {e}"))
+                })?;
+                for cert in rustls_pemfile_certs(&pem) {
+                    roots
+                        .add(cert)
+                        .map_err(|e| Error::config(format!("{label}: sslrootcert {path}: {e}")))?;
+                }
+                if roots.is_empty() {
+                    return Err(Error::config(format!(
+                        "{label}: sslrootcert {path} holds no PEM certificate"
+                    )));
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        Ok(builder.with_root_certificates(roots).with_no_client_auth())
+    } else {
+        Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(no_verify::AcceptAny(
+                provider.signature_verification_algorithms,
+            )))
+            .with_no_client_auth())
+    }
+}
+
+/// Certificates out of PEM text.
+fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .filter_map(|c| c.ok())
+        .collect()
+}
+
+impl PgConn {
+    /// Connect to `url` (libpq URL form). Wrong credentials and unknown
+    /// databases are configuration errors (exit 2); an unreachable server is
+    /// a runtime error (exit 1). The password never appears in a message.
+    pub fn connect(url: &str) -> Result<PgConn> {
+        let label = redact_url(url);
+        let (clean, wish) = split_tls(url);
+        let mut config: tokio_postgres::Config =
+            clean.parse().map_err(|e: tokio_postgres::Error| {
+                Error::config(format!("{label}: bad PostgreSQL URL: {}", chain(&e)))
+            })?;
+        config.ssl_mode(wish.mode);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("repaero");
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::runtime(format!("cannot start the I/O runtime: {e}")))?;
+        let connector = if wish.mode == SslMode::Disable {
+            None
+        } else {
+            Some(tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(
+                &wish, &label,
+            )?))
+        };
+        let client = rt.block_on(async {
+            let res = match connector {
+                Some(tls) => config.connect(tls).await.map(|(c, conn)| {
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    c
+                }),
+                None => config.connect(tokio_postgres::NoTls).await.map(|(c, conn)| {
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    c
+                }),
+            };
+            res.map_err(|e| {
+                let msg = format!("{label}: cannot connect: {}", pg_error(&e));
+                let code = e.as_db_error().map(|d| d.code().code().to_string());
+                match code.as_deref() {
+                    Some("28P01") | Some("28000") | Some("3D000") => Error::config(format!(
+                        "{msg}. Check the user, the database and the password variable in target.url"
+                    )),
+                    _ => Error::runtime(msg),
+                }
+            })
+        })?;
+        Ok(PgConn { rt, client, label })
+    }
+
+    /// Run statements (no results).
+    pub fn batch(&self, sql: &str) -> Result<()> {
+        self.rt
+            .block_on(self.client.batch_execute(sql))
+            .map_err(|e| Error::runtime(format!("{}: {}", self.label, pg_error(&e))))
+    }
+
+    /// Run a query returning rows.
+    pub fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        self.rt
+            .block_on(self.client.query(sql, params))
+            .map_err(|e| Error::runtime(format!("{}: {}", self.label, pg_error(&e))))
+    }
+
+    /// Run a statement with parameters.
+    pub fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64> {
+        self.rt
+            .block_on(self.client.execute(sql, params))
+            .map_err(|e| Error::runtime(format!("{}: {}", self.label, pg_error(&e))))
+    }
+
+    /// Send a binary COPY payload; returns rows copied or the server's error.
+    pub fn copy_in(&self, sql: &str, payload: bytes::Bytes) -> std::result::Result<u64, String> {
+        self.rt.block_on(async {
+            let sink = self
+                .client
+                .copy_in::<_, bytes::Bytes>(sql)
+                .await
+                .map_err(|e| pg_error(&e))?;
+            futures_util::pin_mut!(sink);
+            sink.send(payload).await.map_err(|e| pg_error(&e))?;
+            sink.as_mut().finish().await.map_err(|e| pg_error(&e))
+        })
+    }
+}
+
+pub struct PgSink {
+    conn: PgConn,
+    table: Option<Current>,
+}
+
+struct Current {
+    def: TableDef,
+    mode: WriteMode,
+    /// Table the COPY goes into.
+    into: String,
+    copy_sql: String,
+}
+
+impl PgSink {
+    pub fn connect(url: &str) -> Result<PgSink> {
+        Ok(PgSink {
+            conn: PgConn::connect(url)?,
+            table: None,
+        })
+    }
+
+    pub fn conn(&self) -> &PgConn {
+        &self.conn
+    }
+
+    fn existing_columns(&self, table: &str) -> Result<Vec<String>> {
+        let rows = self.conn.query(
+            "SELECT column_name::text FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+            &[&table],
+        )?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
+    /// COPY rows `lo..hi`; on refusal split until the faulty rows are found.
+    fn copy_range(
+        &self,
+        cur: &Current,
+        cols: &[Cursor<'_>],
+        order: &[usize],
+        lo: usize,
+        hi: usize,
+        out: &mut WriteOutcome,
+    ) -> Result<()> {
+        if lo >= hi {
+            return Ok(());
+        }
+        let payload = encode_copy(&cur.def, cols, order, lo, hi);
+        self.conn.batch("SAVEPOINT repaero_batch")?;
+        match self.conn.copy_in(&cur.copy_sql, payload) {
+            Ok(n) => {
+                self.conn.batch("RELEASE SAVEPOINT repaero_batch")?;
+                out.written += n;
+                Ok(())
+            }
+            Err(msg) => {
+                self.conn.batch(
+                    "ROLLBACK TO SAVEPOINT repaero_batch; RELEASE SAVEPOINT repaero_batch",
+                )?;
+                if msg.contains("SQLSTATE 08")
+                    || msg.contains("SQLSTATE 57")
+                    || msg.contains("SQLSTATE 53")
+                {
+                    // connection, shutdown or resource trouble: not the rows' fault
+                    return Err(Error::runtime(format!(
+                        "{}: writing {}: {msg}",
+                        self.conn.label, cur.def.name
+                    )));
+                }
+                if hi - lo == 1 {
+                    out.refused.push((lo, msg));
+                    return Ok(());
+                }
+                let mid = lo + (hi - lo) / 2;
+                self.copy_range(cur, cols, order, lo, mid, out)?;
+                self.copy_range(cur, cols, order, mid, hi, out)
+            }
+        }
+    }
+}
+
+const PG_EPOCH_DAYS: i32 = 10_957; // 2000-01-01 in days since 1970-01-01
+const PG_EPOCH_MS: i64 = 946_684_800_000;
+
+/// Encode rows `lo..hi` as a complete binary COPY payload.
+fn encode_copy(
+    def: &TableDef,
+    cols: &[Cursor<'_>],
+    order: &[usize],
+    lo: usize,
+    hi: usize,
+) -> bytes::Bytes {
+    let mut buf = BytesMut::with_capacity(19 + (hi - lo) * (2 + def.columns.len() * 16));
+    buf.put_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.put_i32(0);
+    buf.put_i32(0);
+    for i in lo..hi {
+        buf.put_i16(def.columns.len() as i16);
+        for (c, &j) in def.columns.iter().zip(order) {
+            let v = cols[j].get(i);
+            encode_value(&mut buf, c.ty, c.scale, v);
+        }
+    }
+    buf.put_i16(-1);
+    buf.freeze()
+}
+
+fn encode_value(buf: &mut BytesMut, ty: ColumnType, scale: u8, v: ValueRef<'_>) {
+    match (ty, v) {
+        (_, ValueRef::Null) => buf.put_i32(-1),
+        (ColumnType::Text, ValueRef::Text(s)) => {
+            buf.put_i32(s.len() as i32);
+            buf.put_slice(s.as_bytes());
+        }
+        (ColumnType::Integer, ValueRef::Int(x)) => {
+            buf.put_i32(8);
+            buf.put_i64(x);
+        }
+        (ColumnType::Float, ValueRef::Float(x)) => {
+            buf.put_i32(8);
+            buf.put_f64(x);
+        }
+        (ColumnType::Decimal, ValueRef::Float(x)) => encode_numeric(buf, x, scale),
+        (ColumnType::Decimal, ValueRef::Int(x)) => encode_numeric(buf, x as f64, scale),
+        (ColumnType::Boolean, ValueRef::Bool(b)) => {
+            buf.put_i32(1);
+            buf.put_u8(b as u8);
+        }
+        (ColumnType::Date, ValueRef::Date(d)) => {
+            buf.put_i32(4);
+            buf.put_i32(d - PG_EPOCH_DAYS);
+        }
+        (ColumnType::Datetime, ValueRef::Datetime(ms)) => {
+            buf.put_i32(8);
+            buf.put_i64((ms - PG_EPOCH_MS) * 1000);
+        }
+        // a value whose type does not match its column: send its text, so
+        // that the server refuses the row with its own message
+        (_, other) => {
+            let s = other.to_text().unwrap_or_default();
+            buf.put_i32(s.len() as i32);
+            buf.put_slice(s.as_bytes());
+        }
+    }
+}
+
+/// PostgreSQL's binary `numeric`: base-10000 digits, weight, sign, scale.
+fn encode_numeric(buf: &mut BytesMut, x: f64, scale: u8) {
+    let negative = x < 0.0;
+    let scaled = (x.abs() * 10f64.powi(scale as i32)).round() as u128;
+    let s = scale as usize;
+    let digits = format!("{scaled:0>width$}", width = s + 1);
+    let (int_part, frac_part) = digits.split_at(digits.len() - s);
+    let int_pad = (4 - int_part.len() % 4) % 4;
+    let int_str = format!("{}{int_part}", "0".repeat(int_pad));
+    let frac_pad = (4 - frac_part.len() % 4) % 4;
+    let frac_str = format!("{frac_part}{}", "0".repeat(frac_pad));
+    let mut groups: Vec<i16> = int_str
+        .as_bytes()
+        .chunks(4)
+        .chain(frac_str.as_bytes().chunks(4))
+        .map(|c| c.iter().fold(0i16, |acc, d| acc * 10 + (d - b'0') as i16))
+        .collect();
+    let mut weight = (int_str.len() / 4) as i16 - 1;
+    while groups.first() == Some(&0) {
+        groups.remove(0);
+        weight -= 1;
+    }
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    if groups.is_empty() {
+        weight = 0;
+    }
+    buf.put_i32(8 + 2 * groups.len() as i32);
+    buf.put_i16(groups.len() as i16);
+    buf.put_i16(weight);
+    buf.put_u16(if negative && !groups.is_empty() {
+        0x4000
+    } else {
+        0
+    });
+    buf.put_u16(scale as u16);
+    for g in groups {
+        buf.put_i16(g);
+    }
+}
+
+impl Sink for PgSink {
+    fn describe(&self) -> String {
+        self.conn.label.clone()
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        self.conn.batch(&format!(
+            "BEGIN;
+             CREATE TABLE IF NOT EXISTS {REJECTS_TABLE} (
+               run_id text NOT NULL, job text NOT NULL, table_name text NOT NULL,
+               source text NOT NULL, source_row bigint, reason text NOT NULL,
+               detail text NOT NULL, record jsonb NOT NULL);
+             CREATE TABLE IF NOT EXISTS {RUNS_TABLE} (
+               run_id text NOT NULL, job text NOT NULL, started_at timestamptz NOT NULL,
+               finished_at timestamptz NOT NULL, status text NOT NULL, dry_run boolean NOT NULL,
+               source text NOT NULL, tally jsonb NOT NULL, PRIMARY KEY (run_id, job));"
+        ))
+    }
+
+    fn start_table(&mut self, def: &TableDef, mode: WriteMode) -> Result<()> {
+        let q = |s: &str| Dialect::Postgres.quote(s);
+        let into = match mode {
+            WriteMode::Replace => {
+                let stage = staging_name(&def.name);
+                self.conn.batch(&format!(
+                    "DROP TABLE IF EXISTS {};\n{};",
+                    q(&stage),
+                    Dialect::Postgres.create_table(def, &stage, false)
+                ))?;
+                stage
+            }
+            WriteMode::Upsert | WriteMode::Append => {
+                let existing = self.existing_columns(&def.name)?;
+                if existing.is_empty() {
+                    self.conn
+                        .batch(&Dialect::Postgres.create_table(def, &def.name, false))?;
+                } else {
+                    let missing: Vec<&str> = def
+                        .columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .filter(|c| !existing.iter().any(|e| e == c))
+                        .collect();
+                    if !missing.is_empty() {
+                        return Err(Error::config(format!(
+                            "{}: table {} exists without column(s) {}; add them, or write it with mode = \"replace\"",
+                            self.conn.label,
+                            def.name,
+                            missing.join(", ")
+                        )));
+                    }
+                }
+                if mode == WriteMode::Upsert {
+                    let stage = format!("_repaero_stage_{}", def.name);
+                    let cols: Vec<String> = def
+                        .columns
+                        .iter()
+                        .map(|c| format!("{} {}", q(&c.name), Dialect::Postgres.type_sql(c)))
+                        .collect();
+                    self.conn.batch(&format!(
+                        "DROP TABLE IF EXISTS {0}; CREATE TEMP TABLE {0} ({1}) ON COMMIT DROP;",
+                        q(&stage),
+                        cols.join(", ")
+                    ))?;
+                    stage
+                } else {
+                    def.name.clone()
+                }
+            }
+        };
+        let cols: Vec<String> = def.columns.iter().map(|c| q(&c.name)).collect();
+        let copy_sql = format!(
+            "COPY {} ({}) FROM STDIN (FORMAT binary)",
+            q(&into),
+            cols.join(", ")
+        );
+        self.table = Some(Current {
+            def: def.clone(),
+            mode,
+            into,
+            copy_sql,
+        });
+        Ok(())
+    }
+
+    fn write(&mut self, batch: &DataFrame) -> Result<WriteOutcome> {
+        let cur = self
+            .table
+            .take()
+            .ok_or_else(|| Error::runtime("write before start_table"))?;
+        let mut batch = batch.clone();
+        batch.rechunk_mut();
+        let result = (|| {
+            let (names, cols) = cursors(&batch)?;
+            let order: Vec<usize> = cur
+                .def
+                .columns
+                .iter()
+                .map(|c| {
+                    names.iter().position(|n| *n == c.name).ok_or_else(|| {
+                        Error::runtime(format!(
+                            "column {} missing from the batch for {}",
+                            c.name, cur.def.name
+                        ))
+                    })
+                })
+                .collect::<Result<_>>()?;
+            let mut out = WriteOutcome::default();
+            self.copy_range(&cur, &cols, &order, 0, batch.height(), &mut out)?;
+            out.refused.sort_by_key(|(i, _)| *i);
+            Ok(out)
+        })();
+        self.table = Some(cur);
+        result
+    }
+
+    fn finish_table(&mut self) -> Result<()> {
+        let Some(cur) = self.table.take() else {
+            return Ok(());
+        };
+        let q = |s: &str| Dialect::Postgres.quote(s);
+        match cur.mode {
+            WriteMode::Replace => {
+                let mut sql = format!(
+                    "DROP TABLE IF EXISTS {0};\nALTER TABLE {1} RENAME TO {0};",
+                    q(&cur.def.name),
+                    q(&cur.into)
+                );
+                if !cur.def.key.is_empty() {
+                    sql.push_str(&format!(
+                        "\nALTER TABLE {} RENAME CONSTRAINT {} TO {};",
+                        q(&cur.def.name),
+                        q(&format!("{}_pkey", cur.into)),
+                        q(&format!("{}_pkey", cur.def.name))
+                    ));
+                }
+                self.conn
+                    .batch(&sql)
+                    .map_err(|e| e.context(format!("swapping in {}", cur.def.name)))
+            }
+            WriteMode::Upsert => {
+                let cols: Vec<String> = cur.def.columns.iter().map(|c| q(&c.name)).collect();
+                let key: Vec<String> = cur.def.key.iter().map(|k| q(k)).collect();
+                let sets: Vec<String> = cur
+                    .def
+                    .columns
+                    .iter()
+                    .filter(|c| !cur.def.key.contains(&c.name))
+                    .map(|c| format!("{0} = EXCLUDED.{0}", q(&c.name)))
+                    .collect();
+                let action = if sets.is_empty() {
+                    "NOTHING".to_string()
+                } else {
+                    format!("UPDATE SET {}", sets.join(", "))
+                };
+                self.conn
+                    .batch(&format!(
+                        "INSERT INTO {0} ({1}) SELECT {1} FROM {2} ON CONFLICT ({3}) DO {4}; DROP TABLE {2};",
+                        q(&cur.def.name),
+                        cols.join(", "),
+                        q(&cur.into),
+                        key.join(", "),
+                        action
+                    ))
+                    .map_err(|e| e.context(format!("merging into {}", cur.def.name)))
+            }
+            WriteMode::Append => Ok(()),
+        }
+    }
+
+    fn key_values(&mut self, table: &str, column: &str) -> Result<HashSet<String>> {
+        if self.existing_columns(table)?.iter().all(|c| c != column) {
+            return Err(Error::config(format!(
+                "{}: reference to {table}.{column}: no such table or column in the target; write {table} earlier in the job",
+                self.conn.label
+            )));
+        }
+        let q = |s: &str| Dialect::Postgres.quote(s);
+        let rows = self.conn.query(
+            &format!(
+                "SELECT DISTINCT {0}::text FROM {1} WHERE {0} IS NOT NULL",
+                q(column),
+                q(table)
+            ),
+            &[],
+        )?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
+    fn clear_rejects(&mut self, job: &str, table: &str) -> Result<()> {
+        self.conn.execute(
+            &format!("DELETE FROM {REJECTS_TABLE} WHERE job = $1 AND table_name = $2"),
+            &[&job, &table],
+        )?;
+        Ok(())
+    }
+
+    fn write_rejects(
+        &mut self,
+        run_id: &str,
+        job: &str,
+        table: &str,
+        origin: &str,
+        rejects: &[Reject],
+    ) -> Result<()> {
+        for r in rejects {
+            let record = record_json(&r.record);
+            self.conn.execute(
+                &format!(
+                    "INSERT INTO {REJECTS_TABLE} (run_id, job, table_name, source, source_row, reason, detail, record)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb)"
+                ),
+                &[&run_id, &job, &table, &origin, &(r.row as i64), &r.reason, &r.detail, &record],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn record_run(&mut self, rec: &RunRecord) -> Result<()> {
+        self.conn.execute(
+            &format!(
+                "INSERT INTO {RUNS_TABLE} (run_id, job, started_at, finished_at, status, dry_run, source, tally)
+                 VALUES ($1, $2, $3::text::timestamptz, $4::text::timestamptz, $5, $6, $7, $8::text::jsonb)
+                 ON CONFLICT (run_id, job) DO UPDATE SET finished_at = EXCLUDED.finished_at,
+                   status = EXCLUDED.status, tally = EXCLUDED.tally"
+            ),
+            &[
+                &rec.run_id,
+                &rec.job,
+                &rec.started_at,
+                &rec.finished_at,
+                &rec.status,
+                &rec.dry_run,
+                &rec.source,
+                &rec.tally,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        self.conn
+            .batch("COMMIT")
+            .map_err(|e| e.context("commit failed"))
+    }
+
+    fn rollback(&mut self) -> Result<()> {
+        self.table = None;
+        self.conn.batch("ROLLBACK")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numeric_bytes(x: f64, scale: u8) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        encode_numeric(&mut b, x, scale);
+        b.to_vec()
+    }
+
+    #[test]
+    fn numeric_encoding_matches_postgres() {
+        // 1234.56 = groups [1234, 5600], weight 0, dscale 2
+        assert_eq!(
+            numeric_bytes(1234.56, 2),
+            vec![0, 0, 0, 12, 0, 2, 0, 0, 0, 0, 0, 2, 0x04, 0xD2, 0x15, 0xE0]
+        );
+        // -0.05 = groups [500], weight -1, negative
+        assert_eq!(
+            numeric_bytes(-0.05, 2),
+            vec![0, 0, 0, 10, 0, 1, 0xFF, 0xFF, 0x40, 0, 0, 2, 0x01, 0xF4]
+        );
+        // 0 = no groups
+        assert_eq!(
+            numeric_bytes(0.0, 2),
+            vec![0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 2]
+        );
+        // 10000 = groups [1], weight 1
+        assert_eq!(
+            numeric_bytes(10000.0, 0),
+            vec![0, 0, 0, 10, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1]
+        );
+    }
+
+    #[test]
+    fn sslmode_is_taken_out_of_the_url() {
+        let (url, w) = split_tls(
+            "postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem&application_name=x",
+        );
+        assert_eq!(url, "postgres://u@h/db?application_name=x");
+        assert_eq!(
+            w,
+            TlsWish {
+                mode: SslMode::Require,
+                verify: true,
+                root_cert: Some("/ca.pem".into())
+            }
+        );
+        let (url, w) = split_tls("postgres://u@h/db?sslmode=disable");
+        assert_eq!(url, "postgres://u@h/db");
+        assert_eq!(w.mode, SslMode::Disable);
+        let (_, w) = split_tls("postgres://u@h/db");
+        assert_eq!(
+            w,
+            TlsWish {
+                mode: SslMode::Prefer,
+                verify: false,
+                root_cert: None
+            }
+        );
+    }
+}

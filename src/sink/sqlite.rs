@@ -1,0 +1,502 @@
+//! SQLite target (the embedded default): prepared statements inside one
+//! large transaction per job.
+//!
+//! Types: text → TEXT, integer/boolean → INTEGER, decimal → NUMERIC(p,s)
+//! (stored as REAL), float → REAL, date → `YYYY-MM-DD` text, datetime →
+//! `YYYY-MM-DD HH:MM:SS[.fff]` text, the forms SQLite's date functions read.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use polars::prelude::DataFrame;
+use rusqlite::{Connection, params};
+
+use super::{
+    Dialect, REJECTS_TABLE, RUNS_TABLE, RunRecord, Sink, TableDef, WriteOutcome, record_json,
+    staging_name,
+};
+use crate::batch::{ValueRef, cursors, date_text};
+use crate::config::mapping::WriteMode;
+use crate::error::{Error, Result};
+use crate::transform::Reject;
+
+pub struct SqliteSink {
+    conn: Connection,
+    label: String,
+    table: Option<Current>,
+}
+
+struct Current {
+    def: TableDef,
+    mode: WriteMode,
+    /// Table the rows go into (the staging table for `replace`).
+    into: String,
+    insert_sql: String,
+}
+
+fn db_err(ctx: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| Error::runtime(format!("{ctx}: {e}"))
+}
+
+impl SqliteSink {
+    /// Open `path` (created if missing). A dry run against a file that does
+    /// not exist works in memory, so that it leaves no file behind.
+    pub fn open(path: &str, dry_run: bool) -> Result<SqliteSink> {
+        let label = format!("sqlite://{path}");
+        let conn = if path == ":memory:" || (dry_run && !Path::new(path).exists()) {
+            Connection::open_in_memory()
+        } else {
+            if let Some(parent) = Path::new(path).parent() {
+                if !parent.as_os_str().is_empty() && !parent.exists() {
+                    return Err(Error::config(format!(
+                        "{label}: directory {} does not exist; create it or change target.url",
+                        parent.display()
+                    )));
+                }
+            }
+            Connection::open(path)
+        }
+        .map_err(|e| Error::runtime(format!("{label}: cannot open: {e}")))?;
+        conn.execute_batch(
+            "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;",
+        )
+        .map_err(db_err(&label))?;
+        Ok(SqliteSink {
+            conn,
+            label,
+            table: None,
+        })
+    }
+
+    /// The underlying connection (tests and validation read through it).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn existing_columns(&self, table: &str) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM pragma_table_info(?1)")
+            .map_err(db_err(&self.label))?;
+        let cols = stmt
+            .query_map([table], |r| r.get::<_, String>(0))
+            .map_err(db_err(&self.label))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(db_err(&self.label))?;
+        Ok(cols)
+    }
+}
+
+fn insert_sql(def: &TableDef, into: &str, mode: WriteMode) -> String {
+    let q = |s: &str| Dialect::Sqlite.quote(s);
+    let cols: Vec<String> = def.columns.iter().map(|c| q(&c.name)).collect();
+    let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+    let mut sql = format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        q(into),
+        cols.join(", "),
+        marks.join(", ")
+    );
+    if mode == WriteMode::Upsert {
+        let key: Vec<String> = def.key.iter().map(|k| q(k)).collect();
+        let sets: Vec<String> = def
+            .columns
+            .iter()
+            .filter(|c| !def.key.contains(&c.name))
+            .map(|c| format!("{0} = excluded.{0}", q(&c.name)))
+            .collect();
+        if sets.is_empty() {
+            sql.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", key.join(", ")));
+        } else {
+            sql.push_str(&format!(
+                " ON CONFLICT ({}) DO UPDATE SET {}",
+                key.join(", "),
+                sets.join(", ")
+            ));
+        }
+    }
+    sql
+}
+
+fn datetime_sql(ms: i64) -> String {
+    crate::batch::datetime_text(ms).replacen('T', " ", 1)
+}
+
+impl Sink for SqliteSink {
+    fn describe(&self) -> String {
+        self.label.clone()
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        self.conn
+            .execute_batch(&format!(
+                "BEGIN IMMEDIATE;
+                 CREATE TABLE IF NOT EXISTS {REJECTS_TABLE} (
+                   run_id TEXT NOT NULL, job TEXT NOT NULL, table_name TEXT NOT NULL,
+                   source TEXT NOT NULL, source_row INTEGER, reason TEXT NOT NULL,
+                   detail TEXT NOT NULL, record TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS {RUNS_TABLE} (
+                   run_id TEXT NOT NULL, job TEXT NOT NULL, started_at TEXT NOT NULL,
+                   finished_at TEXT NOT NULL, status TEXT NOT NULL, dry_run INTEGER NOT NULL,
+                   source TEXT NOT NULL, tally TEXT NOT NULL, PRIMARY KEY (run_id, job));"
+            ))
+            .map_err(|e| Error::runtime(format!("{}: cannot start a transaction: {e}", self.label)))
+    }
+
+    fn start_table(&mut self, def: &TableDef, mode: WriteMode) -> Result<()> {
+        let q = |s: &str| Dialect::Sqlite.quote(s);
+        let into = match mode {
+            WriteMode::Replace => {
+                let stage = staging_name(&def.name);
+                self.conn
+                    .execute_batch(&format!(
+                        "DROP TABLE IF EXISTS {};\n{};",
+                        q(&stage),
+                        Dialect::Sqlite.create_table(def, &stage, false)
+                    ))
+                    .map_err(db_err(&format!("{}: creating {}", self.label, def.name)))?;
+                stage
+            }
+            WriteMode::Upsert | WriteMode::Append => {
+                let existing = self.existing_columns(&def.name)?;
+                if existing.is_empty() {
+                    self.conn
+                        .execute_batch(&Dialect::Sqlite.create_table(def, &def.name, false))
+                        .map_err(db_err(&format!("{}: creating {}", self.label, def.name)))?;
+                } else {
+                    let missing: Vec<&str> = def
+                        .columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .filter(|c| !existing.iter().any(|e| e == c))
+                        .collect();
+                    if !missing.is_empty() {
+                        return Err(Error::config(format!(
+                            "{}: table {} exists without column(s) {}; add them, or write it with mode = \"replace\"",
+                            self.label,
+                            def.name,
+                            missing.join(", ")
+                        )));
+                    }
+                }
+                def.name.clone()
+            }
+        };
+        let sql = insert_sql(def, &into, mode);
+        self.table = Some(Current {
+            def: def.clone(),
+            mode,
+            into,
+            insert_sql: sql,
+        });
+        Ok(())
+    }
+
+    fn write(&mut self, batch: &DataFrame) -> Result<WriteOutcome> {
+        let cur = self
+            .table
+            .as_ref()
+            .ok_or_else(|| Error::runtime("write before start_table"))?;
+        let mut batch = batch.clone();
+        batch.rechunk_mut();
+        let (names, cols) = cursors(&batch)?;
+        let order: Vec<usize> = cur
+            .def
+            .columns
+            .iter()
+            .map(|c| {
+                names.iter().position(|n| *n == c.name).ok_or_else(|| {
+                    Error::runtime(format!(
+                        "column {} missing from the batch for {}",
+                        c.name, cur.def.name
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(&cur.insert_sql)
+            .map_err(db_err(&self.label))?;
+        let mut out = WriteOutcome::default();
+        let mut text_buf: Vec<Option<String>> = vec![None; order.len()];
+        for i in 0..batch.height() {
+            for (p, &j) in order.iter().enumerate() {
+                let idx = p + 1;
+                let r = match cols[j].get(i) {
+                    ValueRef::Null => stmt.raw_bind_parameter(idx, rusqlite::types::Null),
+                    ValueRef::Text(s) => stmt.raw_bind_parameter(idx, s),
+                    ValueRef::Int(v) => stmt.raw_bind_parameter(idx, v),
+                    ValueRef::Float(v) => stmt.raw_bind_parameter(idx, v),
+                    ValueRef::Bool(b) => stmt.raw_bind_parameter(idx, b as i64),
+                    ValueRef::Date(d) => {
+                        text_buf[p] = Some(date_text(d));
+                        stmt.raw_bind_parameter(idx, text_buf[p].as_deref())
+                    }
+                    ValueRef::Datetime(t) => {
+                        text_buf[p] = Some(datetime_sql(t));
+                        stmt.raw_bind_parameter(idx, text_buf[p].as_deref())
+                    }
+                };
+                r.map_err(db_err(&self.label))?;
+            }
+            match stmt.raw_execute() {
+                Ok(_) => out.written += 1,
+                Err(rusqlite::Error::SqliteFailure(code, msg))
+                    if code.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    out.refused
+                        .push((i, msg.unwrap_or_else(|| code.to_string())));
+                }
+                Err(e) => {
+                    return Err(Error::runtime(format!(
+                        "{}: writing {}: {e}",
+                        self.label, cur.def.name
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn finish_table(&mut self) -> Result<()> {
+        let Some(cur) = self.table.take() else {
+            return Ok(());
+        };
+        if cur.mode == WriteMode::Replace {
+            let q = |s: &str| Dialect::Sqlite.quote(s);
+            self.conn
+                .execute_batch(&format!(
+                    "DROP TABLE IF EXISTS {0};\nALTER TABLE {1} RENAME TO {0};",
+                    q(&cur.def.name),
+                    q(&cur.into)
+                ))
+                .map_err(db_err(&format!(
+                    "{}: swapping in {}",
+                    self.label, cur.def.name
+                )))?;
+        }
+        Ok(())
+    }
+
+    fn key_values(&mut self, table: &str, column: &str) -> Result<HashSet<String>> {
+        let q = |s: &str| Dialect::Sqlite.quote(s);
+        if self.existing_columns(table)?.iter().all(|c| c != column) {
+            return Err(Error::config(format!(
+                "{}: reference to {table}.{column}: no such table or column in the target; write {table} earlier in the job",
+                self.label
+            )));
+        }
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT DISTINCT CAST({} AS TEXT) FROM {} WHERE {0} IS NOT NULL",
+                q(column),
+                q(table)
+            ))
+            .map_err(db_err(&self.label))?;
+        let vals = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(db_err(&self.label))?
+            .collect::<std::result::Result<HashSet<_>, _>>()
+            .map_err(db_err(&self.label))?;
+        Ok(vals)
+    }
+
+    fn clear_rejects(&mut self, job: &str, table: &str) -> Result<()> {
+        self.conn
+            .execute(
+                &format!("DELETE FROM {REJECTS_TABLE} WHERE job = ?1 AND table_name = ?2"),
+                params![job, table],
+            )
+            .map_err(db_err(&self.label))?;
+        Ok(())
+    }
+
+    fn write_rejects(
+        &mut self,
+        run_id: &str,
+        job: &str,
+        table: &str,
+        origin: &str,
+        rejects: &[Reject],
+    ) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "INSERT INTO {REJECTS_TABLE} (run_id, job, table_name, source, source_row, reason, detail, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ))
+            .map_err(db_err(&self.label))?;
+        for r in rejects {
+            stmt.execute(params![
+                run_id,
+                job,
+                table,
+                origin,
+                r.row as i64,
+                r.reason,
+                r.detail,
+                record_json(&r.record)
+            ])
+            .map_err(db_err(&self.label))?;
+        }
+        Ok(())
+    }
+
+    fn record_run(&mut self, rec: &RunRecord) -> Result<()> {
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT OR REPLACE INTO {RUNS_TABLE} (run_id, job, started_at, finished_at, status, dry_run, source, tally)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                ),
+                params![
+                    rec.run_id,
+                    rec.job,
+                    rec.started_at,
+                    rec.finished_at,
+                    rec.status,
+                    rec.dry_run as i64,
+                    rec.source,
+                    rec.tally
+                ],
+            )
+            .map_err(db_err(&self.label))?;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        self.conn
+            .execute_batch("COMMIT")
+            .map_err(|e| Error::runtime(format!("{}: commit failed: {e}", self.label)))
+    }
+
+    fn rollback(&mut self) -> Result<()> {
+        self.table = None;
+        if self.conn.is_autocommit() {
+            return Ok(());
+        }
+        self.conn
+            .execute_batch("ROLLBACK")
+            .map_err(|e| Error::runtime(format!("{}: rollback failed: {e}", self.label)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{Value, frame_from_rows};
+    use crate::config::ColumnType;
+    use crate::sink::ColumnDef;
+    use polars::prelude::DataType;
+
+    fn def() -> TableDef {
+        TableDef {
+            name: "parts".into(),
+            columns: vec![
+                ColumnDef {
+                    name: "reference".into(),
+                    ty: ColumnType::Text,
+                    precision: 18,
+                    scale: 2,
+                    not_null: true,
+                },
+                ColumnDef {
+                    name: "quantity".into(),
+                    ty: ColumnType::Integer,
+                    precision: 18,
+                    scale: 2,
+                    not_null: false,
+                },
+                ColumnDef {
+                    name: "received".into(),
+                    ty: ColumnType::Date,
+                    precision: 18,
+                    scale: 2,
+                    not_null: false,
+                },
+            ],
+            key: vec!["reference".into()],
+        }
+    }
+
+    fn batch(rows: &[(&str, i64)]) -> DataFrame {
+        let schema = vec![
+            ("reference".to_string(), DataType::String),
+            ("quantity".to_string(), DataType::Int64),
+            ("received".to_string(), DataType::Date),
+        ];
+        let rows: Vec<Vec<Value>> = rows
+            .iter()
+            .map(|(r, q)| {
+                vec![
+                    Value::Text(r.to_string()),
+                    Value::Int(*q),
+                    Value::Date(20_000),
+                ]
+            })
+            .collect();
+        frame_from_rows(&schema, &rows).unwrap()
+    }
+
+    fn count(s: &SqliteSink, sql: &str) -> i64 {
+        s.connection().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn replace_swaps_and_refuses_duplicate_keys_row_by_row() {
+        let mut s = SqliteSink::open(":memory:", false).unwrap();
+        s.begin().unwrap();
+        s.start_table(&def(), WriteMode::Replace).unwrap();
+        let out = s.write(&batch(&[("A", 1), ("B", 2), ("A", 3)])).unwrap();
+        assert_eq!(out.written, 2);
+        assert_eq!(out.refused.len(), 1);
+        assert_eq!(out.refused[0].0, 2);
+        assert!(out.refused[0].1.contains("UNIQUE"), "{}", out.refused[0].1);
+        s.finish_table().unwrap();
+        s.commit().unwrap();
+        assert_eq!(count(&s, "SELECT count(*) FROM parts"), 2);
+        assert_eq!(
+            count(
+                &s,
+                "SELECT count(*) FROM sqlite_master WHERE name = 'parts__repaero_new'"
+            ),
+            0
+        );
+        let d: String = s
+            .connection()
+            .query_row("SELECT received FROM parts LIMIT 1", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(d, "2024-10-04");
+    }
+
+    #[test]
+    fn upsert_updates_on_the_key_and_rollback_undoes() {
+        let mut s = SqliteSink::open(":memory:", false).unwrap();
+        s.begin().unwrap();
+        s.start_table(&def(), WriteMode::Upsert).unwrap();
+        s.write(&batch(&[("A", 1), ("B", 2)])).unwrap();
+        s.finish_table().unwrap();
+        s.commit().unwrap();
+        s.begin().unwrap();
+        s.start_table(&def(), WriteMode::Upsert).unwrap();
+        s.write(&batch(&[("A", 10), ("C", 3)])).unwrap();
+        s.finish_table().unwrap();
+        s.commit().unwrap();
+        assert_eq!(
+            count(&s, "SELECT quantity FROM parts WHERE reference = 'A'"),
+            10
+        );
+        assert_eq!(count(&s, "SELECT count(*) FROM parts"), 3);
+        s.begin().unwrap();
+        s.start_table(&def(), WriteMode::Replace).unwrap();
+        s.write(&batch(&[("Z", 1)])).unwrap();
+        s.finish_table().unwrap();
+        s.rollback().unwrap();
+        assert_eq!(count(&s, "SELECT count(*) FROM parts"), 3);
+    }
+}

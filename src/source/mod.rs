@@ -1,0 +1,506 @@
+//! Sources: where rows come from.
+//!
+//! A source lists its tables (sheets) and reads one of them as a stream of
+//! bounded batches. Each batch is a polars `DataFrame` of text columns named
+//! after the target columns they feed, plus a `__row` column holding each
+//! row's position in the source (the sheet row number), so that a rejected
+//! row can be found again. Reading runs on its own thread and hands batches
+//! over through a bounded channel: memory stays flat whatever the table
+//! size, and reading overlaps with cleaning and writing.
+
+pub mod excel;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender};
+
+use polars::prelude::*;
+use serde::Serialize;
+
+use crate::config::{SourceConfig, SourceKind};
+use crate::error::{Error, Result};
+
+/// Name of the column carrying each row's source position.
+pub const ROW_COLUMN: &str = "__row";
+
+/// A column a reader should extract, by header text.
+#[derive(Debug, Clone)]
+pub struct WantedColumn {
+    /// Name of the column in the batch (the target column name).
+    pub name: String,
+    /// Header texts to look for, in order of preference.
+    pub headers: Vec<String>,
+    /// When absent from the source, yield NULLs instead of failing.
+    pub optional: bool,
+}
+
+/// What to read from a source.
+#[derive(Debug, Clone)]
+pub struct TableRequest {
+    /// Sheet or table name.
+    pub table: String,
+    /// Columns to extract; `None` means every visible column, named by its
+    /// header (used by `inspect` and `profile`).
+    pub columns: Option<Vec<WantedColumn>>,
+    /// 1-based header row; detected when `None`.
+    pub header_row: Option<u32>,
+    /// Rows searched for the header.
+    pub header_scan_rows: u32,
+    /// Footer pattern (case-insensitive), tested on the first non-empty cell.
+    pub footer: Option<regex::Regex>,
+    /// Rows per batch.
+    pub batch_size: usize,
+}
+
+/// A column as found in the source.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceColumn {
+    /// Header text as written.
+    pub header: String,
+    /// 0-based column index.
+    pub index: u32,
+    /// Hidden in the workbook.
+    pub hidden: bool,
+    /// The batch column it feeds, if any.
+    pub feeds: Option<String>,
+}
+
+/// How many cells of each kind a column held (for `profile`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct CellKinds {
+    /// Empty cells, including those holding only spaces.
+    pub empty: u64,
+    /// Cells holding only spaces (read as empty).
+    pub whitespace_only: u64,
+    pub text: u64,
+    /// Text cells whose content reads as a number ("numbers stored as text").
+    pub numeric_text: u64,
+    pub number: u64,
+    pub date: u64,
+    pub boolean: u64,
+    pub error: u64,
+}
+
+/// What a reader skipped and saw, reported at the end of a table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReadStats {
+    /// 1-based header row used.
+    pub header_row: u32,
+    /// Rows above the header (titles, notes).
+    pub rows_above_header: u64,
+    /// Empty rows between data rows.
+    pub blank_rows: u64,
+    /// Rows matching the footer pattern.
+    pub footer_rows: u64,
+    /// Data rows yielded.
+    pub data_rows: u64,
+    /// Per batch column, cell kinds seen (same order as the batch columns).
+    pub kinds: Vec<(String, CellKinds)>,
+}
+
+/// A table or sheet of a source.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableInfo {
+    pub name: String,
+    pub hidden: bool,
+    /// Rows in the used range, when cheap to know.
+    pub rows: Option<u64>,
+}
+
+/// Messages from a reader thread.
+pub enum Message {
+    Columns(Vec<SourceColumn>),
+    Batch(DataFrame),
+    Done(ReadStats),
+    Failed(Error),
+}
+
+/// The receiving end of a table read.
+pub struct TableReader {
+    /// Where the rows come from, for messages (`stock.xlsx › Stock`).
+    pub origin: String,
+    pub columns: Vec<SourceColumn>,
+    /// Estimated rows, for progress bars.
+    pub estimated_rows: Option<u64>,
+    rx: Receiver<Message>,
+    stats: Option<ReadStats>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TableReader {
+    /// Start `work` on a thread and wait for it to report the columns.
+    pub fn spawn<F>(origin: String, estimated_rows: Option<u64>, work: F) -> Result<TableReader>
+    where
+        F: FnOnce(&SyncSender<Message>) -> Result<()> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let handle = std::thread::Builder::new()
+            .name("repaero-read".into())
+            .spawn(move || {
+                if let Err(e) = work(&tx) {
+                    let _ = tx.send(Message::Failed(e));
+                }
+            })
+            .map_err(|e| Error::runtime(format!("cannot start reader thread: {e}")))?;
+        let mut reader = TableReader {
+            origin,
+            columns: Vec::new(),
+            estimated_rows,
+            rx,
+            stats: None,
+            handle: Some(handle),
+        };
+        match reader.rx.recv() {
+            Ok(Message::Columns(cols)) => reader.columns = cols,
+            Ok(Message::Failed(e)) => return Err(e),
+            Ok(_) => {
+                return Err(Error::runtime(format!(
+                    "{}: reader did not report its columns first",
+                    reader.origin
+                )));
+            }
+            Err(_) => return Err(reader.thread_died()),
+        }
+        Ok(reader)
+    }
+
+    /// The next batch, `None` at the end.
+    pub fn next_batch(&mut self) -> Result<Option<DataFrame>> {
+        if self.stats.is_some() {
+            return Ok(None);
+        }
+        match self.rx.recv() {
+            Ok(Message::Batch(df)) => Ok(Some(df)),
+            Ok(Message::Done(stats)) => {
+                self.stats = Some(stats);
+                if let Some(h) = self.handle.take() {
+                    let _ = h.join();
+                }
+                Ok(None)
+            }
+            Ok(Message::Failed(e)) => Err(e),
+            Ok(Message::Columns(_)) => Err(Error::runtime(format!(
+                "{}: reader reported its columns twice",
+                self.origin
+            ))),
+            Err(_) => Err(self.thread_died()),
+        }
+    }
+
+    /// Statistics, available once `next_batch` returned `None`.
+    pub fn stats(&self) -> Option<&ReadStats> {
+        self.stats.as_ref()
+    }
+
+    fn thread_died(&mut self) -> Error {
+        let detail = match self.handle.take().map(|h| h.join()) {
+            Some(Err(p)) => p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into()),
+            _ => "stopped without a reason".into(),
+        };
+        Error::runtime(format!("{}: the reader failed: {detail}", self.origin))
+    }
+}
+
+/// A configured source.
+pub enum Source {
+    Excel(excel::ExcelSource),
+}
+
+impl Source {
+    /// Open a configured source.
+    pub fn open(name: &str, cfg: &SourceConfig) -> Result<Source> {
+        match cfg.kind {
+            SourceKind::Excel => {
+                let path = cfg
+                    .path
+                    .clone()
+                    .ok_or_else(|| Error::config(format!("source `{name}` needs a path")))?;
+                Ok(Source::Excel(excel::ExcelSource::open(&path)?))
+            }
+        }
+    }
+
+    /// Open a file by path, choosing the kind from its content.
+    pub fn open_path(path: &Path) -> Result<Source> {
+        Ok(Source::Excel(excel::ExcelSource::open(path)?))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Excel(s) => s.path().display().to_string(),
+        }
+    }
+
+    pub fn path(&self) -> Option<PathBuf> {
+        match self {
+            Source::Excel(s) => Some(s.path().to_path_buf()),
+        }
+    }
+
+    /// Tables (sheets) of the source.
+    pub fn tables(&self) -> Result<Vec<TableInfo>> {
+        match self {
+            Source::Excel(s) => s.tables(),
+        }
+    }
+
+    /// Read one table as batches.
+    pub fn read(&self, req: TableRequest) -> Result<TableReader> {
+        match self {
+            Source::Excel(s) => s.read(req),
+        }
+    }
+}
+
+/// Normalise a header for matching: lower case, accents removed, every run
+/// of non-alphanumeric characters (spaces, NBSP, punctuation) made one space.
+pub fn header_key(s: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let mut out = String::with_capacity(s.len());
+    let mut pending_space = false;
+    for c in s.nfd() {
+        if unicode_normalization::char::is_combining_mark(c) {
+            continue;
+        }
+        if c.is_alphanumeric() {
+            if pending_space && !out.is_empty() {
+                out.push(' ');
+            }
+            pending_space = false;
+            out.extend(c.to_lowercase());
+        } else {
+            pending_space = true;
+        }
+    }
+    out
+}
+
+/// Match wanted columns against a header row.
+///
+/// Returns, for each wanted column, the index into `headers` it reads from.
+/// A visible column wins over a hidden one with the same header; two
+/// visible columns with the same header are ambiguous.
+pub fn resolve_columns(
+    origin: &str,
+    headers: &[SourceColumn],
+    wanted: &[WantedColumn],
+) -> Result<Vec<Option<usize>>> {
+    let keys: Vec<String> = headers.iter().map(|h| header_key(&h.header)).collect();
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut missing = Vec::new();
+    for w in wanted {
+        let mut found = None;
+        'alts: for alt in &w.headers {
+            let k = header_key(alt);
+            let hits: Vec<usize> = keys
+                .iter()
+                .enumerate()
+                .filter(|(_, hk)| **hk == k)
+                .map(|(i, _)| i)
+                .collect();
+            let visible: Vec<usize> = hits
+                .iter()
+                .copied()
+                .filter(|&i| !headers[i].hidden)
+                .collect();
+            let pick = match (visible.len(), hits.len()) {
+                (0, 0) => None,
+                (1, _) => Some(visible[0]),
+                (0, _) => Some(hits[0]),
+                _ => {
+                    let cols: Vec<String> = visible
+                        .iter()
+                        .map(|&i| column_letter(headers[i].index))
+                        .collect();
+                    return Err(Error::input(format!(
+                        "{origin}: header {alt:?} appears in several visible columns ({}); rename one in the workbook or set a distinct `from` in the mapping",
+                        cols.join(", ")
+                    )));
+                }
+            };
+            if let Some(p) = pick {
+                found = Some(p);
+                break 'alts;
+            }
+        }
+        if found.is_none() && !w.optional {
+            missing.push(w);
+        }
+        out.push(found);
+    }
+    if !missing.is_empty() {
+        let seen: Vec<String> = headers
+            .iter()
+            .filter(|h| !h.hidden)
+            .map(|h| format!("{:?}", h.header))
+            .collect();
+        let lines: Vec<String> = missing
+            .iter()
+            .map(|w| {
+                let alts: Vec<String> = w.headers.iter().map(|h| format!("{h:?}")).collect();
+                format!("column `{}` (from {})", w.name, alts.join(" or "))
+            })
+            .collect();
+        return Err(Error::input(format!(
+            "{origin}: mapped column not found: {}. Headers found: {}. Add the workbook's header text to `from` in the mapping, or mark the column `optional = true`",
+            lines.join("; "),
+            seen.join(", ")
+        )));
+    }
+    Ok(out)
+}
+
+/// `0 → A`, `25 → Z`, `26 → AA`.
+pub fn column_letter(index: u32) -> String {
+    let mut n = index as u64 + 1;
+    let mut s = Vec::new();
+    while n > 0 {
+        let r = ((n - 1) % 26) as u8;
+        s.push(b'A' + r);
+        n = (n - 1) / 26;
+    }
+    s.reverse();
+    String::from_utf8(s).unwrap_or_default()
+}
+
+/// Builds batches of text columns row by row.
+pub struct BatchBuilder {
+    names: Vec<String>,
+    cols: Vec<Vec<Option<String>>>,
+    rows: Vec<u64>,
+    capacity: usize,
+}
+
+impl BatchBuilder {
+    pub fn new(names: Vec<String>, capacity: usize) -> Self {
+        let cols = names.iter().map(|_| Vec::with_capacity(capacity)).collect();
+        BatchBuilder {
+            names,
+            cols,
+            rows: Vec::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    pub fn push(&mut self, row: u64, values: impl IntoIterator<Item = Option<String>>) {
+        self.rows.push(row);
+        let mut n = 0;
+        for (col, v) in self.cols.iter_mut().zip(values) {
+            col.push(v);
+            n += 1;
+        }
+        for col in self.cols.iter_mut().skip(n) {
+            col.push(None);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.rows.len() >= self.capacity
+    }
+
+    /// Take the rows gathered so far as a `DataFrame`.
+    pub fn take(&mut self) -> Result<DataFrame> {
+        let height = self.rows.len();
+        let mut columns = Vec::with_capacity(self.cols.len() + 1);
+        for (name, col) in self.names.iter().zip(self.cols.iter_mut()) {
+            let values = std::mem::replace(col, Vec::with_capacity(self.capacity));
+            let ca = StringChunked::from_iter_options(name.as_str().into(), values.into_iter());
+            columns.push(ca.into_series().into_column());
+        }
+        let rows = std::mem::replace(&mut self.rows, Vec::with_capacity(self.capacity));
+        columns.push(
+            UInt64Chunked::from_vec(ROW_COLUMN.into(), rows)
+                .into_series()
+                .into_column(),
+        );
+        DataFrame::new(height, columns)
+            .map_err(|e| Error::runtime(format!("building a batch: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(h: &str, i: u32, hidden: bool) -> SourceColumn {
+        SourceColumn {
+            header: h.into(),
+            index: i,
+            hidden,
+            feeds: None,
+        }
+    }
+
+    fn want(name: &str, headers: &[&str]) -> WantedColumn {
+        WantedColumn {
+            name: name.into(),
+            headers: headers.iter().map(|s| s.to_string()).collect(),
+            optional: false,
+        }
+    }
+
+    #[test]
+    fn header_keys_ignore_case_accents_and_spacing() {
+        assert_eq!(header_key("  Référence\u{a0}"), "reference");
+        assert_eq!(header_key("Prix unitaire (€)"), "prix unitaire");
+        assert_eq!(header_key("Qté."), "qte");
+        assert_eq!(header_key("Seuil\u{a0}mini"), "seuil mini");
+    }
+
+    #[test]
+    fn visible_column_wins_over_hidden_twin() {
+        let headers = vec![
+            col("Prix unitaire", 4, true),
+            col("Prix unitaire", 6, false),
+        ];
+        let r = resolve_columns("f", &headers, &[want("unit_price", &["Prix unitaire"])]).unwrap();
+        assert_eq!(r, vec![Some(1)]);
+    }
+
+    #[test]
+    fn two_visible_twins_are_ambiguous() {
+        let headers = vec![col("Prix", 4, false), col("Prix", 6, false)];
+        let err = resolve_columns("f", &headers, &[want("p", &["Prix"])]).unwrap_err();
+        assert!(err.to_string().contains("E, G"), "{err}");
+    }
+
+    #[test]
+    fn missing_column_names_what_was_found() {
+        let headers = vec![col("Réf", 0, false), col("Qté", 1, false)];
+        let err = resolve_columns(
+            "stock.xlsx › Stock",
+            &headers,
+            &[want("reference", &["Référence"])],
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("column `reference`"), "{msg}");
+        assert!(msg.contains("\"Réf\""), "{msg}");
+        assert!(msg.contains("stock.xlsx › Stock"), "{msg}");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn column_letters() {
+        assert_eq!(column_letter(0), "A");
+        assert_eq!(column_letter(25), "Z");
+        assert_eq!(column_letter(26), "AA");
+        assert_eq!(column_letter(701), "ZZ");
+        assert_eq!(column_letter(702), "AAA");
+    }
+}

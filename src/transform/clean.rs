@@ -1,0 +1,173 @@
+//! Text cleaning: Unicode normalisation, odd spaces, trimming, case.
+
+use unicode_normalization::UnicodeNormalization;
+
+use crate::config::mapping::Case;
+
+/// Options for cleaning one column's text.
+#[derive(Debug, Clone, Default)]
+pub struct TextRules {
+    pub trim: bool,
+    pub collapse_spaces: bool,
+    pub case: Option<Case>,
+    /// Lower-cased values meaning "empty".
+    pub null_values: Vec<String>,
+}
+
+/// Spaces people paste from other software: NBSP, narrow NBSP, thin and
+/// figure spaces, ideographic space, tabs.
+fn is_space_like(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '\u{a0}' | '\u{202f}' | '\u{2007}' | '\u{2009}')
+}
+
+/// Characters that are invisible and carry no meaning in a value.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200b}' | '\u{200c}' | '\u{200d}' | '\u{feff}' | '\u{ad}'
+    )
+}
+
+/// Clean one text value; `None` when nothing is left.
+pub fn clean_text(s: &str, rules: &TextRules) -> Option<String> {
+    let needs_nfc = !s.is_ascii();
+    let mut out = String::with_capacity(s.len());
+    let mut pending_space = false;
+    let push = |out: &mut String, c: char, pending: &mut bool| {
+        if is_invisible(c) {
+            return;
+        }
+        if is_space_like(c) && (rules.collapse_spaces || rules.trim) {
+            if rules.collapse_spaces {
+                *pending = true;
+            } else {
+                // keep inner spaces as typed, normalised to U+0020 unless a newline
+                out.push(if c == '\n' || c == '\r' || c == '\t' {
+                    c
+                } else {
+                    ' '
+                });
+            }
+            return;
+        }
+        if *pending {
+            if !out.is_empty() || !rules.trim {
+                out.push(' ');
+            }
+            *pending = false;
+        }
+        out.push(c);
+    };
+    if needs_nfc {
+        for c in s.nfc() {
+            push(&mut out, c, &mut pending_space);
+        }
+    } else {
+        for c in s.chars() {
+            push(&mut out, c, &mut pending_space);
+        }
+    }
+    if pending_space && !rules.trim {
+        out.push(' ');
+    }
+    if rules.trim {
+        let t = out.trim_matches(is_space_like);
+        if t.len() != out.len() {
+            out = t.to_string();
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    if !rules.null_values.is_empty() {
+        let lower = out.to_lowercase();
+        if rules.null_values.contains(&lower) {
+            return None;
+        }
+    }
+    match rules.case {
+        Some(Case::Upper) => Some(out.to_uppercase()),
+        Some(Case::Lower) => Some(out.to_lowercase()),
+        Some(Case::Title) => Some(title_case(&out)),
+        None => Some(out),
+    }
+}
+
+/// `jean-pierre DUPONT` → `Jean-Pierre Dupont`.
+pub fn title_case(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut start = true;
+    for c in s.chars() {
+        if c.is_alphabetic() {
+            if start {
+                out.extend(c.to_uppercase());
+            } else {
+                out.extend(c.to_lowercase());
+            }
+            start = false;
+        } else {
+            out.push(c);
+            start = c == ' ' || c == '-' || c == '\'' || c == '’';
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> TextRules {
+        TextRules {
+            trim: true,
+            collapse_spaces: true,
+            case: None,
+            null_values: vec![],
+        }
+    }
+
+    #[test]
+    fn trims_non_breaking_and_invisible_spaces() {
+        let r = rules();
+        assert_eq!(
+            clean_text("  HYD-2040\u{a0}", &r).as_deref(),
+            Some("HYD-2040")
+        );
+        assert_eq!(
+            clean_text("\u{feff}Joint\u{202f} torique ", &r).as_deref(),
+            Some("Joint torique")
+        );
+        assert_eq!(clean_text("a \t\u{a0} b", &r).as_deref(), Some("a b"));
+        assert_eq!(clean_text(" \u{a0}\u{200b} ", &r), None);
+    }
+
+    #[test]
+    fn normalises_to_nfc() {
+        let decomposed = "Re\u{301}f";
+        assert_eq!(clean_text(decomposed, &rules()).as_deref(), Some("Réf"));
+    }
+
+    #[test]
+    fn case_and_null_values() {
+        let mut r = rules();
+        r.case = Some(Case::Upper);
+        r.null_values = vec!["n/a".into(), "-".into()];
+        assert_eq!(clean_text("hyd-2040", &r).as_deref(), Some("HYD-2040"));
+        assert_eq!(clean_text(" N/A ", &r), None);
+        assert_eq!(clean_text("-", &r), None);
+        r.case = Some(Case::Title);
+        assert_eq!(
+            clean_text("jean-pierre DUPONT", &r).as_deref(),
+            Some("Jean-Pierre Dupont")
+        );
+    }
+
+    #[test]
+    fn without_trim_text_is_kept_as_typed() {
+        let r = TextRules::default();
+        assert_eq!(
+            clean_text("  ligne 1\nligne 2  ", &r).as_deref(),
+            Some("  ligne 1\nligne 2  ")
+        );
+    }
+}

@@ -1,0 +1,591 @@
+//! Transforms: from a batch of source text to typed target rows, with the
+//! rows that cannot be kept rejected, each with its reason.
+//!
+//! [`Mapper`] does, column by column on a whole batch: rename (the source
+//! already named the columns after the target), clean text (trim, spaces,
+//! case, null markers), fill down, cast (numbers in French or English form,
+//! dates, booleans) and the reject rules (required, range, pattern, allowed
+//! values, reference to another table). Its only state across batches is
+//! the last value of each fill-down column. [`dedupe::Dedupe`] merges rows
+//! on a key and says what it holds.
+
+pub mod clean;
+pub mod dedupe;
+pub mod parse;
+
+use std::collections::{BTreeMap, HashSet};
+
+use polars::prelude::*;
+use regex::Regex;
+
+use crate::batch::{date_text, dtype_of, format_float, row_numbers};
+use crate::config::mapping::{ColumnSpec, ColumnType, Mapping};
+use crate::error::{Error, Result};
+use crate::source::ROW_COLUMN;
+use clean::{TextRules, clean_text};
+use parse::{
+    NumberError, epoch_days, epoch_millis, parse_bool, parse_date, parse_datetime, parse_integer,
+    parse_number, round_to,
+};
+
+/// A row that is not written, with why.
+#[derive(Debug, Clone)]
+pub struct Reject {
+    /// Position in the source (sheet row number, or record ordinal).
+    pub row: u64,
+    /// Short reason, the same for every row failing the same rule: this is
+    /// what the run's tally counts.
+    pub reason: String,
+    /// The reason with the offending value, and any further failures.
+    pub detail: String,
+    /// The row as read from the source (before cleaning).
+    pub record: Vec<(String, Option<String>)>,
+}
+
+/// Outcome of mapping one batch.
+pub struct Mapped {
+    /// Typed rows kept, with the `__row` column.
+    pub kept: DataFrame,
+    pub rejects: Vec<Reject>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    Num(f64),
+    Day(i32),
+    Millis(i64),
+}
+
+impl Bound {
+    fn show(&self) -> String {
+        match self {
+            Bound::Num(v) => format_float(*v),
+            Bound::Day(d) => date_text(*d),
+            Bound::Millis(m) => crate::batch::datetime_text(*m),
+        }
+    }
+}
+
+struct Plan {
+    spec: ColumnSpec,
+    text: TextRules,
+    fill_last: Option<String>,
+    pattern: Option<Regex>,
+    one_of: Option<HashSet<String>>,
+    min: Option<Bound>,
+    max: Option<Bound>,
+    refs: Option<HashSet<String>>,
+    /// Largest absolute value a decimal(p, s) holds.
+    decimal_limit: f64,
+}
+
+struct RowError {
+    reason: String,
+    detail: String,
+}
+
+/// Maps source batches to typed target rows.
+pub struct Mapper {
+    plans: Vec<Plan>,
+    /// Every rule failure seen, by reason (a row failing two rules counts in
+    /// both; the tally counts the row once, under its first reason).
+    pub failures: BTreeMap<String, u64>,
+    /// Empty cells filled from the row above, per column.
+    pub filled: BTreeMap<String, u64>,
+}
+
+fn bound(v: &toml::Value, spec: &ColumnSpec, file: &str, which: &str) -> Result<Bound> {
+    let bad = || {
+        Error::config(format!(
+            "{file}: column `{}`: {which} = {v} does not fit a {} column",
+            spec.name,
+            spec.ty.as_str()
+        ))
+    };
+    match spec.ty {
+        ColumnType::Integer | ColumnType::Decimal | ColumnType::Float => match v {
+            toml::Value::Integer(i) => Ok(Bound::Num(*i as f64)),
+            toml::Value::Float(f) => Ok(Bound::Num(*f)),
+            _ => Err(bad()),
+        },
+        ColumnType::Date => match v {
+            toml::Value::String(s) => parse_date(s, &[])
+                .map(|d| Bound::Day(epoch_days(d)))
+                .ok_or_else(bad),
+            toml::Value::Datetime(d) => parse_date(&d.to_string(), &[])
+                .map(|d| Bound::Day(epoch_days(d)))
+                .ok_or_else(bad),
+            _ => Err(bad()),
+        },
+        ColumnType::Datetime => match v {
+            toml::Value::String(s) => parse_datetime(s, &[])
+                .map(|d| Bound::Millis(epoch_millis(d)))
+                .ok_or_else(bad),
+            toml::Value::Datetime(d) => parse_datetime(&d.to_string(), &[])
+                .map(|d| Bound::Millis(epoch_millis(d)))
+                .ok_or_else(bad),
+            _ => Err(bad()),
+        },
+        ColumnType::Text | ColumnType::Boolean => Err(Error::config(format!(
+            "{file}: column `{}`: {which} applies to numbers and dates, not {}",
+            spec.name,
+            spec.ty.as_str()
+        ))),
+    }
+}
+
+impl Mapper {
+    pub fn new(mapping: &Mapping) -> Result<Mapper> {
+        let file = &mapping.file;
+        let mut plans = Vec::with_capacity(mapping.columns.len());
+        for spec in &mapping.columns {
+            let pattern = match &spec.pattern {
+                Some(p) => Some(Regex::new(&format!("^(?:{p})$")).map_err(|e| {
+                    Error::config(format!("{file}: column `{}`: bad pattern: {e}", spec.name))
+                })?),
+                None => None,
+            };
+            let min = spec
+                .min
+                .as_ref()
+                .map(|v| bound(v, spec, file, "min"))
+                .transpose()?;
+            let max = spec
+                .max
+                .as_ref()
+                .map(|v| bound(v, spec, file, "max"))
+                .transpose()?;
+            let int_digits = spec.precision() as i32 - spec.scale() as i32;
+            plans.push(Plan {
+                text: TextRules {
+                    trim: spec.trim,
+                    collapse_spaces: spec.collapse_spaces,
+                    case: spec.case,
+                    null_values: spec
+                        .null_values
+                        .iter()
+                        .map(|s| s.trim().to_lowercase())
+                        .collect(),
+                },
+                fill_last: None,
+                pattern,
+                one_of: spec.one_of.as_ref().map(|v| v.iter().cloned().collect()),
+                min,
+                max,
+                refs: None,
+                decimal_limit: 10f64.powi(int_digits),
+                spec: spec.clone(),
+            });
+        }
+        Ok(Mapper {
+            plans,
+            failures: BTreeMap::new(),
+            filled: BTreeMap::new(),
+        })
+    }
+
+    /// Columns with a reference rule: (column, table, referenced column).
+    pub fn references(&self) -> Vec<(String, String, String)> {
+        self.plans
+            .iter()
+            .filter_map(|p| {
+                p.spec
+                    .references
+                    .as_ref()
+                    .map(|r| (p.spec.name.clone(), r.table.clone(), r.column.clone()))
+            })
+            .collect()
+    }
+
+    /// Provide the known values for a column's reference rule.
+    pub fn set_reference_values(&mut self, column: &str, values: HashSet<String>) {
+        if let Some(p) = self.plans.iter_mut().find(|p| p.spec.name == column) {
+            p.refs = Some(values);
+        }
+    }
+
+    /// The target schema (name, polars type), without `__row`.
+    pub fn schema(&self) -> Vec<(String, DataType)> {
+        self.plans
+            .iter()
+            .map(|p| (p.spec.name.clone(), dtype_of(p.spec.ty)))
+            .collect()
+    }
+
+    /// Map one raw batch.
+    pub fn apply(&mut self, raw: &DataFrame) -> Result<Mapped> {
+        let n = raw.height();
+        let mut errors: Vec<Option<RowError>> = (0..n).map(|_| None).collect();
+        let mut out: Vec<Column> = Vec::with_capacity(self.plans.len() + 1);
+        for plan in self.plans.iter_mut() {
+            let name = plan.spec.name.clone();
+            let raw_col = match raw.column(&name) {
+                Ok(c) => Some(
+                    c.str()
+                        .map_err(|e| Error::runtime(format!("column {name}: {e}")))?
+                        .clone(),
+                ),
+                Err(_) => None,
+            };
+            // clean and fill down
+            let mut cleaned: Vec<Option<String>> = Vec::with_capacity(n);
+            for i in 0..n {
+                let v = raw_col
+                    .as_ref()
+                    .and_then(|c| c.get(i))
+                    .and_then(|s| clean_text(s, &plan.text));
+                let v = if plan.spec.fill_down {
+                    match v {
+                        Some(v) => {
+                            plan.fill_last = Some(v.clone());
+                            Some(v)
+                        }
+                        None => {
+                            if plan.fill_last.is_some() {
+                                *self.filled.entry(name.clone()).or_default() += 1;
+                            }
+                            plan.fill_last.clone()
+                        }
+                    }
+                } else {
+                    v
+                };
+                cleaned.push(v);
+            }
+            let mut flags = Flags {
+                errors: &mut errors,
+                counts: &mut self.failures,
+            };
+            out.push(plan.cast_and_check(&cleaned, &mut flags)?);
+        }
+        let rows = raw.column(ROW_COLUMN).cloned().unwrap_or_else(|_| {
+            UInt64Chunked::from_vec(ROW_COLUMN.into(), vec![0; n])
+                .into_series()
+                .into_column()
+        });
+        out.push(rows);
+        let typed =
+            DataFrame::new(n, out).map_err(|e| Error::runtime(format!("mapping a batch: {e}")))?;
+        if errors.iter().all(|e| e.is_none()) {
+            return Ok(Mapped {
+                kept: typed,
+                rejects: Vec::new(),
+            });
+        }
+        let mask =
+            BooleanChunked::from_iter_values("keep".into(), errors.iter().map(|e| e.is_none()));
+        let kept = typed
+            .filter(&mask)
+            .map_err(|e| Error::runtime(format!("filtering a batch: {e}")))?;
+        let row_nums = row_numbers(raw);
+        let names: Vec<String> = raw
+            .columns()
+            .iter()
+            .map(|c| c.name().to_string())
+            .filter(|n| n != ROW_COLUMN)
+            .collect();
+        let raw_cols: Vec<Option<&StringChunked>> = names
+            .iter()
+            .map(|n| raw.column(n).ok().and_then(|c| c.str().ok()))
+            .collect();
+        let mut rejects = Vec::new();
+        for (i, e) in errors.into_iter().enumerate() {
+            if let Some(e) = e {
+                let record = names
+                    .iter()
+                    .zip(&raw_cols)
+                    .map(|(n, c)| (n.clone(), c.and_then(|c| c.get(i)).map(|s| s.to_string())))
+                    .collect();
+                rejects.push(Reject {
+                    row: row_nums[i],
+                    reason: e.reason,
+                    detail: e.detail,
+                    record,
+                });
+            }
+        }
+        Ok(Mapped { kept, rejects })
+    }
+}
+
+/// Rule failures of one batch: the first per row, and counts of all.
+struct Flags<'a> {
+    errors: &'a mut [Option<RowError>],
+    counts: &'a mut BTreeMap<String, u64>,
+}
+
+fn flag(f: &mut Flags<'_>, i: usize, reason: String, detail: String) {
+    *f.counts.entry(reason.clone()).or_default() += 1;
+    match &mut f.errors[i] {
+        Some(e) => {
+            e.detail.push_str("; ");
+            e.detail.push_str(&detail);
+        }
+        slot @ None => *slot = Some(RowError { reason, detail }),
+    }
+}
+
+impl Plan {
+    fn cast_and_check(&self, cleaned: &[Option<String>], errors: &mut Flags<'_>) -> Result<Column> {
+        let name = self.spec.name.as_str();
+        let col: PlSmallStr = name.into();
+        let n = cleaned.len();
+        let series = match self.spec.ty {
+            ColumnType::Text => {
+                for (i, v) in cleaned.iter().enumerate() {
+                    if let Some(s) = v {
+                        self.check_text(i, s, errors);
+                    }
+                }
+                StringChunked::from_iter_options(col, cleaned.iter().map(|v| v.as_deref()))
+                    .into_series()
+            }
+            ColumnType::Integer => {
+                let mut vals = Vec::with_capacity(n);
+                for (i, v) in cleaned.iter().enumerate() {
+                    let parsed = v
+                        .as_deref()
+                        .map(|s| (s, parse_integer(s, self.spec.number_format)));
+                    vals.push(match parsed {
+                        Some((_, Ok(x))) => {
+                            self.check_range(i, Bound::Num(x as f64), &x.to_string(), errors);
+                            self.check_ref(i, &x.to_string(), errors);
+                            Some(x)
+                        }
+                        Some((s, Err(e))) => {
+                            let what = match e {
+                                NumberError::TooLarge => "too large",
+                                _ => "not an integer",
+                            };
+                            flag(
+                                errors,
+                                i,
+                                format!("{name}: {what}"),
+                                format!("{name} = {s:?} is {what}"),
+                            );
+                            None
+                        }
+                        None => None,
+                    });
+                }
+                Int64Chunked::from_iter_options(col, vals.into_iter()).into_series()
+            }
+            ColumnType::Decimal | ColumnType::Float => {
+                let mut vals = Vec::with_capacity(n);
+                let decimal = self.spec.ty == ColumnType::Decimal;
+                for (i, v) in cleaned.iter().enumerate() {
+                    let parsed = v
+                        .as_deref()
+                        .map(|s| (s, parse_number(s, self.spec.number_format)));
+                    vals.push(match parsed {
+                        Some((s, Ok(x))) => {
+                            let x = if decimal {
+                                round_to(x, self.spec.scale())
+                            } else {
+                                x
+                            };
+                            if decimal && x.abs() >= self.decimal_limit {
+                                let why = format!(
+                                    "too large for decimal({},{})",
+                                    self.spec.precision(),
+                                    self.spec.scale()
+                                );
+                                flag(
+                                    errors,
+                                    i,
+                                    format!("{name}: {why}"),
+                                    format!("{name} = {s:?} is {why}"),
+                                );
+                                None
+                            } else {
+                                self.check_range(i, Bound::Num(x), &format_float(x), errors);
+                                Some(x)
+                            }
+                        }
+                        Some((s, Err(e))) => {
+                            let what = match e {
+                                NumberError::TooLarge => "too large",
+                                _ => "not a number",
+                            };
+                            flag(
+                                errors,
+                                i,
+                                format!("{name}: {what}"),
+                                format!("{name} = {s:?} is {what}"),
+                            );
+                            None
+                        }
+                        None => None,
+                    });
+                }
+                Float64Chunked::from_iter_options(col, vals.into_iter()).into_series()
+            }
+            ColumnType::Boolean => {
+                let mut vals = Vec::with_capacity(n);
+                for (i, v) in cleaned.iter().enumerate() {
+                    vals.push(match v.as_deref() {
+                        Some(s) => match parse_bool(s) {
+                            Some(b) => Some(b),
+                            None => {
+                                flag(
+                                    errors,
+                                    i,
+                                    format!("{name}: not yes/no"),
+                                    format!("{name} = {s:?} is not yes/no"),
+                                );
+                                None
+                            }
+                        },
+                        None => None,
+                    });
+                }
+                BooleanChunked::from_iter_options(col, vals.into_iter()).into_series()
+            }
+            ColumnType::Date => {
+                let mut vals = Vec::with_capacity(n);
+                for (i, v) in cleaned.iter().enumerate() {
+                    vals.push(match v.as_deref() {
+                        Some(s) => match parse_date(s, &self.spec.date_formats) {
+                            Some(d) => {
+                                let days = epoch_days(d);
+                                self.check_range(i, Bound::Day(days), &date_text(days), errors);
+                                Some(days)
+                            }
+                            None => {
+                                flag(
+                                    errors,
+                                    i,
+                                    format!("{name}: not a date"),
+                                    format!("{name} = {s:?} is not a date"),
+                                );
+                                None
+                            }
+                        },
+                        None => None,
+                    });
+                }
+                Int32Chunked::from_iter_options(col, vals.into_iter())
+                    .into_date()
+                    .into_series()
+            }
+            ColumnType::Datetime => {
+                let mut vals = Vec::with_capacity(n);
+                for (i, v) in cleaned.iter().enumerate() {
+                    vals.push(match v.as_deref() {
+                        Some(s) => match parse_datetime(s, &self.spec.date_formats) {
+                            Some(d) => {
+                                let ms = epoch_millis(d);
+                                self.check_range(i, Bound::Millis(ms), s, errors);
+                                Some(ms)
+                            }
+                            None => {
+                                flag(
+                                    errors,
+                                    i,
+                                    format!("{name}: not a date-time"),
+                                    format!("{name} = {s:?} is not a date-time"),
+                                );
+                                None
+                            }
+                        },
+                        None => None,
+                    });
+                }
+                Int64Chunked::from_iter_options(col, vals.into_iter())
+                    .into_datetime(TimeUnit::Milliseconds, None)
+                    .into_series()
+            }
+        };
+        if self.spec.required {
+            for (i, v) in cleaned.iter().enumerate() {
+                if v.is_none() {
+                    flag(
+                        errors,
+                        i,
+                        format!("{name}: required"),
+                        format!("{name} is empty"),
+                    );
+                }
+            }
+        }
+        Ok(series.into_column())
+    }
+
+    fn check_text(&self, i: usize, s: &str, errors: &mut Flags<'_>) {
+        let name = &self.spec.name;
+        if let Some(p) = &self.pattern {
+            if !p.is_match(s) {
+                flag(
+                    errors,
+                    i,
+                    format!("{name}: does not match pattern"),
+                    format!(
+                        "{name} = {s:?} does not match {}",
+                        self.spec.pattern.as_deref().unwrap_or("")
+                    ),
+                );
+            }
+        }
+        if let Some(allowed) = &self.one_of {
+            if !allowed.contains(s) {
+                flag(
+                    errors,
+                    i,
+                    format!("{name}: not an allowed value"),
+                    format!("{name} = {s:?} is not one of the allowed values"),
+                );
+            }
+        }
+        self.check_ref(i, s, errors);
+    }
+
+    fn check_ref(&self, i: usize, key: &str, errors: &mut Flags<'_>) {
+        if let (Some(refs), Some(r)) = (&self.refs, &self.spec.references) {
+            if !refs.contains(key) {
+                let name = &self.spec.name;
+                flag(
+                    errors,
+                    i,
+                    format!("{name}: unknown {}.{}", r.table, r.column),
+                    format!("{name} = {key:?} is not in {}.{}", r.table, r.column),
+                );
+            }
+        }
+    }
+
+    fn check_range(&self, i: usize, v: Bound, shown: &str, errors: &mut Flags<'_>) {
+        let name = &self.spec.name;
+        let below = |b: &Bound| match (v, b) {
+            (Bound::Num(x), Bound::Num(m)) => x < *m,
+            (Bound::Day(x), Bound::Day(m)) => x < *m,
+            (Bound::Millis(x), Bound::Millis(m)) => x < *m,
+            _ => false,
+        };
+        let above = |b: &Bound| match (v, b) {
+            (Bound::Num(x), Bound::Num(m)) => x > *m,
+            (Bound::Day(x), Bound::Day(m)) => x > *m,
+            (Bound::Millis(x), Bound::Millis(m)) => x > *m,
+            _ => false,
+        };
+        if let Some(m) = &self.min {
+            if below(m) {
+                flag(
+                    errors,
+                    i,
+                    format!("{name}: below {}", m.show()),
+                    format!("{name} = {shown} is below the minimum {}", m.show()),
+                );
+            }
+        }
+        if let Some(m) = &self.max {
+            if above(m) {
+                flag(
+                    errors,
+                    i,
+                    format!("{name}: above {}", m.show()),
+                    format!("{name} = {shown} is above the maximum {}", m.show()),
+                );
+            }
+        }
+    }
+}

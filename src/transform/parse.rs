@@ -1,0 +1,439 @@
+//! Reading typed values out of text as people write them in French
+//! workbooks: `1 234,56`, `12,50 €`, `15/03/2026`, Excel serial dates,
+//! `oui`/`non`.
+
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+
+use crate::config::mapping::NumberFormat;
+
+/// Why a text could not be read as a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumberError {
+    NotANumber,
+    NotAnInteger,
+    TooLarge,
+}
+
+/// Characters used as thousands separators: space, NBSP, narrow NBSP,
+/// thin space, figure space, apostrophes.
+fn is_group_sep(c: char) -> bool {
+    matches!(
+        c,
+        ' ' | '\u{a0}' | '\u{202f}' | '\u{2009}' | '\u{2007}' | '\'' | '\u{2019}'
+    )
+}
+
+/// Read a decimal number. Currency signs and thousands separators are
+/// dropped; `(12,50)` and a trailing `-` are negative.
+pub fn parse_number(s: &str, fmt: NumberFormat) -> Result<f64, NumberError> {
+    let mut t = s.trim_matches(|c: char| c.is_whitespace() || c == '\u{a0}' || c == '\u{202f}');
+    if t.is_empty() {
+        return Err(NumberError::NotANumber);
+    }
+    let mut negative = false;
+    if t.starts_with('(') && t.ends_with(')') {
+        negative = true;
+        t = &t[1..t.len() - 1];
+    }
+    // currency and unit markers
+    let mut cleaned = String::with_capacity(t.len());
+    let trimmed = t
+        .trim_end_matches(|c: char| c.is_whitespace() || is_group_sep(c))
+        .trim_end_matches("EUR")
+        .trim_end_matches("eur");
+    for c in trimmed.chars() {
+        match c {
+            '€' | '$' | '£' => {}
+            c if is_group_sep(c) => cleaned.push('_'),
+            c => cleaned.push(c),
+        }
+    }
+    let mut body = cleaned.trim_matches('_').to_string();
+    if let Some(rest) = body.strip_suffix('-') {
+        negative = !negative;
+        body = rest.trim_end_matches('_').to_string();
+    }
+    if let Some(rest) = body.strip_prefix('-') {
+        negative = !negative;
+        body = rest.trim_start_matches('_').to_string();
+    } else if let Some(rest) = body.strip_prefix('+') {
+        body = rest.trim_start_matches('_').to_string();
+    }
+    if body.is_empty() {
+        return Err(NumberError::NotANumber);
+    }
+    // decide the decimal separator
+    let commas = body.matches(',').count();
+    let dots = body.matches('.').count();
+    let decimal = match (commas, dots) {
+        (0, 0) => None,
+        (c, d) if c > 0 && d > 0 => {
+            // the last one is the decimal separator
+            let lc = body.rfind(',').unwrap_or(0);
+            let ld = body.rfind('.').unwrap_or(0);
+            if lc > ld { Some(',') } else { Some('.') }
+        }
+        (1, 0) => match fmt {
+            NumberFormat::En => {
+                if comma_groups_thousands(&body) {
+                    None
+                } else {
+                    Some(',')
+                }
+            }
+            _ => Some(','),
+        },
+        (_, 0) => None, // 1,234,567
+        (0, 1) => match fmt {
+            NumberFormat::Fr => {
+                if dot_groups_thousands(&body) {
+                    None
+                } else {
+                    Some('.')
+                }
+            }
+            _ => Some('.'),
+        },
+        (0, _) => None, // 1.234.567
+        _ => None,
+    };
+    if body.contains(['e', 'E']) && !body.contains(['_', ',']) {
+        // scientific notation as Excel writes it: 1.5E+3
+        let v: f64 = body.parse().map_err(|_| NumberError::NotANumber)?;
+        return finite(if negative { -v } else { v });
+    }
+    let (int_part, frac_part) = match decimal {
+        Some(d) => match body.rsplit_once(d) {
+            Some((a, b)) if !a.contains(d) => (a, Some(b)),
+            _ => return Err(NumberError::NotANumber),
+        },
+        None => (body.as_str(), None),
+    };
+    let segs: Vec<&str> = int_part.split(['_', ',', '.']).collect();
+    if segs.len() > 1
+        && (!(1..=3).contains(&segs[0].len()) || segs[1..].iter().any(|s| s.len() != 3))
+    {
+        return Err(NumberError::NotANumber);
+    }
+    let mut digits: String = segs.concat();
+    if !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(NumberError::NotANumber);
+    }
+    if let Some(f) = frac_part {
+        if !f.chars().all(|c| c.is_ascii_digit()) || (f.is_empty() && digits.is_empty()) {
+            return Err(NumberError::NotANumber);
+        }
+        digits.push('.');
+        digits.push_str(f);
+    }
+    if digits.is_empty() {
+        return Err(NumberError::NotANumber);
+    }
+    let v: f64 = digits.parse().map_err(|_| NumberError::NotANumber)?;
+    finite(if negative { -v } else { v })
+}
+
+fn finite(v: f64) -> Result<f64, NumberError> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(NumberError::TooLarge)
+    }
+}
+
+/// `1,234` and `12,345,678` group thousands with commas.
+fn comma_groups_thousands(body: &str) -> bool {
+    let parts: Vec<&str> = body.split(',').collect();
+    parts.len() > 1
+        && parts[1..]
+            .iter()
+            .all(|p| p.len() == 3 && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+fn dot_groups_thousands(body: &str) -> bool {
+    let parts: Vec<&str> = body.split('.').collect();
+    parts.len() > 1
+        && parts[1..]
+            .iter()
+            .all(|p| p.len() == 3 && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Read a whole number; `12,0` is 12, `12,5` is not an integer.
+pub fn parse_integer(s: &str, fmt: NumberFormat) -> Result<i64, NumberError> {
+    let v = parse_number(s, fmt)?;
+    if v.fract() != 0.0 {
+        return Err(NumberError::NotAnInteger);
+    }
+    if v.abs() > 9.007_199_254_740_992e15 {
+        return Err(NumberError::TooLarge);
+    }
+    Ok(v as i64)
+}
+
+/// Whether a text reads as a number (for profiling "numbers stored as text").
+pub fn looks_numeric(s: &str) -> bool {
+    parse_number(s, NumberFormat::Auto).is_ok()
+}
+
+/// Round to `scale` decimal places, half away from zero.
+pub fn round_to(v: f64, scale: u8) -> f64 {
+    let p = 10f64.powi(scale as i32);
+    let r = (v * p).round() / p;
+    if r == 0.0 { 0.0 } else { r }
+}
+
+const FRENCH_MONTHS: [(&str, u32); 16] = [
+    ("janvier", 1),
+    ("fevrier", 2),
+    ("février", 2),
+    ("mars", 3),
+    ("avril", 4),
+    ("mai", 5),
+    ("juin", 6),
+    ("juillet", 7),
+    ("aout", 8),
+    ("août", 8),
+    ("septembre", 9),
+    ("octobre", 10),
+    ("novembre", 11),
+    ("decembre", 12),
+    ("décembre", 12),
+    ("dec", 12),
+];
+
+/// Excel's day 0 (1900 date system, after the 1900-02-29 bug).
+fn excel_epoch() -> NaiveDate {
+    NaiveDate::from_ymd_opt(1899, 12, 30).unwrap_or_default()
+}
+
+/// An Excel serial number as a date-time (1900 date system).
+pub fn excel_serial(v: f64) -> Option<NaiveDateTime> {
+    if !(1.0..2_958_466.0).contains(&v) {
+        return None;
+    }
+    let days = v.trunc() as i64;
+    let ms = ((v - v.trunc()) * 86_400_000.0).round() as i64;
+    let date = excel_epoch().checked_add_signed(chrono::Duration::days(days))?;
+    Some(date.and_time(NaiveTime::MIN) + chrono::Duration::milliseconds(ms))
+}
+
+fn two_digit_year(y: i32) -> i32 {
+    if y < 70 { 2000 + y } else { 1900 + y }
+}
+
+/// Read a date: custom formats first, then ISO (`2026-03-15`, time part
+/// ignored), `dd/mm/yyyy` (also `-` and `.`, two-digit years), French month
+/// names (`15 mars 2026`, `1er mai 2026`), and Excel serial numbers.
+pub fn parse_date(s: &str, formats: &[String]) -> Option<NaiveDate> {
+    let t = s.trim();
+    for f in formats {
+        if let Ok(d) = NaiveDate::parse_from_str(t, f) {
+            return Some(d);
+        }
+        if let Ok(dt) = NaiveDateTime::parse_from_str(t, f) {
+            return Some(dt.date());
+        }
+    }
+    parse_datetime(t, &[]).map(|dt| dt.date())
+}
+
+/// Read a date-time; a date alone is at midnight.
+pub fn parse_datetime(s: &str, formats: &[String]) -> Option<NaiveDateTime> {
+    let t = s.trim();
+    if t.is_empty() {
+        return None;
+    }
+    for f in formats {
+        if let Ok(dt) = NaiveDateTime::parse_from_str(t, f) {
+            return Some(dt);
+        }
+        if let Ok(d) = NaiveDate::parse_from_str(t, f) {
+            return Some(d.and_time(NaiveTime::MIN));
+        }
+    }
+    // ISO 8601 date with an optional time
+    let (date_part, time_part) = match t.find(['T', ' ']) {
+        Some(p) if t.as_bytes().get(4) == Some(&b'-') => (&t[..p], Some(t[p + 1..].trim())),
+        _ => (t, None),
+    };
+    if date_part.len() == 10 && date_part.as_bytes()[4] == b'-' {
+        if let Ok(d) = NaiveDate::parse_from_str(date_part, "%Y-%m-%d") {
+            return Some(d.and_time(time_part.and_then(parse_time).unwrap_or(NaiveTime::MIN)));
+        }
+        return None;
+    }
+    // dd/mm/yyyy [HH:MM[:SS]]
+    let (date_part, time_part) = match t.split_once(' ') {
+        Some((d, rest)) if rest.contains(':') => (d, Some(rest.trim())),
+        _ => (t, None),
+    };
+    for sep in ['/', '-', '.'] {
+        let parts: Vec<&str> = date_part.split(sep).collect();
+        if parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+        {
+            let d: u32 = parts[0].parse().ok()?;
+            let m: u32 = parts[1].parse().ok()?;
+            let mut y: i32 = parts[2].parse().ok()?;
+            if parts[2].len() == 2 {
+                y = two_digit_year(y);
+            } else if parts[2].len() != 4 {
+                return None;
+            }
+            let date = NaiveDate::from_ymd_opt(y, m, d)?;
+            let time = match time_part {
+                Some(tp) => parse_time(tp)?,
+                None => NaiveTime::MIN,
+            };
+            return Some(date.and_time(time));
+        }
+    }
+    // 15 mars 2026, 1er mai 2026
+    let words: Vec<String> = t
+        .split_whitespace()
+        .map(|w| w.trim_end_matches([',', '.']).to_lowercase())
+        .collect();
+    if words.len() == 3 {
+        let day = words[0].trim_end_matches("er");
+        if let (Ok(d), Some((_, m)), Ok(y)) = (
+            day.parse::<u32>(),
+            FRENCH_MONTHS.iter().find(|(n, _)| *n == words[1]),
+            words[2].parse::<i32>(),
+        ) {
+            return NaiveDate::from_ymd_opt(y, *m, d).map(|d| d.and_time(NaiveTime::MIN));
+        }
+    }
+    // Excel serial number
+    if let Ok(v) = t.replace(',', ".").parse::<f64>() {
+        return excel_serial(v);
+    }
+    None
+}
+
+fn parse_time(s: &str) -> Option<NaiveTime> {
+    let s = s.trim_end_matches('Z');
+    for f in ["%H:%M:%S%.f", "%H:%M:%S", "%H:%M", "%Hh%M"] {
+        if let Ok(t) = NaiveTime::parse_from_str(s, f) {
+            return Some(t);
+        }
+    }
+    None
+}
+
+/// Read a yes/no value in French or English.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_lowercase().as_str() {
+        "1" | "true" | "vrai" | "oui" | "o" | "yes" | "y" | "x" | "✓" | "✔" => Some(true),
+        "0" | "false" | "faux" | "non" | "n" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// Days since the Unix epoch.
+pub fn epoch_days(d: NaiveDate) -> i32 {
+    (d.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default())).num_days()
+        as i32
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn epoch_millis(dt: NaiveDateTime) -> i64 {
+    dt.and_utc().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use NumberFormat::*;
+
+    #[test]
+    fn french_numbers() {
+        assert_eq!(parse_number("1 234,56", Auto), Ok(1234.56));
+        assert_eq!(parse_number("1\u{a0}234,56", Auto), Ok(1234.56));
+        assert_eq!(parse_number("1\u{202f}234,56 €", Auto), Ok(1234.56));
+        assert_eq!(parse_number("12,50 €", Fr), Ok(12.5));
+        assert_eq!(parse_number("12,50€", Fr), Ok(12.5));
+        assert_eq!(parse_number("1.234,5", Auto), Ok(1234.5));
+        assert_eq!(parse_number("-3", Auto), Ok(-3.0));
+        assert_eq!(parse_number("(12,00)", Auto), Ok(-12.0));
+        assert_eq!(parse_number("45 EUR", Auto), Ok(45.0));
+        assert_eq!(parse_number("1 234", Auto), Ok(1234.0));
+    }
+
+    #[test]
+    fn english_and_ambiguous_numbers() {
+        assert_eq!(parse_number("1,234.56", Auto), Ok(1234.56));
+        assert_eq!(parse_number("1,234", En), Ok(1234.0));
+        assert_eq!(parse_number("1,234", Fr), Ok(1.234));
+        assert_eq!(parse_number("1,234,567", Auto), Ok(1_234_567.0));
+        assert_eq!(parse_number("12.5", Auto), Ok(12.5));
+        assert_eq!(parse_number("1.234", Fr), Ok(1234.0));
+        assert_eq!(parse_number("1.5E+3", Auto), Ok(1500.0));
+        assert_eq!(parse_number(",5", Auto), Ok(0.5));
+    }
+
+    #[test]
+    fn not_numbers() {
+        for s in [
+            "n/a",
+            "",
+            "  ",
+            "12abc",
+            "€",
+            "1,2,3.4.5",
+            "--",
+            "1 2,3 4",
+            "1 2",
+            "12 34,5",
+            "1e",
+        ] {
+            assert!(
+                parse_number(s, Auto).is_err(),
+                "{s:?} should not be a number"
+            );
+        }
+        assert_eq!(parse_integer("12,5", Auto), Err(NumberError::NotAnInteger));
+        assert_eq!(parse_integer("12,0", Auto), Ok(12));
+        assert_eq!(parse_integer("n/a", Auto), Err(NumberError::NotANumber));
+    }
+
+    #[test]
+    fn dates() {
+        let d = |y, m, dd| NaiveDate::from_ymd_opt(y, m, dd);
+        assert_eq!(parse_date("15/03/2026", &[]), d(2026, 3, 15));
+        assert_eq!(parse_date("5/3/26", &[]), d(2026, 3, 5));
+        assert_eq!(parse_date("2026-03-15", &[]), d(2026, 3, 15));
+        assert_eq!(parse_date("2026-03-15T10:30:00", &[]), d(2026, 3, 15));
+        assert_eq!(parse_date("15.03.2026", &[]), d(2026, 3, 15));
+        assert_eq!(parse_date("46096", &[]), d(2026, 3, 15));
+        assert_eq!(parse_date("15 mars 2026", &[]), d(2026, 3, 15));
+        assert_eq!(parse_date("1er mai 2026", &[]), d(2026, 5, 1));
+        assert_eq!(parse_date("31/02/2026", &[]), None);
+        assert_eq!(parse_date("bientôt", &[]), None);
+        assert_eq!(
+            parse_date("03-15-2026", &["%m-%d-%Y".to_string()]),
+            d(2026, 3, 15)
+        );
+    }
+
+    #[test]
+    fn datetimes() {
+        let dt = parse_datetime("15/03/2026 14:05", &[]).unwrap();
+        assert_eq!(dt.to_string(), "2026-03-15 14:05:00");
+        let dt = parse_datetime("46096.5", &[]).unwrap();
+        assert_eq!(dt.to_string(), "2026-03-15 12:00:00");
+        let dt = parse_datetime("2026-03-15 08:00:01", &[]).unwrap();
+        assert_eq!(dt.to_string(), "2026-03-15 08:00:01");
+    }
+
+    #[test]
+    fn booleans_and_rounding() {
+        assert_eq!(parse_bool("Oui"), Some(true));
+        assert_eq!(parse_bool("non"), Some(false));
+        assert_eq!(parse_bool("peut-être"), None);
+        assert_eq!(round_to(12.345, 2), 12.35);
+        assert_eq!(round_to(-0.001, 2), 0.0);
+        assert_eq!(epoch_days(NaiveDate::from_ymd_opt(1970, 1, 2).unwrap()), 1);
+    }
+}
