@@ -251,9 +251,7 @@ fn migrate(cfg: &Config, args: &MigrateArgs) -> Result<u8> {
                 out.runs.push(report);
             }
             Err(e) => {
-                if !args.json {
-                    eprintln!("error: {e}");
-                }
+                eprintln!("error: {e}");
                 code = code.max(e.exit_code());
                 out.errors.push(JobError {
                     job: job.name.clone(),

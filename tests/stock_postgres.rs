@@ -1,0 +1,244 @@
+//! The stock migration into a real PostgreSQL (127.0.0.1:5432, user
+//! postgres): COPY path, identical counts to SQLite, TLS, refused rows,
+//! connection errors. Each test creates and drops its own database.
+
+mod common;
+
+use common::pg::TempDb;
+use common::*;
+use serde_json::Value;
+
+fn migrate(url: &str, q: &std::path::Path, extra: &[&str]) -> (i32, Value, String) {
+    let t = format!("target.url={url}");
+    let qd = format!("paths.quarantine={}", q.display());
+    let mut args = vec!["--set", &t, "--set", &qd, "migrate", "stock", "--json"];
+    args.extend_from_slice(extra);
+    let out = repaero(&args);
+    (
+        code(&out),
+        serde_json::from_str(&stdout(&out)).unwrap_or(Value::Null),
+        stderr(&out),
+    )
+}
+
+fn tallies(report: &Value) -> Vec<Value> {
+    report["runs"][0]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "table": t["table"], "read": t["read"], "written": t["written"],
+                "merged": t["merged"], "rejected": t["rejected"], "reasons": t["reasons"],
+                "skipped": t["skipped"],
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn postgres_gets_the_same_rows_as_sqlite() {
+    let db = TempDb::new("stock");
+    let dir = tempfile::tempdir().unwrap();
+    let (c, pg_report, err) = migrate(&db.url(), dir.path(), &[]);
+    assert_eq!(c, 0, "{err}");
+    let (c, lite_report, err) = migrate(
+        &format!("sqlite://{}", dir.path().join("t.db").display()),
+        dir.path(),
+        &[],
+    );
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(tallies(&pg_report), tallies(&lite_report));
+
+    assert_eq!(db.query("SELECT count(*) FROM parts"), "18");
+    assert_eq!(db.query("SELECT sum(quantity) FROM parts"), "1883");
+    assert_eq!(
+        db.query("SELECT quantity || '|' || unit_price || '|' || last_receipt_date || '|' || location FROM parts WHERE reference = 'HYD-2040'"),
+        "5|212.40|2026-10-20|B2-04"
+    );
+    assert_eq!(
+        db.query("SELECT unit_price FROM parts WHERE reference = 'MOT-1003'"),
+        "3.75"
+    );
+    assert_eq!(
+        db.query("SELECT count(*) FROM parts WHERE unit_price IS NULL"),
+        "1"
+    );
+    assert_eq!(
+        db.query("SELECT data_type FROM information_schema.columns WHERE table_name = 'parts' AND column_name = 'unit_price'"),
+        "numeric"
+    );
+    assert_eq!(
+        db.query("SELECT string_agg(a.attname, ',') FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = 'parts'::regclass AND i.indisprimary"),
+        "reference"
+    );
+    assert_eq!(
+        db.query(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'parts'::regclass AND contype = 'p'"
+        ),
+        "parts_pkey"
+    );
+    assert_eq!(
+        db.query("SELECT count(*), sum(quantity) FROM stock_receipts"),
+        "10|1711"
+    );
+    assert_eq!(db.query("SELECT count(*) FROM _rejects"), "5");
+    assert_eq!(
+        db.query(
+            "SELECT record->>'quantity' FROM _rejects WHERE reason = 'quantity: not an integer'"
+        ),
+        "n/a"
+    );
+
+    // a second run gives the same tables (the swap renames the key back)
+    let before = db.query("SELECT md5(string_agg(p::text, ';' ORDER BY reference)) FROM parts p");
+    let (c, _, err) = migrate(&db.url(), dir.path(), &[]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(
+        db.query("SELECT md5(string_agg(p::text, ';' ORDER BY reference)) FROM parts p"),
+        before
+    );
+    assert_eq!(db.query("SELECT count(*) FROM _rejects"), "5");
+    assert_eq!(db.query("SELECT count(*) FROM _repaero_runs"), "2");
+
+    // a dry run writes nothing
+    db.query("DELETE FROM parts WHERE reference = 'MOT-1001'");
+    let (c, report, err) = migrate(&db.url(), dir.path(), &["--dry-run"]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(report["runs"][0]["status"], "rolled back (dry run)");
+    assert_eq!(db.query("SELECT count(*) FROM parts"), "17");
+    assert_eq!(db.query("SELECT count(*) FROM _repaero_runs"), "2");
+}
+
+#[test]
+fn tls_modes() {
+    let db = TempDb::new("tls");
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _, err) = migrate(&format!("{}?sslmode=require", db.url()), dir.path(), &[]);
+    assert_eq!(c, 0, "sslmode=require: {err}");
+    assert_eq!(db.query("SELECT count(*) FROM parts"), "18");
+    let (c, _, err) = migrate(&format!("{}?sslmode=disable", db.url()), dir.path(), &[]);
+    assert_eq!(c, 0, "sslmode=disable: {err}");
+    // the local server's certificate is self-signed: verification fails, clearly
+    let (c, _, err) = migrate(
+        &format!("{}?sslmode=verify-full", db.url()),
+        dir.path(),
+        &[],
+    );
+    assert_eq!(c, 1, "{err}");
+    assert!(err.contains("cannot connect"), "{err}");
+}
+
+#[test]
+fn connection_errors_name_the_target_and_hide_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _, err) = migrate(
+        "postgres://postgres:s3cr3t-pw@127.0.0.1:1/nowhere",
+        dir.path(),
+        &[],
+    );
+    assert_eq!(c, 1, "{err}");
+    assert!(
+        err.contains("postgres://postgres:***@127.0.0.1:1/nowhere"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cr3t-pw"), "{err}");
+    let (c, _, err) = migrate(
+        "postgres://postgres@127.0.0.1:5432/repaero_no_such_db",
+        dir.path(),
+        &[],
+    );
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("repaero_no_such_db"), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+/// A project whose parts mapping has no [dedupe]: the duplicate reference
+/// reaches the target, which refuses it; its neighbours are written.
+fn project_without_dedupe() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::create_dir_all(p.join("jobs")).unwrap();
+    std::fs::create_dir_all(p.join("mappings")).unwrap();
+    std::fs::write(
+        p.join("repaero.toml"),
+        format!(
+            "[sources.stock]\nkind = \"excel\"\npath = \"{}\"\n",
+            root().join("fixtures/stock/stock.xlsx").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("jobs/parts.toml"),
+        "source = \"stock\"\n[[tables]]\nmapping = \"parts\"\n",
+    )
+    .unwrap();
+    let mapping = std::fs::read_to_string(root().join("mappings/stock_parts.toml")).unwrap();
+    let cut = mapping.find("[dedupe]").unwrap();
+    std::fs::write(p.join("mappings/parts.toml"), &mapping[..cut]).unwrap();
+    dir
+}
+
+fn refused_run(url: &str, dir: &std::path::Path) -> Value {
+    let out = repaero_in(
+        dir,
+        &[
+            "--set",
+            &format!("target.url={url}"),
+            "migrate",
+            "parts",
+            "--json",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    report["runs"][0]["tables"][0].clone()
+}
+
+#[test]
+fn a_row_the_target_refuses_is_quarantined_and_its_neighbours_written() {
+    let proj = project_without_dedupe();
+    let db = TempDb::new("refused");
+    let t = refused_run(&db.url(), proj.path());
+    assert_eq!(t["read"], 22);
+    assert_eq!(t["written"], 18);
+    assert_eq!(t["merged"], 0);
+    assert_eq!(t["rejected"], 4);
+    let reasons = t["reasons"].as_object().unwrap();
+    let refused: Vec<&String> = reasons
+        .keys()
+        .filter(|k| k.starts_with("target refused"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{reasons:?}");
+    assert!(
+        refused[0].contains("duplicate key value violates unique constraint"),
+        "{refused:?}"
+    );
+    assert_eq!(db.query("SELECT count(*) FROM parts"), "18");
+    assert_eq!(
+        db.query("SELECT quantity FROM parts WHERE reference = 'HYD-2040'"),
+        "3"
+    );
+    assert_eq!(
+        db.query("SELECT source_row || ' ' || (record->>'reference') FROM _rejects WHERE reason LIKE 'target refused%'"),
+        "29 HYD-2040"
+    );
+
+    let lite = refused_run(
+        &format!("sqlite://{}", proj.path().join("t.db").display()),
+        proj.path(),
+    );
+    assert_eq!(lite["written"], 18);
+    assert_eq!(lite["rejected"], 4);
+    let lite_refused: Vec<String> = lite["reasons"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("target refused"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        lite_refused,
+        vec!["target refused: UNIQUE constraint failed: parts__repaero_new.reference"]
+    );
+}
