@@ -14,7 +14,7 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
 
-use calamine::{Data, DataRef, Ods, Reader, SheetVisible, Xls, Xlsb, Xlsx};
+use calamine::{Data, DataRef, Ods, Reader, SheetType, SheetVisible, Xls, Xlsb, Xlsx};
 
 use super::{
     BatchBuilder, CellKinds, Message, ReadStats, SourceColumn, TableInfo, TableReader,
@@ -36,7 +36,14 @@ pub enum Format {
 pub struct ExcelSource {
     path: PathBuf,
     format: Format,
-    sheets: Vec<(String, bool)>,
+    sheets: Vec<SheetInfo>,
+}
+
+struct SheetInfo {
+    name: String,
+    hidden: bool,
+    /// Chart, dialog and macro sheets hold no cells to read.
+    kind: SheetType,
 }
 
 type Book = calamine::Sheets<BufReader<File>>;
@@ -50,7 +57,11 @@ impl ExcelSource {
         let sheets = book
             .sheets_metadata()
             .iter()
-            .map(|s| (s.name.clone(), s.visible != SheetVisible::Visible))
+            .map(|s| SheetInfo {
+                name: s.name.clone(),
+                hidden: s.visible != SheetVisible::Visible,
+                kind: s.typ,
+            })
             .collect();
         Ok(ExcelSource {
             path: path.to_path_buf(),
@@ -71,42 +82,60 @@ impl ExcelSource {
         Ok(self
             .sheets
             .iter()
-            .map(|(name, hidden)| TableInfo {
-                name: name.clone(),
-                hidden: *hidden,
+            .map(|s| TableInfo {
+                name: s.name.clone(),
+                hidden: s.hidden,
                 rows: None,
             })
             .collect())
     }
 
+    /// The sheet exists and is a worksheet, or an input error saying what
+    /// sheets there are.
+    pub fn check_sheet(&self, name: &str) -> Result<()> {
+        match self.sheets.iter().find(|s| s.name == name) {
+            Some(s) if s.kind == SheetType::WorkSheet => Ok(()),
+            Some(s) => Err(Error::input(format!(
+                "{}: sheet {name:?} is a {} sheet, which holds no cells to read",
+                self.path.display(),
+                match s.kind {
+                    SheetType::ChartSheet => "chart",
+                    SheetType::DialogSheet => "dialog",
+                    SheetType::MacroSheet => "macro",
+                    _ => "non-worksheet",
+                }
+            ))),
+            None => {
+                let listed: Vec<String> = self
+                    .sheets
+                    .iter()
+                    .map(|s| {
+                        if s.hidden {
+                            format!("{:?} (hidden)", s.name)
+                        } else {
+                            format!("{:?}", s.name)
+                        }
+                    })
+                    .collect();
+                let hint = self
+                    .sheets
+                    .iter()
+                    .find(|s| header_key(&s.name) == header_key(name))
+                    .map(|s| format!(" Did you mean {:?}?", s.name))
+                    .unwrap_or_default();
+                Err(Error::input(format!(
+                    "{}: no sheet named {name:?}. Sheets: {}.{hint} Set `sheet` in the mapping to one of them.",
+                    self.path.display(),
+                    listed.join(", ")
+                )))
+            }
+        }
+    }
+
     /// Read one sheet in batches on a reader thread.
     pub fn read(&self, req: TableRequest) -> Result<TableReader> {
         let origin = format!("{} › {}", self.path.display(), req.table);
-        if !self.sheets.iter().any(|(n, _)| *n == req.table) {
-            let visible: Vec<String> = self
-                .sheets
-                .iter()
-                .map(|(n, h)| {
-                    if *h {
-                        format!("{n:?} (hidden)")
-                    } else {
-                        format!("{n:?}")
-                    }
-                })
-                .collect();
-            let hint = self
-                .sheets
-                .iter()
-                .find(|(n, _)| header_key(n) == header_key(&req.table))
-                .map(|(n, _)| format!(" Did you mean {n:?}?"))
-                .unwrap_or_default();
-            return Err(Error::input(format!(
-                "{}: no sheet named {:?}. Sheets: {}.{hint} Set `sheet` in the mapping to one of them.",
-                self.path.display(),
-                req.table,
-                visible.join(", ")
-            )));
-        }
+        self.check_sheet(&req.table)?;
         let path = self.path.clone();
         let format = self.format;
         let origin2 = origin.clone();
@@ -252,9 +281,9 @@ fn book_error(name: &str, msg: &str) -> Error {
     }
 }
 
-/// A cell reduced to what a batch holds: its text, and its kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+/// What a cell held in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum CellKind {
     Text,
     Number,
     Date,
@@ -264,10 +293,11 @@ enum Kind {
     Blank,
 }
 
+/// A cell reduced to what a batch holds: its text, and its kind.
 struct CellVal {
     col: u32,
     text: String,
-    kind: Kind,
+    kind: CellKind,
 }
 
 fn number_text(f: f64) -> String {
@@ -284,24 +314,41 @@ fn datetime_text(dt: &calamine::ExcelDateTime) -> String {
         let s = ms / 1000;
         return format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60);
     }
-    let (y, mo, d, h, mi, s, ms) = dt.to_ymd_hms_milli();
-    if h == 0 && mi == 0 && s == 0 && ms == 0 {
-        format!("{y:04}-{mo:02}-{d:02}")
-    } else if ms == 0 {
-        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}")
+    let serial = dt.as_f64();
+    // A negative serial has no Excel meaning (Excel shows #####); LibreOffice
+    // writes them and counts from 1899-12-30, which is what it displayed.
+    // calamine's own conversions clamp or shift such values.
+    let n = if serial < 0.0 {
+        chrono::NaiveDate::from_ymd_opt(1899, 12, 30).and_then(|d| {
+            d.and_hms_opt(0, 0, 0)?
+                .checked_add_signed(chrono::Duration::milliseconds(
+                    (serial * 86_400_000.0).round() as i64,
+                ))
+        })
     } else {
-        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}")
+        dt.as_datetime()
+    };
+    let Some(n) = n else {
+        return crate::batch::format_float(serial);
+    };
+    use chrono::Timelike;
+    if n.num_seconds_from_midnight() == 0 && n.nanosecond() == 0 {
+        n.format("%Y-%m-%d").to_string()
+    } else if n.nanosecond() == 0 {
+        n.format("%Y-%m-%dT%H:%M:%S").to_string()
+    } else {
+        n.format("%Y-%m-%dT%H:%M:%S%.3f").to_string()
     }
 }
 
 /// A string cell; one holding only whitespace is `Blank`.
-fn string_cell(s: &str) -> (String, Kind) {
+fn string_cell(s: &str) -> (String, CellKind) {
     if s.chars()
         .all(|c| c.is_whitespace() || c == '\u{200b}' || c == '\u{feff}')
     {
-        (String::new(), Kind::Blank)
+        (String::new(), CellKind::Blank)
     } else {
-        (s.to_string(), Kind::Text)
+        (s.to_string(), CellKind::Text)
     }
 }
 
@@ -310,28 +357,44 @@ fn from_ref(col: u32, v: &DataRef<'_>) -> Option<CellVal> {
         DataRef::Empty => return None,
         DataRef::String(s) => string_cell(s),
         DataRef::SharedString(s) => string_cell(s),
-        DataRef::Int(i) => (i.to_string(), Kind::Number),
-        DataRef::Float(f) => (number_text(*f), Kind::Number),
-        DataRef::Bool(b) => (b.to_string(), Kind::Bool),
-        DataRef::DateTime(dt) => (datetime_text(dt), Kind::Date),
-        DataRef::DateTimeIso(s) => (s.clone(), Kind::Date),
-        DataRef::DurationIso(s) => (s.clone(), Kind::Date),
-        DataRef::Error(e) => (e.to_string(), Kind::Error),
+        DataRef::Int(i) => (i.to_string(), CellKind::Number),
+        DataRef::Float(f) => (number_text(*f), CellKind::Number),
+        DataRef::Bool(b) => (b.to_string(), CellKind::Bool),
+        DataRef::DateTime(dt) => (datetime_text(dt), CellKind::Date),
+        DataRef::DateTimeIso(s) => (s.clone(), CellKind::Date),
+        DataRef::DurationIso(s) => (s.clone(), CellKind::Date),
+        DataRef::Error(e) => (e.to_string(), CellKind::Error),
     };
     Some(CellVal { col, text, kind })
+}
+
+/// calamine 0.38 decodes some BIFF8 strings byte by byte, leaving the
+/// UTF-16 high bytes as NULs between the characters ("T\0i\0t\0…"). A
+/// NUL never belongs in a cell: when every second character is one, drop
+/// them (exact for characters below U+0100, the case these files show).
+fn repair_nul_interleaved(s: &str) -> Option<String> {
+    if !s.contains('\0') {
+        return None;
+    }
+    let chars: Vec<char> = s.chars().collect();
+    let interleaved = chars.len() % 2 == 0 && chars.iter().skip(1).step_by(2).all(|c| *c == '\0');
+    interleaved.then(|| chars.iter().step_by(2).collect())
 }
 
 fn from_data(col: u32, v: &Data) -> Option<CellVal> {
     let (text, kind) = match v {
         Data::Empty => return None,
-        Data::String(s) => string_cell(s),
-        Data::Int(i) => (i.to_string(), Kind::Number),
-        Data::Float(f) => (number_text(*f), Kind::Number),
-        Data::Bool(b) => (b.to_string(), Kind::Bool),
-        Data::DateTime(dt) => (datetime_text(dt), Kind::Date),
-        Data::DateTimeIso(s) => (s.clone(), Kind::Date),
-        Data::DurationIso(s) => (s.clone(), Kind::Date),
-        Data::Error(e) => (e.to_string(), Kind::Error),
+        Data::String(s) => match repair_nul_interleaved(s) {
+            Some(fixed) => string_cell(&fixed),
+            None => string_cell(s),
+        },
+        Data::Int(i) => (i.to_string(), CellKind::Number),
+        Data::Float(f) => (number_text(*f), CellKind::Number),
+        Data::Bool(b) => (b.to_string(), CellKind::Bool),
+        Data::DateTime(dt) => (datetime_text(dt), CellKind::Date),
+        Data::DateTimeIso(s) => (s.clone(), CellKind::Date),
+        Data::DurationIso(s) => (s.clone(), CellKind::Date),
+        Data::Error(e) => (e.to_string(), CellKind::Error),
     };
     Some(CellVal { col, text, kind })
 }
@@ -349,14 +412,28 @@ fn read_sheet(
     } else {
         HashSet::new()
     };
+    let name = req.table.clone();
     let mut walker = Walker::new(origin.to_string(), req, hidden_cols, tx.clone());
-    let name = walker.req.table.clone();
-    match &mut book {
+    if for_each_row(&mut book, &name, origin, &mut |r, row| walker.row(r, row))? == Flow::Stop {
+        return Ok(());
+    }
+    walker.finish()
+}
+
+/// Call `f` with every row of a sheet that holds a cell (0-based row
+/// index, cells in column order), streaming for .xlsx.
+fn for_each_row(
+    book: &mut Book,
+    name: &str,
+    origin: &str,
+    f: &mut dyn FnMut(u32, &mut Vec<CellVal>) -> Result<Flow>,
+) -> Result<Flow> {
+    let mut row: Vec<CellVal> = Vec::new();
+    match book {
         calamine::Sheets::Xlsx(x) => {
             let mut cells = x
-                .worksheet_cells_reader(&name)
+                .worksheet_cells_reader(name)
                 .map_err(|e| book_error(origin, &e.to_string()))?;
-            let mut row: Vec<CellVal> = Vec::new();
             let mut row_idx: Option<u32> = None;
             loop {
                 let cell = cells
@@ -366,8 +443,9 @@ fn read_sheet(
                 let (r, c) = cell.get_position();
                 if row_idx != Some(r) {
                     if let Some(prev) = row_idx {
-                        if walker.row(prev, &mut row)? == Flow::Stop {
-                            return Ok(());
+                        row.sort_by_key(|c| c.col);
+                        if f(prev, &mut row)? == Flow::Stop {
+                            return Ok(Flow::Stop);
                         }
                     }
                     row.clear();
@@ -378,17 +456,16 @@ fn read_sheet(
                 }
             }
             if let Some(prev) = row_idx {
-                if walker.row(prev, &mut row)? == Flow::Stop {
-                    return Ok(());
-                }
+                row.sort_by_key(|c| c.col);
+                return f(prev, &mut row);
             }
+            Ok(Flow::Go)
         }
         other => {
             let range = other
-                .worksheet_range(&name)
+                .worksheet_range(name)
                 .map_err(|e| book_error(origin, &e.to_string()))?;
             let (r0, c0) = range.start().unwrap_or((0, 0));
-            let mut row: Vec<CellVal> = Vec::new();
             for (i, cells) in range.rows().enumerate() {
                 row.clear();
                 for (j, v) in cells.iter().enumerate() {
@@ -396,13 +473,53 @@ fn read_sheet(
                         row.push(cv);
                     }
                 }
-                if walker.row(r0 + i as u32, &mut row)? == Flow::Stop {
-                    return Ok(());
+                if f(r0 + i as u32, &mut row)? == Flow::Stop {
+                    return Ok(Flow::Stop);
                 }
             }
+            Ok(Flow::Go)
         }
     }
-    walker.finish()
+}
+
+/// One cell as the source sees it, for `inspect` and the corpus tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScannedCell {
+    /// 0-based row and column.
+    pub row: u32,
+    pub col: u32,
+    /// The value as text (numbers in shortest form, dates in ISO 8601).
+    pub text: String,
+    pub kind: CellKind,
+}
+
+/// Read every non-empty cell of a sheet, in row order, through the same
+/// conversion the migrations use. A reader panic on a malformed file is an
+/// input error.
+pub fn scan(path: &Path, sheet: &str, f: &mut dyn FnMut(ScannedCell)) -> Result<()> {
+    let origin = format!("{} › {sheet}", path.display());
+    ExcelSource::open(path)?.check_sheet(sheet)?;
+    let format = sniff(path)?;
+    let mut book = open_book(path, format)?;
+    let run = std::panic::AssertUnwindSafe(|| {
+        for_each_row(&mut book, sheet, &origin, &mut |r, cells| {
+            for c in cells.drain(..) {
+                f(ScannedCell {
+                    row: r,
+                    col: c.col,
+                    text: c.text,
+                    kind: c.kind,
+                });
+            }
+            Ok(Flow::Go)
+        })
+    });
+    match std::panic::catch_unwind(run) {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Err(Error::input(format!(
+            "{origin}: the sheet is malformed (the reader gave up on it); open and re-save it in Excel or LibreOffice"
+        ))),
+    }
 }
 
 #[derive(PartialEq, Eq)]
@@ -485,12 +602,12 @@ impl Walker {
         self.stats.header_row = hr + 1;
         self.stats.rows_above_header = pending[..pos]
             .iter()
-            .filter(|(_, c)| c.iter().any(|c| c.kind != Kind::Blank))
+            .filter(|(_, c)| c.iter().any(|c| c.kind != CellKind::Blank))
             .count() as u64;
         self.last_row = Some(*hr);
         let headers: Vec<SourceColumn> = header_cells
             .iter()
-            .filter(|c| c.kind != Kind::Blank)
+            .filter(|c| c.kind != CellKind::Blank)
             .map(|c| SourceColumn {
                 header: c.text.trim().to_string(),
                 index: c.col,
@@ -559,7 +676,7 @@ impl Walker {
                 Some(wanted) => {
                     let keys: HashSet<String> = cells
                         .iter()
-                        .filter(|c| c.kind == Kind::Text)
+                        .filter(|c| c.kind == CellKind::Text)
                         .map(|c| header_key(&c.text))
                         .collect();
                     wanted
@@ -567,7 +684,7 @@ impl Walker {
                         .filter(|w| w.headers.iter().any(|h| keys.contains(&header_key(h))))
                         .count()
                 }
-                None => cells.iter().filter(|c| c.kind == Kind::Text).count(),
+                None => cells.iter().filter(|c| c.kind == CellKind::Text).count(),
             }
         };
         let mut best: Option<(usize, usize)> = None;
@@ -605,14 +722,14 @@ impl Walker {
             self.stats.blank_rows += r.saturating_sub(last + 1) as u64;
         }
         self.last_row = Some(r);
-        if cells.iter().all(|c| c.kind == Kind::Blank) {
+        if cells.iter().all(|c| c.kind == CellKind::Blank) {
             self.stats.blank_rows += 1;
             return Ok(Flow::Go);
         }
         if let Some(footer) = &self.req.footer {
             let first = cells
                 .iter()
-                .filter(|c| c.kind != Kind::Blank)
+                .filter(|c| c.kind != CellKind::Blank)
                 .min_by_key(|c| c.col);
             if first.is_some_and(|c| footer.is_match(c.text.trim())) {
                 self.stats.footer_rows += 1;
@@ -628,17 +745,17 @@ impl Walker {
                 if *sel == Some(c.col) {
                     let k = &mut self.kinds[slot];
                     match c.kind {
-                        Kind::Text => {
+                        CellKind::Text => {
                             k.text += 1;
                             if looks_numeric(&c.text) {
                                 k.numeric_text += 1;
                             }
                         }
-                        Kind::Number => k.number += 1,
-                        Kind::Date => k.date += 1,
-                        Kind::Bool => k.boolean += 1,
-                        Kind::Error => k.error += 1,
-                        Kind::Blank => {
+                        CellKind::Number => k.number += 1,
+                        CellKind::Date => k.date += 1,
+                        CellKind::Bool => k.boolean += 1,
+                        CellKind::Error => k.error += 1,
+                        CellKind::Blank => {
                             k.whitespace_only += 1;
                             continue;
                         }
@@ -783,4 +900,54 @@ pub fn xlsx_hidden_columns(path: &Path, sheet: &str) -> Option<HashSet<u32>> {
         }
     }
     Some(hidden)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use calamine::{ExcelDateTime, ExcelDateTimeType};
+
+    #[test]
+    fn nul_interleaved_strings_are_repaired() {
+        assert_eq!(
+            repair_nul_interleaved("T\0i\0t\0e\0l\0").as_deref(),
+            Some("Titel")
+        );
+        assert_eq!(
+            repair_nul_interleaved("R\0e\0g\0i\0s\0s\0ö\0r\0").as_deref(),
+            Some("Regissör")
+        );
+        assert_eq!(repair_nul_interleaved("plain"), None);
+        assert_eq!(repair_nul_interleaved("a\0\0b"), None);
+    }
+
+    #[test]
+    fn excel_dates_to_text() {
+        let dt =
+            |v: f64, is_1904: bool| ExcelDateTime::new(v, ExcelDateTimeType::DateTime, is_1904);
+        assert_eq!(datetime_text(&dt(46096.0, false)), "2026-03-15");
+        assert_eq!(datetime_text(&dt(46096.5, false)), "2026-03-15T12:00:00");
+        assert_eq!(datetime_text(&dt(44634.0, true)), "2026-03-15");
+        assert_eq!(datetime_text(&dt(-1.2, false)), "1899-12-28T19:12:00");
+        assert_eq!(datetime_text(&dt(1.0, false)), "1900-01-01");
+        let dur = ExcelDateTime::new(10.632060185185185, ExcelDateTimeType::TimeDelta, false);
+        assert_eq!(datetime_text(&dur), "255:10:10");
+    }
+
+    #[test]
+    fn formats_are_recognised_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.xls");
+        std::fs::write(&p, [0x09u8, 0x00, 0x04, 0x00, 0x07, 0x00, 0x10, 0x00]).unwrap();
+        assert!(sniff(&p).unwrap_err().to_string().contains("BIFF2–4"));
+        std::fs::write(&p, b"").unwrap();
+        assert!(sniff(&p).unwrap_err().to_string().contains("empty"));
+        std::fs::write(&p, [0u8, 1, 2, 3, 4, 5, 6, 7]).unwrap();
+        assert!(
+            sniff(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("not a spreadsheet")
+        );
+    }
 }

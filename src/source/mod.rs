@@ -200,7 +200,12 @@ impl TableReader {
                 .unwrap_or_else(|| "panic".into()),
             _ => "stopped without a reason".into(),
         };
-        Error::runtime(format!("{}: the reader failed: {detail}", self.origin))
+        // calamine parses untrusted bytes: a reader that stops without a
+        // reason met data it could not handle.
+        Error::input(format!(
+            "{}: the reader stopped on malformed data ({detail}); open and re-save the file in Excel or LibreOffice",
+            self.origin
+        ))
     }
 }
 
