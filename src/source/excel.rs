@@ -9,6 +9,7 @@
 //! their cached value. A cell holding only spaces is empty.
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -293,26 +294,123 @@ pub enum CellKind {
     Blank,
 }
 
-/// A cell reduced to what a batch holds: its text, and its kind.
+/// A cell of a [`Row`]: its column, kind, and where its text lies in the
+/// row's buffer.
+#[derive(Debug, Clone, Copy)]
 struct CellVal {
     col: u32,
-    text: String,
+    start: u32,
+    end: u32,
     kind: CellKind,
 }
 
-fn number_text(f: f64) -> String {
-    if f.fract() == 0.0 && f.abs() < 9.0e15 {
-        format!("{}", f as i64)
-    } else {
-        format!("{f}")
+/// One sheet row. The cells' texts share one buffer, reused from row to
+/// row, so that reading allocates nothing per cell.
+#[derive(Debug, Default, Clone)]
+struct Row {
+    text: String,
+    cells: Vec<CellVal>,
+}
+
+impl Row {
+    fn clear(&mut self) {
+        self.text.clear();
+        self.cells.clear();
+    }
+
+    fn text(&self, c: &CellVal) -> &str {
+        &self.text[c.start as usize..c.end as usize]
+    }
+
+    fn push_with(&mut self, col: u32, kind: CellKind, write: impl FnOnce(&mut String)) {
+        let start = self.text.len() as u32;
+        write(&mut self.text);
+        let end = self.text.len() as u32;
+        self.cells.push(CellVal {
+            col,
+            start,
+            end,
+            kind,
+        });
+    }
+
+    /// A string cell; one holding only whitespace is `Blank` (empty).
+    fn push_str(&mut self, col: u32, s: &str) {
+        if s.chars()
+            .all(|c| c.is_whitespace() || c == '\u{200b}' || c == '\u{feff}')
+        {
+            self.push_with(col, CellKind::Blank, |_| {});
+        } else {
+            self.push_with(col, CellKind::Text, |b| b.push_str(s));
+        }
+    }
+
+    fn push_ref(&mut self, col: u32, v: &DataRef<'_>) {
+        match v {
+            DataRef::Empty => {}
+            DataRef::String(s) => self.push_str(col, s),
+            DataRef::SharedString(s) => self.push_str(col, s),
+            DataRef::Int(i) => self.push_with(col, CellKind::Number, |b| write_int(b, *i)),
+            DataRef::Float(f) => self.push_with(col, CellKind::Number, |b| write_number(b, *f)),
+            DataRef::Bool(x) => self.push_with(col, CellKind::Bool, |b| {
+                b.push_str(if *x { "true" } else { "false" })
+            }),
+            DataRef::DateTime(dt) => self.push_with(col, CellKind::Date, |b| write_datetime(b, dt)),
+            DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => {
+                self.push_with(col, CellKind::Date, |b| b.push_str(s))
+            }
+            DataRef::Error(e) => self.push_with(col, CellKind::Error, |b| {
+                let _ = write!(b, "{e}");
+            }),
+        }
+    }
+
+    fn push_data(&mut self, col: u32, v: &Data) {
+        match v {
+            Data::Empty => {}
+            Data::String(s) => match repair_nul_interleaved(s) {
+                Some(fixed) => self.push_str(col, &fixed),
+                None => self.push_str(col, s),
+            },
+            Data::Int(i) => self.push_with(col, CellKind::Number, |b| write_int(b, *i)),
+            Data::Float(f) => self.push_with(col, CellKind::Number, |b| write_number(b, *f)),
+            Data::Bool(x) => self.push_with(col, CellKind::Bool, |b| {
+                b.push_str(if *x { "true" } else { "false" })
+            }),
+            Data::DateTime(dt) => self.push_with(col, CellKind::Date, |b| write_datetime(b, dt)),
+            Data::DateTimeIso(s) | Data::DurationIso(s) => {
+                self.push_with(col, CellKind::Date, |b| b.push_str(s))
+            }
+            Data::Error(e) => self.push_with(col, CellKind::Error, |b| {
+                let _ = write!(b, "{e}");
+            }),
+        }
     }
 }
 
-fn datetime_text(dt: &calamine::ExcelDateTime) -> String {
+fn write_int(b: &mut String, i: i64) {
+    let _ = write!(b, "{i}");
+}
+
+/// Shortest text that reads back as the same number; whole numbers without
+/// a fraction.
+fn write_number(b: &mut String, f: f64) {
+    if f.fract() == 0.0 && f.abs() < 9.0e15 {
+        write_int(b, f as i64);
+    } else {
+        let _ = write!(b, "{f}");
+    }
+}
+
+/// ISO 8601 text of an Excel date (`2026-03-15`, `2026-03-15T14:05:00`,
+/// with milliseconds when there are some), or `[h]:mm:ss` for a duration.
+fn write_datetime(b: &mut String, dt: &calamine::ExcelDateTime) {
+    use chrono::{Datelike, Timelike};
     if dt.is_duration() {
         let ms = (dt.as_f64() * 86_400_000.0).round() as i64;
         let s = ms / 1000;
-        return format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60);
+        let _ = write!(b, "{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60);
+        return;
     }
     let serial = dt.as_f64();
     // A negative serial has no Excel meaning (Excel shows #####); LibreOffice
@@ -329,43 +427,24 @@ fn datetime_text(dt: &calamine::ExcelDateTime) -> String {
         dt.as_datetime()
     };
     let Some(n) = n else {
-        return crate::batch::format_float(serial);
+        write_number(b, serial);
+        return;
     };
-    use chrono::Timelike;
-    if n.num_seconds_from_midnight() == 0 && n.nanosecond() == 0 {
-        n.format("%Y-%m-%d").to_string()
-    } else if n.nanosecond() == 0 {
-        n.format("%Y-%m-%dT%H:%M:%S").to_string()
-    } else {
-        n.format("%Y-%m-%dT%H:%M:%S%.3f").to_string()
+    let _ = write!(b, "{:04}-{:02}-{:02}", n.year(), n.month(), n.day());
+    let ms = n.nanosecond() / 1_000_000;
+    if n.num_seconds_from_midnight() != 0 || ms != 0 {
+        let _ = write!(b, "T{:02}:{:02}:{:02}", n.hour(), n.minute(), n.second());
+        if ms != 0 {
+            let _ = write!(b, ".{ms:03}");
+        }
     }
 }
 
-/// A string cell; one holding only whitespace is `Blank`.
-fn string_cell(s: &str) -> (String, CellKind) {
-    if s.chars()
-        .all(|c| c.is_whitespace() || c == '\u{200b}' || c == '\u{feff}')
-    {
-        (String::new(), CellKind::Blank)
-    } else {
-        (s.to_string(), CellKind::Text)
-    }
-}
-
-fn from_ref(col: u32, v: &DataRef<'_>) -> Option<CellVal> {
-    let (text, kind) = match v {
-        DataRef::Empty => return None,
-        DataRef::String(s) => string_cell(s),
-        DataRef::SharedString(s) => string_cell(s),
-        DataRef::Int(i) => (i.to_string(), CellKind::Number),
-        DataRef::Float(f) => (number_text(*f), CellKind::Number),
-        DataRef::Bool(b) => (b.to_string(), CellKind::Bool),
-        DataRef::DateTime(dt) => (datetime_text(dt), CellKind::Date),
-        DataRef::DateTimeIso(s) => (s.clone(), CellKind::Date),
-        DataRef::DurationIso(s) => (s.clone(), CellKind::Date),
-        DataRef::Error(e) => (e.to_string(), CellKind::Error),
-    };
-    Some(CellVal { col, text, kind })
+#[cfg(test)]
+fn datetime_text(dt: &calamine::ExcelDateTime) -> String {
+    let mut s = String::new();
+    write_datetime(&mut s, dt);
+    s
 }
 
 /// calamine 0.38 decodes some BIFF8 strings byte by byte, leaving the
@@ -379,24 +458,6 @@ fn repair_nul_interleaved(s: &str) -> Option<String> {
     let chars: Vec<char> = s.chars().collect();
     let interleaved = chars.len() % 2 == 0 && chars.iter().skip(1).step_by(2).all(|c| *c == '\0');
     interleaved.then(|| chars.iter().step_by(2).collect())
-}
-
-fn from_data(col: u32, v: &Data) -> Option<CellVal> {
-    let (text, kind) = match v {
-        Data::Empty => return None,
-        Data::String(s) => match repair_nul_interleaved(s) {
-            Some(fixed) => string_cell(&fixed),
-            None => string_cell(s),
-        },
-        Data::Int(i) => (i.to_string(), CellKind::Number),
-        Data::Float(f) => (number_text(*f), CellKind::Number),
-        Data::Bool(b) => (b.to_string(), CellKind::Bool),
-        Data::DateTime(dt) => (datetime_text(dt), CellKind::Date),
-        Data::DateTimeIso(s) => (s.clone(), CellKind::Date),
-        Data::DurationIso(s) => (s.clone(), CellKind::Date),
-        Data::Error(e) => (e.to_string(), CellKind::Error),
-    };
-    Some(CellVal { col, text, kind })
 }
 
 fn read_sheet(
@@ -426,9 +487,9 @@ fn for_each_row(
     book: &mut Book,
     name: &str,
     origin: &str,
-    f: &mut dyn FnMut(u32, &mut Vec<CellVal>) -> Result<Flow>,
+    f: &mut dyn FnMut(u32, &mut Row) -> Result<Flow>,
 ) -> Result<Flow> {
-    let mut row: Vec<CellVal> = Vec::new();
+    let mut row = Row::default();
     match book {
         calamine::Sheets::Xlsx(x) => {
             let mut cells = x
@@ -443,7 +504,7 @@ fn for_each_row(
                 let (r, c) = cell.get_position();
                 if row_idx != Some(r) {
                     if let Some(prev) = row_idx {
-                        row.sort_by_key(|c| c.col);
+                        row.cells.sort_by_key(|c| c.col);
                         if f(prev, &mut row)? == Flow::Stop {
                             return Ok(Flow::Stop);
                         }
@@ -451,12 +512,10 @@ fn for_each_row(
                     row.clear();
                     row_idx = Some(r);
                 }
-                if let Some(v) = from_ref(c, cell.get_value()) {
-                    row.push(v);
-                }
+                row.push_ref(c, cell.get_value());
             }
             if let Some(prev) = row_idx {
-                row.sort_by_key(|c| c.col);
+                row.cells.sort_by_key(|c| c.col);
                 return f(prev, &mut row);
             }
             Ok(Flow::Go)
@@ -469,9 +528,7 @@ fn for_each_row(
             for (i, cells) in range.rows().enumerate() {
                 row.clear();
                 for (j, v) in cells.iter().enumerate() {
-                    if let Some(cv) = from_data(c0 + j as u32, v) {
-                        row.push(cv);
-                    }
+                    row.push_data(c0 + j as u32, v);
                 }
                 if f(r0 + i as u32, &mut row)? == Flow::Stop {
                     return Ok(Flow::Stop);
@@ -502,12 +559,12 @@ pub fn scan(path: &Path, sheet: &str, f: &mut dyn FnMut(ScannedCell)) -> Result<
     let format = sniff(path)?;
     let mut book = open_book(path, format)?;
     let run = std::panic::AssertUnwindSafe(|| {
-        for_each_row(&mut book, sheet, &origin, &mut |r, cells| {
-            for c in cells.drain(..) {
+        for_each_row(&mut book, sheet, &origin, &mut |r, row| {
+            for c in &row.cells {
                 f(ScannedCell {
                     row: r,
                     col: c.col,
-                    text: c.text,
+                    text: row.text(c).to_string(),
                     kind: c.kind,
                 });
             }
@@ -536,14 +593,15 @@ struct Walker {
     hidden_cols: HashSet<u32>,
     tx: SyncSender<Message>,
     /// Rows buffered while looking for the header.
-    pending: Vec<(u32, Vec<CellVal>)>,
+    pending: Vec<(u32, Row)>,
     /// Once the header is known: source column index per batch column.
     selected: Option<Vec<Option<u32>>>,
-    header_row: u32,
     last_row: Option<u32>,
     builder: Option<BatchBuilder>,
     stats: ReadStats,
     kinds: Vec<CellKinds>,
+    /// Per batch column, the cell of the current row that feeds it.
+    slots: Vec<Option<usize>>,
 }
 
 impl Walker {
@@ -560,29 +618,28 @@ impl Walker {
             tx,
             pending: Vec::new(),
             selected: None,
-            header_row: 0,
             last_row: None,
             builder: None,
             stats: ReadStats::default(),
             kinds: Vec::new(),
+            slots: Vec::new(),
         }
     }
 
-    /// One sheet row (0-based index), cells in any order.
-    fn row(&mut self, r: u32, cells: &mut Vec<CellVal>) -> Result<Flow> {
+    /// One sheet row (0-based index), cells in column order.
+    fn row(&mut self, r: u32, row: &mut Row) -> Result<Flow> {
         if self.selected.is_none() {
             let scan_end = match self.req.header_row {
                 Some(h) => h.saturating_sub(1),
                 None => self.req.header_scan_rows.saturating_sub(1),
             };
-            cells.sort_by_key(|c| c.col);
-            self.pending.push((r, std::mem::take(cells)));
+            self.pending.push((r, row.clone()));
             if r < scan_end {
                 return Ok(Flow::Go);
             }
             return self.settle_header();
         }
-        self.data_row(r, cells)
+        self.data_row(r, row)
     }
 
     /// Choose the header among the buffered rows, then replay the rest.
@@ -597,19 +654,19 @@ impl Walker {
             })?,
             None => self.detect_header(&pending)?,
         };
-        let (hr, header_cells) = &pending[pos];
-        self.header_row = hr + 1;
+        let (hr, header) = &pending[pos];
         self.stats.header_row = hr + 1;
         self.stats.rows_above_header = pending[..pos]
             .iter()
-            .filter(|(_, c)| c.iter().any(|c| c.kind != CellKind::Blank))
+            .filter(|(_, row)| row.cells.iter().any(|c| c.kind != CellKind::Blank))
             .count() as u64;
         self.last_row = Some(*hr);
-        let headers: Vec<SourceColumn> = header_cells
+        let headers: Vec<SourceColumn> = header
+            .cells
             .iter()
             .filter(|c| c.kind != CellKind::Blank)
             .map(|c| SourceColumn {
-                header: c.text.trim().to_string(),
+                header: header.text(c).trim().to_string(),
                 index: c.col,
                 hidden: self.hidden_cols.contains(&c.col),
                 feeds: None,
@@ -655,14 +712,15 @@ impl Walker {
         };
         headers.sort_by_key(|h| h.index);
         self.kinds = vec![CellKinds::default(); names.len()];
+        self.slots = vec![None; names.len()];
         self.builder = Some(BatchBuilder::new(names, self.req.batch_size));
         self.selected = Some(selected);
         if self.tx.send(Message::Columns(headers)).is_err() {
             return Ok(Flow::Stop);
         }
         let mut flow = Flow::Go;
-        for (r, mut cells) in pending.into_iter().skip(pos + 1) {
-            flow = self.data_row(r, &mut cells)?;
+        for (r, row) in pending.iter().skip(pos + 1) {
+            flow = self.data_row(*r, row)?;
             if flow == Flow::Stop {
                 break;
             }
@@ -670,26 +728,23 @@ impl Walker {
         Ok(flow)
     }
 
-    fn detect_header(&self, pending: &[(u32, Vec<CellVal>)]) -> Result<usize> {
-        let score = |cells: &Vec<CellVal>| -> usize {
+    fn detect_header(&self, pending: &[(u32, Row)]) -> Result<usize> {
+        let score = |row: &Row| -> usize {
+            let texts = row.cells.iter().filter(|c| c.kind == CellKind::Text);
             match &self.req.columns {
                 Some(wanted) => {
-                    let keys: HashSet<String> = cells
-                        .iter()
-                        .filter(|c| c.kind == CellKind::Text)
-                        .map(|c| header_key(&c.text))
-                        .collect();
+                    let keys: HashSet<String> = texts.map(|c| header_key(row.text(c))).collect();
                     wanted
                         .iter()
                         .filter(|w| w.headers.iter().any(|h| keys.contains(&header_key(h))))
                         .count()
                 }
-                None => cells.iter().filter(|c| c.kind == CellKind::Text).count(),
+                None => texts.count(),
             }
         };
         let mut best: Option<(usize, usize)> = None;
-        for (i, (_, cells)) in pending.iter().enumerate() {
-            let s = score(cells);
+        for (i, (_, row)) in pending.iter().enumerate() {
+            let s = score(row);
             if s > 0 && best.is_none_or(|(_, bs)| s > bs) {
                 best = Some((i, s));
             }
@@ -716,22 +771,19 @@ impl Walker {
         }
     }
 
-    fn data_row(&mut self, r: u32, cells: &mut [CellVal]) -> Result<Flow> {
+    fn data_row(&mut self, r: u32, row: &Row) -> Result<Flow> {
         if let Some(last) = self.last_row {
             // rows absent from the sheet data between two rows are blank too
             self.stats.blank_rows += r.saturating_sub(last + 1) as u64;
         }
         self.last_row = Some(r);
-        if cells.iter().all(|c| c.kind == CellKind::Blank) {
+        if row.cells.iter().all(|c| c.kind == CellKind::Blank) {
             self.stats.blank_rows += 1;
             return Ok(Flow::Go);
         }
         if let Some(footer) = &self.req.footer {
-            let first = cells
-                .iter()
-                .filter(|c| c.kind != CellKind::Blank)
-                .min_by_key(|c| c.col);
-            if first.is_some_and(|c| footer.is_match(c.text.trim())) {
+            let first = row.cells.iter().find(|c| c.kind != CellKind::Blank);
+            if first.is_some_and(|c| footer.is_match(row.text(c).trim())) {
                 self.stats.footer_rows += 1;
                 return Ok(Flow::Go);
             }
@@ -739,39 +791,50 @@ impl Walker {
         let Some(selected) = &self.selected else {
             return Ok(Flow::Go);
         };
-        let mut values: Vec<Option<String>> = vec![None; selected.len()];
-        for c in cells.iter_mut() {
+        self.slots.iter_mut().for_each(|s| *s = None);
+        for (ci, c) in row.cells.iter().enumerate() {
             for (slot, sel) in selected.iter().enumerate() {
-                if *sel == Some(c.col) {
-                    let k = &mut self.kinds[slot];
-                    match c.kind {
-                        CellKind::Text => {
-                            k.text += 1;
-                            if looks_numeric(&c.text) {
-                                k.numeric_text += 1;
-                            }
-                        }
-                        CellKind::Number => k.number += 1,
-                        CellKind::Date => k.date += 1,
-                        CellKind::Bool => k.boolean += 1,
-                        CellKind::Error => k.error += 1,
-                        CellKind::Blank => {
-                            k.whitespace_only += 1;
-                            continue;
+                if *sel != Some(c.col) {
+                    continue;
+                }
+                let k = &mut self.kinds[slot];
+                match c.kind {
+                    CellKind::Text => {
+                        k.text += 1;
+                        if looks_numeric(row.text(c)) {
+                            k.numeric_text += 1;
                         }
                     }
-                    values[slot] = Some(std::mem::take(&mut c.text));
+                    CellKind::Number => k.number += 1,
+                    CellKind::Date => k.date += 1,
+                    CellKind::Bool => k.boolean += 1,
+                    CellKind::Error => k.error += 1,
+                    CellKind::Blank => {
+                        k.whitespace_only += 1;
+                        continue;
+                    }
                 }
+                self.slots[slot] = Some(ci);
             }
         }
-        for (slot, v) in values.iter().enumerate() {
-            if v.is_none() {
-                self.kinds[slot].empty += 1;
+        for (slot, k) in self.kinds.iter_mut().enumerate() {
+            if self.slots[slot].is_none() {
+                k.empty += 1;
             }
         }
         self.stats.data_rows += 1;
         let builder = self.builder.as_mut().expect("builder set with the header");
-        builder.push(r as u64 + 1, values);
+        builder.push_row(
+            r as u64 + 1,
+            self.slots.iter().map(|s| {
+                s.map(|ci| {
+                    let c = &row.cells[ci];
+                    // typed cells hold canonical text (numbers with a dot,
+                    // ISO dates): the mapper must not read them as French
+                    (row.text(c), !matches!(c.kind, CellKind::Text))
+                })
+            }),
+        );
         if builder.is_full() {
             let df = builder.take()?;
             if self.tx.send(Message::Batch(df)).is_err() {

@@ -371,34 +371,63 @@ pub fn column_letter(index: u32) -> String {
     String::from_utf8(s).unwrap_or_default()
 }
 
-/// Builds batches of text columns row by row.
+/// Name of the flag column telling, per row, whether a text column's value
+/// came from a typed cell (number, date, boolean) and is therefore in
+/// canonical form (`1234.5`, `2026-03-15`), not typed by a person.
+pub fn typed_column(name: &str) -> String {
+    format!("__typed__{name}")
+}
+
+/// Builds batches of text columns row by row, straight into polars
+/// builders.
 pub struct BatchBuilder {
     names: Vec<String>,
-    cols: Vec<Vec<Option<String>>>,
+    cols: Vec<StringChunkedBuilder>,
+    typed: Vec<Vec<bool>>,
     rows: Vec<u64>,
     capacity: usize,
 }
 
 impl BatchBuilder {
     pub fn new(names: Vec<String>, capacity: usize) -> Self {
-        let cols = names.iter().map(|_| Vec::with_capacity(capacity)).collect();
+        let cols = names
+            .iter()
+            .map(|n| StringChunkedBuilder::new(n.as_str().into(), capacity))
+            .collect();
+        let typed = names.iter().map(|_| Vec::with_capacity(capacity)).collect();
         BatchBuilder {
             names,
             cols,
+            typed,
             rows: Vec::with_capacity(capacity),
             capacity,
         }
     }
 
-    pub fn push(&mut self, row: u64, values: impl IntoIterator<Item = Option<String>>) {
+    /// One row: per column, the text and whether it came from a typed cell.
+    pub fn push_row<'a>(
+        &mut self,
+        row: u64,
+        values: impl IntoIterator<Item = Option<(&'a str, bool)>>,
+    ) {
         self.rows.push(row);
         let mut n = 0;
-        for (col, v) in self.cols.iter_mut().zip(values) {
-            col.push(v);
+        for ((col, typed), v) in self.cols.iter_mut().zip(self.typed.iter_mut()).zip(values) {
+            match v {
+                Some((s, t)) => {
+                    col.append_value(s);
+                    typed.push(t);
+                }
+                None => {
+                    col.append_null();
+                    typed.push(false);
+                }
+            }
             n += 1;
         }
-        for col in self.cols.iter_mut().skip(n) {
-            col.push(None);
+        for (col, typed) in self.cols.iter_mut().zip(self.typed.iter_mut()).skip(n) {
+            col.append_null();
+            typed.push(false);
         }
     }
 
@@ -418,14 +447,31 @@ impl BatchBuilder {
         self.rows.len() >= self.capacity
     }
 
-    /// Take the rows gathered so far as a `DataFrame`.
+    /// Take the rows gathered so far as a `DataFrame`: the text columns,
+    /// their typed flags (only for columns that have a typed value), and
+    /// `__row`.
     pub fn take(&mut self) -> Result<DataFrame> {
         let height = self.rows.len();
-        let mut columns = Vec::with_capacity(self.cols.len() + 1);
-        for (name, col) in self.names.iter().zip(self.cols.iter_mut()) {
-            let values = std::mem::replace(col, Vec::with_capacity(self.capacity));
-            let ca = StringChunked::from_iter_options(name.as_str().into(), values.into_iter());
-            columns.push(ca.into_series().into_column());
+        let mut columns = Vec::with_capacity(self.cols.len() * 2 + 1);
+        for (i, name) in self.names.iter().enumerate() {
+            let b = std::mem::replace(
+                &mut self.cols[i],
+                StringChunkedBuilder::new(name.as_str().into(), self.capacity),
+            );
+            columns.push(b.finish().into_series().into_column());
+        }
+        for (i, name) in self.names.iter().enumerate() {
+            let flags = std::mem::replace(&mut self.typed[i], Vec::with_capacity(self.capacity));
+            if flags.iter().any(|t| *t) {
+                columns.push(
+                    BooleanChunked::from_iter_values(
+                        typed_column(name).as_str().into(),
+                        flags.into_iter(),
+                    )
+                    .into_series()
+                    .into_column(),
+                );
+            }
         }
         let rows = std::mem::replace(&mut self.rows, Vec::with_capacity(self.capacity));
         columns.push(

@@ -1,5 +1,7 @@
 //! Text cleaning: Unicode normalisation, odd spaces, trimming, case.
 
+use std::borrow::Cow;
+
 use unicode_normalization::UnicodeNormalization;
 
 use crate::config::mapping::Case;
@@ -28,8 +30,52 @@ fn is_invisible(c: char) -> bool {
     )
 }
 
-/// Clean one text value; `None` when nothing is left.
-pub fn clean_text(s: &str, rules: &TextRules) -> Option<String> {
+/// Whether `s` is already clean: ASCII, no leading or trailing space, no
+/// run of spaces, no control character, nothing the case rule changes.
+fn already_clean(s: &str, rules: &TextRules) -> bool {
+    let b = s.as_bytes();
+    if b.is_empty() || !s.is_ascii() {
+        return false;
+    }
+    if (rules.trim || rules.collapse_spaces) && (b[0] == b' ' || b[b.len() - 1] == b' ') {
+        return false;
+    }
+    let mut prev_space = false;
+    for &c in b {
+        if c < 0x20 || c == 0x7f {
+            return false;
+        }
+        let space = c == b' ';
+        if space && prev_space && rules.collapse_spaces {
+            return false;
+        }
+        prev_space = space;
+        match rules.case {
+            Some(Case::Upper) if c.is_ascii_lowercase() => return false,
+            Some(Case::Lower) if c.is_ascii_uppercase() => return false,
+            Some(Case::Title) => return false,
+            _ => {}
+        }
+    }
+    if !rules.null_values.is_empty() {
+        let lower = s.to_ascii_lowercase();
+        if rules.null_values.contains(&lower) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Clean one text value; `None` when nothing is left. Borrows the input
+/// when it is already clean (the common case: no allocation).
+pub fn clean_text<'a>(s: &'a str, rules: &TextRules) -> Option<Cow<'a, str>> {
+    if already_clean(s, rules) {
+        return Some(Cow::Borrowed(s));
+    }
+    clean_owned(s, rules).map(Cow::Owned)
+}
+
+fn clean_owned(s: &str, rules: &TextRules) -> Option<String> {
     let needs_nfc = !s.is_ascii();
     let mut out = String::with_capacity(s.len());
     let mut pending_space = false;
@@ -169,5 +215,21 @@ mod tests {
             clean_text("  ligne 1\nligne 2  ", &r).as_deref(),
             Some("  ligne 1\nligne 2  ")
         );
+    }
+
+    #[test]
+    fn clean_values_are_borrowed() {
+        let mut r = rules();
+        assert!(matches!(clean_text("HYD-2040", &r), Some(Cow::Borrowed(_))));
+        assert!(matches!(
+            clean_text("Joint torique", &r),
+            Some(Cow::Borrowed(_))
+        ));
+        assert!(matches!(clean_text("a  b", &r), Some(Cow::Owned(_))));
+        r.case = Some(Case::Upper);
+        assert!(matches!(clean_text("HYD-2040", &r), Some(Cow::Borrowed(_))));
+        assert_eq!(clean_text("hyd-2040", &r).as_deref(), Some("HYD-2040"));
+        r.null_values = vec!["n/a".into()];
+        assert_eq!(clean_text("N/A", &r), None);
     }
 }

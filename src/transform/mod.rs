@@ -13,6 +13,7 @@ pub mod clean;
 pub mod dedupe;
 pub mod parse;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 use polars::prelude::*;
@@ -24,8 +25,8 @@ use crate::error::{Error, Result};
 use crate::source::ROW_COLUMN;
 use clean::{TextRules, clean_text};
 use parse::{
-    NumberError, epoch_days, epoch_millis, parse_bool, parse_date, parse_datetime, parse_integer,
-    parse_number, round_to,
+    NumberError, epoch_days, epoch_millis, parse_bool, parse_date, parse_datetime, parse_number,
+    round_to, to_integer,
 };
 
 /// A row that is not written, with why.
@@ -222,29 +223,27 @@ impl Mapper {
             let raw_col = match raw.column(&name) {
                 Ok(c) => Some(
                     c.str()
-                        .map_err(|e| Error::runtime(format!("column {name}: {e}")))?
-                        .clone(),
+                        .map_err(|e| Error::runtime(format!("column {name}: {e}")))?,
                 ),
                 Err(_) => None,
             };
-            // clean and fill down
-            let mut cleaned: Vec<Option<String>> = Vec::with_capacity(n);
+            // clean and fill down; clean values borrow the batch
+            let mut cleaned: Vec<Option<Cow<'_, str>>> = Vec::with_capacity(n);
             for i in 0..n {
                 let v = raw_col
-                    .as_ref()
                     .and_then(|c| c.get(i))
                     .and_then(|s| clean_text(s, &plan.text));
                 let v = if plan.spec.fill_down {
                     match v {
                         Some(v) => {
-                            plan.fill_last = Some(v.clone());
+                            plan.fill_last = Some(v.to_string());
                             Some(v)
                         }
                         None => {
                             if plan.fill_last.is_some() {
                                 *self.filled.entry(name.clone()).or_default() += 1;
                             }
-                            plan.fill_last.clone()
+                            plan.fill_last.clone().map(Cow::Owned)
                         }
                     }
                 } else {
@@ -252,11 +251,15 @@ impl Mapper {
                 };
                 cleaned.push(v);
             }
+            let typed = raw
+                .column(&crate::source::typed_column(&name))
+                .ok()
+                .and_then(|c| c.bool().ok());
             let mut flags = Flags {
                 errors: &mut errors,
                 counts: &mut self.failures,
             };
-            out.push(plan.cast_and_check(&cleaned, &mut flags)?);
+            out.push(plan.cast_and_check(&cleaned, typed, &mut flags)?);
         }
         let rows = raw.column(ROW_COLUMN).cloned().unwrap_or_else(|_| {
             UInt64Chunked::from_vec(ROW_COLUMN.into(), vec![0; n])
@@ -282,7 +285,7 @@ impl Mapper {
             .columns()
             .iter()
             .map(|c| c.name().to_string())
-            .filter(|n| n != ROW_COLUMN)
+            .filter(|n| !crate::batch::is_internal(n))
             .collect();
         let raw_cols: Vec<Option<&StringChunked>> = names
             .iter()
@@ -326,7 +329,22 @@ fn flag(f: &mut Flags<'_>, i: usize, reason: String, detail: String) {
 }
 
 impl Plan {
-    fn cast_and_check(&self, cleaned: &[Option<String>], errors: &mut Flags<'_>) -> Result<Column> {
+    fn cast_and_check(
+        &self,
+        cleaned: &[Option<Cow<'_, str>>],
+        typed: Option<&BooleanChunked>,
+        errors: &mut Flags<'_>,
+    ) -> Result<Column> {
+        // a typed cell (number, date) holds canonical text: read it as such,
+        // never with the column's French or English number format
+        let is_typed = |i: usize| typed.and_then(|t| t.get(i)).unwrap_or(false);
+        let number = |i: usize, s: &str| {
+            if is_typed(i) {
+                s.parse::<f64>().map_err(|_| NumberError::NotANumber)
+            } else {
+                parse_number(s, self.spec.number_format)
+            }
+        };
         let name = self.spec.name.as_str();
         let col: PlSmallStr = name.into();
         let n = cleaned.len();
@@ -343,9 +361,7 @@ impl Plan {
             ColumnType::Integer => {
                 let mut vals = Vec::with_capacity(n);
                 for (i, v) in cleaned.iter().enumerate() {
-                    let parsed = v
-                        .as_deref()
-                        .map(|s| (s, parse_integer(s, self.spec.number_format)));
+                    let parsed = v.as_deref().map(|s| (s, number(i, s).and_then(to_integer)));
                     vals.push(match parsed {
                         Some((_, Ok(x))) => {
                             self.check_range(i, Bound::Num(x as f64), &x.to_string(), errors);
@@ -374,9 +390,7 @@ impl Plan {
                 let mut vals = Vec::with_capacity(n);
                 let decimal = self.spec.ty == ColumnType::Decimal;
                 for (i, v) in cleaned.iter().enumerate() {
-                    let parsed = v
-                        .as_deref()
-                        .map(|s| (s, parse_number(s, self.spec.number_format)));
+                    let parsed = v.as_deref().map(|s| (s, number(i, s)));
                     vals.push(match parsed {
                         Some((s, Ok(x))) => {
                             let x = if decimal {
@@ -587,5 +601,102 @@ impl Plan {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::mapping::Mapping;
+    use crate::source::typed_column;
+
+    fn mapping(columns: &str) -> Mapping {
+        let text = format!("[source]\nsheet = \"S\"\n[target]\ntable = \"t\"\n{columns}");
+        let mut m: Mapping = toml::from_str(&text).unwrap();
+        m.file = "m.toml".into();
+        m
+    }
+
+    fn raw(name: &str, values: &[Option<&str>], typed: &[bool]) -> DataFrame {
+        let n = values.len();
+        DataFrame::new(
+            n,
+            vec![
+                StringChunked::from_iter_options(name.into(), values.iter().copied())
+                    .into_series()
+                    .into_column(),
+                BooleanChunked::from_iter_values(
+                    typed_column(name).as_str().into(),
+                    typed.iter().copied(),
+                )
+                .into_series()
+                .into_column(),
+                UInt64Chunked::from_vec(ROW_COLUMN.into(), (1..=n as u64).collect())
+                    .into_series()
+                    .into_column(),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn typed_cells_are_not_read_as_french_numbers() {
+        let m = mapping(
+            "[[columns]]\nname = \"price\"\ntype = \"decimal\"\nscale = 3\nnumber_format = \"fr\"\n",
+        );
+        let mut mapper = Mapper::new(&m).unwrap();
+        let out = mapper
+            .apply(&raw(
+                "price",
+                &[Some("1.234"), Some("1.234"), Some("1 234,5")],
+                &[true, false, false],
+            ))
+            .unwrap();
+        assert!(out.rejects.is_empty());
+        let got: Vec<Option<f64>> = out
+            .kept
+            .column("price")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(got, vec![Some(1.234), Some(1234.0), Some(1234.5)]);
+    }
+
+    #[test]
+    fn every_failed_rule_is_counted_and_the_first_is_the_reason() {
+        let m = mapping(
+            "[[columns]]\nname = \"qty\"\ntype = \"integer\"\nmin = 0\nmax = 10\nrequired = true\n",
+        );
+        let mut mapper = Mapper::new(&m).unwrap();
+        let out = mapper
+            .apply(&raw(
+                "qty",
+                &[Some("3"), Some("-1"), None, Some("2,5"), Some("11")],
+                &[false; 5],
+            ))
+            .unwrap();
+        assert_eq!(out.kept.height(), 1);
+        let reasons: Vec<(u64, &str)> = out
+            .rejects
+            .iter()
+            .map(|r| (r.row, r.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (2, "qty: below 0"),
+                (3, "qty: required"),
+                (4, "qty: not an integer"),
+                (5, "qty: above 10")
+            ]
+        );
+        assert_eq!(out.rejects[0].detail, "qty = -1 is below the minimum 0");
+        assert_eq!(
+            out.rejects[0].record,
+            vec![("qty".to_string(), Some("-1".to_string()))]
+        );
+        assert_eq!(mapper.failures["qty: required"], 1);
     }
 }

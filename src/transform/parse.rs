@@ -160,7 +160,11 @@ fn dot_groups_thousands(body: &str) -> bool {
 
 /// Read a whole number; `12,0` is 12, `12,5` is not an integer.
 pub fn parse_integer(s: &str, fmt: NumberFormat) -> Result<i64, NumberError> {
-    let v = parse_number(s, fmt)?;
+    to_integer(parse_number(s, fmt)?)
+}
+
+/// A number that must be whole and fit an i64 exactly.
+pub fn to_integer(v: f64) -> Result<i64, NumberError> {
     if v.fract() != 0.0 {
         return Err(NumberError::NotAnInteger);
     }
