@@ -11,7 +11,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = args
         .next()
         .ok_or("usage: calamine_read <workbook.xlsx> <sheet>…")?;
+    let t0 = std::time::Instant::now();
     let mut book: Xlsx<_> = open_workbook(&path)?;
+    if std::env::var_os("OPEN_TIME").is_some() {
+        eprintln!("open: {:?}", t0.elapsed());
+    }
     let mut cells = 0u64;
     let mut bytes = 0usize;
     for sheet in args {

@@ -143,22 +143,33 @@ pub fn format_float(f: f64) -> String {
 
 /// `YYYY-MM-DD` for days since the Unix epoch.
 pub fn date_text(days: i32) -> String {
+    use chrono::Datelike;
     match chrono::NaiveDate::from_num_days_from_ce_opt(days + 719_163) {
-        Some(d) => d.format("%Y-%m-%d").to_string(),
+        Some(d) => format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day()),
         None => format!("day {days}"),
     }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fff]` for milliseconds since the Unix epoch.
 pub fn datetime_text(ms: i64) -> String {
+    use chrono::{Datelike, Timelike};
     match chrono::DateTime::from_timestamp_millis(ms) {
         Some(dt) => {
             let n = dt.naive_utc();
-            if ms.rem_euclid(1000) == 0 {
-                n.format("%Y-%m-%dT%H:%M:%S").to_string()
-            } else {
-                n.format("%Y-%m-%dT%H:%M:%S%.3f").to_string()
+            let mut s = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                n.year(),
+                n.month(),
+                n.day(),
+                n.hour(),
+                n.minute(),
+                n.second()
+            );
+            let frac = ms.rem_euclid(1000);
+            if frac != 0 {
+                s.push_str(&format!(".{frac:03}"));
             }
+            s
         }
         None => format!("ms {ms}"),
     }

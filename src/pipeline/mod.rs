@@ -6,6 +6,7 @@ pub mod quarantine;
 pub mod report;
 pub mod tally;
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -18,7 +19,7 @@ use crate::config::{Config, Job};
 use crate::error::{Error, Result};
 use crate::sink::{self, RunRecord, Sink, TableDef};
 use crate::source::{Source, TableRequest, WantedColumn};
-use crate::transform::dedupe::Dedupe;
+use crate::transform::dedupe::{Dedupe, MergeOp};
 use crate::transform::{Mapper, Reject};
 use quarantine::RejectFile;
 pub use tally::{Skipped, Tally};
@@ -246,6 +247,8 @@ fn run_table(
         job,
         table,
         file: RejectFile::new(qdir, job, table),
+        merge_misses: 0,
+        refused_rows: HashSet::new(),
     };
     let pb = progress_bar(opts.progress, table, reader.estimated_rows);
     while let Some(raw) = reader.next_batch()? {
@@ -253,19 +256,18 @@ fn run_table(
         pb.inc(raw.height() as u64);
         let mapped = mapper.apply(&raw)?;
         out.reject(&mapped.rejects, &mut tally)?;
-        let kept = match dedupe.as_mut() {
-            Some(d) => d.push(mapped.kept)?,
-            None => Some(mapped.kept),
-        };
-        if let Some(kept) = kept {
-            out.write(&kept, &mut tally)?;
+        match dedupe.as_mut() {
+            Some(d) => {
+                let (kept, ops) = d.push(mapped.kept)?;
+                out.write(&kept, &mut tally)?;
+                out.merge(&ops, &mut tally)?;
+            }
+            None => out.write(&mapped.kept, &mut tally)?,
         }
     }
     if let Some(d) = dedupe.as_mut() {
-        if let Some(rest) = d.finish()? {
-            out.write(&rest, &mut tally)?;
-        }
-        tally.merged = d.merged;
+        // exact duplicates need no merge statement; count them here
+        tally.merged = d.merged - out.merge_misses;
         if let Some(p) = quarantine::write_merges(qdir, job, table, &d.log)? {
             files.push(p.display().to_string());
         }
@@ -296,6 +298,10 @@ struct TableOutput<'a> {
     job: &'a str,
     table: &'a str,
     file: RejectFile,
+    /// Merges whose first row the target refused (rejected instead).
+    merge_misses: u64,
+    /// Source rows the target refused.
+    refused_rows: HashSet<u64>,
 }
 
 impl TableOutput<'_> {
@@ -311,6 +317,47 @@ impl TableOutput<'_> {
             .write_rejects(self.run_id, self.job, self.table, self.origin, rejects)
     }
 
+    /// Apply merges; a merge whose first row was refused is rejected.
+    fn merge(&mut self, ops: &[MergeOp], tally: &mut Tally) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        // a duplicate of a refused row has nowhere to go
+        let (orphans, live): (Vec<&MergeOp>, Vec<&MergeOp>) = ops
+            .iter()
+            .partition(|op| self.refused_rows.contains(&op.kept_row));
+        let updates: Vec<MergeOp> = live
+            .into_iter()
+            .filter(|op| !op.sets.is_empty())
+            .cloned()
+            .collect();
+        let missing = if updates.is_empty() {
+            Vec::new()
+        } else {
+            self.sink.merge(&updates)?
+        };
+        let lost: Vec<&MergeOp> = orphans
+            .into_iter()
+            .chain(missing.iter().map(|&k| &updates[k]))
+            .collect();
+        if lost.is_empty() {
+            return Ok(());
+        }
+        self.merge_misses += lost.len() as u64;
+        let rejects: Vec<Reject> = lost
+            .into_iter()
+            .map(|op| {
+                Reject {
+                    row: op.row,
+                    reason: "duplicate of a row the target refused".into(),
+                    detail: "this row repeats the key of an earlier row, which the target refused; fix that row".into(),
+                    record: op.record.clone(),
+                }
+            })
+            .collect();
+        self.reject(&rejects, tally)
+    }
+
     fn write(&mut self, kept: &DataFrame, tally: &mut Tally) -> Result<()> {
         if kept.height() == 0 {
             return Ok(());
@@ -319,6 +366,7 @@ impl TableOutput<'_> {
         tally.written += out.written;
         if !out.refused.is_empty() {
             let refused = refused_rejects(kept, &out.refused)?;
+            self.refused_rows.extend(refused.iter().map(|r| r.row));
             self.reject(&refused, tally)?;
         }
         Ok(())

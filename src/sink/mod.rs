@@ -13,9 +13,10 @@ use std::collections::HashSet;
 use polars::prelude::DataFrame;
 use serde::Serialize;
 
-use crate::config::mapping::{ColumnType, Mapping, WriteMode};
+use crate::config::mapping::{ColumnType, Mapping, Merge, WriteMode};
 use crate::error::{Error, Result};
 use crate::transform::Reject;
+use crate::transform::dedupe::MergeOp;
 
 /// A target column.
 #[derive(Debug, Clone, Serialize)]
@@ -128,6 +129,58 @@ impl Dialect {
     }
 }
 
+/// `UPDATE` applying one merge to the row with its key. Parameters are
+/// numbered in the order of `op.sets` then `op.key`; for PostgreSQL each is
+/// sent as text and cast to its column's type.
+pub fn merge_sql(d: Dialect, table: &str, def: &TableDef, op: &MergeOp) -> String {
+    let mut n = 0;
+    let mut param = |col: &str| {
+        n += 1;
+        match d {
+            Dialect::Sqlite => format!("?{n}"),
+            Dialect::Postgres => {
+                let ty = def
+                    .columns
+                    .iter()
+                    .find(|c| c.name == col)
+                    .map(|c| d.type_sql(c))
+                    .unwrap_or_else(|| "text".into());
+                format!("${n}::text::{ty}")
+            }
+        }
+    };
+    let sets: Vec<String> = op
+        .sets
+        .iter()
+        .map(|(col, how, _)| {
+            let c = d.quote(col);
+            let p = param(col);
+            match how {
+                Merge::First => format!("{c} = COALESCE({c}, {p})"),
+                Merge::Last => format!("{c} = {p}"),
+                Merge::Sum => format!("{c} = COALESCE({c}, 0) + {p}"),
+                Merge::Max => {
+                    format!("{c} = CASE WHEN {c} IS NULL OR {c} < {p} THEN {p} ELSE {c} END")
+                }
+                Merge::Min => {
+                    format!("{c} = CASE WHEN {c} IS NULL OR {c} > {p} THEN {p} ELSE {c} END")
+                }
+            }
+        })
+        .collect();
+    let wheres: Vec<String> = op
+        .key
+        .iter()
+        .map(|(col, _)| format!("{} = {}", d.quote(col), param(col)))
+        .collect();
+    format!(
+        "UPDATE {} SET {} WHERE {}",
+        d.quote(table),
+        sets.join(", "),
+        wheres.join(" AND ")
+    )
+}
+
 /// Name of the table a `replace` load goes into before the swap.
 pub fn staging_name(table: &str) -> String {
     format!("{table}__repaero_new")
@@ -170,6 +223,10 @@ pub trait Sink {
     fn start_table(&mut self, def: &TableDef, mode: WriteMode) -> Result<()>;
     /// Write a typed batch into the table being written.
     fn write(&mut self, batch: &DataFrame) -> Result<WriteOutcome>;
+    /// Fold duplicates into rows already written to the current table;
+    /// returns the positions in `ops` of merges whose row is not there
+    /// (its first row was refused).
+    fn merge(&mut self, ops: &[MergeOp]) -> Result<Vec<usize>>;
     /// Finish the table (swap for `replace`, merge for `upsert`).
     fn finish_table(&mut self) -> Result<()>;
     /// Distinct values of `table.column` as text (for reference rules).
@@ -266,6 +323,38 @@ mod tests {
             "{lite}"
         );
         assert!(lite.contains("\"unit_price\" NUMERIC(12,2)"), "{lite}");
+    }
+
+    #[test]
+    fn merge_statements_per_dialect() {
+        use crate::batch::Value;
+        let mut d = def();
+        d.columns.push(ColumnDef {
+            name: "quantity".into(),
+            ty: ColumnType::Integer,
+            precision: 18,
+            scale: 2,
+            not_null: false,
+        });
+        let op = MergeOp {
+            key: vec![("reference".into(), Value::Text("HYD-2040".into()))],
+            sets: vec![
+                ("quantity".into(), Merge::Sum, Value::Int(2)),
+                ("last_receipt_date".into(), Merge::Max, Value::Date(20_000)),
+                ("unit_price".into(), Merge::First, Value::Float(1.5)),
+            ],
+            row: 29,
+            kept_row: 16,
+            record: vec![],
+        };
+        assert_eq!(
+            merge_sql(Dialect::Sqlite, "parts__repaero_new", &d, &op),
+            "UPDATE \"parts__repaero_new\" SET \"quantity\" = COALESCE(\"quantity\", 0) + ?1, \"last_receipt_date\" = CASE WHEN \"last_receipt_date\" IS NULL OR \"last_receipt_date\" < ?2 THEN ?2 ELSE \"last_receipt_date\" END, \"unit_price\" = COALESCE(\"unit_price\", ?3) WHERE \"reference\" = ?4"
+        );
+        assert_eq!(
+            merge_sql(Dialect::Postgres, "parts", &d, &op),
+            "UPDATE \"parts\" SET \"quantity\" = COALESCE(\"quantity\", 0) + $1::text::bigint, \"last_receipt_date\" = CASE WHEN \"last_receipt_date\" IS NULL OR \"last_receipt_date\" < $2::text::date THEN $2::text::date ELSE \"last_receipt_date\" END, \"unit_price\" = COALESCE(\"unit_price\", $3::text::numeric(12,2)) WHERE \"reference\" = $4::text::text"
+        );
     }
 
     #[test]

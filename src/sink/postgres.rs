@@ -22,14 +22,15 @@ use tokio_postgres::Client;
 use tokio_postgres::config::SslMode;
 
 use super::{
-    Dialect, REJECTS_TABLE, RUNS_TABLE, RunRecord, Sink, TableDef, WriteOutcome, record_json,
-    staging_name,
+    Dialect, REJECTS_TABLE, RUNS_TABLE, RunRecord, Sink, TableDef, WriteOutcome, merge_sql,
+    record_json, staging_name,
 };
 use crate::batch::{Cursor, ValueRef, cursors};
 use crate::config::mapping::{ColumnType, WriteMode};
 use crate::config::redact_url;
 use crate::error::{Error, Result, chain};
 use crate::transform::Reject;
+use crate::transform::dedupe::MergeOp;
 
 /// Render a PostgreSQL error with the server's message, code, detail and hint.
 pub fn pg_error(e: &tokio_postgres::Error) -> String {
@@ -597,6 +598,36 @@ impl Sink for PgSink {
         })();
         self.table = Some(cur);
         result
+    }
+
+    fn merge(&mut self, ops: &[MergeOp]) -> Result<Vec<usize>> {
+        let cur = self
+            .table
+            .as_ref()
+            .ok_or_else(|| Error::runtime("merge before start_table"))?;
+        let mut missing = Vec::new();
+        for (k, op) in ops.iter().enumerate() {
+            let sql = merge_sql(Dialect::Postgres, &cur.into, &cur.def, op);
+            let texts: Vec<Option<String>> = op
+                .sets
+                .iter()
+                .map(|(_, _, v)| v)
+                .chain(op.key.iter().map(|(_, v)| v))
+                .map(|v| v.as_ref().to_text())
+                .collect();
+            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = texts
+                .iter()
+                .map(|t| t as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            let changed = self
+                .conn
+                .execute(&sql, &params)
+                .map_err(|e| e.context(format!("merging into {}", cur.def.name)))?;
+            if changed == 0 {
+                missing.push(k);
+            }
+        }
+        Ok(missing)
     }
 
     fn finish_table(&mut self) -> Result<()> {

@@ -12,13 +12,14 @@ use polars::prelude::DataFrame;
 use rusqlite::{Connection, params};
 
 use super::{
-    Dialect, REJECTS_TABLE, RUNS_TABLE, RunRecord, Sink, TableDef, WriteOutcome, record_json,
-    staging_name,
+    Dialect, REJECTS_TABLE, RUNS_TABLE, RunRecord, Sink, TableDef, WriteOutcome, merge_sql,
+    record_json, staging_name,
 };
 use crate::batch::{ValueRef, cursors, date_text};
 use crate::config::mapping::WriteMode;
 use crate::error::{Error, Result};
 use crate::transform::Reject;
+use crate::transform::dedupe::MergeOp;
 
 pub struct SqliteSink {
     conn: Connection,
@@ -122,6 +123,19 @@ fn datetime_sql(ms: i64) -> String {
     crate::batch::datetime_text(ms).replacen('T', " ", 1)
 }
 
+/// Bind one value as SQLite stores it (dates and date-times as text).
+fn bind(stmt: &mut rusqlite::Statement<'_>, idx: usize, v: ValueRef<'_>) -> rusqlite::Result<()> {
+    match v {
+        ValueRef::Null => stmt.raw_bind_parameter(idx, rusqlite::types::Null),
+        ValueRef::Text(s) => stmt.raw_bind_parameter(idx, s),
+        ValueRef::Int(v) => stmt.raw_bind_parameter(idx, v),
+        ValueRef::Float(v) => stmt.raw_bind_parameter(idx, v),
+        ValueRef::Bool(b) => stmt.raw_bind_parameter(idx, b as i64),
+        ValueRef::Date(d) => stmt.raw_bind_parameter(idx, date_text(d)),
+        ValueRef::Datetime(t) => stmt.raw_bind_parameter(idx, datetime_sql(t)),
+    }
+}
+
 impl Sink for SqliteSink {
     fn describe(&self) -> String {
         self.label.clone()
@@ -222,26 +236,9 @@ impl Sink for SqliteSink {
             .prepare_cached(&cur.insert_sql)
             .map_err(db_err(&self.label))?;
         let mut out = WriteOutcome::default();
-        let mut text_buf: Vec<Option<String>> = vec![None; order.len()];
         for i in 0..batch.height() {
             for (p, &j) in order.iter().enumerate() {
-                let idx = p + 1;
-                let r = match cols[j].get(i) {
-                    ValueRef::Null => stmt.raw_bind_parameter(idx, rusqlite::types::Null),
-                    ValueRef::Text(s) => stmt.raw_bind_parameter(idx, s),
-                    ValueRef::Int(v) => stmt.raw_bind_parameter(idx, v),
-                    ValueRef::Float(v) => stmt.raw_bind_parameter(idx, v),
-                    ValueRef::Bool(b) => stmt.raw_bind_parameter(idx, b as i64),
-                    ValueRef::Date(d) => {
-                        text_buf[p] = Some(date_text(d));
-                        stmt.raw_bind_parameter(idx, text_buf[p].as_deref())
-                    }
-                    ValueRef::Datetime(t) => {
-                        text_buf[p] = Some(datetime_sql(t));
-                        stmt.raw_bind_parameter(idx, text_buf[p].as_deref())
-                    }
-                };
-                r.map_err(db_err(&self.label))?;
+                bind(&mut stmt, p + 1, cols[j].get(i)).map_err(db_err(&self.label))?;
             }
             match stmt.raw_execute() {
                 Ok(_) => out.written += 1,
@@ -260,6 +257,39 @@ impl Sink for SqliteSink {
             }
         }
         Ok(out)
+    }
+
+    fn merge(&mut self, ops: &[MergeOp]) -> Result<Vec<usize>> {
+        let cur = self
+            .table
+            .as_ref()
+            .ok_or_else(|| Error::runtime("merge before start_table"))?;
+        let mut missing = Vec::new();
+        for (k, op) in ops.iter().enumerate() {
+            let sql = merge_sql(Dialect::Sqlite, &cur.into, &cur.def, op);
+            let mut stmt = self
+                .conn
+                .prepare_cached(&sql)
+                .map_err(db_err(&self.label))?;
+            let values = op
+                .sets
+                .iter()
+                .map(|(_, _, v)| v)
+                .chain(op.key.iter().map(|(_, v)| v));
+            for (i, v) in values.enumerate() {
+                bind(&mut stmt, i + 1, v.as_ref()).map_err(db_err(&self.label))?;
+            }
+            let changed = stmt.raw_execute().map_err(|e| {
+                Error::runtime(format!(
+                    "{}: merging into {}: {e}",
+                    self.label, cur.def.name
+                ))
+            })?;
+            if changed == 0 {
+                missing.push(k);
+            }
+        }
+        Ok(missing)
     }
 
     fn finish_table(&mut self) -> Result<()> {

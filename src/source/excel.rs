@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
 
 use calamine::{Data, DataRef, Ods, Reader, SheetType, SheetVisible, Xls, Xlsb, Xlsx};
 
@@ -38,6 +39,10 @@ pub struct ExcelSource {
     path: PathBuf,
     format: Format,
     sheets: Vec<SheetInfo>,
+    /// The open workbook, lent to each table read in turn: opening parses
+    /// the whole shared-string table, which costs as much as reading
+    /// 30,000 rows.
+    book: Arc<Mutex<Option<Book>>>,
 }
 
 struct SheetInfo {
@@ -68,6 +73,7 @@ impl ExcelSource {
             path: path.to_path_buf(),
             format,
             sheets,
+            book: Arc::new(Mutex::new(Some(book))),
         })
     }
 
@@ -140,8 +146,19 @@ impl ExcelSource {
         let path = self.path.clone();
         let format = self.format;
         let origin2 = origin.clone();
+        let book = Arc::clone(&self.book);
         TableReader::spawn(origin, None, move |tx| {
-            read_sheet(&path, format, &origin2, req, tx)
+            // a read that ended in a panic leaves no book behind: reopen
+            let lent = book.lock().ok().and_then(|mut b| b.take());
+            let mut wb = match lent {
+                Some(b) => b,
+                None => open_book(&path, format)?,
+            };
+            let result = read_sheet(&mut wb, &path, format, &origin2, req, tx);
+            if let Ok(mut slot) = book.lock() {
+                *slot = Some(wb);
+            }
+            result
         })
     }
 }
@@ -389,14 +406,17 @@ impl Row {
 }
 
 fn write_int(b: &mut String, i: i64) {
-    let _ = write!(b, "{i}");
+    b.push_str(itoa::Buffer::new().format(i));
 }
 
 /// Shortest text that reads back as the same number; whole numbers without
-/// a fraction.
+/// a fraction. (`ryu` may write an exponent, `1e-7`: canonical text is
+/// only ever read back by Rust's float parser.)
 fn write_number(b: &mut String, f: f64) {
     if f.fract() == 0.0 && f.abs() < 9.0e15 {
         write_int(b, f as i64);
+    } else if f.is_finite() {
+        b.push_str(ryu::Buffer::new().format_finite(f));
     } else {
         let _ = write!(b, "{f}");
     }
@@ -461,13 +481,13 @@ fn repair_nul_interleaved(s: &str) -> Option<String> {
 }
 
 fn read_sheet(
+    book: &mut Book,
     path: &Path,
     format: Format,
     origin: &str,
     req: TableRequest,
     tx: &SyncSender<Message>,
 ) -> Result<()> {
-    let mut book = open_book(path, format)?;
     let hidden_cols = if format == Format::Xlsx {
         xlsx_hidden_columns(path, &req.table).unwrap_or_default()
     } else {
@@ -475,7 +495,7 @@ fn read_sheet(
     };
     let name = req.table.clone();
     let mut walker = Walker::new(origin.to_string(), req, hidden_cols, tx.clone());
-    if for_each_row(&mut book, &name, origin, &mut |r, row| walker.row(r, row))? == Flow::Stop {
+    if for_each_row(book, &name, origin, &mut |r, row| walker.row(r, row))? == Flow::Stop {
         return Ok(());
     }
     walker.finish()
@@ -602,6 +622,8 @@ struct Walker {
     kinds: Vec<CellKinds>,
     /// Per batch column, the cell of the current row that feeds it.
     slots: Vec<Option<usize>>,
+    /// Per source column index, the batch columns it feeds.
+    feeds: Vec<Vec<usize>>,
 }
 
 impl Walker {
@@ -623,6 +645,7 @@ impl Walker {
             stats: ReadStats::default(),
             kinds: Vec::new(),
             slots: Vec::new(),
+            feeds: Vec::new(),
         }
     }
 
@@ -713,6 +736,18 @@ impl Walker {
         headers.sort_by_key(|h| h.index);
         self.kinds = vec![CellKinds::default(); names.len()];
         self.slots = vec![None; names.len()];
+        let width = selected
+            .iter()
+            .flatten()
+            .map(|c| *c as usize + 1)
+            .max()
+            .unwrap_or(0);
+        self.feeds = vec![Vec::new(); width];
+        for (slot, sel) in selected.iter().enumerate() {
+            if let Some(c) = sel {
+                self.feeds[*c as usize].push(slot);
+            }
+        }
         self.builder = Some(BatchBuilder::new(names, self.req.batch_size));
         self.selected = Some(selected);
         if self.tx.send(Message::Columns(headers)).is_err() {
@@ -788,15 +823,15 @@ impl Walker {
                 return Ok(Flow::Go);
             }
         }
-        let Some(selected) = &self.selected else {
+        if self.selected.is_none() {
             return Ok(Flow::Go);
-        };
+        }
         self.slots.iter_mut().for_each(|s| *s = None);
         for (ci, c) in row.cells.iter().enumerate() {
-            for (slot, sel) in selected.iter().enumerate() {
-                if *sel != Some(c.col) {
-                    continue;
-                }
+            let Some(slots) = self.feeds.get(c.col as usize) else {
+                continue;
+            };
+            for &slot in slots {
                 let k = &mut self.kinds[slot];
                 match c.kind {
                     CellKind::Text => {

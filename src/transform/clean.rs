@@ -34,8 +34,11 @@ fn is_invisible(c: char) -> bool {
 /// run of spaces, no control character, nothing the case rule changes.
 fn already_clean(s: &str, rules: &TextRules) -> bool {
     let b = s.as_bytes();
-    if b.is_empty() || !s.is_ascii() {
+    if b.is_empty() {
         return false;
+    }
+    if !s.is_ascii() {
+        return already_clean_unicode(s, rules);
     }
     if (rules.trim || rules.collapse_spaces) && (b[0] == b' ' || b[b.len() - 1] == b' ') {
         return false;
@@ -61,6 +64,41 @@ fn already_clean(s: &str, rules: &TextRules) -> bool {
         let lower = s.to_ascii_lowercase();
         if rules.null_values.contains(&lower) {
             return false;
+        }
+    }
+    true
+}
+
+/// [`already_clean`] for non-ASCII text: NFC already (quick check), no odd
+/// or repeated space, nothing the case rule or a null marker changes.
+fn already_clean_unicode(s: &str, rules: &TextRules) -> bool {
+    use unicode_normalization::{IsNormalized, is_nfc_quick};
+    if rules.case.is_some() || !rules.null_values.is_empty() {
+        return false;
+    }
+    if is_nfc_quick(s.chars()) != IsNormalized::Yes {
+        return false;
+    }
+    // with trim or collapse, odd spaces become U+0020 and the ends are trimmed
+    let trims = rules.trim || rules.collapse_spaces;
+    if trims && (s.starts_with(is_space_like) || s.ends_with(is_space_like)) {
+        return false;
+    }
+    let mut prev_space = false;
+    for c in s.chars() {
+        if is_invisible(c) {
+            return false;
+        }
+        if is_space_like(c) {
+            if trims && c != ' ' {
+                return false;
+            }
+            if rules.collapse_spaces && prev_space {
+                return false;
+            }
+            prev_space = true;
+        } else {
+            prev_space = false;
         }
     }
     true
@@ -231,5 +269,23 @@ mod tests {
         assert_eq!(clean_text("hyd-2040", &r).as_deref(), Some("HYD-2040"));
         r.null_values = vec!["n/a".into()];
         assert_eq!(clean_text("N/A", &r), None);
+        let r = rules();
+        assert!(matches!(
+            clean_text("Écrou frein", &r),
+            Some(Cow::Borrowed(_))
+        ));
+        assert_eq!(
+            clean_text("Écrou\u{a0}frein", &r).as_deref(),
+            Some("Écrou frein")
+        );
+        assert_eq!(
+            clean_text("E\u{301}crou  frein ", &r).as_deref(),
+            Some("Écrou frein")
+        );
+        let keep = TextRules::default();
+        assert!(matches!(
+            clean_text(" 😡 ligne\u{a0}", &keep),
+            Some(Cow::Borrowed(_))
+        ));
     }
 }

@@ -1,16 +1,22 @@
 //! Deduplication on a key, with a declared merge per column.
 //!
-//! State: the set of keys seen. When every column merges as `first`, rows
-//! stream through (the first row of each key is passed on at once and only
-//! key bytes are kept). Otherwise (`sum`, `last`, `max`, `min`) the merged
-//! rows are held until the table ends, one per distinct key, because a
-//! later duplicate still changes them.
+//! Rows stream through: the first row of each key is passed on to be
+//! written at once, and every later row with the same key becomes a
+//! [`MergeOp`] that the sink applies to the row already written
+//! (`quantity = quantity + 2`, `last_receipt_date = max(…)`). The only state
+//! is one 128-bit hash of each key seen and the source row that holds it:
+//! about 40 bytes per distinct key, whatever the width of the rows.
+//!
+//! Keys with a NULL part never match (as in SQL). With the whole row as the
+//! key (`key = ["*"]`), duplicates are identical: their ops carry no update,
+//! only which row they repeat.
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hasher};
 
 use polars::prelude::*;
 
-use crate::batch::{Cursor, Value, ValueRef, frame_from_rows, is_internal, schema_of};
+use crate::batch::{Cursor, Value, ValueRef, is_internal};
 use crate::config::mapping::{Mapping, Merge};
 use crate::error::{Error, Result};
 use crate::source::ROW_COLUMN;
@@ -26,18 +32,42 @@ pub struct MergeRecord {
     pub merged_row: u64,
 }
 
+/// A duplicate row to fold into the row already written with its key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergeOp {
+    /// The key columns and values that find the written row.
+    pub key: Vec<(String, Value)>,
+    /// Columns to update: how, and with which (non-NULL) value.
+    pub sets: Vec<(String, Merge, Value)>,
+    /// Source row of the duplicate.
+    pub row: u64,
+    /// Source row of the first row with this key (the one written).
+    pub kept_row: u64,
+    /// The duplicate as values, for the quarantine if its row is missing.
+    pub record: Vec<(String, Option<String>)>,
+}
+
 pub struct Dedupe {
     /// Key column names; empty = every written column (exact duplicates).
     key: Vec<String>,
     merges: HashMap<String, Merge>,
-    hold: bool,
-    index: HashMap<Vec<u8>, (usize, u64)>,
-    held: Vec<Vec<Value>>,
-    schema: Option<Vec<(String, DataType)>>,
+    seen: HashMap<u128, u64>,
     /// Rows merged so far.
     pub merged: u64,
     /// Every merge, in source order.
     pub log: Vec<MergeRecord>,
+}
+
+/// A 128-bit hash of key bytes (two SipHash-1-3 with different prefixes):
+/// the chance that two distinct keys of one table collide is negligible
+/// (about n²/2¹²⁹).
+fn key_hash(bytes: &[u8]) -> u128 {
+    let mut a = DefaultHasher::new();
+    a.write(bytes);
+    let mut b = DefaultHasher::new();
+    b.write_u8(0xa5);
+    b.write(bytes);
+    ((a.finish() as u128) << 64) | b.finish() as u128
 }
 
 impl Dedupe {
@@ -50,31 +80,25 @@ impl Dedupe {
         } else {
             key
         };
-        let hold = spec.merge.values().any(|mg| *mg != Merge::First);
         Some(Dedupe {
             key,
             merges: spec.merge.clone().into_iter().collect(),
-            hold,
-            index: HashMap::new(),
-            held: Vec::new(),
-            schema: None,
+            seen: HashMap::new(),
             merged: 0,
             log: Vec::new(),
         })
     }
 
-    /// Whether rows are held until [`Dedupe::finish`].
-    pub fn holds_rows(&self) -> bool {
-        self.hold
+    /// The key columns (empty for whole-row dedupe).
+    pub fn key(&self) -> &[String] {
+        &self.key
     }
 
-    /// Take a batch; returns the rows that can be written now.
-    pub fn push(&mut self, df: DataFrame) -> Result<Option<DataFrame>> {
+    /// Take a batch; returns the rows to write and the merges to apply
+    /// once they are written.
+    pub fn push(&mut self, df: DataFrame) -> Result<(DataFrame, Vec<MergeOp>)> {
         let mut df = df;
         df.rechunk_mut();
-        if self.schema.is_none() {
-            self.schema = Some(schema_of(&df));
-        }
         let names: Vec<String> = df.columns().iter().map(|c| c.name().to_string()).collect();
         let cursors: Vec<Cursor<'_>> = df
             .columns()
@@ -82,7 +106,8 @@ impl Dedupe {
             .map(Cursor::new)
             .collect::<Result<_>>()?;
         let row_idx = names.iter().position(|n| n == ROW_COLUMN);
-        let key_idx: Vec<usize> = if self.key.is_empty() {
+        let whole_row = self.key.is_empty();
+        let key_idx: Vec<usize> = if whole_row {
             (0..names.len())
                 .filter(|&i| !is_internal(&names[i]))
                 .collect()
@@ -96,12 +121,9 @@ impl Dedupe {
                 })
                 .collect::<Result<_>>()?
         };
-        let merge_of: Vec<Merge> = names
-            .iter()
-            .map(|n| self.merges.get(n).copied().unwrap_or_default())
-            .collect();
         let mut keep = Vec::with_capacity(df.height());
-        let mut key = Vec::with_capacity(64);
+        let mut ops = Vec::new();
+        let mut bytes = Vec::with_capacity(64);
         for i in 0..df.height() {
             let src_row = row_idx
                 .map(|j| match cursors[j].get(i) {
@@ -109,128 +131,88 @@ impl Dedupe {
                     _ => 0,
                 })
                 .unwrap_or(i as u64);
-            key.clear();
+            bytes.clear();
             let mut null_key = false;
             for &j in &key_idx {
                 let v = cursors[j].get(i);
-                null_key |= v.is_null() && !self.key.is_empty();
-                v.encode_key(&mut key);
+                null_key |= v.is_null() && !whole_row;
+                v.encode_key(&mut bytes);
             }
-            // NULL keys never match (as in SQL): such rows are distinct.
-            let seen = if null_key {
-                None
-            } else {
-                self.index.get(&key).copied()
-            };
-            match seen {
+            if null_key {
+                keep.push(true);
+                continue;
+            }
+            let h = key_hash(&bytes);
+            match self.seen.get(&h) {
                 None => {
-                    if !null_key {
-                        self.index.insert(key.clone(), (self.held.len(), src_row));
-                    }
-                    if self.hold {
-                        self.held
-                            .push(cursors.iter().map(|c| c.get(i).to_owned()).collect());
-                    }
+                    self.seen.insert(h, src_row);
                     keep.push(true);
                 }
-                Some((slot, kept_row)) => {
+                Some(&kept_row) => {
+                    keep.push(false);
                     self.merged += 1;
                     self.log.push(MergeRecord {
-                        key: key_text(&key_idx, &cursors, i),
+                        key: key_idx
+                            .iter()
+                            .map(|&j| cursors[j].get(i).to_text().unwrap_or_else(|| "NULL".into()))
+                            .collect::<Vec<_>>()
+                            .join(" | "),
                         kept_row,
                         merged_row: src_row,
                     });
-                    if self.hold {
-                        let target = &mut self.held[slot];
-                        for (j, c) in cursors.iter().enumerate() {
-                            if Some(j) == row_idx {
-                                continue;
-                            }
-                            merge_value(&mut target[j], c.get(i), merge_of[j]);
-                        }
-                    }
-                    keep.push(false);
+                    // identical rows (whole-row key) have nothing to merge
+                    let sets: Vec<(String, Merge, Value)> = if whole_row {
+                        Vec::new()
+                    } else {
+                        names
+                            .iter()
+                            .enumerate()
+                            .filter(|(j, n)| !is_internal(n) && !key_idx.contains(j))
+                            .filter_map(|(j, n)| {
+                                let v = cursors[j].get(i);
+                                (!v.is_null()).then(|| {
+                                    (
+                                        n.clone(),
+                                        self.merges.get(n).copied().unwrap_or_default(),
+                                        v.to_owned(),
+                                    )
+                                })
+                            })
+                            .collect()
+                    };
+                    ops.push(MergeOp {
+                        key: key_idx
+                            .iter()
+                            .map(|&j| (names[j].clone(), cursors[j].get(i).to_owned()))
+                            .collect(),
+                        sets,
+                        row: src_row,
+                        kept_row,
+                        record: names
+                            .iter()
+                            .zip(&cursors)
+                            .filter(|(n, _)| !is_internal(n))
+                            .map(|(n, c)| (n.clone(), c.get(i).to_text()))
+                            .collect(),
+                    });
                 }
             }
         }
-        if self.hold {
-            return Ok(None);
-        }
-        if keep.iter().all(|k| *k) {
-            return Ok(Some(df));
-        }
-        let mask = BooleanChunked::from_iter_values("keep".into(), keep.into_iter());
-        df.filter(&mask)
-            .map(Some)
-            .map_err(|e| Error::runtime(format!("dedupe: {e}")))
-    }
-
-    /// The held rows, once the table has been read.
-    pub fn finish(&mut self) -> Result<Option<DataFrame>> {
-        if !self.hold {
-            return Ok(None);
-        }
-        let Some(schema) = &self.schema else {
-            return Ok(None);
+        let kept = if keep.iter().all(|k| *k) {
+            df.clone()
+        } else {
+            let mask = BooleanChunked::from_iter_values("keep".into(), keep.into_iter());
+            df.filter(&mask)
+                .map_err(|e| Error::runtime(format!("dedupe: {e}")))?
         };
-        let rows = std::mem::take(&mut self.held);
-        frame_from_rows(schema, &rows).map(Some)
-    }
-}
-
-fn key_text(key_idx: &[usize], cursors: &[Cursor<'_>], i: usize) -> String {
-    key_idx
-        .iter()
-        .map(|&j| cursors[j].get(i).to_text().unwrap_or_else(|| "NULL".into()))
-        .collect::<Vec<_>>()
-        .join(" | ")
-}
-
-fn merge_value(acc: &mut Value, new: ValueRef<'_>, how: Merge) {
-    if new.is_null() {
-        return;
-    }
-    if matches!(acc, Value::Null) {
-        *acc = new.to_owned();
-        return;
-    }
-    match how {
-        Merge::First => {}
-        Merge::Last => *acc = new.to_owned(),
-        Merge::Sum => match (acc, new) {
-            (Value::Int(a), ValueRef::Int(b)) => *a = a.saturating_add(b),
-            (Value::Float(a), ValueRef::Float(b)) => *a += b,
-            _ => {}
-        },
-        Merge::Max | Merge::Min => {
-            let ord = compare(&acc.as_ref(), &new);
-            let replace = match how {
-                Merge::Max => ord == Some(std::cmp::Ordering::Less),
-                _ => ord == Some(std::cmp::Ordering::Greater),
-            };
-            if replace {
-                *acc = new.to_owned();
-            }
-        }
-    }
-}
-
-fn compare(a: &ValueRef<'_>, b: &ValueRef<'_>) -> Option<std::cmp::Ordering> {
-    match (a, b) {
-        (ValueRef::Int(x), ValueRef::Int(y)) => Some(x.cmp(y)),
-        (ValueRef::Float(x), ValueRef::Float(y)) => x.partial_cmp(y),
-        (ValueRef::Date(x), ValueRef::Date(y)) => Some(x.cmp(y)),
-        (ValueRef::Datetime(x), ValueRef::Datetime(y)) => Some(x.cmp(y)),
-        (ValueRef::Text(x), ValueRef::Text(y)) => Some(x.cmp(y)),
-        (ValueRef::Bool(x), ValueRef::Bool(y)) => Some(x.cmp(y)),
-        _ => None,
+        Ok((kept, ops))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{Value, cursors};
+    use crate::batch::{Value, cursors, frame_from_rows};
     use std::collections::BTreeMap;
 
     fn mapping(key: &[&str], merge: &[(&str, Merge)]) -> Mapping {
@@ -288,65 +270,73 @@ name = "location"
     }
 
     #[test]
-    fn sums_quantities_across_batches_and_keeps_first_location() {
+    fn duplicates_become_merges_across_batches() {
         let m = mapping(&["reference"], &[("quantity", Merge::Sum)]);
         let mut d = Dedupe::for_mapping(&m).unwrap();
-        assert!(d.holds_rows());
-        assert!(
-            d.push(frame(&[("A", Some(2), "R1", 5), ("B", Some(1), "R2", 6)]))
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            d.push(frame(&[("A", Some(3), "R9", 9), ("A", None, "R8", 10)]))
-                .unwrap()
-                .is_none()
-        );
-        let out = d.finish().unwrap().unwrap();
+        let (kept, ops) = d
+            .push(frame(&[("A", Some(2), "R1", 5), ("B", Some(1), "R2", 6)]))
+            .unwrap();
+        assert_eq!(kept.height(), 2);
+        assert!(ops.is_empty());
+        let (kept, ops) = d
+            .push(frame(&[("A", Some(3), "R9", 9), ("C", None, "R8", 10)]))
+            .unwrap();
         assert_eq!(
-            values(&out),
-            vec![
-                vec![Some("A".into()), Some("5".into()), Some("R1".into())],
-                vec![Some("B".into()), Some("1".into()), Some("R2".into())],
-            ]
+            values(&kept),
+            vec![vec![Some("C".into()), None, Some("R8".into())]]
         );
-        assert_eq!(d.merged, 2);
+        assert_eq!(
+            ops,
+            vec![MergeOp {
+                key: vec![("reference".into(), Value::Text("A".into()))],
+                sets: vec![
+                    ("quantity".into(), Merge::Sum, Value::Int(3)),
+                    ("location".into(), Merge::First, Value::Text("R9".into())),
+                ],
+                row: 9,
+                kept_row: 5,
+                record: vec![
+                    ("reference".into(), Some("A".into())),
+                    ("quantity".into(), Some("3".into())),
+                    ("location".into(), Some("R9".into())),
+                ],
+            }]
+        );
+        assert_eq!(d.merged, 1);
         assert_eq!(d.log[0].kept_row, 5);
         assert_eq!(d.log[0].merged_row, 9);
         assert_eq!(d.log[0].key, "A");
     }
 
     #[test]
-    fn whole_row_dedupe_streams_exact_duplicates_only() {
+    fn whole_row_dedupe_drops_exact_duplicates_without_merges() {
         let m = mapping(&["*"], &[]);
         let mut d = Dedupe::for_mapping(&m).unwrap();
-        assert!(!d.holds_rows());
-        let out = d
+        let (out, ops) = d
             .push(frame(&[
                 ("A", Some(2), "R1", 1),
                 ("A", Some(2), "R1", 2),
                 ("A", Some(3), "R1", 3),
             ]))
-            .unwrap()
             .unwrap();
         assert_eq!(out.height(), 2);
-        let out = d.push(frame(&[("A", Some(2), "R1", 4)])).unwrap().unwrap();
+        assert_eq!(ops.len(), 1);
+        assert!(ops[0].sets.is_empty());
+        assert_eq!((ops[0].row, ops[0].kept_row), (2, 1));
+        let (out, ops) = d.push(frame(&[("A", Some(2), "R1", 4)])).unwrap();
         assert_eq!(out.height(), 0);
+        assert_eq!((ops[0].row, ops[0].kept_row), (4, 1));
         assert_eq!(d.merged, 2);
     }
 
     #[test]
-    fn max_and_last_merges() {
-        let mut acc = Value::Int(3);
-        merge_value(&mut acc, ValueRef::Int(7), Merge::Max);
-        assert_eq!(acc, Value::Int(7));
-        merge_value(&mut acc, ValueRef::Int(5), Merge::Max);
-        assert_eq!(acc, Value::Int(7));
-        merge_value(&mut acc, ValueRef::Int(5), Merge::Last);
-        assert_eq!(acc, Value::Int(5));
-        merge_value(&mut acc, ValueRef::Null, Merge::Last);
-        assert_eq!(acc, Value::Int(5));
-        merge_value(&mut acc, ValueRef::Int(1), Merge::Min);
-        assert_eq!(acc, Value::Int(1));
+    fn null_keys_never_match() {
+        let m = mapping(&["quantity"], &[]);
+        let mut d = Dedupe::for_mapping(&m).unwrap();
+        let (out, ops) = d
+            .push(frame(&[("A", None, "R1", 1), ("B", None, "R1", 2)]))
+            .unwrap();
+        assert_eq!(out.height(), 2);
+        assert!(ops.is_empty());
     }
 }

@@ -27,8 +27,16 @@ fn is_group_sep(c: char) -> bool {
 /// dropped; `(12,50)` and a trailing `-` are negative.
 pub fn parse_number(s: &str, fmt: NumberFormat) -> Result<f64, NumberError> {
     let mut t = s.trim_matches(|c: char| c.is_whitespace() || c == '\u{a0}' || c == '\u{202f}');
-    if t.is_empty() {
-        return Err(NumberError::NotANumber);
+    // cheap rejection of most text ("HYD-2040", "n/a") before any allocation
+    match t.chars().next() {
+        None => return Err(NumberError::NotANumber),
+        Some(c)
+            if !(c.is_ascii_digit()
+                || matches!(c, '-' | '+' | '.' | ',' | '(' | '€' | '$' | '£')) =>
+        {
+            return Err(NumberError::NotANumber);
+        }
+        _ => {}
     }
     let mut negative = false;
     if t.starts_with('(') && t.ends_with(')') {
@@ -261,7 +269,7 @@ pub fn parse_datetime(s: &str, formats: &[String]) -> Option<NaiveDateTime> {
         _ => (t, None),
     };
     if date_part.len() == 10 && date_part.as_bytes()[4] == b'-' {
-        if let Ok(d) = NaiveDate::parse_from_str(date_part, "%Y-%m-%d") {
+        if let Some(d) = iso_date(date_part) {
             return Some(d.and_time(time_part.and_then(parse_time).unwrap_or(NaiveTime::MIN)));
         }
         return None;
@@ -314,6 +322,20 @@ pub fn parse_datetime(s: &str, formats: &[String]) -> Option<NaiveDateTime> {
         return excel_serial(v);
     }
     None
+}
+
+/// `YYYY-MM-DD`, read without a format string.
+fn iso_date(s: &str) -> Option<NaiveDate> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |acc, c| {
+            c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32)
+        })
+    };
+    NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)
 }
 
 fn parse_time(s: &str) -> Option<NaiveTime> {
