@@ -373,3 +373,75 @@ fn a_users_own_workbook_with_other_headers() {
     );
     assert!(err.contains("\"PU HT\""), "{err}");
 }
+
+#[test]
+fn a_duplicate_of_a_row_the_target_refused_is_rejected_too() {
+    use rust_xlsxwriter::Workbook;
+    let dir = tempfile::tempdir().unwrap();
+    let wb_path = dir.path().join("dups.xlsx");
+    let mut wb = Workbook::new();
+    let ws = wb.add_worksheet();
+    ws.set_name("Inventaire").unwrap();
+    for (c, h) in ["Réf.", "Qté"].iter().enumerate() {
+        ws.write_string(0, c as u16, *h).unwrap();
+    }
+    // A-1 twice with another quantity: the key is refused the second time;
+    // the third line repeats the second exactly
+    for (i, (r, q)) in [("A-1", 1.0), ("A-1", 2.0), ("A-1", 2.0), ("B-2", 5.0)]
+        .iter()
+        .enumerate()
+    {
+        ws.write_string(i as u32 + 1, 0, *r).unwrap();
+        ws.write_number(i as u32 + 1, 1, *q).unwrap();
+    }
+    wb.save(&wb_path).unwrap();
+    let mapping = r#"
+[source]
+sheet = "Inventaire"
+[target]
+table = "parts"
+key = ["reference"]
+[[columns]]
+name = "reference"
+from = "Réf."
+[[columns]]
+name = "quantity"
+from = "Qté"
+type = "integer"
+[dedupe]
+key = ["*"]
+"#;
+    let job = "source = \"stock\"\n[[tables]]\nmapping = \"inv\"\n";
+    let p = project(
+        &wb_path,
+        &[("jobs/inv.toml", job), ("mappings/inv.toml", mapping)],
+    );
+    let out = repaero_in(p.path(), &["migrate", "inv", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let t = &report["runs"][0]["tables"][0];
+    assert_eq!(t["read"], 4);
+    assert_eq!(t["written"], 2);
+    assert_eq!(
+        t["merged"], 0,
+        "nothing may be merged into a refused row: {t}"
+    );
+    assert_eq!(t["rejected"], 2);
+    assert_eq!(
+        t["reasons"]["duplicate of a row the target refused"], 1,
+        "{t}"
+    );
+    assert_eq!(
+        t["reasons"]["target refused: UNIQUE constraint failed: parts__repaero_new.reference"], 1,
+        "{t}"
+    );
+    let c = Connection::open(p.path().join("repaero.db")).unwrap();
+    let rows: Vec<i64> = c
+        .prepare("SELECT source_row FROM _rejects ORDER BY source_row")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(rows, vec![3, 4]);
+}
