@@ -699,4 +699,113 @@ mod tests {
         );
         assert_eq!(mapper.failures["qty: required"], 1);
     }
+
+    #[test]
+    fn pattern_allowed_values_and_references() {
+        let m = mapping(
+            "[[columns]]\nname = \"code\"\ncase = \"upper\"\npattern = '[A-Z]{3}-[0-9]+'\none_of = [\"ABC-1\", \"ABC-2\", \"XYZ-9\"]\nreferences = { table = \"tools\", column = \"code\" }\n",
+        );
+        let mut mapper = Mapper::new(&m).unwrap();
+        assert_eq!(
+            mapper.references(),
+            vec![("code".into(), "tools".into(), "code".into())]
+        );
+        mapper.set_reference_values(
+            "code",
+            ["ABC-1", "ABC-2"].iter().map(|s| s.to_string()).collect(),
+        );
+        let out = mapper
+            .apply(&raw(
+                "code",
+                &[Some("abc-1"), Some("ABC1"), Some("ABC-3"), Some("XYZ-9")],
+                &[false; 4],
+            ))
+            .unwrap();
+        let kept: Vec<Option<&str>> = out
+            .kept
+            .column("code")
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(kept, vec![Some("ABC-1")]);
+        let reasons: Vec<&str> = out.rejects.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                "code: does not match pattern",
+                "code: not an allowed value",
+                "code: unknown tools.code"
+            ]
+        );
+        // a row failing three rules is counted under each in the failures
+        assert_eq!(mapper.failures["code: unknown tools.code"], 3);
+        assert!(
+            out.rejects[0]
+                .detail
+                .contains("does not match [A-Z]{3}-[0-9]+"),
+            "{}",
+            out.rejects[0].detail
+        );
+    }
+
+    #[test]
+    fn dates_booleans_and_fill_down() {
+        let m = mapping(
+            "[[columns]]\nname = \"d\"\ntype = \"date\"\nfill_down = true\nmin = \"2020-01-01\"\n",
+        );
+        let mut mapper = Mapper::new(&m).unwrap();
+        let out = mapper
+            .apply(&raw(
+                "d",
+                &[
+                    Some("15/03/2026"),
+                    None,
+                    Some("46097"),
+                    Some("2019-12-31"),
+                    Some("demain"),
+                ],
+                &[false, false, true, false, false],
+            ))
+            .unwrap();
+        let kept: Vec<Option<i32>> = out
+            .kept
+            .column("d")
+            .unwrap()
+            .date()
+            .unwrap()
+            .physical()
+            .iter()
+            .collect();
+        let d = |y, m, dd| {
+            Some(epoch_days(
+                chrono::NaiveDate::from_ymd_opt(y, m, dd).unwrap(),
+            ))
+        };
+        assert_eq!(kept, vec![d(2026, 3, 15), d(2026, 3, 15), d(2026, 3, 16)]);
+        let reasons: Vec<&str> = out.rejects.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(reasons, vec!["d: below 2020-01-01", "d: not a date"]);
+        assert_eq!(mapper.filled["d"], 1);
+
+        let m = mapping("[[columns]]\nname = \"ok\"\ntype = \"boolean\"\n");
+        let mut mapper = Mapper::new(&m).unwrap();
+        let out = mapper
+            .apply(&raw(
+                "ok",
+                &[Some("Oui"), Some("non"), Some("peut-être")],
+                &[false; 3],
+            ))
+            .unwrap();
+        let kept: Vec<Option<bool>> = out
+            .kept
+            .column("ok")
+            .unwrap()
+            .bool()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(kept, vec![Some(true), Some(false)]);
+        assert_eq!(out.rejects[0].reason, "ok: not yes/no");
+    }
 }

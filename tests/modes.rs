@@ -1,0 +1,175 @@
+//! Write modes (replace, upsert, append) into SQLite and PostgreSQL, an
+//! explicit header row, and the small command-line verbs.
+
+mod common;
+
+use std::path::Path;
+
+use common::pg::TempDb;
+use common::*;
+
+/// A project using the repository's mappings with the given job text.
+fn project(job: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::create_dir_all(p.join("jobs")).unwrap();
+    std::fs::create_dir_all(p.join("mappings")).unwrap();
+    std::fs::write(
+        p.join("repaero.toml"),
+        format!(
+            "[sources.stock]\nkind = \"excel\"\npath = \"{}\"\n",
+            root().join("fixtures/stock/stock.xlsx").display()
+        ),
+    )
+    .unwrap();
+    for m in ["stock_parts", "stock_receipts"] {
+        std::fs::copy(
+            root().join(format!("mappings/{m}.toml")),
+            p.join(format!("mappings/{m}.toml")),
+        )
+        .unwrap();
+    }
+    std::fs::write(p.join("jobs/stock.toml"), job).unwrap();
+    dir
+}
+
+const MODES_JOB: &str = "source = \"stock\"\n[[tables]]\nmapping = \"stock_parts\"\nmode = \"upsert\"\n[[tables]]\nmapping = \"stock_receipts\"\nmode = \"append\"\n";
+
+fn run(dir: &Path, url: &str, workbook: Option<&Path>) {
+    let mut args = vec!["--set".to_string(), format!("target.url={url}")];
+    if let Some(w) = workbook {
+        args.push("--set".into());
+        args.push(format!("sources.stock.path={}", w.display()));
+    }
+    args.extend(["migrate".into(), "stock".into()]);
+    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let out = repaero_in(dir, &args);
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+}
+
+/// The fixture with 10 more parts (GEN-000001…10) and 5 more receipts.
+fn bigger_workbook(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("bigger.xlsx");
+    let out = repaero_in(
+        dir,
+        &[
+            "fixtures",
+            "stock",
+            "--rows",
+            "10",
+            "--out",
+            path.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    path
+}
+
+fn check_modes(count: &dyn Fn(&str) -> String, dir: &Path, url: &str) {
+    run(dir, url, None);
+    assert_eq!(count("SELECT count(*) FROM parts"), "18");
+    assert_eq!(count("SELECT count(*) FROM stock_receipts"), "10");
+    // upsert: the same 18 parts updated, 10 new ones inserted; append: the
+    // receipts are added again
+    run(dir, url, Some(&bigger_workbook(dir)));
+    assert_eq!(count("SELECT count(*) FROM parts"), "28");
+    assert_eq!(
+        count("SELECT quantity FROM parts WHERE reference = 'HYD-2040'"),
+        "5"
+    );
+    assert_eq!(count("SELECT count(*) FROM stock_receipts"), "25");
+    // upsert again with the same data changes nothing
+    run(dir, url, Some(&dir.join("bigger.xlsx")));
+    assert_eq!(count("SELECT count(*) FROM parts"), "28");
+    assert_eq!(
+        count("SELECT quantity FROM parts WHERE reference = 'HYD-2040'"),
+        "5"
+    );
+}
+
+#[test]
+fn upsert_and_append_into_sqlite() {
+    let p = project(MODES_JOB);
+    let db = p.path().join("modes.db");
+    let url = format!("sqlite://{}", db.display());
+    let count = |sql: &str| -> String {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let v: rusqlite::types::Value = c.query_row(sql, [], |r| r.get(0)).unwrap();
+        match v {
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            other => format!("{other:?}"),
+        }
+    };
+    check_modes(&count, p.path(), &url);
+}
+
+#[test]
+fn upsert_and_append_into_postgres() {
+    let p = project(MODES_JOB);
+    let db = TempDb::new("modes");
+    let count = |sql: &str| db.query(sql);
+    check_modes(&count, p.path(), &db.url());
+    // the upsert kept the table's primary key
+    assert_eq!(
+        db.query(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'parts'::regclass AND contype = 'p'"
+        ),
+        "parts_pkey"
+    );
+}
+
+#[test]
+fn explicit_header_row() {
+    let p = project("source = \"stock\"\n[[tables]]\nmapping = \"stock_parts\"\n");
+    let mapping = std::fs::read_to_string(p.path().join("mappings/stock_parts.toml")).unwrap();
+    let with_header = |row: u32| {
+        std::fs::write(
+            p.path().join("mappings/stock_parts.toml"),
+            mapping.replace("[source]\n", &format!("[source]\nheader_row = {row}\n")),
+        )
+        .unwrap();
+        repaero_in(p.path(), &["migrate", "stock", "--json"])
+    };
+    let out = with_header(4);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["runs"][0]["tables"][0]["written"], 18);
+    let out = with_header(3);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("header_row = 3 is empty"),
+        "{}",
+        stderr(&out)
+    );
+    let out = with_header(2);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("mapped column not found"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn version_and_completions() {
+    let out = repaero(&["--version"]);
+    assert_eq!(code(&out), 0);
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("repaero {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = repaero(&["completions", "bash"]);
+    assert_eq!(code(&out), 0);
+    let text = stdout(&out);
+    assert!(
+        text.contains("_repaero()"),
+        "{}",
+        &text[..text.len().min(300)]
+    );
+    assert!(text.contains("migrate"));
+    // usage errors exit 2
+    let out = repaero(&["migrate"]);
+    assert_eq!(code(&out), 2);
+    let out = repaero(&["frobnicate"]);
+    assert_eq!(code(&out), 2);
+}
