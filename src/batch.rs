@@ -22,6 +22,8 @@ pub fn dtype_of(ty: ColumnType) -> DataType {
         ColumnType::Boolean => DataType::Boolean,
         ColumnType::Date => DataType::Date,
         ColumnType::Datetime => DataType::Datetime(TimeUnit::Milliseconds, None),
+        ColumnType::Time => DataType::Time,
+        ColumnType::Binary => DataType::Binary,
     }
 }
 
@@ -42,6 +44,9 @@ pub enum ValueRef<'a> {
     Date(i32),
     /// Milliseconds since 1970-01-01T00:00:00.
     Datetime(i64),
+    /// Nanoseconds since midnight.
+    Time(i64),
+    Binary(&'a [u8]),
 }
 
 /// One owned value.
@@ -54,6 +59,8 @@ pub enum Value {
     Bool(bool),
     Date(i32),
     Datetime(i64),
+    Time(i64),
+    Binary(Vec<u8>),
 }
 
 impl ValueRef<'_> {
@@ -66,6 +73,8 @@ impl ValueRef<'_> {
             ValueRef::Bool(b) => Value::Bool(b),
             ValueRef::Date(d) => Value::Date(d),
             ValueRef::Datetime(t) => Value::Datetime(t),
+            ValueRef::Time(t) => Value::Time(t),
+            ValueRef::Binary(b) => Value::Binary(b.to_vec()),
         }
     }
 
@@ -83,6 +92,8 @@ impl ValueRef<'_> {
             ValueRef::Bool(b) => Some(b.to_string()),
             ValueRef::Date(d) => Some(date_text(*d)),
             ValueRef::Datetime(t) => Some(datetime_text(*t)),
+            ValueRef::Time(t) => Some(time_text(*t)),
+            ValueRef::Binary(b) => Some(hex::encode(b)),
         }
     }
 
@@ -114,6 +125,15 @@ impl ValueRef<'_> {
                 out.push(6);
                 out.extend_from_slice(&t.to_le_bytes());
             }
+            ValueRef::Time(t) => {
+                out.push(7);
+                out.extend_from_slice(&t.to_le_bytes());
+            }
+            ValueRef::Binary(b) => {
+                out.push(8);
+                out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+                out.extend_from_slice(b);
+            }
         }
     }
 }
@@ -128,6 +148,8 @@ impl Value {
             Value::Bool(b) => ValueRef::Bool(*b),
             Value::Date(d) => ValueRef::Date(*d),
             Value::Datetime(t) => ValueRef::Datetime(*t),
+            Value::Time(t) => ValueRef::Time(*t),
+            Value::Binary(b) => ValueRef::Binary(b),
         }
     }
 }
@@ -175,6 +197,17 @@ pub fn datetime_text(ms: i64) -> String {
     }
 }
 
+/// `HH:MM:SS[.fff]` for nanoseconds since midnight.
+pub fn time_text(ns: i64) -> String {
+    let ms = ns.div_euclid(1_000_000);
+    let s = ms / 1000;
+    let mut t = format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60);
+    if ms % 1000 != 0 {
+        t.push_str(&format!(".{:03}", ms % 1000));
+    }
+    t
+}
+
 /// Typed, random access to one column of a batch.
 #[derive(Clone, Copy)]
 pub enum Cursor<'a> {
@@ -185,6 +218,8 @@ pub enum Cursor<'a> {
     Bool(&'a BooleanChunked),
     Date(&'a Int32Chunked),
     Datetime(&'a Int64Chunked),
+    Time(&'a Int64Chunked),
+    Binary(&'a BinaryChunked),
 }
 
 impl<'a> Cursor<'a> {
@@ -201,6 +236,10 @@ impl<'a> Cursor<'a> {
             DataType::Datetime(TimeUnit::Milliseconds, _) => {
                 Cursor::Datetime(col.datetime().map_err(bad)?.physical())
             }
+            DataType::Time => {
+                Cursor::Time(col.as_materialized_series().time().map_err(bad)?.physical())
+            }
+            DataType::Binary => Cursor::Binary(col.binary().map_err(bad)?),
             other => {
                 return Err(Error::runtime(format!(
                     "column {}: unsupported type {other} in a batch",
@@ -220,6 +259,8 @@ impl<'a> Cursor<'a> {
             Cursor::Bool(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Bool),
             Cursor::Date(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Date),
             Cursor::Datetime(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Datetime),
+            Cursor::Time(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Time),
+            Cursor::Binary(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Binary),
         }
     }
 }
@@ -299,6 +340,23 @@ pub fn column_from_values(name: &str, dtype: &DataType, values: &[Value]) -> Res
             }),
         )
         .into_date()
+        .into_series(),
+        DataType::Time => Int64Chunked::from_iter_options(
+            name,
+            values.iter().map(|v| match v {
+                Value::Time(t) => Some(*t),
+                _ => None,
+            }),
+        )
+        .into_time()
+        .into_series(),
+        DataType::Binary => BinaryChunked::from_iter_options(
+            name,
+            values.iter().map(|v| match v {
+                Value::Binary(b) => Some(b.as_slice()),
+                _ => None,
+            }),
+        )
         .into_series(),
         DataType::Datetime(tu, tz) => Int64Chunked::from_iter_options(
             name,

@@ -253,7 +253,10 @@ fn rerun_gives_the_same_target_and_dry_run_leaves_it_untouched() {
     // tamper, then dry-run: the tampering stays, nothing is written
     Connection::open(&db)
         .unwrap()
-        .execute("DELETE FROM parts WHERE reference = 'MOT-1001'", [])
+        .execute(
+            "UPDATE parts SET quantity = 0 WHERE reference = 'MOT-1001'",
+            [],
+        )
         .unwrap();
     let before: Vec<_> = DATA_TABLES.iter().map(|q| dump(&db, q)).collect();
     let (c, report, err) = migrate_json(dir.path(), &["--dry-run"]);

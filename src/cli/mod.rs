@@ -50,6 +50,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Tables, columns, types and row counts of a configured source or a file
+    Inspect {
+        /// A source name of repaero.toml, or a .mdb/.accdb/.xlsx/.xls/.ods file
+        source: String,
+        /// Only this table or sheet
+        #[arg(long)]
+        table: Option<String>,
+        /// Also print the CREATE TABLE for this target dialect
+        #[arg(long, value_enum)]
+        ddl: Option<DdlDialect>,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
     /// Generate deterministic fixture files with their ground truth
     Fixtures(FixturesArgs),
     /// Print shell completions
@@ -73,6 +87,12 @@ pub struct MigrateArgs {
     /// Machine-readable report on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DdlDialect {
+    Sqlite,
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -181,6 +201,54 @@ fn run(cli: Cli) -> Result<u8> {
                         truth_path.display()
                     );
                 }
+            }
+            Ok(0)
+        }
+        Command::Inspect {
+            source,
+            table,
+            ddl,
+            json,
+        } => {
+            let cfg = load(&cli)?;
+            let src = match cfg.sources.get(source) {
+                Some(sc) => crate::source::Source::open(source, sc)?,
+                None => {
+                    let path = std::path::Path::new(source);
+                    if !path.exists() {
+                        let known: Vec<&str> = cfg.sources.keys().map(|s| s.as_str()).collect();
+                        return Err(Error::config(format!(
+                            "{source:?} is neither a configured source ({}) nor a file",
+                            if known.is_empty() {
+                                "none configured".into()
+                            } else {
+                                known.join(", ")
+                            }
+                        )));
+                    }
+                    crate::source::Source::open_path(path)?
+                }
+            };
+            let dialect = ddl.map(|d| match d {
+                DdlDialect::Sqlite => crate::sink::Dialect::Sqlite,
+                DdlDialect::Postgres => crate::sink::Dialect::Postgres,
+            });
+            let tables = crate::source::inspect::inspect(&src, table.as_deref(), dialect)?;
+            if let Some(t) = table {
+                if tables.is_empty() {
+                    return Err(Error::input(format!(
+                        "{}: no table or sheet named {t:?}",
+                        src.describe()
+                    )));
+                }
+            }
+            if *json {
+                print_json(&tables)?;
+            } else {
+                print!(
+                    "{}",
+                    crate::source::inspect::render(&src.describe(), &tables)
+                );
             }
             Ok(0)
         }

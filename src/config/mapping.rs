@@ -21,6 +21,9 @@ pub struct Mapping {
     pub columns: Vec<ColumnSpec>,
     /// Optional deduplication.
     pub dedupe: Option<DedupeSpec>,
+    /// Rules across columns of one row.
+    #[serde(default)]
+    pub checks: Vec<CheckSpec>,
     /// The file it came from (not a key).
     #[serde(skip)]
     pub file: String,
@@ -32,6 +35,8 @@ pub struct Mapping {
 pub struct SourceSpec {
     /// Sheet name (Excel). Chosen by name, never by position.
     pub sheet: Option<String>,
+    /// Table name (Access, databases).
+    pub table: Option<String>,
     /// 1-based row of the header; detected from the column names when absent.
     pub header_row: Option<u32>,
     /// How many rows to look through when detecting the header (default 30).
@@ -90,6 +95,10 @@ pub enum ColumnType {
     Boolean,
     Date,
     Datetime,
+    /// Time of day.
+    Time,
+    /// Bytes (OLE objects, attachments).
+    Binary,
 }
 
 impl ColumnType {
@@ -102,6 +111,8 @@ impl ColumnType {
             ColumnType::Boolean => "boolean",
             ColumnType::Date => "date",
             ColumnType::Datetime => "datetime",
+            ColumnType::Time => "time",
+            ColumnType::Binary => "binary",
         }
     }
 }
@@ -207,6 +218,51 @@ pub struct ColumnSpec {
     pub one_of: Option<Vec<String>>,
     /// Reject rule: the value must exist in another table.
     pub references: Option<Reference>,
+    /// What a failed rule (pattern, one_of, min/max, references, phone)
+    /// does: `reject` the row (default), or `flag` it: the row is kept and
+    /// the boolean column `<name>_valid` says false.
+    #[serde(default)]
+    pub on_invalid: OnInvalid,
+    /// Left-pad a value made only of digits with zeros to this width
+    /// (postal codes that lost their leading zero).
+    pub zero_pad: Option<u8>,
+    /// Normalise a phone number to E.164 (`fr`: +33…); a value that does not
+    /// parse fails the rule.
+    pub phone: Option<PhoneFormat>,
+    /// Replace the value by the one a dedupe of another table merged it into:
+    /// `"clients.id"` (the clients mapping's `[dedupe] id = "id"`).
+    pub remap: Option<String>,
+}
+
+/// What a failed rule does to its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnInvalid {
+    #[default]
+    Reject,
+    Flag,
+}
+
+/// Phone number conventions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PhoneFormat {
+    /// French numbers: 0X XX XX XX XX, +33 (0)X…, 0033…, 9 digits that lost
+    /// their leading 0.
+    Fr,
+}
+
+/// `[[checks]]`: a comparison between two columns of one row, after typing;
+/// skipped when either is NULL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    pub left: String,
+    /// `<`, `<=`, `>`, `>=`, `=`, `!=`
+    pub op: String,
+    pub right: String,
+    /// The reject reason.
+    pub reason: String,
 }
 
 fn default_type() -> ColumnType {
@@ -232,6 +288,16 @@ impl ColumnSpec {
 
     pub fn precision(&self) -> u8 {
         self.precision.unwrap_or(18)
+    }
+
+    /// Whether this column's failed rules only flag the row.
+    pub fn flag_only(&self) -> bool {
+        self.on_invalid == OnInvalid::Flag
+    }
+
+    /// Name of the validity column a flagging column adds.
+    pub fn valid_column(&self) -> String {
+        format!("{}_valid", self.name)
     }
 }
 
@@ -263,6 +329,27 @@ pub struct DedupeSpec {
     /// Merge rule per column; columns not named use `first`.
     #[serde(default)]
     pub merge: BTreeMap<String, Merge>,
+    /// `fold`: compare keys without accents, case or any whitespace
+    /// (`Léa.Müller@X.fr ` = `lea.muller@x.fr`).
+    pub normalize: Option<KeyNormalize>,
+    /// Rows whose key fails its column's rules (a flagged invalid email) are
+    /// never merged.
+    #[serde(default)]
+    pub skip_invalid: bool,
+    /// Identity column: each merge records "merged id → kept id", which
+    /// other tables of the job use with `remap = "<table>.<id>"`.
+    pub id: Option<String>,
+    /// With `key = ["*"]`: columns left out of the comparison (an
+    /// AutoNumber id that differs between two copies of one row).
+    #[serde(default)]
+    pub except: Vec<String>,
+}
+
+/// Key normalisations for dedupe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyNormalize {
+    Fold,
 }
 
 impl Mapping {
@@ -329,7 +416,20 @@ impl Mapping {
                     "{f}: [dedupe] needs a key (or a target.key to default to)"
                 )));
             }
-            if !(key.len() == 1 && key[0] == "*") {
+            for e in &d.except {
+                if !has(e) {
+                    return Err(Error::config(format!(
+                        "{f}: dedupe.except names `{e}`, which is not a declared column"
+                    )));
+                }
+            }
+            let whole_row = key.len() == 1 && key[0] == "*";
+            if !d.except.is_empty() && !whole_row {
+                return Err(Error::config(format!(
+                    "{f}: dedupe.except goes with key = [\"*\"] (the whole row but those columns)"
+                )));
+            }
+            if !whole_row {
                 for k in &key {
                     if !has(k) {
                         return Err(Error::config(format!(
@@ -357,6 +457,37 @@ impl Mapping {
                 }
             }
         }
+        for c in &self.checks {
+            for col in [&c.left, &c.right] {
+                if !has(col) {
+                    return Err(Error::config(format!(
+                        "{f}: checks names `{col}`, which is not a declared column"
+                    )));
+                }
+            }
+            if !["<", "<=", ">", ">=", "=", "!="].contains(&c.op.as_str()) {
+                return Err(Error::config(format!(
+                    "{f}: checks op {:?} is not one of <, <=, >, >=, =, !=",
+                    c.op
+                )));
+            }
+        }
+        if let Some(id) = self.dedupe.as_ref().and_then(|d| d.id.as_ref()) {
+            if !has(id) {
+                return Err(Error::config(format!(
+                    "{f}: dedupe.id names `{id}`, which is not a declared column"
+                )));
+            }
+        }
+        for c in &self.columns {
+            if c.flag_only() && self.columns.iter().any(|o| o.name == c.valid_column()) {
+                return Err(Error::config(format!(
+                    "{f}: column `{}` flags invalid values into `{}`, which is also declared",
+                    c.name,
+                    c.valid_column()
+                )));
+            }
+        }
         if let Some(footer) = &self.source.footer {
             regex::Regex::new(footer).map_err(|e| {
                 Error::config(format!(
@@ -376,9 +507,13 @@ impl Mapping {
         }
     }
 
-    /// What this mapping reads, for messages: the sheet or table name.
+    /// What this mapping reads: the sheet or table name.
     pub fn source_name(&self) -> String {
-        self.source.sheet.clone().unwrap_or_else(|| "?".to_string())
+        self.source
+            .sheet
+            .clone()
+            .or_else(|| self.source.table.clone())
+            .unwrap_or_else(|| "?".to_string())
     }
 }
 

@@ -74,6 +74,8 @@ fn default_target() -> String {
 pub enum SourceKind {
     /// .xlsx, .xlsm, .xlsb, .xls, .ods
     Excel,
+    /// Microsoft Access .mdb / .accdb, read without a driver.
+    Access,
 }
 
 /// `[sources.<name>]`.
@@ -83,6 +85,8 @@ pub struct SourceConfig {
     pub kind: SourceKind,
     /// File path for file sources, relative to the configuration file.
     pub path: Option<PathBuf>,
+    /// Password of an encrypted .accdb; use `${VAR}`, never a literal.
+    pub password: Option<String>,
     /// Free text shown by `repaero jobs`.
     pub description: Option<String>,
 }
@@ -234,10 +238,10 @@ impl Config {
     fn check(&self, label: &str) -> Result<()> {
         for (name, src) in &self.sources {
             match src.kind {
-                SourceKind::Excel => {
+                SourceKind::Excel | SourceKind::Access => {
                     if src.path.is_none() {
                         return Err(Error::config(format!(
-                            "{label}: [sources.{name}] is an excel source and needs `path = \"….xlsx\"`"
+                            "{label}: [sources.{name}] is a file source and needs `path = \"…\"`"
                         )));
                     }
                 }

@@ -6,7 +6,7 @@ pub mod quarantine;
 pub mod report;
 pub mod tally;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -81,12 +81,21 @@ pub fn table_request(m: &Mapping, batch_size: usize) -> Result<TableRequest> {
         ),
         None => None,
     };
-    let table = m.source.sheet.clone().ok_or_else(|| {
-        Error::config(format!(
-            "{}: [source] needs `sheet = \"…\"` for an Excel source",
-            m.file
-        ))
-    })?;
+    let table = match (&m.source.sheet, &m.source.table) {
+        (Some(s), None) | (None, Some(s)) => s.clone(),
+        (Some(_), Some(_)) => {
+            return Err(Error::config(format!(
+                "{}: [source] names both a sheet and a table; keep one",
+                m.file
+            )));
+        }
+        (None, None) => {
+            return Err(Error::config(format!(
+                "{}: [source] needs `sheet = \"…\"` (Excel) or `table = \"…\"` (Access, databases)",
+                m.file
+            )));
+        }
+    };
     Ok(TableRequest {
         table,
         columns: Some(
@@ -123,6 +132,19 @@ fn progress_bar(enabled: bool, table: &str, estimate: Option<u64>) -> ProgressBa
     pb
 }
 
+/// What the tables of one job run share.
+struct JobRun<'a> {
+    source: &'a Source,
+    job: &'a str,
+    run_id: &'a str,
+    qdir: std::path::PathBuf,
+    batch_size: usize,
+    opts: &'a RunOptions,
+    files: Vec<String>,
+    /// `table.id` → merged id → kept id, from the dedupes run so far.
+    remaps: HashMap<String, HashMap<String, String>>,
+}
+
 /// Run one job against the configured target.
 pub fn run_job(cfg: &Config, job: &Job, opts: &RunOptions, run_id: &str) -> Result<JobReport> {
     let started = chrono::Utc::now();
@@ -130,11 +152,20 @@ pub fn run_job(cfg: &Config, job: &Job, opts: &RunOptions, run_id: &str) -> Resu
     let src_cfg = cfg.source(&job.source)?;
     let source = Source::open(&job.source, src_cfg)?;
     let mut sink = sink::open(&cfg.target.url, opts.dry_run)?;
-    let qdir = cfg.quarantine_dir().join(if opts.dry_run {
-        format!("{run_id}-dry-run")
-    } else {
-        run_id.to_string()
-    });
+    let mut run = JobRun {
+        source: &source,
+        job: &job.name,
+        run_id,
+        qdir: cfg.quarantine_dir().join(if opts.dry_run {
+            format!("{run_id}-dry-run")
+        } else {
+            run_id.to_string()
+        }),
+        batch_size: cfg.run.batch_size,
+        opts,
+        files: Vec::new(),
+        remaps: HashMap::new(),
+    };
     let mut report = JobReport {
         job: job.name.clone(),
         run_id: run_id.to_string(),
@@ -151,21 +182,14 @@ pub fn run_job(cfg: &Config, job: &Job, opts: &RunOptions, run_id: &str) -> Resu
     sink.begin()?;
     let outcome = (|| -> Result<()> {
         for (mapping, mode) in &job.tables {
-            let tally = run_table(
-                &source,
-                sink.as_mut(),
-                mapping,
-                *mode,
-                &job.name,
-                run_id,
-                &qdir,
-                cfg.run.batch_size,
-                opts,
-                &mut report.files,
-            )
-            .map_err(|e| e.context(format!("job {}, table {}", job.name, mapping.target.table)))?;
+            let tally = run.table(sink.as_mut(), mapping, *mode).map_err(|e| {
+                e.context(format!("job {}, table {}", job.name, mapping.target.table))
+            })?;
             report.tables.push(tally);
         }
+        sink.check_integrity()
+            .map_err(|e| e.context(format!("job {}", job.name)))?;
+        report.files = std::mem::take(&mut run.files);
         report.seconds = t0.elapsed().as_secs_f64();
         report.status = if opts.dry_run {
             "rolled back (dry run)".into()
@@ -205,88 +229,96 @@ pub fn run_job(cfg: &Config, job: &Job, opts: &RunOptions, run_id: &str) -> Resu
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_table(
-    source: &Source,
-    sink: &mut dyn Sink,
-    mapping: &Mapping,
-    mode: WriteMode,
-    job: &str,
-    run_id: &str,
-    qdir: &std::path::Path,
-    batch_size: usize,
-    opts: &RunOptions,
-    files: &mut Vec<String>,
-) -> Result<Tally> {
-    let t0 = Instant::now();
-    let table = mapping.target.table.as_str();
-    let mut mapper = Mapper::new(mapping)?;
-    let mut reader = source.read(table_request(mapping, batch_size)?)?;
-    let origin = reader.origin.clone();
-    let mut tally = Tally::new(table, &origin, mode.as_str());
-    for (col, rtable, rcol) in mapper.references() {
-        let values = sink.key_values(&rtable, &rcol)?;
-        tracing::debug!(
+impl JobRun<'_> {
+    fn table(&mut self, sink: &mut dyn Sink, mapping: &Mapping, mode: WriteMode) -> Result<Tally> {
+        let t0 = Instant::now();
+        let (job, run_id) = (self.job, self.run_id);
+        let table = mapping.target.table.as_str();
+        let mut mapper = Mapper::new(mapping)?;
+        for (col, target) in mapper.remaps() {
+            let map = self.remaps.get(&target).cloned().ok_or_else(|| {
+                Error::config(format!(
+                    "{}: column `{col}` has remap = \"{target}\", but no earlier table of the job deduplicates with that id (a [dedupe] with id = \"…\")",
+                    mapping.file
+                ))
+            })?;
+            mapper.set_remap(&col, map);
+        }
+        let mut reader = self.source.read(table_request(mapping, self.batch_size)?)?;
+        let origin = reader.origin.clone();
+        let mut tally = Tally::new(table, &origin, mode.as_str());
+        for (col, rtable, rcol) in mapper.references() {
+            let values = sink.key_values(&rtable, &rcol)?;
+            tracing::debug!(
+                table,
+                col,
+                rtable,
+                rcol,
+                n = values.len(),
+                "reference values loaded"
+            );
+            mapper.set_reference_values(&col, values);
+        }
+        let def = TableDef::from_mapping(mapping);
+        sink.start_table(&def, mode)?;
+        sink.clear_rejects(job, table)?;
+        let mut dedupe = Dedupe::for_mapping(mapping);
+        let mut out = TableOutput {
+            sink,
+            origin: &origin,
+            run_id,
+            job,
             table,
-            col,
-            rtable,
-            rcol,
-            n = values.len(),
-            "reference values loaded"
-        );
-        mapper.set_reference_values(&col, values);
-    }
-    let def = TableDef::from_mapping(mapping);
-    sink.start_table(&def, mode)?;
-    sink.clear_rejects(job, table)?;
-    let mut dedupe = Dedupe::for_mapping(mapping);
-    let mut out = TableOutput {
-        sink,
-        origin: &origin,
-        run_id,
-        job,
-        table,
-        file: RejectFile::new(qdir, job, table),
-        merge_misses: 0,
-        refused_rows: HashSet::new(),
-    };
-    let pb = progress_bar(opts.progress, table, reader.estimated_rows);
-    while let Some(raw) = reader.next_batch()? {
-        tally.read += raw.height() as u64;
-        pb.inc(raw.height() as u64);
-        let mapped = mapper.apply(&raw)?;
-        out.reject(&mapped.rejects, &mut tally)?;
-        match dedupe.as_mut() {
-            Some(d) => {
-                let (kept, ops) = d.push(mapped.kept)?;
-                out.write(&kept, &mut tally)?;
-                out.merge(&ops, &mut tally)?;
-            }
-            None => out.write(&mapped.kept, &mut tally)?,
-        }
-    }
-    if let Some(d) = dedupe.as_mut() {
-        // exact duplicates need no merge statement; count them here
-        tally.merged = d.merged - out.merge_misses;
-        if let Some(p) = quarantine::write_merges(qdir, job, table, &d.log)? {
-            files.push(p.display().to_string());
-        }
-    }
-    out.sink.finish_table()?;
-    pb.finish_and_clear();
-    if let Some(p) = out.file.finish()? {
-        files.push(p.display().to_string());
-    }
-    if let Some(stats) = reader.stats() {
-        tally.skipped = Skipped {
-            rows_above_header: stats.rows_above_header,
-            blank_rows: stats.blank_rows,
-            footer_rows: stats.footer_rows,
+            file: RejectFile::new(&self.qdir, job, table),
+            merge_misses: 0,
+            refused_rows: HashSet::new(),
         };
+        let pb = progress_bar(self.opts.progress, table, reader.estimated_rows);
+        while let Some(raw) = reader.next_batch()? {
+            tally.read += raw.height() as u64;
+            pb.inc(raw.height() as u64);
+            let mapped = mapper.apply(&raw)?;
+            out.reject(&mapped.rejects, &mut tally)?;
+            match dedupe.as_mut() {
+                Some(d) => {
+                    let (kept, ops) = d.push(mapped.kept)?;
+                    out.write(&kept, &mut tally)?;
+                    out.merge(&ops, &mut tally)?;
+                }
+                None => out.write(&mapped.kept, &mut tally)?,
+            }
+        }
+        if let Some(d) = dedupe.as_mut() {
+            // exact duplicates need no merge statement; count them here
+            tally.merged = d.merged - out.merge_misses;
+            if let Some(p) = quarantine::write_merges(&self.qdir, job, table, &d.log)? {
+                self.files.push(p.display().to_string());
+            }
+            out.sink.record_merges(run_id, job, table, &d.log)?;
+            if let Some(id) = mapping.dedupe.as_ref().and_then(|s| s.id.as_ref()) {
+                self.remaps
+                    .insert(format!("{table}.{id}"), std::mem::take(&mut d.remap));
+            }
+        }
+        out.sink.finish_table()?;
+        pb.finish_and_clear();
+        if let Some(p) = out.file.finish()? {
+            self.files.push(p.display().to_string());
+        }
+        if let Some(stats) = reader.stats() {
+            tally.skipped = Skipped {
+                rows_above_header: stats.rows_above_header,
+                blank_rows: stats.blank_rows,
+                footer_rows: stats.footer_rows,
+            };
+        }
+        tally.flagged = std::mem::take(&mut mapper.flagged);
+        tally.nulled = std::mem::take(&mut mapper.nulled);
+        tally.remapped = std::mem::take(&mut mapper.remapped);
+        tally.seconds = t0.elapsed().as_secs_f64();
+        tally.check()?;
+        Ok(tally)
     }
-    tally.seconds = t0.elapsed().as_secs_f64();
-    tally.check()?;
-    Ok(tally)
 }
 
 /// Where one table's rows end: the sink, or the quarantine (file and

@@ -72,7 +72,7 @@ pub struct JobProfile {
     pub tables: Vec<TableProfile>,
 }
 
-fn infer(k: &CellKinds) -> String {
+pub fn infer(k: &CellKinds) -> String {
     let filled = k.text + k.number + k.date + k.boolean + k.error;
     if filled == 0 {
         return "empty".into();

@@ -60,6 +60,30 @@ pub fn render(r: &JobReport) -> String {
         for (reason, n) in &t.reasons {
             let _ = writeln!(s, "  {:<w$}    rejected {:>6}  {reason}", "", thousands(*n));
         }
+        for (reason, n) in &t.flagged {
+            let _ = writeln!(
+                s,
+                "  {:<w$}    flagged  {:>6}  {reason} (kept)",
+                "",
+                thousands(*n)
+            );
+        }
+        for (col, n) in &t.nulled {
+            let _ = writeln!(
+                s,
+                "  {:<w$}    nulled   {:>6}  {col}: placeholder value",
+                "",
+                thousands(*n)
+            );
+        }
+        for (col, n) in &t.remapped {
+            let _ = writeln!(
+                s,
+                "  {:<w$}    re-pointed {:>4}  {col}: to the row its row was merged into",
+                "",
+                thousands(*n)
+            );
+        }
         let k = &t.skipped;
         let mut skipped = Vec::new();
         if k.rows_above_header > 0 {

@@ -26,6 +26,15 @@ pub struct Tally {
     pub rejected: u64,
     /// Rejected rows by reason.
     pub reasons: BTreeMap<String, u64>,
+    /// Rows kept but flagged by a rule (`on_invalid = "flag"`), by reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub flagged: BTreeMap<String, u64>,
+    /// Placeholder values turned into NULL, per column.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nulled: BTreeMap<String, u64>,
+    /// Values re-pointed to a merged row's survivor, per column.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub remapped: BTreeMap<String, u64>,
     pub skipped: Skipped,
     pub seconds: f64,
 }

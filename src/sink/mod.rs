@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::config::mapping::{ColumnType, Mapping, Merge, WriteMode};
 use crate::error::{Error, Result};
 use crate::transform::Reject;
-use crate::transform::dedupe::MergeOp;
+use crate::transform::dedupe::{MergeOp, MergeRecord};
 
 /// A target column.
 #[derive(Debug, Clone, Serialize)]
@@ -28,12 +28,21 @@ pub struct ColumnDef {
     pub not_null: bool,
 }
 
+/// A foreign key: `column` references `table.references`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ForeignKey {
+    pub column: String,
+    pub table: String,
+    pub references: String,
+}
+
 /// A target table as the mapping declares it.
 #[derive(Debug, Clone, Serialize)]
 pub struct TableDef {
     pub name: String,
     pub columns: Vec<ColumnDef>,
     pub key: Vec<String>,
+    pub foreign_keys: Vec<ForeignKey>,
 }
 
 impl TableDef {
@@ -43,15 +52,39 @@ impl TableDef {
             columns: m
                 .columns
                 .iter()
-                .map(|c| ColumnDef {
-                    name: c.name.clone(),
-                    ty: c.ty,
-                    precision: c.precision(),
-                    scale: c.scale(),
-                    not_null: c.required || m.target.key.contains(&c.name),
+                .flat_map(|c| {
+                    let col = ColumnDef {
+                        name: c.name.clone(),
+                        ty: c.ty,
+                        precision: c.precision(),
+                        scale: c.scale(),
+                        not_null: c.required || m.target.key.contains(&c.name),
+                    };
+                    // a flagging column carries its verdict beside it
+                    let valid = c.flag_only().then(|| ColumnDef {
+                        name: c.valid_column(),
+                        ty: ColumnType::Boolean,
+                        precision: 1,
+                        scale: 0,
+                        not_null: false,
+                    });
+                    std::iter::once(col).chain(valid)
                 })
                 .collect(),
             key: m.target.key.clone(),
+            // a reference whose failures only flag the row is not a constraint
+            foreign_keys: m
+                .columns
+                .iter()
+                .filter(|c| !c.flag_only())
+                .filter_map(|c| {
+                    c.references.as_ref().map(|r| ForeignKey {
+                        column: c.name.clone(),
+                        table: r.table.clone(),
+                        references: r.column.clone(),
+                    })
+                })
+                .collect(),
         }
     }
 }
@@ -76,6 +109,8 @@ impl Dialect {
             (Dialect::Sqlite, ColumnType::Boolean) => "INTEGER".into(),
             (Dialect::Sqlite, ColumnType::Date) => "DATE".into(),
             (Dialect::Sqlite, ColumnType::Datetime) => "DATETIME".into(),
+            (Dialect::Sqlite, ColumnType::Time) => "TIME".into(),
+            (Dialect::Sqlite, ColumnType::Binary) => "BLOB".into(),
             (Dialect::Postgres, ColumnType::Text) => "text".into(),
             (Dialect::Postgres, ColumnType::Integer) => "bigint".into(),
             (Dialect::Postgres, ColumnType::Decimal) => {
@@ -85,6 +120,8 @@ impl Dialect {
             (Dialect::Postgres, ColumnType::Boolean) => "boolean".into(),
             (Dialect::Postgres, ColumnType::Date) => "date".into(),
             (Dialect::Postgres, ColumnType::Datetime) => "timestamp".into(),
+            (Dialect::Postgres, ColumnType::Time) => "time".into(),
+            (Dialect::Postgres, ColumnType::Binary) => "bytea".into(),
         }
     }
 
@@ -118,6 +155,25 @@ impl Dialect {
                     key.join(", ")
                 ),
                 Dialect::Sqlite => format!("PRIMARY KEY ({})", key.join(", ")),
+            });
+        }
+        // deferred: checked when the job commits, so that a job may replace
+        // a referenced table before the tables that reference it
+        for fk in &def.foreign_keys {
+            let body = format!(
+                "FOREIGN KEY ({}) REFERENCES {} ({}) DEFERRABLE INITIALLY DEFERRED",
+                self.quote(&fk.column),
+                self.quote(&fk.table),
+                self.quote(&fk.references)
+            );
+            cols.push(match self {
+                // named after the final table: foreign-key names need not be
+                // unique, so the staging table of a swap can carry it already
+                Dialect::Postgres => format!(
+                    "CONSTRAINT {} {body}",
+                    self.quote(&format!("{}_{}_fkey", def.name, fk.column))
+                ),
+                Dialect::Sqlite => body,
             });
         }
         format!(
@@ -211,6 +267,7 @@ pub struct RunRecord {
 /// Tables repaero keeps in every target.
 pub const REJECTS_TABLE: &str = "_rejects";
 pub const RUNS_TABLE: &str = "_repaero_runs";
+pub const MERGES_TABLE: &str = "_merges";
 
 /// A target database.
 pub trait Sink {
@@ -242,8 +299,19 @@ pub trait Sink {
         origin: &str,
         rejects: &[Reject],
     ) -> Result<()>;
+    /// Record a table's merges in `_merges` (replacing the previous run's).
+    fn record_merges(
+        &mut self,
+        run_id: &str,
+        job: &str,
+        table: &str,
+        merges: &[MergeRecord],
+    ) -> Result<()>;
     /// Record the run in `_repaero_runs`.
     fn record_run(&mut self, rec: &RunRecord) -> Result<()>;
+    /// Check referential integrity before the commit: the job fails, and
+    /// nothing is committed, when a foreign key does not hold.
+    fn check_integrity(&mut self) -> Result<()>;
     fn commit(&mut self) -> Result<()>;
     fn rollback(&mut self) -> Result<()>;
 }
@@ -307,6 +375,7 @@ mod tests {
                 },
             ],
             key: vec!["reference".into()],
+            foreign_keys: vec![],
         }
     }
 

@@ -22,15 +22,15 @@ use tokio_postgres::Client;
 use tokio_postgres::config::SslMode;
 
 use super::{
-    Dialect, REJECTS_TABLE, RUNS_TABLE, RunRecord, Sink, TableDef, WriteOutcome, merge_sql,
-    record_json, staging_name,
+    Dialect, MERGES_TABLE, REJECTS_TABLE, RUNS_TABLE, RunRecord, Sink, TableDef, WriteOutcome,
+    merge_sql, record_json, staging_name,
 };
 use crate::batch::{Cursor, ValueRef, cursors};
 use crate::config::mapping::{ColumnType, WriteMode};
 use crate::config::redact_url;
 use crate::error::{Error, Result, chain};
 use crate::transform::Reject;
-use crate::transform::dedupe::MergeOp;
+use crate::transform::dedupe::{MergeOp, MergeRecord};
 
 /// Render a PostgreSQL error with the server's message, code, detail and hint.
 pub fn pg_error(e: &tokio_postgres::Error) -> String {
@@ -295,6 +295,9 @@ impl PgConn {
 pub struct PgSink {
     conn: PgConn,
     table: Option<Current>,
+    /// Foreign keys of other tables re-attached NOT VALID after a swap,
+    /// validated before the commit: (table, constraint).
+    pending_fks: Vec<(String, String)>,
 }
 
 struct Current {
@@ -310,6 +313,7 @@ impl PgSink {
         Ok(PgSink {
             conn: PgConn::connect(url)?,
             table: None,
+            pending_fks: Vec::new(),
         })
     }
 
@@ -428,6 +432,14 @@ fn encode_value(buf: &mut BytesMut, ty: ColumnType, scale: u8, v: ValueRef<'_>) 
             buf.put_i32(8);
             buf.put_i64((ms - PG_EPOCH_MS) * 1000);
         }
+        (ColumnType::Time, ValueRef::Time(ns)) => {
+            buf.put_i32(8);
+            buf.put_i64(ns / 1000);
+        }
+        (ColumnType::Binary, ValueRef::Binary(b)) => {
+            buf.put_i32(b.len() as i32);
+            buf.put_slice(b);
+        }
         // a value whose type does not match its column: send its text, so
         // that the server refuses the row with its own message
         (_, other) => {
@@ -496,6 +508,10 @@ impl Sink for PgSink {
                run_id text NOT NULL, job text NOT NULL, table_name text NOT NULL,
                source text NOT NULL, source_row bigint, reason text NOT NULL,
                detail text NOT NULL, record jsonb NOT NULL);
+             CREATE TABLE IF NOT EXISTS {MERGES_TABLE} (
+               run_id text NOT NULL, job text NOT NULL, table_name text NOT NULL,
+               merge_key text NOT NULL, kept_row bigint, merged_row bigint,
+               kept_id text, merged_id text);
              CREATE TABLE IF NOT EXISTS {RUNS_TABLE} (
                run_id text NOT NULL, job text NOT NULL, started_at timestamptz NOT NULL,
                finished_at timestamptz NOT NULL, status text NOT NULL, dry_run boolean NOT NULL,
@@ -613,7 +629,11 @@ impl Sink for PgSink {
                 .iter()
                 .map(|(_, _, v)| v)
                 .chain(op.key.iter().map(|(_, v)| v))
-                .map(|v| v.as_ref().to_text())
+                .map(|v| match v {
+                    // bytea reads its hex form with a \x prefix
+                    crate::batch::Value::Binary(b) => Some(format!("\\x{}", hex::encode(b))),
+                    other => other.as_ref().to_text(),
+                })
                 .collect();
             let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = texts
                 .iter()
@@ -637,8 +657,16 @@ impl Sink for PgSink {
         let q = |s: &str| Dialect::Postgres.quote(s);
         match cur.mode {
             WriteMode::Replace => {
+                // other tables' foreign keys to the old table: dropped with
+                // it, re-attached to the new one, validated before commit
+                let dependents = self.conn.query(
+                    "SELECT c.conrelid::regclass::text, c.conname::text, pg_get_constraintdef(c.oid)
+                     FROM pg_constraint c
+                     WHERE c.contype = 'f' AND c.confrelid = to_regclass($1) AND c.conrelid <> c.confrelid",
+                    &[&q(&cur.def.name)],
+                )?;
                 let mut sql = format!(
-                    "DROP TABLE IF EXISTS {0};\nALTER TABLE {1} RENAME TO {0};",
+                    "DROP TABLE IF EXISTS {0} CASCADE;\nALTER TABLE {1} RENAME TO {0};",
                     q(&cur.def.name),
                     q(&cur.into)
                 );
@@ -649,6 +677,15 @@ impl Sink for PgSink {
                         q(&format!("{}_pkey", cur.into)),
                         q(&format!("{}_pkey", cur.def.name))
                     ));
+                }
+                for row in &dependents {
+                    let (child, name, def): (String, String, String) =
+                        (row.get(0), row.get(1), row.get(2));
+                    sql.push_str(&format!(
+                        "\nALTER TABLE {child} ADD CONSTRAINT {} {def} NOT VALID;",
+                        q(&name)
+                    ));
+                    self.pending_fks.push((child, name));
                 }
                 self.conn
                     .batch(&sql)
@@ -732,6 +769,59 @@ impl Sink for PgSink {
         Ok(())
     }
 
+    fn record_merges(
+        &mut self,
+        run_id: &str,
+        job: &str,
+        table: &str,
+        merges: &[MergeRecord],
+    ) -> Result<()> {
+        self.conn.execute(
+            &format!("DELETE FROM {MERGES_TABLE} WHERE job = $1 AND table_name = $2"),
+            &[&job, &table],
+        )?;
+        for m in merges {
+            self.conn.execute(
+                &format!(
+                    "INSERT INTO {MERGES_TABLE} (run_id, job, table_name, merge_key, kept_row, merged_row, kept_id, merged_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ),
+                &[&run_id, &job, &table, &m.key, &(m.kept_row as i64), &(m.merged_row as i64), &m.kept_id, &m.merged_id],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn check_integrity(&mut self) -> Result<()> {
+        // deferred foreign keys are checked now rather than at COMMIT, so
+        // that a violation is reported with its constraint and rolled back;
+        // it also clears the pending trigger events VALIDATE would trip on
+        self.conn
+            .batch("SET CONSTRAINTS ALL IMMEDIATE")
+            .map_err(|e| e.context("a foreign key does not hold; nothing was committed"))?;
+        for (table, name) in std::mem::take(&mut self.pending_fks) {
+            // the referencing table may have been replaced later in the job
+            let still = self.conn.query(
+                "SELECT 1 FROM pg_constraint WHERE conname = $1 AND conrelid = to_regclass($2) AND NOT convalidated",
+                &[&name, &table],
+            )?;
+            if still.is_empty() {
+                continue;
+            }
+            self.conn
+                .batch(&format!(
+                    "ALTER TABLE {table} VALIDATE CONSTRAINT {}",
+                    Dialect::Postgres.quote(&name)
+                ))
+                .map_err(|e| {
+                    e.context(format!(
+                        "{table} no longer matches the table it references; nothing was committed"
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+
     fn record_run(&mut self, rec: &RunRecord) -> Result<()> {
         self.conn.execute(
             &format!(
@@ -762,6 +852,7 @@ impl Sink for PgSink {
 
     fn rollback(&mut self) -> Result<()> {
         self.table = None;
+        self.pending_fks.clear();
         self.conn.batch("ROLLBACK")
     }
 }

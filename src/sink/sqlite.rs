@@ -12,14 +12,14 @@ use polars::prelude::DataFrame;
 use rusqlite::{Connection, params};
 
 use super::{
-    Dialect, REJECTS_TABLE, RUNS_TABLE, RunRecord, Sink, TableDef, WriteOutcome, merge_sql,
-    record_json, staging_name,
+    Dialect, MERGES_TABLE, REJECTS_TABLE, RUNS_TABLE, RunRecord, Sink, TableDef, WriteOutcome,
+    merge_sql, record_json, staging_name,
 };
 use crate::batch::{ValueRef, cursors, date_text};
 use crate::config::mapping::WriteMode;
 use crate::error::{Error, Result};
 use crate::transform::Reject;
-use crate::transform::dedupe::MergeOp;
+use crate::transform::dedupe::{MergeOp, MergeRecord};
 
 pub struct SqliteSink {
     conn: Connection,
@@ -58,8 +58,11 @@ impl SqliteSink {
             Connection::open(path)
         }
         .map_err(|e| Error::runtime(format!("{label}: cannot open: {e}")))?;
+        // Foreign keys are checked once, before the commit (check_integrity):
+        // a `replace` swap drops and renames tables that others reference,
+        // which per-statement enforcement would refuse.
         conn.execute_batch(
-            "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;",
+            "PRAGMA foreign_keys = OFF; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;",
         )
         .map_err(db_err(&label))?;
         Ok(SqliteSink {
@@ -133,6 +136,8 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, idx: usize, v: ValueRef<'_>) -> rusq
         ValueRef::Bool(b) => stmt.raw_bind_parameter(idx, b as i64),
         ValueRef::Date(d) => stmt.raw_bind_parameter(idx, date_text(d)),
         ValueRef::Datetime(t) => stmt.raw_bind_parameter(idx, datetime_sql(t)),
+        ValueRef::Time(t) => stmt.raw_bind_parameter(idx, crate::batch::time_text(t)),
+        ValueRef::Binary(b) => stmt.raw_bind_parameter(idx, b),
     }
 }
 
@@ -153,6 +158,10 @@ impl Sink for SqliteSink {
                    run_id TEXT NOT NULL, job TEXT NOT NULL, table_name TEXT NOT NULL,
                    source TEXT NOT NULL, source_row INTEGER, reason TEXT NOT NULL,
                    detail TEXT NOT NULL, record TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS {MERGES_TABLE} (
+                   run_id TEXT NOT NULL, job TEXT NOT NULL, table_name TEXT NOT NULL,
+                   merge_key TEXT NOT NULL, kept_row INTEGER, merged_row INTEGER,
+                   kept_id TEXT, merged_id TEXT);
                  CREATE TABLE IF NOT EXISTS {RUNS_TABLE} (
                    run_id TEXT NOT NULL, job TEXT NOT NULL, started_at TEXT NOT NULL,
                    finished_at TEXT NOT NULL, status TEXT NOT NULL, dry_run INTEGER NOT NULL,
@@ -377,6 +386,73 @@ impl Sink for SqliteSink {
         Ok(())
     }
 
+    fn record_merges(
+        &mut self,
+        run_id: &str,
+        job: &str,
+        table: &str,
+        merges: &[MergeRecord],
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                &format!("DELETE FROM {MERGES_TABLE} WHERE job = ?1 AND table_name = ?2"),
+                params![job, table],
+            )
+            .map_err(db_err(&self.label))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "INSERT INTO {MERGES_TABLE} (run_id, job, table_name, merge_key, kept_row, merged_row, kept_id, merged_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ))
+            .map_err(db_err(&self.label))?;
+        for m in merges {
+            stmt.execute(params![
+                run_id,
+                job,
+                table,
+                m.key,
+                m.kept_row as i64,
+                m.merged_row as i64,
+                m.kept_id,
+                m.merged_id
+            ])
+            .map_err(db_err(&self.label))?;
+        }
+        Ok(())
+    }
+
+    fn check_integrity(&mut self) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT \"table\", rowid, parent FROM pragma_foreign_key_check")
+            .map_err(db_err(&self.label))?;
+        let bad: Vec<(String, Option<i64>, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(db_err(&self.label))?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(db_err(&self.label))?;
+        if bad.is_empty() {
+            return Ok(());
+        }
+        let shown: Vec<String> = bad
+            .iter()
+            .take(5)
+            .map(|(t, rowid, p)| {
+                format!(
+                    "{t} rowid {} → {p}",
+                    rowid.map_or("?".into(), |r| r.to_string())
+                )
+            })
+            .collect();
+        Err(Error::runtime(format!(
+            "{}: {} row(s) break a foreign key ({}); nothing was committed. Add a `references` rule to the mapping so that such rows are rejected",
+            self.label,
+            bad.len(),
+            shown.join("; ")
+        )))
+    }
+
     fn record_run(&mut self, rec: &RunRecord) -> Result<()> {
         self.conn
             .execute(
@@ -451,6 +527,7 @@ mod tests {
                 },
             ],
             key: vec!["reference".into()],
+            foreign_keys: vec![],
         }
     }
 

@@ -8,7 +8,9 @@
 //! over through a bounded channel: memory stays flat whatever the table
 //! size, and reading overlaps with cleaning and writing.
 
+pub mod access;
 pub mod excel;
+pub mod inspect;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -212,36 +214,54 @@ impl TableReader {
 /// A configured source.
 pub enum Source {
     Excel(excel::ExcelSource),
+    Access(access::AccessSource),
+}
+
+/// Whether a file is an Access database (by its header, not its name).
+pub fn is_access_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 20];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|_| &head[4..19] == b"Standard Jet DB" || &head[4..19] == b"Standard ACE DB")
 }
 
 impl Source {
     /// Open a configured source.
     pub fn open(name: &str, cfg: &SourceConfig) -> Result<Source> {
+        let path = || {
+            cfg.path
+                .clone()
+                .ok_or_else(|| Error::config(format!("source `{name}` needs a path")))
+        };
         match cfg.kind {
-            SourceKind::Excel => {
-                let path = cfg
-                    .path
-                    .clone()
-                    .ok_or_else(|| Error::config(format!("source `{name}` needs a path")))?;
-                Ok(Source::Excel(excel::ExcelSource::open(&path)?))
-            }
+            SourceKind::Excel => Ok(Source::Excel(excel::ExcelSource::open(&path()?)?)),
+            SourceKind::Access => Ok(Source::Access(access::AccessSource::open(
+                &path()?,
+                cfg.password.as_deref(),
+            )?)),
         }
     }
 
     /// Open a file by path, choosing the kind from its content.
     pub fn open_path(path: &Path) -> Result<Source> {
+        if is_access_file(path) {
+            return Ok(Source::Access(access::AccessSource::open(path, None)?));
+        }
         Ok(Source::Excel(excel::ExcelSource::open(path)?))
     }
 
     pub fn describe(&self) -> String {
         match self {
             Source::Excel(s) => s.path().display().to_string(),
+            Source::Access(s) => s.path().display().to_string(),
         }
     }
 
     pub fn path(&self) -> Option<PathBuf> {
         match self {
             Source::Excel(s) => Some(s.path().to_path_buf()),
+            Source::Access(s) => Some(s.path().to_path_buf()),
         }
     }
 
@@ -249,6 +269,7 @@ impl Source {
     pub fn tables(&self) -> Result<Vec<TableInfo>> {
         match self {
             Source::Excel(s) => s.tables(),
+            Source::Access(s) => Ok(s.tables()),
         }
     }
 
@@ -256,6 +277,7 @@ impl Source {
     pub fn read(&self, req: TableRequest) -> Result<TableReader> {
         match self {
             Source::Excel(s) => s.read(req),
+            Source::Access(s) => s.read(req),
         }
     }
 }

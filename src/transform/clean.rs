@@ -114,6 +114,11 @@ pub fn clean_text<'a>(s: &'a str, rules: &TextRules) -> Option<Cow<'a, str>> {
 }
 
 fn clean_owned(s: &str, rules: &TextRules) -> Option<String> {
+    // text kept as typed keeps its empty strings (an Access memo's "" is
+    // not NULL)
+    if s.is_empty() && !rules.trim && !rules.collapse_spaces && rules.null_values.is_empty() {
+        return Some(String::new());
+    }
     let needs_nfc = !s.is_ascii();
     let mut out = String::with_capacity(s.len());
     let mut pending_space = false;
@@ -175,6 +180,57 @@ fn clean_owned(s: &str, rules: &TextRules) -> Option<String> {
         Some(Case::Title) => Some(title_case(&out)),
         None => Some(out),
     }
+}
+
+/// A French phone number in E.164 form (`+33612345678`), from the ways
+/// people write them: `06 12 34 56 78`, `06.12.34.56.78`, `+33 6 12…`,
+/// `+33 (0)6 12…`, `0033 6 12…`, and 9 digits whose leading 0 was lost
+/// (a number column in a spreadsheet). `None` when it is none of those.
+pub fn phone_e164_fr(s: &str) -> Option<String> {
+    let s = s.replace("(0)", "");
+    let t = s.trim();
+    let plus = t.starts_with('+');
+    if t.chars()
+        .any(|c| !(c.is_ascii_digit() || " .-/+()\u{a0}".contains(c)))
+    {
+        return None;
+    }
+    let digits: String = t.chars().filter(|c| c.is_ascii_digit()).collect();
+    let national = if plus {
+        digits.strip_prefix("33")?.to_string()
+    } else if let Some(rest) = digits.strip_prefix("0033") {
+        rest.to_string()
+    } else if digits.len() == 10 && digits.starts_with('0') {
+        digits[1..].to_string()
+    } else if digits.len() == 9 {
+        digits
+    } else {
+        return None;
+    };
+    let national = match national.len() {
+        10 if national.starts_with('0') => national[1..].to_string(),
+        _ => national,
+    };
+    (national.len() == 9 && !national.starts_with('0')).then(|| format!("+33{national}"))
+}
+
+/// Fold a key for comparison: accents removed (NFD, combining marks
+/// dropped; œ, æ, ß spelled out), lower case, every whitespace removed.
+pub fn fold_key(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.nfd() {
+        if unicode_normalization::char::is_combining_mark(c) || is_space_like(c) || is_invisible(c)
+        {
+            continue;
+        }
+        match c {
+            'œ' | 'Œ' => out.push_str("oe"),
+            'æ' | 'Æ' => out.push_str("ae"),
+            'ß' => out.push_str("ss"),
+            c => out.extend(c.to_lowercase()),
+        }
+    }
+    out
 }
 
 /// `jean-pierre DUPONT` → `Jean-Pierre Dupont`.
@@ -256,6 +312,36 @@ mod tests {
     }
 
     #[test]
+    fn french_phone_numbers() {
+        for (input, want) in [
+            ("06 12 34 56 78", Some("+33612345678")),
+            ("0612345678", Some("+33612345678")),
+            ("06.12.34.56.78", Some("+33612345678")),
+            ("06-12-34-56-78", Some("+33612345678")),
+            ("+33 6 12 34 56 78", Some("+33612345678")),
+            ("+33612345678", Some("+33612345678")),
+            ("+33 (0)6 12 34 56 78", Some("+33612345678")),
+            ("0033 6 12 34 56 78", Some("+33612345678")),
+            ("612345678", Some("+33612345678")),
+            ("01 23 45 67", None),
+            ("+44 20 7946 0958", None),
+            ("n/a", None),
+        ] {
+            assert_eq!(phone_e164_fr(input).as_deref(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn folded_keys() {
+        assert_eq!(
+            fold_key(" Léa.Müller@Wanadoo.fr\u{a0}"),
+            "lea.muller@wanadoo.fr"
+        );
+        assert_eq!(fold_key("JEAN - PIERRE"), "jean-pierre");
+        assert_eq!(fold_key("Œuvre"), "oeuvre");
+    }
+
+    #[test]
     fn clean_values_are_borrowed() {
         let mut r = rules();
         assert!(matches!(clean_text("HYD-2040", &r), Some(Cow::Borrowed(_))));
@@ -287,5 +373,7 @@ mod tests {
             clean_text(" 😡 ligne\u{a0}", &keep),
             Some(Cow::Borrowed(_))
         ));
+        assert_eq!(clean_text("", &keep).as_deref(), Some(""));
+        assert_eq!(clean_text("", &rules()), None);
     }
 }

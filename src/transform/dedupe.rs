@@ -17,9 +17,10 @@ use std::hash::{DefaultHasher, Hasher};
 use polars::prelude::*;
 
 use crate::batch::{Cursor, Value, ValueRef, is_internal};
-use crate::config::mapping::{Mapping, Merge};
+use crate::config::mapping::{KeyNormalize, Mapping, Merge};
 use crate::error::{Error, Result};
 use crate::source::ROW_COLUMN;
+use crate::transform::clean::fold_key;
 
 /// One row folded into another.
 #[derive(Debug, Clone)]
@@ -30,6 +31,9 @@ pub struct MergeRecord {
     pub kept_row: u64,
     /// Source row merged into it.
     pub merged_row: u64,
+    /// With `[dedupe] id`: the identity of the kept and of the merged row.
+    pub kept_id: Option<String>,
+    pub merged_id: Option<String>,
 }
 
 /// A duplicate row to fold into the row already written with its key.
@@ -47,11 +51,33 @@ pub struct MergeOp {
     pub record: Vec<(String, Option<String>)>,
 }
 
+/// What is remembered of the first row of each key.
+struct Kept {
+    row: u64,
+    id: Option<String>,
+    /// Values of `locate`, when they must be remembered.
+    at: Option<Vec<(String, Value)>>,
+}
+
 pub struct Dedupe {
     /// Key column names; empty = every written column (exact duplicates).
     key: Vec<String>,
     merges: HashMap<String, Merge>,
-    seen: HashMap<u128, u64>,
+    fold: bool,
+    /// With `skip_invalid`: per key column, the pattern its (folded) value
+    /// must match to take part in the dedupe.
+    patterns: Vec<Option<regex::Regex>>,
+    id: Option<String>,
+    /// Whole-row dedupe: columns left out of the comparison.
+    except: Vec<String>,
+    /// Columns that find the kept row in the target (its primary key, or
+    /// the dedupe key), when their values must be remembered: a folded key
+    /// differs from what was written.
+    locate: Vec<String>,
+    /// Key hash → the kept row's source row, identity and locating values.
+    seen: HashMap<u128, Kept>,
+    /// Merged id → kept id (with `[dedupe] id`).
+    pub remap: HashMap<String, String>,
     /// Rows merged so far.
     pub merged: u64,
     /// Every merge, in source order.
@@ -80,10 +106,37 @@ impl Dedupe {
         } else {
             key
         };
+        let fold = spec.normalize == Some(KeyNormalize::Fold);
+        // the target key finds the written row, unless the table has none
+        let locate = if !m.target.key.is_empty() && (fold || m.target.key != key) {
+            m.target.key.clone()
+        } else if fold {
+            key.clone()
+        } else {
+            Vec::new()
+        };
         Some(Dedupe {
-            key,
+            key: key.clone(),
+            except: spec.except.clone(),
+            locate,
             merges: spec.merge.clone().into_iter().collect(),
+            fold,
+            patterns: if spec.skip_invalid {
+                key.iter()
+                    .map(|k| {
+                        m.columns
+                            .iter()
+                            .find(|c| &c.name == k)
+                            .and_then(|c| c.pattern.as_ref())
+                            .and_then(|p| regex::Regex::new(&format!("^(?:{p})$")).ok())
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            id: spec.id.clone(),
             seen: HashMap::new(),
+            remap: HashMap::new(),
             merged: 0,
             log: Vec::new(),
         })
@@ -109,7 +162,7 @@ impl Dedupe {
         let whole_row = self.key.is_empty();
         let key_idx: Vec<usize> = if whole_row {
             (0..names.len())
-                .filter(|&i| !is_internal(&names[i]))
+                .filter(|&i| !is_internal(&names[i]) && !self.except.contains(&names[i]))
                 .collect()
         } else {
             self.key
@@ -121,6 +174,15 @@ impl Dedupe {
                 })
                 .collect::<Result<_>>()?
         };
+        let id_idx = self
+            .id
+            .as_ref()
+            .and_then(|id| names.iter().position(|n| n == id));
+        let locate_idx: Vec<usize> = self
+            .locate
+            .iter()
+            .filter_map(|c| names.iter().position(|n| n == c))
+            .collect();
         let mut keep = Vec::with_capacity(df.height());
         let mut ops = Vec::new();
         let mut bytes = Vec::with_capacity(64);
@@ -133,9 +195,20 @@ impl Dedupe {
                 .unwrap_or(i as u64);
             bytes.clear();
             let mut null_key = false;
-            for &j in &key_idx {
+            for (k, &j) in key_idx.iter().enumerate() {
                 let v = cursors[j].get(i);
                 null_key |= v.is_null() && !whole_row;
+                let folded = match v {
+                    ValueRef::Text(s) if self.fold => Some(fold_key(s)),
+                    _ => None,
+                };
+                let v = folded.as_deref().map_or(v, ValueRef::Text);
+                // a key that fails its column's pattern (a placeholder such
+                // as "n/a") never merges
+                if let (Some(Some(p)), ValueRef::Text(s)) = (self.patterns.get(k), v) {
+                    null_key |= !p.is_match(s);
+                }
+                null_key |= matches!(v, ValueRef::Text("")) && !whole_row;
                 v.encode_key(&mut bytes);
             }
             if null_key {
@@ -143,14 +216,32 @@ impl Dedupe {
                 continue;
             }
             let h = key_hash(&bytes);
+            let this_id = id_idx.and_then(|j| cursors[j].get(i).to_text());
             match self.seen.get(&h) {
                 None => {
-                    self.seen.insert(h, src_row);
+                    let at = (!locate_idx.is_empty()).then(|| {
+                        locate_idx
+                            .iter()
+                            .map(|&j| (names[j].clone(), cursors[j].get(i).to_owned()))
+                            .collect()
+                    });
+                    self.seen.insert(
+                        h,
+                        Kept {
+                            row: src_row,
+                            id: this_id,
+                            at,
+                        },
+                    );
                     keep.push(true);
                 }
-                Some(&kept_row) => {
+                Some(kept) => {
+                    let (kept_row, kept_id, kept_at) = (kept.row, kept.id.clone(), kept.at.clone());
                     keep.push(false);
                     self.merged += 1;
+                    if let (Some(k), Some(m)) = (&kept_id, &this_id) {
+                        self.remap.insert(m.clone(), k.clone());
+                    }
                     self.log.push(MergeRecord {
                         key: key_idx
                             .iter()
@@ -159,6 +250,8 @@ impl Dedupe {
                             .join(" | "),
                         kept_row,
                         merged_row: src_row,
+                        kept_id,
+                        merged_id: this_id,
                     });
                     // identical rows (whole-row key) have nothing to merge
                     let sets: Vec<(String, Merge, Value)> = if whole_row {
@@ -167,7 +260,9 @@ impl Dedupe {
                         names
                             .iter()
                             .enumerate()
-                            .filter(|(j, n)| !is_internal(n) && !key_idx.contains(j))
+                            .filter(|(j, n)| {
+                                !is_internal(n) && !key_idx.contains(j) && !locate_idx.contains(j)
+                            })
                             .filter_map(|(j, n)| {
                                 let v = cursors[j].get(i);
                                 (!v.is_null()).then(|| {
@@ -181,10 +276,12 @@ impl Dedupe {
                             .collect()
                     };
                     ops.push(MergeOp {
-                        key: key_idx
-                            .iter()
-                            .map(|&j| (names[j].clone(), cursors[j].get(i).to_owned()))
-                            .collect(),
+                        key: kept_at.unwrap_or_else(|| {
+                            key_idx
+                                .iter()
+                                .map(|&j| (names[j].clone(), cursors[j].get(i).to_owned()))
+                                .collect()
+                        }),
                         sets,
                         row: src_row,
                         kept_row,
@@ -237,6 +334,10 @@ name = "location"
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect::<BTreeMap<_, _>>(),
+            normalize: None,
+            skip_invalid: false,
+            id: None,
+            except: vec![],
         });
         m
     }

@@ -14,19 +14,20 @@ pub mod dedupe;
 pub mod parse;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use polars::prelude::*;
 use regex::Regex;
 
-use crate::batch::{date_text, dtype_of, format_float, row_numbers};
-use crate::config::mapping::{ColumnSpec, ColumnType, Mapping};
+use crate::batch::{Cursor, ValueRef, date_text, dtype_of, format_float, row_numbers};
+use crate::config::mapping::{ColumnSpec, ColumnType, Mapping, PhoneFormat};
 use crate::error::{Error, Result};
 use crate::source::ROW_COLUMN;
 use clean::{TextRules, clean_text};
 use parse::{
     NumberError, epoch_days, epoch_millis, parse_bool, parse_date, parse_datetime, parse_number,
-    round_to, to_integer,
+    parse_time_of_day, round_to, to_integer,
 };
 
 /// A row that is not written, with why.
@@ -55,6 +56,7 @@ enum Bound {
     Num(f64),
     Day(i32),
     Millis(i64),
+    Nanos(i64),
 }
 
 impl Bound {
@@ -63,6 +65,7 @@ impl Bound {
             Bound::Num(v) => format_float(*v),
             Bound::Day(d) => date_text(*d),
             Bound::Millis(m) => crate::batch::datetime_text(*m),
+            Bound::Nanos(n) => crate::batch::time_text(*n),
         }
     }
 }
@@ -76,6 +79,10 @@ struct Plan {
     min: Option<Bound>,
     max: Option<Bound>,
     refs: Option<HashSet<String>>,
+    /// Merged id → kept id, for `remap`.
+    remap: Option<HashMap<String, String>>,
+    /// Values replaced by `remap` in the current batch.
+    remapped: Cell<u64>,
     /// Largest absolute value a decimal(p, s) holds.
     decimal_limit: f64,
 }
@@ -88,6 +95,13 @@ struct RowError {
 /// Maps source batches to typed target rows.
 pub struct Mapper {
     plans: Vec<Plan>,
+    checks: Vec<crate::config::mapping::CheckSpec>,
+    /// Rows whose failed rules only flagged them, by reason.
+    pub flagged: BTreeMap<String, u64>,
+    /// Placeholder values (`null_values`) turned into NULL, per column.
+    pub nulled: BTreeMap<String, u64>,
+    /// Values replaced through a `remap`, per column.
+    pub remapped: BTreeMap<String, u64>,
     /// Every rule failure seen, by reason (a row failing two rules counts in
     /// both; the tally counts the row once, under its first reason).
     pub failures: BTreeMap<String, u64>,
@@ -127,7 +141,11 @@ fn bound(v: &toml::Value, spec: &ColumnSpec, file: &str, which: &str) -> Result<
                 .ok_or_else(bad),
             _ => Err(bad()),
         },
-        ColumnType::Text | ColumnType::Boolean => Err(Error::config(format!(
+        ColumnType::Time => match v {
+            toml::Value::String(s) => parse_time_of_day(s).map(Bound::Nanos).ok_or_else(bad),
+            _ => Err(bad()),
+        },
+        ColumnType::Text | ColumnType::Boolean | ColumnType::Binary => Err(Error::config(format!(
             "{file}: column `{}`: {which} applies to numbers and dates, not {}",
             spec.name,
             spec.ty.as_str()
@@ -174,12 +192,18 @@ impl Mapper {
                 min,
                 max,
                 refs: None,
+                remap: None,
+                remapped: Cell::new(0),
                 decimal_limit: 10f64.powi(int_digits),
                 spec: spec.clone(),
             });
         }
         Ok(Mapper {
             plans,
+            checks: mapping.checks.clone(),
+            flagged: BTreeMap::new(),
+            nulled: BTreeMap::new(),
+            remapped: BTreeMap::new(),
             failures: BTreeMap::new(),
             filled: BTreeMap::new(),
         })
@@ -202,6 +226,26 @@ impl Mapper {
     pub fn set_reference_values(&mut self, column: &str, values: HashSet<String>) {
         if let Some(p) = self.plans.iter_mut().find(|p| p.spec.name == column) {
             p.refs = Some(values);
+        }
+    }
+
+    /// Columns with a `remap`: (column, "table.id").
+    pub fn remaps(&self) -> Vec<(String, String)> {
+        self.plans
+            .iter()
+            .filter_map(|p| {
+                p.spec
+                    .remap
+                    .as_ref()
+                    .map(|r| (p.spec.name.clone(), r.clone()))
+            })
+            .collect()
+    }
+
+    /// Provide the merged → kept ids for a column's `remap`.
+    pub fn set_remap(&mut self, column: &str, map: HashMap<String, String>) {
+        if let Some(p) = self.plans.iter_mut().find(|p| p.spec.name == column) {
+            p.remap = Some(map);
         }
     }
 
@@ -229,10 +273,33 @@ impl Mapper {
             };
             // clean and fill down; clean values borrow the batch
             let mut cleaned: Vec<Option<Cow<'_, str>>> = Vec::with_capacity(n);
+            let mut phone_bad: Vec<bool> = Vec::new();
             for i in 0..n {
-                let v = raw_col
-                    .and_then(|c| c.get(i))
-                    .and_then(|s| clean_text(s, &plan.text));
+                let raw_v = raw_col.and_then(|c| c.get(i));
+                let mut v = raw_v.and_then(|s| clean_text(s, &plan.text));
+                if v.is_none()
+                    && !plan.text.null_values.is_empty()
+                    && raw_v.is_some_and(|s| {
+                        !s.trim_matches(|c: char| c.is_whitespace() || c == '\u{a0}')
+                            .is_empty()
+                    })
+                {
+                    *self.nulled.entry(name.clone()).or_default() += 1;
+                }
+                if let (Some(width), Some(s)) = (plan.spec.zero_pad, v.as_deref()) {
+                    if s.len() < width as usize && s.bytes().all(|b| b.is_ascii_digit()) {
+                        v = Some(Cow::Owned(format!("{s:0>w$}", w = width as usize)));
+                    }
+                }
+                if let (Some(PhoneFormat::Fr), Some(s)) = (plan.spec.phone, v.as_deref()) {
+                    match clean::phone_e164_fr(s) {
+                        Some(e164) => v = Some(Cow::Owned(e164)),
+                        None => {
+                            phone_bad.resize(n, false);
+                            phone_bad[i] = true;
+                        }
+                    }
+                }
                 let v = if plan.spec.fill_down {
                     match v {
                         Some(v) => {
@@ -258,9 +325,38 @@ impl Mapper {
             let mut flags = Flags {
                 errors: &mut errors,
                 counts: &mut self.failures,
+                flagged: &mut self.flagged,
+                flag_only: plan.spec.flag_only(),
+                invalid: vec![false; n],
             };
+            for (i, bad) in phone_bad.iter().enumerate() {
+                if *bad {
+                    let s = cleaned[i].as_deref().unwrap_or("");
+                    flags.rule(
+                        i,
+                        format!("{name}: not a phone number"),
+                        format!("{name} = {s:?} is not a phone number"),
+                    );
+                }
+            }
             out.push(plan.cast_and_check(&cleaned, typed, &mut flags)?);
+            let remapped = plan.remapped.take();
+            if remapped > 0 {
+                *self.remapped.entry(name.clone()).or_default() += remapped;
+            }
+            if plan.spec.flag_only() {
+                let invalid = flags.invalid;
+                let valid = BooleanChunked::from_iter_options(
+                    plan.spec.valid_column().as_str().into(),
+                    cleaned
+                        .iter()
+                        .zip(&invalid)
+                        .map(|(v, bad)| v.as_ref().map(|_| !bad)),
+                );
+                out.push(valid.into_series().into_column());
+            }
         }
+        self.check_rows(&out, &mut errors)?;
         let rows = raw.column(ROW_COLUMN).cloned().unwrap_or_else(|_| {
             UInt64Chunked::from_vec(ROW_COLUMN.into(), vec![0; n])
                 .into_series()
@@ -311,10 +407,101 @@ impl Mapper {
     }
 }
 
+fn compare(a: &ValueRef<'_>, b: &ValueRef<'_>) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (ValueRef::Int(x), ValueRef::Int(y)) => Some(x.cmp(y)),
+        (ValueRef::Float(x), ValueRef::Float(y)) => x.partial_cmp(y),
+        (ValueRef::Int(x), ValueRef::Float(y)) => (*x as f64).partial_cmp(y),
+        (ValueRef::Float(x), ValueRef::Int(y)) => x.partial_cmp(&(*y as f64)),
+        (ValueRef::Date(x), ValueRef::Date(y)) => Some(x.cmp(y)),
+        (ValueRef::Datetime(x), ValueRef::Datetime(y)) => Some(x.cmp(y)),
+        (ValueRef::Time(x), ValueRef::Time(y)) => Some(x.cmp(y)),
+        (ValueRef::Text(x), ValueRef::Text(y)) => Some(x.cmp(y)),
+        (ValueRef::Bool(x), ValueRef::Bool(y)) => Some(x.cmp(y)),
+        _ => None,
+    }
+}
+
+impl Mapper {
+    /// `[[checks]]`: compare two typed columns of each row.
+    fn check_rows(&mut self, out: &[Column], errors: &mut [Option<RowError>]) -> Result<()> {
+        if self.checks.is_empty() {
+            return Ok(());
+        }
+        let find = |name: &str| out.iter().find(|c| c.name().as_str() == name);
+        for check in &self.checks {
+            let (Some(l), Some(r)) = (find(&check.left), find(&check.right)) else {
+                continue;
+            };
+            let (l, r) = (l.rechunk(), r.rechunk());
+            let (lc, rc) = (Cursor::new(&l)?, Cursor::new(&r)?);
+            let mut flags = Flags {
+                errors: &mut *errors,
+                counts: &mut self.failures,
+                flagged: &mut self.flagged,
+                flag_only: false,
+                invalid: Vec::new(),
+            };
+            for i in 0..l.len() {
+                let (a, b) = (lc.get(i), rc.get(i));
+                if a.is_null() || b.is_null() {
+                    continue;
+                }
+                let ok = compare(&a, &b).is_some_and(|o| match check.op.as_str() {
+                    "<" => o.is_lt(),
+                    "<=" => o.is_le(),
+                    ">" => o.is_gt(),
+                    ">=" => o.is_ge(),
+                    "=" => o.is_eq(),
+                    _ => o.is_ne(),
+                });
+                if !ok {
+                    let show = |v: &ValueRef<'_>| v.to_text().unwrap_or_default();
+                    flag(
+                        &mut flags,
+                        i,
+                        check.reason.clone(),
+                        format!(
+                            "{}: {} = {} is not {} {} = {}",
+                            check.reason,
+                            check.left,
+                            show(&a),
+                            check.op,
+                            check.right,
+                            show(&b)
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Rule failures of one batch: the first per row, and counts of all.
 struct Flags<'a> {
     errors: &'a mut [Option<RowError>],
     counts: &'a mut BTreeMap<String, u64>,
+    flagged: &'a mut BTreeMap<String, u64>,
+    /// The column flags failed rules instead of rejecting the row.
+    flag_only: bool,
+    /// Rows of the current column whose value failed a rule (when flagging).
+    invalid: Vec<bool>,
+}
+
+impl Flags<'_> {
+    /// A failed rule: rejects the row, or flags it for a flagging column.
+    fn rule(&mut self, i: usize, reason: String, detail: String) {
+        if self.flag_only {
+            *self.counts.entry(reason.clone()).or_default() += 1;
+            if !self.invalid[i] {
+                *self.flagged.entry(reason).or_default() += 1;
+            }
+            self.invalid[i] = true;
+        } else {
+            flag(self, i, reason, detail);
+        }
+    }
 }
 
 fn flag(f: &mut Flags<'_>, i: usize, reason: String, detail: String) {
@@ -350,13 +537,25 @@ impl Plan {
         let n = cleaned.len();
         let series = match self.spec.ty {
             ColumnType::Text => {
-                for (i, v) in cleaned.iter().enumerate() {
+                let remapped: Vec<Option<&str>> = cleaned
+                    .iter()
+                    .map(|v| {
+                        v.as_deref()
+                            .map(|s| match self.remap.as_ref().and_then(|m| m.get(s)) {
+                                Some(k) => {
+                                    self.remapped.set(self.remapped.get() + 1);
+                                    k.as_str()
+                                }
+                                None => s,
+                            })
+                    })
+                    .collect();
+                for (i, v) in remapped.iter().enumerate() {
                     if let Some(s) = v {
                         self.check_text(i, s, errors);
                     }
                 }
-                StringChunked::from_iter_options(col, cleaned.iter().map(|v| v.as_deref()))
-                    .into_series()
+                StringChunked::from_iter_options(col, remapped.into_iter()).into_series()
             }
             ColumnType::Integer => {
                 let mut vals = Vec::with_capacity(n);
@@ -364,6 +563,7 @@ impl Plan {
                     let parsed = v.as_deref().map(|s| (s, number(i, s).and_then(to_integer)));
                     vals.push(match parsed {
                         Some((_, Ok(x))) => {
+                            let x = self.remap_int(x);
                             self.check_range(i, Bound::Num(x as f64), &x.to_string(), errors);
                             self.check_ref(i, &x.to_string(), errors);
                             Some(x)
@@ -482,6 +682,56 @@ impl Plan {
                     .into_date()
                     .into_series()
             }
+            ColumnType::Time => {
+                let mut vals = Vec::with_capacity(n);
+                for (i, v) in cleaned.iter().enumerate() {
+                    vals.push(match v.as_deref() {
+                        Some(s) => match parse_time_of_day(s) {
+                            Some(ns) => {
+                                self.check_range(i, Bound::Nanos(ns), s, errors);
+                                Some(ns)
+                            }
+                            None => {
+                                flag(
+                                    errors,
+                                    i,
+                                    format!("{name}: not a time"),
+                                    format!("{name} = {s:?} is not a time of day"),
+                                );
+                                None
+                            }
+                        },
+                        None => None,
+                    });
+                }
+                Int64Chunked::from_iter_options(col, vals.into_iter())
+                    .into_time()
+                    .into_series()
+            }
+            ColumnType::Binary => {
+                let mut vals: Vec<Option<Vec<u8>>> = Vec::with_capacity(n);
+                for (i, v) in cleaned.iter().enumerate() {
+                    vals.push(match v.as_deref() {
+                        // typed binary arrives as hex; text is kept as its bytes
+                        Some(s) if is_typed(i) => match hex::decode(s) {
+                            Ok(b) => Some(b),
+                            Err(_) => {
+                                flag(
+                                    errors,
+                                    i,
+                                    format!("{name}: not hex bytes"),
+                                    format!("{name} is not hex-encoded bytes"),
+                                );
+                                None
+                            }
+                        },
+                        Some(s) => Some(s.as_bytes().to_vec()),
+                        None => None,
+                    });
+                }
+                BinaryChunked::from_iter_options(col, vals.iter().map(|v| v.as_deref()))
+                    .into_series()
+            }
             ColumnType::Datetime => {
                 let mut vals = Vec::with_capacity(n);
                 for (i, v) in cleaned.iter().enumerate() {
@@ -525,12 +775,23 @@ impl Plan {
         Ok(series.into_column())
     }
 
+    /// The kept id a merged id was folded into, if this column remaps.
+    fn remap_int(&self, x: i64) -> i64 {
+        let Some(map) = &self.remap else { return x };
+        match map.get(&x.to_string()).and_then(|k| k.parse().ok()) {
+            Some(k) => {
+                self.remapped.set(self.remapped.get() + 1);
+                k
+            }
+            None => x,
+        }
+    }
+
     fn check_text(&self, i: usize, s: &str, errors: &mut Flags<'_>) {
         let name = &self.spec.name;
         if let Some(p) = &self.pattern {
             if !p.is_match(s) {
-                flag(
-                    errors,
+                errors.rule(
                     i,
                     format!("{name}: does not match pattern"),
                     format!(
@@ -542,8 +803,7 @@ impl Plan {
         }
         if let Some(allowed) = &self.one_of {
             if !allowed.contains(s) {
-                flag(
-                    errors,
+                errors.rule(
                     i,
                     format!("{name}: not an allowed value"),
                     format!("{name} = {s:?} is not one of the allowed values"),
@@ -557,8 +817,7 @@ impl Plan {
         if let (Some(refs), Some(r)) = (&self.refs, &self.spec.references) {
             if !refs.contains(key) {
                 let name = &self.spec.name;
-                flag(
-                    errors,
+                errors.rule(
                     i,
                     format!("{name}: unknown {}.{}", r.table, r.column),
                     format!("{name} = {key:?} is not in {}.{}", r.table, r.column),
@@ -573,18 +832,19 @@ impl Plan {
             (Bound::Num(x), Bound::Num(m)) => x < *m,
             (Bound::Day(x), Bound::Day(m)) => x < *m,
             (Bound::Millis(x), Bound::Millis(m)) => x < *m,
+            (Bound::Nanos(x), Bound::Nanos(m)) => x < *m,
             _ => false,
         };
         let above = |b: &Bound| match (v, b) {
             (Bound::Num(x), Bound::Num(m)) => x > *m,
             (Bound::Day(x), Bound::Day(m)) => x > *m,
             (Bound::Millis(x), Bound::Millis(m)) => x > *m,
+            (Bound::Nanos(x), Bound::Nanos(m)) => x > *m,
             _ => false,
         };
         if let Some(m) = &self.min {
             if below(m) {
-                flag(
-                    errors,
+                errors.rule(
                     i,
                     format!("{name}: below {}", m.show()),
                     format!("{name} = {shown} is below the minimum {}", m.show()),
@@ -593,8 +853,7 @@ impl Plan {
         }
         if let Some(m) = &self.max {
             if above(m) {
-                flag(
-                    errors,
+                errors.rule(
                     i,
                     format!("{name}: above {}", m.show()),
                     format!("{name} = {shown} is above the maximum {}", m.show()),

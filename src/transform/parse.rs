@@ -348,6 +348,28 @@ fn parse_time(s: &str) -> Option<NaiveTime> {
     None
 }
 
+/// Read a time of day: `08:30`, `08:30:15`, `8h30`, the time part of a
+/// date-time (`1899-12-30T08:30:00`, as Access stores times), or an Excel
+/// day fraction (`0.5` is noon). Nanoseconds since midnight.
+pub fn parse_time_of_day(s: &str) -> Option<i64> {
+    let t = s.trim();
+    if let Some(time) = parse_time(t) {
+        return Some(time_ns(time));
+    }
+    if t.len() > 10 && t.as_bytes().get(4) == Some(&b'-') {
+        return parse_datetime(t, &[]).map(|dt| time_ns(dt.time()));
+    }
+    match t.replace(',', ".").parse::<f64>() {
+        Ok(f) if (0.0..1.0).contains(&f) => Some((f * 86_400_000.0).round() as i64 * 1_000_000),
+        _ => None,
+    }
+}
+
+fn time_ns(t: NaiveTime) -> i64 {
+    use chrono::Timelike;
+    t.num_seconds_from_midnight() as i64 * 1_000_000_000 + t.nanosecond() as i64
+}
+
 /// Read a yes/no value in French or English.
 pub fn parse_bool(s: &str) -> Option<bool> {
     match s.trim().to_lowercase().as_str() {
@@ -451,6 +473,18 @@ mod tests {
         assert_eq!(dt.to_string(), "2026-03-15 12:00:00");
         let dt = parse_datetime("2026-03-15 08:00:01", &[]).unwrap();
         assert_eq!(dt.to_string(), "2026-03-15 08:00:01");
+    }
+
+    #[test]
+    fn times_of_day() {
+        let h = |h: i64, m: i64, s: i64| Some(((h * 60 + m) * 60 + s) * 1_000_000_000);
+        assert_eq!(parse_time_of_day("08:30"), h(8, 30, 0));
+        assert_eq!(parse_time_of_day("18:00:05"), h(18, 0, 5));
+        assert_eq!(parse_time_of_day("8h30"), h(8, 30, 0));
+        assert_eq!(parse_time_of_day("1899-12-30T22:00:00"), h(22, 0, 0));
+        assert_eq!(parse_time_of_day("0.5"), h(12, 0, 0));
+        assert_eq!(parse_time_of_day("25:00"), None);
+        assert_eq!(parse_time_of_day("midi"), None);
     }
 
     #[test]
