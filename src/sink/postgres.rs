@@ -266,6 +266,25 @@ impl PgConn {
             .map_err(|e| Error::runtime(format!("{}: {}", self.label, pg_error(&e))))
     }
 
+    /// Run a query in the simple protocol: every value as text.
+    pub fn simple(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+        let msgs = self
+            .rt
+            .block_on(self.client.simple_query(sql))
+            .map_err(|e| Error::runtime(format!("{}: {}", self.label, pg_error(&e))))?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| r.get(i).map(|s| s.to_string()))
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Run a statement with parameters.
     pub fn execute(
         &self,

@@ -138,3 +138,58 @@ pub mod pg {
         }
     }
 }
+
+/// A target to query from a test, whatever its dialect: every value as
+/// text (NULL as None).
+pub enum Db {
+    Sqlite(PathBuf),
+    Pg(String),
+}
+
+impl Db {
+    pub fn url(&self) -> String {
+        match self {
+            Db::Sqlite(p) => format!("sqlite://{}", p.display()),
+            Db::Pg(u) => u.clone(),
+        }
+    }
+
+    pub fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        match self {
+            Db::Sqlite(p) => {
+                let c = rusqlite::Connection::open(p).unwrap();
+                let mut st = c.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let n = st.column_count();
+                st.query_map([], |r| {
+                    (0..n)
+                        .map(|i| {
+                            let v: rusqlite::types::Value = r.get(i)?;
+                            Ok(match v {
+                                rusqlite::types::Value::Null => None,
+                                rusqlite::types::Value::Integer(i) => Some(i.to_string()),
+                                rusqlite::types::Value::Real(f) => Some(f.to_string()),
+                                rusqlite::types::Value::Text(s) => Some(s),
+                                rusqlite::types::Value::Blob(b) => Some(format!("{b:?}")),
+                            })
+                        })
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect()
+            }
+            Db::Pg(u) => repaero::sink::postgres::PgConn::connect(u)
+                .unwrap()
+                .simple(sql)
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+        }
+    }
+
+    /// The single value of a query.
+    pub fn one(&self, sql: &str) -> String {
+        self.rows(sql)
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .unwrap_or_default()
+    }
+}
