@@ -76,6 +76,8 @@ pub enum SourceKind {
     Excel,
     /// Microsoft Access .mdb / .accdb, read without a driver.
     Access,
+    /// Any ODBC data source (cargo feature `odbc`).
+    Odbc,
 }
 
 /// `[sources.<name>]`.
@@ -87,6 +89,9 @@ pub struct SourceConfig {
     pub path: Option<PathBuf>,
     /// Password of an encrypted .accdb; use `${VAR}`, never a literal.
     pub password: Option<String>,
+    /// ODBC connection string (`Driver={MDBTools};DBQ=…;`); a password in
+    /// it belongs in a `${VAR}`.
+    pub connection: Option<String>,
     /// Free text shown by `repaero jobs`.
     pub description: Option<String>,
 }
@@ -242,6 +247,13 @@ impl Config {
                     if src.path.is_none() {
                         return Err(Error::config(format!(
                             "{label}: [sources.{name}] is a file source and needs `path = \"…\"`"
+                        )));
+                    }
+                }
+                SourceKind::Odbc => {
+                    if src.connection.is_none() {
+                        return Err(Error::config(format!(
+                            "{label}: [sources.{name}] is an ODBC source and needs `connection = \"Driver=…;…\"`"
                         )));
                     }
                 }

@@ -47,6 +47,9 @@ pub struct AccessColumn {
     pub size: u16,
     pub nullable: bool,
     pub autonumber: bool,
+    /// An Access 2010+ calculated column (its value is an expression's
+    /// cached result).
+    pub calculated: bool,
 }
 
 fn file_error(path: &Path, e: FileError) -> Error {
@@ -99,11 +102,17 @@ fn open_reader(path: &Path, password: Option<&str>) -> Result<PageReader> {
     })
 }
 
-/// User tables: not system, not hidden, not linked.
+/// User tables: not system, not hidden, not linked. Access names its
+/// system tables MSys…; compact/repair leaves MSysCompactError without the
+/// system flag, and it is not user data either.
 fn user_tables(catalog: &[jetdb::CatalogEntry]) -> Vec<&jetdb::CatalogEntry> {
     catalog
         .iter()
-        .filter(|e| e.object_type == ObjectType::Table && !e.is_system_or_hidden())
+        .filter(|e| {
+            e.object_type == ObjectType::Table
+                && !e.is_system_or_hidden()
+                && !e.name.starts_with("MSys")
+        })
         .collect()
 }
 
@@ -159,6 +168,7 @@ impl AccessSource {
                     size: c.col_size,
                     nullable: c.flags & jetdb::column_flags::NULLABLE != 0,
                     autonumber: c.flags & jetdb::column_flags::AUTO_LONG != 0,
+                    calculated: c.is_calculated,
                 })
                 .collect())
         })

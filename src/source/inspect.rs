@@ -150,7 +150,7 @@ pub fn inspect(
                     name: c.name,
                 })
                 .collect(),
-            Source::Excel(_) => stats
+            _ => stats
                 .kinds
                 .iter()
                 .map(|(name, k)| {

@@ -11,6 +11,8 @@
 pub mod access;
 pub mod excel;
 pub mod inspect;
+#[cfg(feature = "odbc")]
+pub mod odbc;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -215,6 +217,8 @@ impl TableReader {
 pub enum Source {
     Excel(excel::ExcelSource),
     Access(access::AccessSource),
+    #[cfg(feature = "odbc")]
+    Odbc(odbc::OdbcSource),
 }
 
 /// Whether a file is an Access database (by its header, not its name).
@@ -240,6 +244,14 @@ impl Source {
                 &path()?,
                 cfg.password.as_deref(),
             )?)),
+            #[cfg(feature = "odbc")]
+            SourceKind::Odbc => Ok(Source::Odbc(odbc::OdbcSource::open(
+                cfg.connection.as_deref().unwrap_or_default(),
+            )?)),
+            #[cfg(not(feature = "odbc"))]
+            SourceKind::Odbc => Err(Error::config(format!(
+                "source `{name}` is an ODBC source, and this repaero was built without ODBC; build it with `cargo build --release --features odbc` (needs unixodbc-dev)"
+            ))),
         }
     }
 
@@ -255,6 +267,8 @@ impl Source {
         match self {
             Source::Excel(s) => s.path().display().to_string(),
             Source::Access(s) => s.path().display().to_string(),
+            #[cfg(feature = "odbc")]
+            Source::Odbc(s) => s.describe(),
         }
     }
 
@@ -262,6 +276,8 @@ impl Source {
         match self {
             Source::Excel(s) => Some(s.path().to_path_buf()),
             Source::Access(s) => Some(s.path().to_path_buf()),
+            #[cfg(feature = "odbc")]
+            Source::Odbc(_) => None,
         }
     }
 
@@ -270,6 +286,8 @@ impl Source {
         match self {
             Source::Excel(s) => s.tables(),
             Source::Access(s) => Ok(s.tables()),
+            #[cfg(feature = "odbc")]
+            Source::Odbc(s) => Ok(s.tables()),
         }
     }
 
@@ -278,6 +296,8 @@ impl Source {
         match self {
             Source::Excel(s) => s.read(req),
             Source::Access(s) => s.read(req),
+            #[cfg(feature = "odbc")]
+            Source::Odbc(s) => s.read(req),
         }
     }
 }

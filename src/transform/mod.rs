@@ -83,6 +83,12 @@ struct Plan {
     remap: Option<HashMap<String, String>>,
     /// Values replaced by `remap` in the current batch.
     remapped: Cell<u64>,
+    /// Date placeholders (`null_values` that read as dates), compared as
+    /// dates whatever the text form of the source ("1900-01-01",
+    /// "01/01/1900 00:00:00").
+    null_days: Vec<i32>,
+    /// Placeholders set to NULL by value in the current batch.
+    nulled: Cell<u64>,
     /// Largest absolute value a decimal(p, s) holds.
     decimal_limit: f64,
 }
@@ -180,11 +186,15 @@ impl Mapper {
                     trim: spec.trim,
                     collapse_spaces: spec.collapse_spaces,
                     case: spec.case,
-                    null_values: spec
-                        .null_values
-                        .iter()
-                        .map(|s| s.trim().to_lowercase())
-                        .collect(),
+                    // dates compare placeholders as dates, once parsed
+                    null_values: if matches!(spec.ty, ColumnType::Date | ColumnType::Datetime) {
+                        Vec::new()
+                    } else {
+                        spec.null_values
+                            .iter()
+                            .map(|s| s.trim().to_lowercase())
+                            .collect()
+                    },
                 },
                 fill_last: None,
                 pattern,
@@ -194,6 +204,16 @@ impl Mapper {
                 refs: None,
                 remap: None,
                 remapped: Cell::new(0),
+                null_days: if matches!(spec.ty, ColumnType::Date | ColumnType::Datetime) {
+                    spec.null_values
+                        .iter()
+                        .filter_map(|v| parse_date(v, &[]))
+                        .map(epoch_days)
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                nulled: Cell::new(0),
                 decimal_limit: 10f64.powi(int_digits),
                 spec: spec.clone(),
             });
@@ -340,6 +360,10 @@ impl Mapper {
                 }
             }
             out.push(plan.cast_and_check(&cleaned, typed, &mut flags)?);
+            let nulled = plan.nulled.take();
+            if nulled > 0 {
+                *self.nulled.entry(name.clone()).or_default() += nulled;
+            }
             let remapped = plan.remapped.take();
             if remapped > 0 {
                 *self.remapped.entry(name.clone()).or_default() += remapped;
@@ -660,6 +684,10 @@ impl Plan {
                 for (i, v) in cleaned.iter().enumerate() {
                     vals.push(match v.as_deref() {
                         Some(s) => match parse_date(s, &self.spec.date_formats) {
+                            Some(d) if self.null_days.contains(&epoch_days(d)) => {
+                                self.nulled.set(self.nulled.get() + 1);
+                                None
+                            }
                             Some(d) => {
                                 let days = epoch_days(d);
                                 self.check_range(i, Bound::Day(days), &date_text(days), errors);
@@ -737,6 +765,13 @@ impl Plan {
                 for (i, v) in cleaned.iter().enumerate() {
                     vals.push(match v.as_deref() {
                         Some(s) => match parse_datetime(s, &self.spec.date_formats) {
+                            Some(d)
+                                if self.null_days.contains(&epoch_days(d.date()))
+                                    && d.time() == chrono::NaiveTime::MIN =>
+                            {
+                                self.nulled.set(self.nulled.get() + 1);
+                                None
+                            }
                             Some(d) => {
                                 let ms = epoch_millis(d);
                                 self.check_range(i, Bound::Millis(ms), s, errors);
