@@ -516,3 +516,99 @@ fn fixed_length_text_is_read_not_lost() {
         assert_eq!(flags, vec![Some("N"), Some("N")], "{file}");
     }
 }
+
+#[test]
+fn a_column_type_repaero_cannot_decode_is_named_never_read_as_null() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::create_dir_all(p.join("jobs")).unwrap();
+    std::fs::create_dir_all(p.join("mappings")).unwrap();
+    std::fs::write(
+        p.join("repaero.toml"),
+        format!(
+            "[sources.odd]\nkind = \"access\"\npath = \"{}\"\n",
+            shared()
+                .join("corpus/access/unsupportedFieldsTestV2007.accdb")
+                .display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("jobs/odd.toml"),
+        "source = \"odd\"\n[[tables]]\nmapping = \"odd\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("mappings/odd.toml"),
+        "[source]\ntable = \"Test\"\n[target]\ntable = \"odd\"\n[[columns]]\nname = \"id\"\nfrom = \"ID\"\ntype = \"integer\"\n[[columns]]\nname = \"unknown_var\"\nfrom = \"UnknownVar\"\ntype = \"binary\"\n",
+    )
+    .unwrap();
+    let out = repaero_in(p, &["migrate", "odd"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("column \"UnknownVar\" has type code 0x46, which repaero cannot decode"),
+        "{err}"
+    );
+}
+
+#[test]
+fn complex_columns_keep_their_values() {
+    // attachments, multiple values and memo versions come as JSON text
+    let path = shared().join("corpus/access/complexDataTestV2010.accdb");
+    let src = repaero::source::Source::open_path(&path).unwrap();
+    let mut reader = src
+        .read(repaero::source::TableRequest {
+            table: "Table1".into(),
+            columns: None,
+            header_row: None,
+            header_scan_rows: 30,
+            footer: None,
+            batch_size: 100,
+        })
+        .unwrap();
+    let b = reader.next_batch().unwrap().unwrap();
+    let multi: Vec<Option<&str>> = b
+        .column("multi-value-data")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .collect();
+    let attach: Vec<Option<&str>> = b
+        .column("attach-data")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .collect();
+    let values: Vec<Value> = multi
+        .iter()
+        .flatten()
+        .map(|s| serde_json::from_str(s).unwrap())
+        .collect();
+    assert!(
+        values
+            .iter()
+            .any(|v| v.as_array().is_some_and(|a| !a.is_empty())),
+        "{multi:?}"
+    );
+    let files: Vec<Value> = attach
+        .iter()
+        .flatten()
+        .map(|s| serde_json::from_str(s).unwrap())
+        .collect();
+    let names: Vec<&str> = files
+        .iter()
+        .flat_map(|f| f.as_array().unwrap())
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert!(!names.is_empty(), "{attach:?}");
+    assert!(
+        files
+            .iter()
+            .flat_map(|f| f.as_array().unwrap())
+            .all(|f| f["data"].is_string()),
+        "every attachment has its bytes (base64)"
+    );
+}

@@ -13,11 +13,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{cursors, row_numbers};
 use crate::config::mapping::{Mapping, WriteMode};
 use crate::config::{Config, Job};
 use crate::error::{Error, Result};
-use crate::sink::{self, RunRecord, Sink, TableDef};
+use crate::sink::{self, RunRecord, Sink, TableDef, WriteOutcome};
 use crate::source::{Source, TableRequest, WantedColumn};
 use crate::transform::dedupe::{Dedupe, MergeOp};
 use crate::transform::{Mapper, Reject};
@@ -288,6 +287,7 @@ impl JobRun<'_> {
                 None => out.write(&mapped.kept, &mut tally)?,
             }
         }
+        out.flush(&mut tally)?;
         if let Some(d) = dedupe.as_mut() {
             // exact duplicates need no merge statement; count them here
             tally.merged = d.merged - out.merge_misses;
@@ -354,6 +354,8 @@ impl TableOutput<'_> {
         if ops.is_empty() {
             return Ok(());
         }
+        // the rows merged into must be written, and their refusals known
+        self.flush(tally)?;
         // a duplicate of a refused row has nowhere to go
         let (orphans, live): (Vec<&MergeOp>, Vec<&MergeOp>) = ops
             .iter()
@@ -395,44 +397,22 @@ impl TableOutput<'_> {
             return Ok(());
         }
         let out = self.sink.write(kept)?;
+        self.account(out, tally)
+    }
+
+    /// Rows written in earlier batches whose outcome the sink had not
+    /// reported yet (PostgreSQL overlaps a batch's COPY with the next).
+    fn flush(&mut self, tally: &mut Tally) -> Result<()> {
+        let out = self.sink.flush()?;
+        self.account(out, tally)
+    }
+
+    fn account(&mut self, out: WriteOutcome, tally: &mut Tally) -> Result<()> {
         tally.written += out.written;
         if !out.refused.is_empty() {
-            let refused = refused_rejects(kept, &out.refused)?;
-            self.refused_rows.extend(refused.iter().map(|r| r.row));
-            self.reject(&refused, tally)?;
+            self.refused_rows.extend(out.refused.iter().map(|r| r.row));
+            self.reject(&out.refused, tally)?;
         }
         Ok(())
     }
-}
-
-/// Rejects for rows the target refused, with the database's reason.
-fn refused_rejects(kept: &DataFrame, refused: &[(usize, String)]) -> Result<Vec<Reject>> {
-    let mut kept = kept.clone();
-    kept.rechunk_mut();
-    let (names, cols) = cursors(&kept)?;
-    let rows = row_numbers(&kept);
-    Ok(refused
-        .iter()
-        .map(|(i, msg)| {
-            let reason = format!("target refused: {}", short_reason(msg));
-            Reject {
-                row: rows.get(*i).copied().unwrap_or(0),
-                reason,
-                detail: format!("the target refused the row: {msg}"),
-                record: names
-                    .iter()
-                    .zip(&cols)
-                    .map(|(n, c)| (n.clone(), c.get(*i).to_text()))
-                    .collect(),
-            }
-        })
-        .collect())
-}
-
-/// The stable part of a database message (no values), for grouping.
-fn short_reason(msg: &str) -> String {
-    let first = msg.split(';').next().unwrap_or(msg);
-    // PostgreSQL puts values in the detail, SQLite puts the column list in
-    // the message: both are stable for one constraint.
-    first.trim().to_string()
 }

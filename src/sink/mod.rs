@@ -242,12 +242,39 @@ pub fn staging_name(table: &str) -> String {
     format!("{table}__repaero_new")
 }
 
-/// What a batch write did.
+/// What writing did, for the rows whose fate is known.
 #[derive(Debug, Default)]
 pub struct WriteOutcome {
     pub written: u64,
-    /// Rows the database refused: (row index in the batch, database reason).
-    pub refused: Vec<(usize, String)>,
+    /// Rows the database refused, with its reason.
+    pub refused: Vec<Reject>,
+}
+
+/// Rejects for rows of `batch` (by index) the target refused, with the
+/// database's message.
+pub fn refused_rejects(batch: &DataFrame, refused: &[(usize, String)]) -> Result<Vec<Reject>> {
+    let mut batch = batch.clone();
+    batch.rechunk_mut();
+    let (names, cols) = crate::batch::cursors(&batch)?;
+    let rows = crate::batch::row_numbers(&batch);
+    Ok(refused
+        .iter()
+        .map(|(i, msg)| Reject {
+            row: rows.get(*i).copied().unwrap_or(0),
+            // PostgreSQL puts values in the detail, SQLite the column list
+            // in the message: the first part is stable for one constraint
+            reason: format!(
+                "target refused: {}",
+                msg.split(';').next().unwrap_or(msg).trim()
+            ),
+            detail: format!("the target refused the row: {msg}"),
+            record: names
+                .iter()
+                .zip(&cols)
+                .map(|(n, c)| (n.clone(), c.get(*i).to_text()))
+                .collect(),
+        })
+        .collect())
 }
 
 /// One line of `_repaero_runs`.
@@ -278,8 +305,14 @@ pub trait Sink {
     fn begin(&mut self) -> Result<()>;
     /// Prepare `def` for writing in `mode`.
     fn start_table(&mut self, def: &TableDef, mode: WriteMode) -> Result<()>;
-    /// Write a typed batch into the table being written.
+    /// Write a typed batch into the table being written. The outcome may
+    /// cover earlier batches and leave this one's for later: every row is
+    /// reported once, by a `write` or by [`Sink::flush`].
     fn write(&mut self, batch: &DataFrame) -> Result<WriteOutcome>;
+    /// Wait for the rows written so far and report those not reported yet.
+    fn flush(&mut self) -> Result<WriteOutcome> {
+        Ok(WriteOutcome::default())
+    }
     /// Fold duplicates into rows already written to the current table;
     /// returns the positions in `ops` of merges whose row is not there
     /// (its first row was refused).

@@ -52,7 +52,7 @@ pub fn pg_error(e: &tokio_postgres::Error) -> String {
 /// A blocking PostgreSQL connection: a client and the runtime that drives it.
 pub struct PgConn {
     rt: Runtime,
-    pub client: Client,
+    pub client: Arc<Client>,
     pub label: String,
 }
 
@@ -208,7 +208,11 @@ impl PgConn {
         if config.get_application_name().is_none() {
             config.application_name("repaero");
         }
-        let rt = tokio::runtime::Builder::new_current_thread()
+        // one worker: a batch's COPY runs there while the caller prepares
+        // the next batch
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("repaero-pg")
             .enable_all()
             .build()
             .map_err(|e| Error::runtime(format!("cannot start the I/O runtime: {e}")))?;
@@ -245,7 +249,11 @@ impl PgConn {
                 }
             })
         })?;
-        Ok(PgConn { rt, client, label })
+        Ok(PgConn {
+            rt,
+            client: Arc::new(client),
+            label,
+        })
     }
 
     /// Run statements (no results).
@@ -298,22 +306,72 @@ impl PgConn {
 
     /// Send a binary COPY payload; returns rows copied or the server's error.
     pub fn copy_in(&self, sql: &str, payload: bytes::Bytes) -> std::result::Result<u64, String> {
-        self.rt.block_on(async {
-            let sink = self
-                .client
-                .copy_in::<_, bytes::Bytes>(sql)
+        self.rt
+            .block_on(copy(Arc::clone(&self.client), sql.to_string(), payload))
+    }
+
+    /// Start `SAVEPOINT; COPY; RELEASE` in the background; on a refusal the
+    /// savepoint is rolled back, so the connection stays usable.
+    fn spawn_copy(
+        &self,
+        sql: String,
+        payload: bytes::Bytes,
+    ) -> tokio::task::JoinHandle<std::result::Result<u64, String>> {
+        let client = Arc::clone(&self.client);
+        self.rt.spawn(async move {
+            client
+                .batch_execute("SAVEPOINT repaero_batch")
                 .await
                 .map_err(|e| pg_error(&e))?;
-            futures_util::pin_mut!(sink);
-            sink.send(payload).await.map_err(|e| pg_error(&e))?;
-            sink.as_mut().finish().await.map_err(|e| pg_error(&e))
+            match copy(Arc::clone(&client), sql, payload).await {
+                Ok(n) => {
+                    client
+                        .batch_execute("RELEASE SAVEPOINT repaero_batch")
+                        .await
+                        .map_err(|e| pg_error(&e))?;
+                    Ok(n)
+                }
+                Err(msg) => {
+                    client
+                        .batch_execute(
+                            "ROLLBACK TO SAVEPOINT repaero_batch; RELEASE SAVEPOINT repaero_batch",
+                        )
+                        .await
+                        .map_err(|e| pg_error(&e))?;
+                    Err(msg)
+                }
+            }
         })
     }
+}
+
+async fn copy(
+    client: Arc<Client>,
+    sql: String,
+    payload: bytes::Bytes,
+) -> std::result::Result<u64, String> {
+    let sink = client
+        .copy_in::<_, bytes::Bytes>(sql.as_str())
+        .await
+        .map_err(|e| pg_error(&e))?;
+    futures_util::pin_mut!(sink);
+    sink.send(payload).await.map_err(|e| pg_error(&e))?;
+    sink.as_mut().finish().await.map_err(|e| pg_error(&e))
+}
+
+/// A batch whose COPY is under way.
+struct Pending {
+    batch: DataFrame,
+    handle: tokio::task::JoinHandle<std::result::Result<u64, String>>,
 }
 
 pub struct PgSink {
     conn: PgConn,
     table: Option<Current>,
+    /// The batch being copied while the next one is prepared.
+    pending: Option<Pending>,
+    /// Outcomes settled but not reported yet.
+    carry: WriteOutcome,
     /// Foreign keys of other tables re-attached NOT VALID after a swap,
     /// validated before the commit: (table, constraint).
     pending_fks: Vec<(String, String)>,
@@ -332,12 +390,65 @@ impl PgSink {
         Ok(PgSink {
             conn: PgConn::connect(url)?,
             table: None,
+            pending: None,
+            carry: WriteOutcome::default(),
             pending_fks: Vec::new(),
         })
     }
 
     pub fn conn(&self) -> &PgConn {
         &self.conn
+    }
+
+    /// Wait for the batch being copied; on a refusal find the rows at
+    /// fault. Its outcome joins `carry`. Every statement but the next COPY
+    /// waits for this first: one connection runs one thing at a time.
+    fn settle(&mut self) -> Result<()> {
+        let Some(p) = self.pending.take() else {
+            return Ok(());
+        };
+        let done = self.conn.rt.block_on(p.handle).map_err(|e| {
+            Error::runtime(format!("{}: the COPY task failed: {e}", self.conn.label))
+        })?;
+        match done {
+            Ok(n) => self.carry.written += n,
+            Err(msg)
+                if msg.contains("SQLSTATE 08")
+                    || msg.contains("SQLSTATE 57")
+                    || msg.contains("SQLSTATE 53") =>
+            {
+                // connection, shutdown or resource trouble: not the rows' fault
+                let table = self
+                    .table
+                    .as_ref()
+                    .map(|c| c.def.name.clone())
+                    .unwrap_or_default();
+                return Err(Error::runtime(format!(
+                    "{}: writing {table}: {msg}",
+                    self.conn.label
+                )));
+            }
+            Err(_) => {
+                let cur = self
+                    .table
+                    .take()
+                    .ok_or_else(|| Error::runtime("COPY without a table"))?;
+                let result = (|| {
+                    let (names, cols) = cursors(&p.batch)?;
+                    let order = column_order(&cur, &names)?;
+                    let mut refused = Vec::new();
+                    self.copy_range(&cur, &cols, &order, 0, p.batch.height(), &mut refused)?;
+                    refused.sort_by_key(|(i, _)| *i);
+                    self.carry
+                        .refused
+                        .extend(super::refused_rejects(&p.batch, &refused)?);
+                    Ok(())
+                })();
+                self.table = Some(cur);
+                result?;
+            }
+        }
+        Ok(())
     }
 
     fn existing_columns(&self, table: &str) -> Result<Vec<String>> {
@@ -351,13 +462,13 @@ impl PgSink {
 
     /// COPY rows `lo..hi`; on refusal split until the faulty rows are found.
     fn copy_range(
-        &self,
+        &mut self,
         cur: &Current,
         cols: &[Cursor<'_>],
         order: &[usize],
         lo: usize,
         hi: usize,
-        out: &mut WriteOutcome,
+        refused: &mut Vec<(usize, String)>,
     ) -> Result<()> {
         if lo >= hi {
             return Ok(());
@@ -367,7 +478,7 @@ impl PgSink {
         match self.conn.copy_in(&cur.copy_sql, payload) {
             Ok(n) => {
                 self.conn.batch("RELEASE SAVEPOINT repaero_batch")?;
-                out.written += n;
+                self.carry.written += n;
                 Ok(())
             }
             Err(msg) => {
@@ -385,15 +496,31 @@ impl PgSink {
                     )));
                 }
                 if hi - lo == 1 {
-                    out.refused.push((lo, msg));
+                    refused.push((lo, msg));
                     return Ok(());
                 }
                 let mid = lo + (hi - lo) / 2;
-                self.copy_range(cur, cols, order, lo, mid, out)?;
-                self.copy_range(cur, cols, order, mid, hi, out)
+                self.copy_range(cur, cols, order, lo, mid, refused)?;
+                self.copy_range(cur, cols, order, mid, hi, refused)
             }
         }
     }
+}
+
+/// Where each target column is in a batch.
+fn column_order(cur: &Current, names: &[String]) -> Result<Vec<usize>> {
+    cur.def
+        .columns
+        .iter()
+        .map(|c| {
+            names.iter().position(|n| *n == c.name).ok_or_else(|| {
+                Error::runtime(format!(
+                    "column {} missing from the batch for {}",
+                    c.name, cur.def.name
+                ))
+            })
+        })
+        .collect()
 }
 
 const PG_EPOCH_DAYS: i32 = 10_957; // 2000-01-01 in days since 1970-01-01
@@ -605,37 +732,30 @@ impl Sink for PgSink {
     }
 
     fn write(&mut self, batch: &DataFrame) -> Result<WriteOutcome> {
+        self.settle()?;
         let cur = self
             .table
-            .take()
+            .as_ref()
             .ok_or_else(|| Error::runtime("write before start_table"))?;
         let mut batch = batch.clone();
         batch.rechunk_mut();
-        let result = (|| {
+        let payload = {
             let (names, cols) = cursors(&batch)?;
-            let order: Vec<usize> = cur
-                .def
-                .columns
-                .iter()
-                .map(|c| {
-                    names.iter().position(|n| *n == c.name).ok_or_else(|| {
-                        Error::runtime(format!(
-                            "column {} missing from the batch for {}",
-                            c.name, cur.def.name
-                        ))
-                    })
-                })
-                .collect::<Result<_>>()?;
-            let mut out = WriteOutcome::default();
-            self.copy_range(&cur, &cols, &order, 0, batch.height(), &mut out)?;
-            out.refused.sort_by_key(|(i, _)| *i);
-            Ok(out)
-        })();
-        self.table = Some(cur);
-        result
+            let order = column_order(cur, &names)?;
+            encode_copy(&cur.def, &cols, &order, 0, batch.height())
+        };
+        let handle = self.conn.spawn_copy(cur.copy_sql.clone(), payload);
+        self.pending = Some(Pending { batch, handle });
+        Ok(std::mem::take(&mut self.carry))
+    }
+
+    fn flush(&mut self) -> Result<WriteOutcome> {
+        self.settle()?;
+        Ok(std::mem::take(&mut self.carry))
     }
 
     fn merge(&mut self, ops: &[MergeOp]) -> Result<Vec<usize>> {
+        self.settle()?;
         let cur = self
             .table
             .as_ref()
@@ -670,6 +790,7 @@ impl Sink for PgSink {
     }
 
     fn finish_table(&mut self) -> Result<()> {
+        self.settle()?;
         let Some(cur) = self.table.take() else {
             return Ok(());
         };
@@ -741,6 +862,7 @@ impl Sink for PgSink {
     }
 
     fn key_values(&mut self, table: &str, column: &str) -> Result<HashSet<String>> {
+        self.settle()?;
         if self.existing_columns(table)?.iter().all(|c| c != column) {
             return Err(Error::config(format!(
                 "{}: reference to {table}.{column}: no such table or column in the target; write {table} earlier in the job",
@@ -760,6 +882,7 @@ impl Sink for PgSink {
     }
 
     fn clear_rejects(&mut self, job: &str, table: &str) -> Result<()> {
+        self.settle()?;
         self.conn.execute(
             &format!("DELETE FROM {REJECTS_TABLE} WHERE job = $1 AND table_name = $2"),
             &[&job, &table],
@@ -775,6 +898,7 @@ impl Sink for PgSink {
         origin: &str,
         rejects: &[Reject],
     ) -> Result<()> {
+        self.settle()?;
         for r in rejects {
             let record = record_json(&r.record);
             self.conn.execute(
@@ -795,6 +919,7 @@ impl Sink for PgSink {
         table: &str,
         merges: &[MergeRecord],
     ) -> Result<()> {
+        self.settle()?;
         self.conn.execute(
             &format!("DELETE FROM {MERGES_TABLE} WHERE job = $1 AND table_name = $2"),
             &[&job, &table],
@@ -812,6 +937,7 @@ impl Sink for PgSink {
     }
 
     fn check_integrity(&mut self) -> Result<()> {
+        self.settle()?;
         // deferred foreign keys are checked now rather than at COMMIT, so
         // that a violation is reported with its constraint and rolled back;
         // it also clears the pending trigger events VALIDATE would trip on
@@ -842,6 +968,7 @@ impl Sink for PgSink {
     }
 
     fn record_run(&mut self, rec: &RunRecord) -> Result<()> {
+        self.settle()?;
         self.conn.execute(
             &format!(
                 "INSERT INTO {RUNS_TABLE} (run_id, job, started_at, finished_at, status, dry_run, source, tally)
@@ -864,12 +991,16 @@ impl Sink for PgSink {
     }
 
     fn commit(&mut self) -> Result<()> {
+        self.settle()?;
         self.conn
             .batch("COMMIT")
             .map_err(|e| e.context("commit failed"))
     }
 
     fn rollback(&mut self) -> Result<()> {
+        // whatever the batch under way did, it is undone with the rest
+        let _ = self.settle();
+        self.carry = WriteOutcome::default();
         self.table = None;
         self.pending_fks.clear();
         self.conn.batch("ROLLBACK")

@@ -245,6 +245,7 @@ impl Sink for SqliteSink {
             .prepare_cached(&cur.insert_sql)
             .map_err(db_err(&self.label))?;
         let mut out = WriteOutcome::default();
+        let mut refused = Vec::new();
         for i in 0..batch.height() {
             for (p, &j) in order.iter().enumerate() {
                 bind(&mut stmt, p + 1, cols[j].get(i)).map_err(db_err(&self.label))?;
@@ -254,8 +255,7 @@ impl Sink for SqliteSink {
                 Err(rusqlite::Error::SqliteFailure(code, msg))
                     if code.code == rusqlite::ErrorCode::ConstraintViolation =>
                 {
-                    out.refused
-                        .push((i, msg.unwrap_or_else(|| code.to_string())));
+                    refused.push((i, msg.unwrap_or_else(|| code.to_string())));
                 }
                 Err(e) => {
                     return Err(Error::runtime(format!(
@@ -265,6 +265,8 @@ impl Sink for SqliteSink {
                 }
             }
         }
+        drop(stmt);
+        out.refused = super::refused_rejects(&batch, &refused)?;
         Ok(out)
     }
 
@@ -562,8 +564,20 @@ mod tests {
         let out = s.write(&batch(&[("A", 1), ("B", 2), ("A", 3)])).unwrap();
         assert_eq!(out.written, 2);
         assert_eq!(out.refused.len(), 1);
-        assert_eq!(out.refused[0].0, 2);
-        assert!(out.refused[0].1.contains("UNIQUE"), "{}", out.refused[0].1);
+        // the third row of the batch (source row 0: the test frame has none)
+        assert_eq!(
+            out.refused[0].record[0],
+            ("reference".to_string(), Some("A".to_string()))
+        );
+        assert_eq!(
+            out.refused[0].record[1],
+            ("quantity".to_string(), Some("3".to_string()))
+        );
+        assert!(
+            out.refused[0].reason.contains("UNIQUE"),
+            "{}",
+            out.refused[0].reason
+        );
         s.finish_table().unwrap();
         s.commit().unwrap();
         assert_eq!(count(&s, "SELECT count(*) FROM parts"), 2);

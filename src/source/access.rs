@@ -491,12 +491,34 @@ fn write_ole_date(b: &mut String, v: f64) {
         let _ = write!(b, "{v}");
         return;
     };
-    let _ = write!(b, "{:04}-{:02}-{:02}", dt.year(), dt.month(), dt.day());
+    let push = |b: &mut String, v: u32, width: usize| {
+        let mut digits = itoa::Buffer::new();
+        let d = digits.format(v);
+        for _ in d.len()..width {
+            b.push('0');
+        }
+        b.push_str(d);
+    };
+    if dt.year() < 0 {
+        let _ = write!(b, "{:05}", dt.year());
+    } else {
+        push(b, dt.year() as u32, 4);
+    }
+    b.push('-');
+    push(b, dt.month(), 2);
+    b.push('-');
+    push(b, dt.day(), 2);
     if ms != 0 {
-        let _ = write!(b, "T{:02}:{:02}:{:02}", dt.hour(), dt.minute(), dt.second());
+        b.push('T');
+        push(b, dt.hour(), 2);
+        b.push(':');
+        push(b, dt.minute(), 2);
+        b.push(':');
+        push(b, dt.second(), 2);
         let frac = dt.nanosecond() / 1_000_000;
         if frac != 0 {
-            let _ = write!(b, ".{frac:03}");
+            b.push('.');
+            push(b, frac, 3);
         }
     }
 }

@@ -43,9 +43,11 @@ fn already_clean(s: &str, rules: &TextRules) -> bool {
     if (rules.trim || rules.collapse_spaces) && (b[0] == b' ' || b[b.len() - 1] == b' ') {
         return false;
     }
+    // text kept as typed (memo) may hold line breaks and tabs
+    let controls_stay = !rules.trim && !rules.collapse_spaces;
     let mut prev_space = false;
     for &c in b {
-        if c < 0x20 || c == 0x7f {
+        if (c < 0x20 || c == 0x7f) && !controls_stay {
             return false;
         }
         let space = c == b' ';

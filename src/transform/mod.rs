@@ -588,8 +588,10 @@ impl Plan {
                     vals.push(match parsed {
                         Some((_, Ok(x))) => {
                             let x = self.remap_int(x);
-                            self.check_range(i, Bound::Num(x as f64), &x.to_string(), errors);
-                            self.check_ref(i, &x.to_string(), errors);
+                            self.check_range(i, Bound::Num(x as f64), errors);
+                            if self.refs.is_some() {
+                                self.check_ref(i, &x.to_string(), errors);
+                            }
                             Some(x)
                         }
                         Some((s, Err(e))) => {
@@ -636,7 +638,7 @@ impl Plan {
                                 );
                                 None
                             } else {
-                                self.check_range(i, Bound::Num(x), &format_float(x), errors);
+                                self.check_range(i, Bound::Num(x), errors);
                                 Some(x)
                             }
                         }
@@ -690,7 +692,7 @@ impl Plan {
                             }
                             Some(d) => {
                                 let days = epoch_days(d);
-                                self.check_range(i, Bound::Day(days), &date_text(days), errors);
+                                self.check_range(i, Bound::Day(days), errors);
                                 Some(days)
                             }
                             None => {
@@ -716,7 +718,7 @@ impl Plan {
                     vals.push(match v.as_deref() {
                         Some(s) => match parse_time_of_day(s) {
                             Some(ns) => {
-                                self.check_range(i, Bound::Nanos(ns), s, errors);
+                                self.check_range(i, Bound::Nanos(ns), errors);
                                 Some(ns)
                             }
                             None => {
@@ -774,7 +776,7 @@ impl Plan {
                             }
                             Some(d) => {
                                 let ms = epoch_millis(d);
-                                self.check_range(i, Bound::Millis(ms), s, errors);
+                                self.check_range(i, Bound::Millis(ms), errors);
                                 Some(ms)
                             }
                             None => {
@@ -861,7 +863,7 @@ impl Plan {
         }
     }
 
-    fn check_range(&self, i: usize, v: Bound, shown: &str, errors: &mut Flags<'_>) {
+    fn check_range(&self, i: usize, v: Bound, errors: &mut Flags<'_>) {
         let name = &self.spec.name;
         let below = |b: &Bound| match (v, b) {
             (Bound::Num(x), Bound::Num(m)) => x < *m,
@@ -882,7 +884,7 @@ impl Plan {
                 errors.rule(
                     i,
                     format!("{name}: below {}", m.show()),
-                    format!("{name} = {shown} is below the minimum {}", m.show()),
+                    format!("{name} = {} is below the minimum {}", v.show(), m.show()),
                 );
             }
         }
@@ -891,7 +893,7 @@ impl Plan {
                 errors.rule(
                     i,
                     format!("{name}: above {}", m.show()),
-                    format!("{name} = {shown} is above the maximum {}", m.show()),
+                    format!("{name} = {} is above the maximum {}", v.show(), m.show()),
                 );
             }
         }

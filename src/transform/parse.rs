@@ -340,6 +340,16 @@ fn iso_date(s: &str) -> Option<NaiveDate> {
 
 fn parse_time(s: &str) -> Option<NaiveTime> {
     let s = s.trim_end_matches('Z');
+    // HH:MM:SS and HH:MM, the forms sources write, without a format string
+    let b = s.as_bytes();
+    let two = |i: usize| -> Option<u32> {
+        let (x, y) = (*b.get(i)?, *b.get(i + 1)?);
+        (x.is_ascii_digit() && y.is_ascii_digit()).then(|| ((x - b'0') * 10 + (y - b'0')) as u32)
+    };
+    if (b.len() == 8 && b[2] == b':' && b[5] == b':') || (b.len() == 5 && b[2] == b':') {
+        let sec = if b.len() == 8 { two(6)? } else { 0 };
+        return NaiveTime::from_hms_opt(two(0)?, two(3)?, sec);
+    }
     for f in ["%H:%M:%S%.f", "%H:%M:%S", "%H:%M", "%Hh%M"] {
         if let Ok(t) = NaiveTime::parse_from_str(s, f) {
             return Some(t);
