@@ -130,6 +130,40 @@ impl Dialect {
         format!("\"{}\"", ident.replace('"', "\"\""))
     }
 
+    /// A foreign key clause. Deferred: checked when the job commits, so
+    /// that a job may replace a referenced table before the tables that
+    /// reference it. Named after the final table (foreign-key names need
+    /// not be unique, so the staging table of a swap can carry it already).
+    pub fn foreign_key(self, def: &TableDef, fk: &ForeignKey) -> String {
+        let body = format!(
+            "FOREIGN KEY ({}) REFERENCES {} ({}) DEFERRABLE INITIALLY DEFERRED",
+            self.quote(&fk.column),
+            self.quote(&fk.table),
+            self.quote(&fk.references)
+        );
+        match self {
+            Dialect::Postgres => format!(
+                "CONSTRAINT {} {body}",
+                self.quote(&format!("{}_{}_fkey", def.name, fk.column))
+            ),
+            Dialect::Sqlite => body,
+        }
+    }
+
+    /// `ALTER TABLE … ADD` for each foreign key of `def`, on table `name`.
+    pub fn add_foreign_keys(self, def: &TableDef, name: &str) -> String {
+        def.foreign_keys
+            .iter()
+            .map(|fk| {
+                format!(
+                    "ALTER TABLE {} ADD {};\n",
+                    self.quote(name),
+                    self.foreign_key(def, fk)
+                )
+            })
+            .collect()
+    }
+
     /// `CREATE TABLE` for `def`, named `name`.
     pub fn create_table(self, def: &TableDef, name: &str, if_not_exists: bool) -> String {
         let mut cols: Vec<String> = def
@@ -157,24 +191,11 @@ impl Dialect {
                 Dialect::Sqlite => format!("PRIMARY KEY ({})", key.join(", ")),
             });
         }
-        // deferred: checked when the job commits, so that a job may replace
-        // a referenced table before the tables that reference it
-        for fk in &def.foreign_keys {
-            let body = format!(
-                "FOREIGN KEY ({}) REFERENCES {} ({}) DEFERRABLE INITIALLY DEFERRED",
-                self.quote(&fk.column),
-                self.quote(&fk.table),
-                self.quote(&fk.references)
-            );
-            cols.push(match self {
-                // named after the final table: foreign-key names need not be
-                // unique, so the staging table of a swap can carry it already
-                Dialect::Postgres => format!(
-                    "CONSTRAINT {} {body}",
-                    self.quote(&format!("{}_{}_fkey", def.name, fk.column))
-                ),
-                Dialect::Sqlite => body,
-            });
+        // SQLite cannot add a constraint to a table later; PostgreSQL adds
+        // them after the load (add_foreign_keys), one bulk check instead of
+        // a trigger per row
+        if self == Dialect::Sqlite {
+            cols.extend(def.foreign_keys.iter().map(|fk| self.foreign_key(def, fk)));
         }
         format!(
             "CREATE TABLE {}{} (\n  {}\n)",

@@ -380,6 +380,8 @@ pub struct PgSink {
 struct Current {
     def: TableDef,
     mode: WriteMode,
+    /// Created by this run: its foreign keys are added after the load.
+    created: bool,
     /// Table the COPY goes into.
     into: String,
     copy_sql: String,
@@ -398,6 +400,76 @@ impl PgSink {
 
     pub fn conn(&self) -> &PgConn {
         &self.conn
+    }
+
+    /// The end of a table's write for its mode: the swap of `replace`, the
+    /// merge of `upsert`.
+    fn finish_mode(&mut self, cur: &Current) -> Result<()> {
+        let q = |s: &str| Dialect::Postgres.quote(s);
+        match cur.mode {
+            WriteMode::Replace => {
+                // other tables' foreign keys to the old table: dropped with
+                // it, re-attached to the new one, validated before commit
+                let dependents = self.conn.query(
+                    "SELECT c.conrelid::regclass::text, c.conname::text, pg_get_constraintdef(c.oid)
+                     FROM pg_constraint c
+                     WHERE c.contype = 'f' AND c.confrelid = to_regclass($1) AND c.conrelid <> c.confrelid",
+                    &[&q(&cur.def.name)],
+                )?;
+                let mut sql = format!(
+                    "DROP TABLE IF EXISTS {0} CASCADE;\nALTER TABLE {1} RENAME TO {0};",
+                    q(&cur.def.name),
+                    q(&cur.into)
+                );
+                if !cur.def.key.is_empty() {
+                    sql.push_str(&format!(
+                        "\nALTER TABLE {} RENAME CONSTRAINT {} TO {};",
+                        q(&cur.def.name),
+                        q(&format!("{}_pkey", cur.into)),
+                        q(&format!("{}_pkey", cur.def.name))
+                    ));
+                }
+                for row in &dependents {
+                    let (child, name, def): (String, String, String) =
+                        (row.get(0), row.get(1), row.get(2));
+                    sql.push_str(&format!(
+                        "\nALTER TABLE {child} ADD CONSTRAINT {} {def} NOT VALID;",
+                        q(&name)
+                    ));
+                    self.pending_fks.push((child, name));
+                }
+                self.conn
+                    .batch(&sql)
+                    .map_err(|e| e.context(format!("swapping in {}", cur.def.name)))
+            }
+            WriteMode::Upsert => {
+                let cols: Vec<String> = cur.def.columns.iter().map(|c| q(&c.name)).collect();
+                let key: Vec<String> = cur.def.key.iter().map(|k| q(k)).collect();
+                let sets: Vec<String> = cur
+                    .def
+                    .columns
+                    .iter()
+                    .filter(|c| !cur.def.key.contains(&c.name))
+                    .map(|c| format!("{0} = EXCLUDED.{0}", q(&c.name)))
+                    .collect();
+                let action = if sets.is_empty() {
+                    "NOTHING".to_string()
+                } else {
+                    format!("UPDATE SET {}", sets.join(", "))
+                };
+                self.conn
+                    .batch(&format!(
+                        "INSERT INTO {0} ({1}) SELECT {1} FROM {2} ON CONFLICT ({3}) DO {4}; DROP TABLE {2};",
+                        q(&cur.def.name),
+                        cols.join(", "),
+                        q(&cur.into),
+                        key.join(", "),
+                        action
+                    ))
+                    .map_err(|e| e.context(format!("merging into {}", cur.def.name)))
+            }
+            WriteMode::Append => Ok(()),
+        }
     }
 
     /// Wait for the batch being copied; on a refusal find the rows at
@@ -667,6 +739,7 @@ impl Sink for PgSink {
 
     fn start_table(&mut self, def: &TableDef, mode: WriteMode) -> Result<()> {
         let q = |s: &str| Dialect::Postgres.quote(s);
+        let mut created = mode == WriteMode::Replace;
         let into = match mode {
             WriteMode::Replace => {
                 let stage = staging_name(&def.name);
@@ -682,6 +755,7 @@ impl Sink for PgSink {
                 if existing.is_empty() {
                     self.conn
                         .batch(&Dialect::Postgres.create_table(def, &def.name, false))?;
+                    created = true;
                 } else {
                     let missing: Vec<&str> = def
                         .columns
@@ -725,6 +799,7 @@ impl Sink for PgSink {
         self.table = Some(Current {
             def: def.clone(),
             mode,
+            created,
             into,
             copy_sql,
         });
@@ -794,71 +869,14 @@ impl Sink for PgSink {
         let Some(cur) = self.table.take() else {
             return Ok(());
         };
-        let q = |s: &str| Dialect::Postgres.quote(s);
-        match cur.mode {
-            WriteMode::Replace => {
-                // other tables' foreign keys to the old table: dropped with
-                // it, re-attached to the new one, validated before commit
-                let dependents = self.conn.query(
-                    "SELECT c.conrelid::regclass::text, c.conname::text, pg_get_constraintdef(c.oid)
-                     FROM pg_constraint c
-                     WHERE c.contype = 'f' AND c.confrelid = to_regclass($1) AND c.conrelid <> c.confrelid",
-                    &[&q(&cur.def.name)],
-                )?;
-                let mut sql = format!(
-                    "DROP TABLE IF EXISTS {0} CASCADE;\nALTER TABLE {1} RENAME TO {0};",
-                    q(&cur.def.name),
-                    q(&cur.into)
-                );
-                if !cur.def.key.is_empty() {
-                    sql.push_str(&format!(
-                        "\nALTER TABLE {} RENAME CONSTRAINT {} TO {};",
-                        q(&cur.def.name),
-                        q(&format!("{}_pkey", cur.into)),
-                        q(&format!("{}_pkey", cur.def.name))
-                    ));
-                }
-                for row in &dependents {
-                    let (child, name, def): (String, String, String) =
-                        (row.get(0), row.get(1), row.get(2));
-                    sql.push_str(&format!(
-                        "\nALTER TABLE {child} ADD CONSTRAINT {} {def} NOT VALID;",
-                        q(&name)
-                    ));
-                    self.pending_fks.push((child, name));
-                }
-                self.conn
-                    .batch(&sql)
-                    .map_err(|e| e.context(format!("swapping in {}", cur.def.name)))
-            }
-            WriteMode::Upsert => {
-                let cols: Vec<String> = cur.def.columns.iter().map(|c| q(&c.name)).collect();
-                let key: Vec<String> = cur.def.key.iter().map(|k| q(k)).collect();
-                let sets: Vec<String> = cur
-                    .def
-                    .columns
-                    .iter()
-                    .filter(|c| !cur.def.key.contains(&c.name))
-                    .map(|c| format!("{0} = EXCLUDED.{0}", q(&c.name)))
-                    .collect();
-                let action = if sets.is_empty() {
-                    "NOTHING".to_string()
-                } else {
-                    format!("UPDATE SET {}", sets.join(", "))
-                };
-                self.conn
-                    .batch(&format!(
-                        "INSERT INTO {0} ({1}) SELECT {1} FROM {2} ON CONFLICT ({3}) DO {4}; DROP TABLE {2};",
-                        q(&cur.def.name),
-                        cols.join(", "),
-                        q(&cur.into),
-                        key.join(", "),
-                        action
-                    ))
-                    .map_err(|e| e.context(format!("merging into {}", cur.def.name)))
-            }
-            WriteMode::Append => Ok(()),
+        self.finish_mode(&cur)?;
+        if cur.created && !cur.def.foreign_keys.is_empty() {
+            // the table this run created gets its keys now, checked in bulk
+            self.conn
+                .batch(&Dialect::Postgres.add_foreign_keys(&cur.def, &cur.def.name))
+                .map_err(|e| e.context(format!("{} references a missing row", cur.def.name)))?;
         }
+        Ok(())
     }
 
     fn key_values(&mut self, table: &str, column: &str) -> Result<HashSet<String>> {
@@ -880,7 +898,6 @@ impl Sink for PgSink {
         )?;
         Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
     }
-
     fn clear_rejects(&mut self, job: &str, table: &str) -> Result<()> {
         self.settle()?;
         self.conn.execute(
