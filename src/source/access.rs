@@ -258,6 +258,9 @@ pub fn type_name(c: &ColumnDef) -> String {
 /// typed (canonical) text.
 type Slot = Option<(usize, usize, bool)>;
 
+/// A slot whose text is the row's own value at the given column index.
+const DIRECT: usize = usize::MAX;
+
 fn read_table(
     path: &Path,
     password: Option<&str>,
@@ -349,6 +352,7 @@ fn read_table(
                 continue;
             };
             let col = &def.columns[*i];
+            let mut direct = true;
             let mut value = &row.values[*i];
             let repaired;
             if matches!(value, Value::Null) && col.col_type == JetType::Text && col.is_fixed {
@@ -357,9 +361,17 @@ fn read_table(
                 })?;
                 if let Some(s) = repaired.as_ref() {
                     value = s;
+                    direct = false;
                 }
             }
             let start = text.len();
+            // a text value read from the row goes to the batch as it is,
+            // without a copy into the row buffer
+            if direct && matches!(value, Value::Text(_)) {
+                kinds[slot].text += 1;
+                slots[slot] = Some((DIRECT, *i, false));
+                continue;
+            }
             let typed = match value {
                 Value::Long(id) if complex.contains_key(i) => {
                     let cc = &complex[i];
@@ -374,7 +386,15 @@ fn read_table(
             };
             slots[slot] = typed.map(|t| (start, text.len(), t));
         }
-        builder.push_row(n, slots.iter().map(|s| s.map(|(a, b, t)| (&text[a..b], t))));
+        builder.push_row(
+            n,
+            slots.iter().map(|s| {
+                s.map(|(a, b, t)| match (a, row.values.get(b)) {
+                    (DIRECT, Some(Value::Text(v))) => (v.as_str(), t),
+                    _ => (&text[a..b], t),
+                })
+            }),
+        );
         if builder.is_full() {
             let df = builder.take()?;
             if tx.send(Message::Batch(df)).is_err() {
