@@ -496,14 +496,7 @@ fn fixed_length_text_is_read_not_lost() {
         let path = shared().join("corpus/access").join(file);
         let src = repaero::source::Source::open_path(&path).unwrap();
         let mut reader = src
-            .read(repaero::source::TableRequest {
-                table: "users".into(),
-                columns: None,
-                header_row: None,
-                header_scan_rows: 30,
-                footer: None,
-                batch_size: 100,
-            })
+            .read(repaero::source::TableRequest::all("users"))
             .unwrap();
         let batch = reader.next_batch().unwrap().unwrap();
         let flags: Vec<Option<&str>> = batch
@@ -558,14 +551,7 @@ fn complex_columns_keep_their_values() {
     let path = shared().join("corpus/access/complexDataTestV2010.accdb");
     let src = repaero::source::Source::open_path(&path).unwrap();
     let mut reader = src
-        .read(repaero::source::TableRequest {
-            table: "Table1".into(),
-            columns: None,
-            header_row: None,
-            header_scan_rows: 30,
-            footer: None,
-            batch_size: 100,
-        })
+        .read(repaero::source::TableRequest::all("Table1"))
         .unwrap();
     let b = reader.next_batch().unwrap().unwrap();
     let multi: Vec<Option<&str>> = b

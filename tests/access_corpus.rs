@@ -96,14 +96,7 @@ fn mdb_export(path: &Path, table: &str) -> (Vec<String>, Vec<Vec<Option<String>>
 
 fn ours(src: &Source, table: &str) -> (Vec<String>, Vec<Vec<Option<String>>>) {
     let mut reader = src
-        .read(TableRequest {
-            table: table.into(),
-            columns: None,
-            header_row: None,
-            header_scan_rows: 30,
-            footer: None,
-            batch_size: 1000,
-        })
+        .read(TableRequest::all(table))
         .unwrap_or_else(|e| panic!("{table}: {e}"));
     let names: Vec<String> = reader.columns.iter().map(|c| c.header.clone()).collect();
     let mut rows = Vec::new();

@@ -37,6 +37,9 @@ pub struct SourceSpec {
     pub sheet: Option<String>,
     /// Table name (Access, databases).
     pub table: Option<String>,
+    /// A query to read instead of a table (PostgreSQL). Name the table too:
+    /// it says what the rows are in messages.
+    pub query: Option<String>,
     /// 1-based row of the header; detected from the column names when absent.
     pub header_row: Option<u32>,
     /// How many rows to look through when detecting the header (default 30).

@@ -78,6 +78,8 @@ pub enum SourceKind {
     Access,
     /// Any ODBC data source (cargo feature `odbc`).
     Odbc,
+    /// A PostgreSQL database.
+    Postgres,
 }
 
 /// `[sources.<name>]`.
@@ -92,6 +94,8 @@ pub struct SourceConfig {
     /// ODBC connection string (`Driver={MDBTools};DBQ=…;`); a password in
     /// it belongs in a `${VAR}`.
     pub connection: Option<String>,
+    /// Database URL (`postgres://user:${PGPASSWORD}@host/db?sslmode=require`).
+    pub url: Option<String>,
     /// Free text shown by `repaero jobs`.
     pub description: Option<String>,
 }
@@ -247,6 +251,13 @@ impl Config {
                     if src.path.is_none() {
                         return Err(Error::config(format!(
                             "{label}: [sources.{name}] is a file source and needs `path = \"…\"`"
+                        )));
+                    }
+                }
+                SourceKind::Postgres => {
+                    if src.url.is_none() {
+                        return Err(Error::config(format!(
+                            "{label}: [sources.{name}] is a PostgreSQL source and needs `url = \"postgres://…\"`"
                         )));
                     }
                 }

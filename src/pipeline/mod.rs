@@ -97,6 +97,8 @@ pub fn table_request(m: &Mapping, batch_size: usize) -> Result<TableRequest> {
     };
     Ok(TableRequest {
         table,
+        query: m.source.query.clone(),
+        filter: None,
         columns: Some(
             m.columns
                 .iter()

@@ -274,6 +274,18 @@ impl PgConn {
             .map_err(|e| Error::runtime(format!("{}: {}", self.label, pg_error(&e))))
     }
 
+    /// Prepare a statement (to learn its columns and their types).
+    pub fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement> {
+        self.rt
+            .block_on(self.client.prepare(sql))
+            .map_err(|e| Error::input(format!("{}: {}", self.label, pg_error(&e))))
+    }
+
+    /// Drive a future on this connection's runtime.
+    pub fn run<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
     /// Run a query in the simple protocol: every value as text.
     pub fn simple(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
         let msgs = self

@@ -112,14 +112,7 @@ pub fn inspect(
                 continue;
             }
         }
-        let mut reader = match source.read(TableRequest {
-            table: t.name.clone(),
-            columns: None,
-            header_row: None,
-            header_scan_rows: 30,
-            footer: None,
-            batch_size: 10_000,
-        }) {
+        let mut reader = match source.read(TableRequest::all(&t.name)) {
             Ok(r) => r,
             // an empty sheet has no header: list it with no columns
             Err(e) if matches!(source, Source::Excel(_)) && e.to_string().contains("empty") => {

@@ -13,6 +13,7 @@ pub mod excel;
 pub mod inspect;
 #[cfg(feature = "odbc")]
 pub mod odbc;
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -42,6 +43,10 @@ pub struct WantedColumn {
 pub struct TableRequest {
     /// Sheet or table name.
     pub table: String,
+    /// A query to read instead of the table (databases).
+    pub query: Option<String>,
+    /// A condition on the rows (databases: incremental sync).
+    pub filter: Option<String>,
     /// Columns to extract; `None` means every visible column, named by its
     /// header (used by `inspect` and `profile`).
     pub columns: Option<Vec<WantedColumn>>,
@@ -53,6 +58,22 @@ pub struct TableRequest {
     pub footer: Option<regex::Regex>,
     /// Rows per batch.
     pub batch_size: usize,
+}
+
+impl TableRequest {
+    /// Every column of a table, with the defaults (inspect, tests).
+    pub fn all(table: &str) -> TableRequest {
+        TableRequest {
+            table: table.to_string(),
+            query: None,
+            filter: None,
+            columns: None,
+            header_row: None,
+            header_scan_rows: 30,
+            footer: None,
+            batch_size: 10_000,
+        }
+    }
 }
 
 /// A column as found in the source.
@@ -219,6 +240,7 @@ pub enum Source {
     Access(access::AccessSource),
     #[cfg(feature = "odbc")]
     Odbc(odbc::OdbcSource),
+    Postgres(postgres::PgSource),
 }
 
 /// Whether a file is an Access database (by its header, not its name).
@@ -248,6 +270,9 @@ impl Source {
             SourceKind::Odbc => Ok(Source::Odbc(odbc::OdbcSource::open(
                 cfg.connection.as_deref().unwrap_or_default(),
             )?)),
+            SourceKind::Postgres => Ok(Source::Postgres(postgres::PgSource::open(
+                cfg.url.as_deref().unwrap_or_default(),
+            )?)),
             #[cfg(not(feature = "odbc"))]
             SourceKind::Odbc => Err(Error::config(format!(
                 "source `{name}` is an ODBC source, and this repaero was built without ODBC; build it with `cargo build --release --features odbc` (needs unixodbc-dev)"
@@ -269,6 +294,7 @@ impl Source {
             Source::Access(s) => s.path().display().to_string(),
             #[cfg(feature = "odbc")]
             Source::Odbc(s) => s.describe(),
+            Source::Postgres(s) => s.describe(),
         }
     }
 
@@ -278,6 +304,7 @@ impl Source {
             Source::Access(s) => Some(s.path().to_path_buf()),
             #[cfg(feature = "odbc")]
             Source::Odbc(_) => None,
+            Source::Postgres(_) => None,
         }
     }
 
@@ -288,6 +315,7 @@ impl Source {
             Source::Access(s) => Ok(s.tables()),
             #[cfg(feature = "odbc")]
             Source::Odbc(s) => Ok(s.tables()),
+            Source::Postgres(s) => Ok(s.tables()),
         }
     }
 
@@ -298,6 +326,7 @@ impl Source {
             Source::Access(s) => s.read(req),
             #[cfg(feature = "odbc")]
             Source::Odbc(s) => s.read(req),
+            Source::Postgres(s) => s.read(req),
         }
     }
 }

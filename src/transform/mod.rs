@@ -743,18 +743,21 @@ impl Plan {
                 for (i, v) in cleaned.iter().enumerate() {
                     vals.push(match v.as_deref() {
                         // typed binary arrives as hex; text is kept as its bytes
-                        Some(s) if is_typed(i) => match hex::decode(s) {
-                            Ok(b) => Some(b),
-                            Err(_) => {
-                                flag(
-                                    errors,
-                                    i,
-                                    format!("{name}: not hex bytes"),
-                                    format!("{name} is not hex-encoded bytes"),
-                                );
-                                None
+                        // (PostgreSQL writes bytea as `\x…`)
+                        Some(s) if is_typed(i) => {
+                            match hex::decode(s.strip_prefix("\\x").unwrap_or(s)) {
+                                Ok(b) => Some(b),
+                                Err(_) => {
+                                    flag(
+                                        errors,
+                                        i,
+                                        format!("{name}: not hex bytes"),
+                                        format!("{name} is not hex-encoded bytes"),
+                                    );
+                                    None
+                                }
                             }
-                        },
+                        }
                         Some(s) => Some(s.as_bytes().to_vec()),
                         None => None,
                     });

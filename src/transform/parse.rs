@@ -269,10 +269,15 @@ pub fn parse_datetime(s: &str, formats: &[String]) -> Option<NaiveDateTime> {
         _ => (t, None),
     };
     if date_part.len() == 10 && date_part.as_bytes()[4] == b'-' {
-        if let Some(d) = iso_date(date_part) {
-            return Some(d.and_time(time_part.and_then(parse_time).unwrap_or(NaiveTime::MIN)));
-        }
-        return None;
+        let d = iso_date(date_part)?;
+        let Some(tp) = time_part else {
+            return Some(d.and_time(NaiveTime::MIN));
+        };
+        // an offset (`+00`, `+01:00`, `-0530`, as PostgreSQL writes a
+        // timestamptz): the value is brought to UTC
+        let (tp, offset) = split_offset(tp)?;
+        let dt = d.and_time(parse_time(tp)?);
+        return Some(dt - chrono::Duration::seconds(offset));
     }
     // dd/mm/yyyy [HH:MM[:SS]]
     let (date_part, time_part) = match t.split_once(' ') {
@@ -338,6 +343,27 @@ fn iso_date(s: &str) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)
 }
 
+/// Split a time into its clock part and a UTC offset in seconds (0 when
+/// there is none, or `Z`).
+fn split_offset(t: &str) -> Option<(&str, i64)> {
+    let Some(p) = t.rfind(['+', '-']) else {
+        return Some((t.trim_end_matches('Z'), 0));
+    };
+    let (clock, off) = (&t[..p], &t[p + 1..]);
+    let digits: String = off.chars().filter(|c| *c != ':').collect();
+    if !(digits.len() == 2 || digits.len() == 4) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let h: i64 = digits[..2].parse().ok()?;
+    let m: i64 = if digits.len() == 4 {
+        digits[2..].parse().ok()?
+    } else {
+        0
+    };
+    let secs = h * 3600 + m * 60;
+    Some((clock, if t.as_bytes()[p] == b'-' { -secs } else { secs }))
+}
+
 fn parse_time(s: &str) -> Option<NaiveTime> {
     let s = s.trim_end_matches('Z');
     // HH:MM:SS and HH:MM, the forms sources write, without a format string
@@ -383,8 +409,8 @@ fn time_ns(t: NaiveTime) -> i64 {
 /// Read a yes/no value in French or English.
 pub fn parse_bool(s: &str) -> Option<bool> {
     match s.trim().to_lowercase().as_str() {
-        "1" | "true" | "vrai" | "oui" | "o" | "yes" | "y" | "x" | "✓" | "✔" => Some(true),
-        "0" | "false" | "faux" | "non" | "n" | "no" => Some(false),
+        "1" | "true" | "vrai" | "oui" | "o" | "yes" | "y" | "x" | "t" | "✓" | "✔" => Some(true),
+        "0" | "false" | "faux" | "non" | "n" | "no" | "f" => Some(false),
         _ => None,
     }
 }
@@ -476,6 +502,28 @@ mod tests {
     }
 
     #[test]
+    fn datetimes_with_offsets_are_brought_to_utc() {
+        let utc = |s: &str| parse_datetime(s, &[]).map(|d| d.to_string());
+        assert_eq!(
+            utc("2026-11-29 10:15:00.25+00").as_deref(),
+            Some("2026-11-29 10:15:00.250")
+        );
+        assert_eq!(
+            utc("2026-11-29 10:15:00+01").as_deref(),
+            Some("2026-11-29 09:15:00")
+        );
+        assert_eq!(
+            utc("2026-11-29T00:30:00-05:30").as_deref(),
+            Some("2026-11-29 06:00:00")
+        );
+        assert_eq!(
+            utc("2026-11-29T10:15:00Z").as_deref(),
+            Some("2026-11-29 10:15:00")
+        );
+        assert_eq!(utc("2026-11-29 10:15:00+1"), None);
+    }
+
+    #[test]
     fn datetimes() {
         let dt = parse_datetime("15/03/2026 14:05", &[]).unwrap();
         assert_eq!(dt.to_string(), "2026-03-15 14:05:00");
@@ -502,6 +550,9 @@ mod tests {
         assert_eq!(parse_bool("Oui"), Some(true));
         assert_eq!(parse_bool("non"), Some(false));
         assert_eq!(parse_bool("peut-être"), None);
+        // PostgreSQL's text form of a boolean
+        assert_eq!(parse_bool("t"), Some(true));
+        assert_eq!(parse_bool("f"), Some(false));
         assert_eq!(round_to(12.345, 2), 12.35);
         assert_eq!(round_to(-0.001, 2), 0.0);
         assert_eq!(epoch_days(NaiveDate::from_ymd_opt(1970, 1, 2).unwrap()), 1);
