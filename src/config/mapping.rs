@@ -266,6 +266,9 @@ pub struct CheckSpec {
     pub right: String,
     /// The reject reason.
     pub reason: String,
+    /// Keep a failing row and write the verdict in this boolean column
+    /// instead (true: holds, false: fails, NULL: not checked).
+    pub flag: Option<String>,
 }
 
 fn default_type() -> ColumnType {
@@ -346,6 +349,19 @@ pub struct DedupeSpec {
     /// AutoNumber id that differs between two copies of one row).
     #[serde(default)]
     pub except: Vec<String>,
+    /// What a later row with a key already seen does: `merge` into the
+    /// first row (default), or `reject` it (an invoice number used twice).
+    #[serde(default)]
+    pub on_duplicate: OnDuplicate,
+}
+
+/// What dedupe does with a duplicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDuplicate {
+    #[default]
+    Merge,
+    Reject,
 }
 
 /// Key normalisations for dedupe.
@@ -473,6 +489,14 @@ impl Mapping {
                     "{f}: checks op {:?} is not one of <, <=, >, >=, =, !=",
                     c.op
                 )));
+            }
+            if let Some(flag) = &c.flag {
+                check_identifier(flag, f, "checks.flag")?;
+                if !seen.insert(flag.to_lowercase()) {
+                    return Err(Error::config(format!(
+                        "{f}: checks flag `{flag}` is already a column"
+                    )));
+                }
             }
         }
         if let Some(id) = self.dedupe.as_ref().and_then(|d| d.id.as_ref()) {

@@ -282,9 +282,10 @@ impl JobRun<'_> {
             out.reject(&mapped.rejects, &mut tally)?;
             match dedupe.as_mut() {
                 Some(d) => {
-                    let (kept, ops) = d.push(mapped.kept)?;
-                    out.write(&kept, &mut tally)?;
-                    out.merge(&ops, &mut tally)?;
+                    let deduped = d.push(mapped.kept)?;
+                    out.reject(&deduped.rejects, &mut tally)?;
+                    out.write(&deduped.kept, &mut tally)?;
+                    out.merge(&deduped.ops, &mut tally)?;
                 }
                 None => out.write(&mapped.kept, &mut tally)?,
             }
@@ -317,6 +318,7 @@ impl JobRun<'_> {
         tally.flagged = std::mem::take(&mut mapper.flagged);
         tally.nulled = std::mem::take(&mut mapper.nulled);
         tally.remapped = std::mem::take(&mut mapper.remapped);
+        tally.rounded = std::mem::take(&mut mapper.rounded);
         tally.seconds = t0.elapsed().as_secs_f64();
         tally.check()?;
         Ok(tally)

@@ -76,6 +76,14 @@ pub fn render(r: &JobReport) -> String {
                 thousands(*n)
             );
         }
+        for (col, n) in &t.rounded {
+            let _ = writeln!(
+                s,
+                "  {:<w$}    rounded  {:>6}  {col}: more decimals than the column keeps",
+                "",
+                thousands(*n)
+            );
+        }
         for (col, n) in &t.remapped {
             let _ = writeln!(
                 s,

@@ -35,6 +35,9 @@ pub struct Tally {
     /// Values re-pointed to a merged row's survivor, per column.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub remapped: BTreeMap<String, u64>,
+    /// Decimals with more digits than their column's scale, rounded, per column.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rounded: BTreeMap<String, u64>,
     pub skipped: Skipped,
     pub seconds: f64,
 }

@@ -70,6 +70,15 @@ impl TableDef {
                     });
                     std::iter::once(col).chain(valid)
                 })
+                .chain(m.checks.iter().filter_map(|c| {
+                    c.flag.as_ref().map(|f| ColumnDef {
+                        name: f.clone(),
+                        ty: ColumnType::Boolean,
+                        precision: 1,
+                        scale: 0,
+                        not_null: false,
+                    })
+                }))
                 .collect(),
             key: m.target.key.clone(),
             // a reference whose failures only flag the row is not a constraint

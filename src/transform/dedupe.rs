@@ -17,9 +17,10 @@ use std::hash::{DefaultHasher, Hasher};
 use polars::prelude::*;
 
 use crate::batch::{Cursor, Value, ValueRef, is_internal};
-use crate::config::mapping::{KeyNormalize, Mapping, Merge};
+use crate::config::mapping::{KeyNormalize, Mapping, Merge, OnDuplicate};
 use crate::error::{Error, Result};
 use crate::source::ROW_COLUMN;
+use crate::transform::Reject;
 use crate::transform::clean::fold_key;
 
 /// One row folded into another.
@@ -76,6 +77,8 @@ pub struct Dedupe {
     locate: Vec<String>,
     /// Key hash → the kept row's source row, identity and locating values.
     seen: HashMap<u128, Kept>,
+    /// Reject duplicates instead of merging them.
+    reject: bool,
     /// Merged id → kept id (with `[dedupe] id`).
     pub remap: HashMap<String, String>,
     /// Rows merged so far.
@@ -135,6 +138,7 @@ impl Dedupe {
                 Vec::new()
             },
             id: spec.id.clone(),
+            reject: spec.on_duplicate == OnDuplicate::Reject,
             seen: HashMap::new(),
             remap: HashMap::new(),
             merged: 0,
@@ -147,9 +151,9 @@ impl Dedupe {
         &self.key
     }
 
-    /// Take a batch; returns the rows to write and the merges to apply
-    /// once they are written.
-    pub fn push(&mut self, df: DataFrame) -> Result<(DataFrame, Vec<MergeOp>)> {
+    /// Take a batch; returns the rows to write, the merges to apply once
+    /// they are written and, with `on_duplicate = "reject"`, the duplicates.
+    pub fn push(&mut self, df: DataFrame) -> Result<Deduped> {
         let mut df = df;
         df.rechunk_mut();
         let names: Vec<String> = df.columns().iter().map(|c| c.name().to_string()).collect();
@@ -185,6 +189,7 @@ impl Dedupe {
             .collect();
         let mut keep = Vec::with_capacity(df.height());
         let mut ops = Vec::new();
+        let mut rejects = Vec::new();
         let mut bytes = Vec::with_capacity(64);
         for i in 0..df.height() {
             let src_row = row_idx
@@ -234,6 +239,35 @@ impl Dedupe {
                         },
                     );
                     keep.push(true);
+                }
+                Some(kept) if self.reject => {
+                    keep.push(false);
+                    let record: Vec<(String, Option<String>)> = names
+                        .iter()
+                        .zip(&cursors)
+                        .filter(|(n, _)| !is_internal(n))
+                        .map(|(n, c)| (n.clone(), c.get(i).to_text()))
+                        .collect();
+                    let shown: Vec<String> = key_idx
+                        .iter()
+                        .map(|&j| {
+                            format!(
+                                "{} = {}",
+                                names[j],
+                                cursors[j].get(i).to_text().unwrap_or_else(|| "NULL".into())
+                            )
+                        })
+                        .collect();
+                    rejects.push(Reject {
+                        row: src_row,
+                        reason: format!("{}: duplicate", self.key.join(", ")),
+                        detail: format!(
+                            "{} is already used by source row {}, which is kept",
+                            shown.join(", "),
+                            kept.row
+                        ),
+                        record,
+                    });
                 }
                 Some(kept) => {
                     let (kept_row, kept_id, kept_at) = (kept.row, kept.id.clone(), kept.at.clone());
@@ -302,8 +336,18 @@ impl Dedupe {
             df.filter(&mask)
                 .map_err(|e| Error::runtime(format!("dedupe: {e}")))?
         };
-        Ok((kept, ops))
+        Ok(Deduped { kept, ops, rejects })
     }
+}
+
+/// What dedupe makes of a batch.
+pub struct Deduped {
+    /// Rows to write.
+    pub kept: DataFrame,
+    /// Duplicates to fold into rows written.
+    pub ops: Vec<MergeOp>,
+    /// Duplicates refused (`on_duplicate = "reject"`).
+    pub rejects: Vec<Reject>,
 }
 
 #[cfg(test)]
@@ -338,6 +382,7 @@ name = "location"
             skip_invalid: false,
             id: None,
             except: vec![],
+            on_duplicate: OnDuplicate::Merge,
         });
         m
     }
@@ -374,12 +419,12 @@ name = "location"
     fn duplicates_become_merges_across_batches() {
         let m = mapping(&["reference"], &[("quantity", Merge::Sum)]);
         let mut d = Dedupe::for_mapping(&m).unwrap();
-        let (kept, ops) = d
+        let Deduped { kept, ops, .. } = d
             .push(frame(&[("A", Some(2), "R1", 5), ("B", Some(1), "R2", 6)]))
             .unwrap();
         assert_eq!(kept.height(), 2);
         assert!(ops.is_empty());
-        let (kept, ops) = d
+        let Deduped { kept, ops, .. } = d
             .push(frame(&[("A", Some(3), "R9", 9), ("C", None, "R8", 10)]))
             .unwrap();
         assert_eq!(
@@ -413,7 +458,7 @@ name = "location"
     fn whole_row_dedupe_drops_exact_duplicates_without_merges() {
         let m = mapping(&["*"], &[]);
         let mut d = Dedupe::for_mapping(&m).unwrap();
-        let (out, ops) = d
+        let Deduped { kept: out, ops, .. } = d
             .push(frame(&[
                 ("A", Some(2), "R1", 1),
                 ("A", Some(2), "R1", 2),
@@ -424,17 +469,45 @@ name = "location"
         assert_eq!(ops.len(), 1);
         assert!(ops[0].sets.is_empty());
         assert_eq!((ops[0].row, ops[0].kept_row), (2, 1));
-        let (out, ops) = d.push(frame(&[("A", Some(2), "R1", 4)])).unwrap();
+        let Deduped { kept: out, ops, .. } = d.push(frame(&[("A", Some(2), "R1", 4)])).unwrap();
         assert_eq!(out.height(), 0);
         assert_eq!((ops[0].row, ops[0].kept_row), (4, 1));
         assert_eq!(d.merged, 2);
     }
 
     #[test]
+    fn duplicates_can_be_rejected_instead() {
+        let mut m = mapping(&["reference"], &[]);
+        if let Some(d) = m.dedupe.as_mut() {
+            d.on_duplicate = OnDuplicate::Reject;
+        }
+        let mut d = Dedupe::for_mapping(&m).unwrap();
+        let first = d
+            .push(frame(&[("A", Some(2), "R1", 5), ("B", Some(1), "R2", 6)]))
+            .unwrap();
+        assert_eq!(first.kept.height(), 2);
+        let second = d
+            .push(frame(&[("A", Some(3), "R9", 9), ("C", None, "R8", 10)]))
+            .unwrap();
+        assert_eq!(second.kept.height(), 1);
+        assert!(second.ops.is_empty());
+        assert_eq!(second.rejects.len(), 1);
+        let r = &second.rejects[0];
+        assert_eq!((r.row, r.reason.as_str()), (9, "reference: duplicate"));
+        assert_eq!(
+            r.detail,
+            "reference = A is already used by source row 5, which is kept"
+        );
+        assert_eq!(r.record[1], ("quantity".to_string(), Some("3".to_string())));
+        assert_eq!(d.merged, 0);
+        assert!(d.log.is_empty());
+    }
+
+    #[test]
     fn null_keys_never_match() {
         let m = mapping(&["quantity"], &[]);
         let mut d = Dedupe::for_mapping(&m).unwrap();
-        let (out, ops) = d
+        let Deduped { kept: out, ops, .. } = d
             .push(frame(&[("A", None, "R1", 1), ("B", None, "R1", 2)]))
             .unwrap();
         assert_eq!(out.height(), 2);

@@ -89,6 +89,8 @@ struct Plan {
     null_days: Vec<i32>,
     /// Placeholders set to NULL by value in the current batch.
     nulled: Cell<u64>,
+    /// Decimals rounded to their scale in the current batch.
+    rounded: Cell<u64>,
     /// Largest absolute value a decimal(p, s) holds.
     decimal_limit: f64,
 }
@@ -108,6 +110,8 @@ pub struct Mapper {
     pub nulled: BTreeMap<String, u64>,
     /// Values replaced through a `remap`, per column.
     pub remapped: BTreeMap<String, u64>,
+    /// Decimals that had more digits than their scale, per column.
+    pub rounded: BTreeMap<String, u64>,
     /// Every rule failure seen, by reason (a row failing two rules counts in
     /// both; the tally counts the row once, under its first reason).
     pub failures: BTreeMap<String, u64>,
@@ -214,6 +218,7 @@ impl Mapper {
                     Vec::new()
                 },
                 nulled: Cell::new(0),
+                rounded: Cell::new(0),
                 decimal_limit: 10f64.powi(int_digits),
                 spec: spec.clone(),
             });
@@ -224,6 +229,7 @@ impl Mapper {
             flagged: BTreeMap::new(),
             nulled: BTreeMap::new(),
             remapped: BTreeMap::new(),
+            rounded: BTreeMap::new(),
             failures: BTreeMap::new(),
             filled: BTreeMap::new(),
         })
@@ -364,6 +370,10 @@ impl Mapper {
             if nulled > 0 {
                 *self.nulled.entry(name.clone()).or_default() += nulled;
             }
+            let rounded = plan.rounded.take();
+            if rounded > 0 {
+                *self.rounded.entry(name.clone()).or_default() += rounded;
+            }
             let remapped = plan.remapped.take();
             if remapped > 0 {
                 *self.remapped.entry(name.clone()).or_default() += remapped;
@@ -380,7 +390,7 @@ impl Mapper {
                 out.push(valid.into_series().into_column());
             }
         }
-        self.check_rows(&out, &mut errors)?;
+        self.check_rows(&mut out, &mut errors)?;
         let rows = raw.column(ROW_COLUMN).cloned().unwrap_or_else(|_| {
             UInt64Chunked::from_vec(ROW_COLUMN.into(), vec![0; n])
                 .into_series()
@@ -448,15 +458,25 @@ fn compare(a: &ValueRef<'_>, b: &ValueRef<'_>) -> Option<std::cmp::Ordering> {
 
 impl Mapper {
     /// `[[checks]]`: compare two typed columns of each row.
-    fn check_rows(&mut self, out: &[Column], errors: &mut [Option<RowError>]) -> Result<()> {
+    fn check_rows(&mut self, out: &mut Vec<Column>, errors: &mut [Option<RowError>]) -> Result<()> {
         if self.checks.is_empty() {
             return Ok(());
         }
-        let find = |name: &str| out.iter().find(|c| c.name().as_str() == name);
+        let n = errors.len();
+        let mut verdicts = Vec::new();
         for check in &self.checks {
+            let find = |name: &str| out.iter().find(|c| c.name().as_str() == name);
             let (Some(l), Some(r)) = (find(&check.left), find(&check.right)) else {
+                if let Some(f) = &check.flag {
+                    verdicts.push(
+                        BooleanChunked::full_null(f.as_str().into(), n)
+                            .into_series()
+                            .into_column(),
+                    );
+                }
                 continue;
             };
+            let mut verdict: Vec<Option<bool>> = vec![None; n];
             let (l, r) = (l.rechunk(), r.rechunk());
             let (lc, rc) = (Cursor::new(&l)?, Cursor::new(&r)?);
             let mut flags = Flags {
@@ -466,11 +486,18 @@ impl Mapper {
                 flag_only: false,
                 invalid: Vec::new(),
             };
-            for i in 0..l.len() {
+            for (i, slot) in verdict.iter_mut().enumerate().take(l.len()) {
                 let (a, b) = (lc.get(i), rc.get(i));
                 if a.is_null() || b.is_null() {
                     continue;
                 }
+                // decimals were rounded to their scale: compare them so
+                let (a, b) = match (a, b) {
+                    (ValueRef::Float(x), ValueRef::Float(y)) if (x - y).abs() < 1e-9 => {
+                        (ValueRef::Float(x), ValueRef::Float(x))
+                    }
+                    other => other,
+                };
                 let ok = compare(&a, &b).is_some_and(|o| match check.op.as_str() {
                     "<" => o.is_lt(),
                     "<=" => o.is_le(),
@@ -479,7 +506,11 @@ impl Mapper {
                     "=" => o.is_eq(),
                     _ => o.is_ne(),
                 });
-                if !ok {
+                *slot = Some(ok);
+                if !ok && check.flag.is_some() {
+                    *flags.counts.entry(check.reason.clone()).or_default() += 1;
+                    *flags.flagged.entry(check.reason.clone()).or_default() += 1;
+                } else if !ok {
                     let show = |v: &ValueRef<'_>| v.to_text().unwrap_or_default();
                     flag(
                         &mut flags,
@@ -497,7 +528,15 @@ impl Mapper {
                     );
                 }
             }
+            if let Some(f) = &check.flag {
+                verdicts.push(
+                    BooleanChunked::from_iter_options(f.as_str().into(), verdict.into_iter())
+                        .into_series()
+                        .into_column(),
+                );
+            }
         }
+        out.extend(verdicts);
         Ok(())
     }
 }
@@ -620,7 +659,11 @@ impl Plan {
                     vals.push(match parsed {
                         Some((s, Ok(x))) => {
                             let x = if decimal {
-                                round_to(x, self.spec.scale())
+                                let r = round_to(x, self.spec.scale());
+                                if (r - x).abs() > 1e-9 * x.abs().max(1.0) {
+                                    self.rounded.set(self.rounded.get() + 1);
+                                }
+                                r
                             } else {
                                 x
                             };
@@ -961,6 +1004,47 @@ mod tests {
             .iter()
             .collect();
         assert_eq!(got, vec![Some(1.234), Some(1234.0), Some(1234.5)]);
+    }
+
+    #[test]
+    fn a_check_can_flag_and_rounded_decimals_are_counted() {
+        let m = mapping(
+            "[[columns]]\nname = \"total\"\ntype = \"decimal\"\n[[columns]]\nname = \"lines\"\ntype = \"decimal\"\n[[checks]]\nleft = \"total\"\nop = \"=\"\nright = \"lines\"\nreason = \"lines do not add up\"\nflag = \"lines_match\"\n",
+        );
+        m.check().unwrap();
+        let mut mapper = Mapper::new(&m).unwrap();
+        let mut df = raw(
+            "total",
+            &[Some("10.004"), Some("12.50"), Some("7"), None],
+            &[true; 4],
+        );
+        let lines = raw(
+            "lines",
+            &[Some("10.00"), Some("12.40"), None, Some("3")],
+            &[true; 4],
+        );
+        for c in ["lines", "__typed__lines"] {
+            df.with_column(lines.column(c).unwrap().clone()).unwrap();
+        }
+        let out = mapper.apply(&df).unwrap();
+        assert!(out.rejects.is_empty(), "a flagging check keeps its rows");
+        let verdict: Vec<Option<bool>> = out
+            .kept
+            .column("lines_match")
+            .unwrap()
+            .bool()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(verdict, vec![Some(true), Some(false), None, None]);
+        assert_eq!(mapper.flagged.get("lines do not add up"), Some(&1));
+        assert_eq!(mapper.rounded.get("total"), Some(&1));
+        assert_eq!(mapper.rounded.get("lines"), None);
+        let defs = crate::sink::TableDef::from_mapping(&m);
+        assert_eq!(
+            defs.columns.last().map(|c| c.name.as_str()),
+            Some("lines_match")
+        );
     }
 
     #[test]
