@@ -99,18 +99,31 @@ pub enum DdlDialect {
 pub enum FixtureKind {
     /// The Excel stock workbook (fixtures/stock/stock.xlsx)
     Stock,
+    /// The PostgreSQL billing base (tables clients, factures, lignes_facture, paiements)
+    Billing,
 }
 
 #[derive(Debug, Args)]
 pub struct FixturesArgs {
     #[arg(value_enum)]
     pub kind: FixtureKind,
-    /// Output file [default: fixtures/stock/stock.xlsx]
+    /// Output file: the workbook for stock [default: fixtures/stock/stock.xlsx],
+    /// the ground truth for billing [default: fixtures/billing/billing.expected.json]
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Extra clean rows to add (for benchmarks)
-    #[arg(long, default_value_t = 0)]
-    pub rows: usize,
+    /// stock: extra clean rows to add (default 0); billing: invoice lines (default 20000)
+    #[arg(long)]
+    pub rows: Option<usize>,
+    /// billing: the database to (re)create the tables in
+    #[arg(
+        long,
+        env = "BILLING_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/repaero_billing"
+    )]
+    pub url: String,
+    /// billing: the random seed (the same seed gives the same base)
+    #[arg(long, default_value_t = 20_261_129)]
+    pub seed: u64,
 }
 
 fn init_logging(verbose: u8) {
@@ -176,24 +189,41 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Fixtures(args) => {
-            let out = args
-                .out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("fixtures/stock/stock.xlsx"));
             match args.kind {
+                FixtureKind::Billing => {
+                    let out = args
+                        .out
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from("fixtures/billing/billing.expected.json"));
+                    let truth = crate::fixtures::billing::generate(
+                        &args.url,
+                        args.rows.unwrap_or(20_000),
+                        args.seed,
+                    )?;
+                    write_truth(&out, &truth)?;
+                    eprintln!(
+                        "created clients ({}), factures ({}), lignes_facture ({}), paiements ({}) in {}; ground truth in {}",
+                        truth.clients,
+                        truth.invoices.read,
+                        truth.invoice_lines.read,
+                        truth.payments.read,
+                        crate::config::redact_url(&args.url),
+                        out.display()
+                    );
+                }
                 FixtureKind::Stock => {
-                    let truth = crate::fixtures::stock::generate(&out, args.rows)?;
+                    let out = args
+                        .out
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from("fixtures/stock/stock.xlsx"));
+                    let truth = crate::fixtures::stock::generate(&out, args.rows.unwrap_or(0))?;
                     let truth_path = out.with_file_name(format!(
                         "{}.expected.json",
                         out.file_stem()
                             .map(|s| s.to_string_lossy())
                             .unwrap_or_default()
                     ));
-                    let json = serde_json::to_string_pretty(&truth)
-                        .map_err(|e| Error::runtime(format!("ground truth: {e}")))?;
-                    std::fs::write(&truth_path, json + "\n").map_err(|e| {
-                        Error::runtime(format!("writing {}: {e}", truth_path.display()))
-                    })?;
+                    write_truth(&truth_path, &truth)?;
                     eprintln!(
                         "wrote {} ({} part rows, {} receipt rows) and {}",
                         out.display(),
@@ -273,6 +303,18 @@ fn run(cli: Cli) -> Result<u8> {
             migrate(&cfg, args)
         }
     }
+}
+
+/// Write a ground truth as pretty JSON, creating its directory.
+fn write_truth<T: Serialize>(path: &std::path::Path, truth: &T) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::runtime(format!("creating {}: {e}", dir.display())))?;
+    }
+    let json = serde_json::to_string_pretty(truth)
+        .map_err(|e| Error::runtime(format!("ground truth: {e}")))?;
+    std::fs::write(path, json + "\n")
+        .map_err(|e| Error::runtime(format!("writing {}: {e}", path.display())))
 }
 
 fn print_json<T: Serialize>(v: &T) -> Result<()> {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::mapping::{Mapping, WriteMode};
+use super::mapping::{Mapping, Mode};
 use super::{Config, Env};
 use crate::error::{Error, Result};
 
@@ -26,8 +26,8 @@ struct JobFile {
 pub struct TableEntry {
     /// Mapping name (`mappings/<name>.toml`) or a path to a mapping file.
     pub mapping: String,
-    /// Overrides the mapping's write mode.
-    pub mode: Option<WriteMode>,
+    /// Overrides the mapping's mode.
+    pub mode: Option<Mode>,
 }
 
 /// A loaded job with its mappings.
@@ -36,7 +36,7 @@ pub struct Job {
     pub name: String,
     pub description: Option<String>,
     pub source: String,
-    pub tables: Vec<(Mapping, WriteMode)>,
+    pub tables: Vec<(Mapping, Mode)>,
     pub file: PathBuf,
 }
 
@@ -71,17 +71,17 @@ impl Job {
             let path = mapping_path(cfg, &t.mapping);
             let mapping = Mapping::load(&path, env)?;
             let mode = t.mode.unwrap_or(mapping.target.mode);
-            if mode == WriteMode::Upsert && mapping.target.key.is_empty() {
-                return Err(Error::config(format!(
-                    "{}: table `{}` is written with mode = \"upsert\" but {} has no target.key",
+            mapping.check_mode(mode).map_err(|e| {
+                e.context(format!(
+                    "{}: table `{}` is written with mode = \"{}\"",
                     file.display(),
                     mapping.target.table,
-                    path.display()
-                )));
-            }
+                    mode.as_str()
+                ))
+            })?;
             if tables
                 .iter()
-                .any(|(m, _): &(Mapping, WriteMode)| m.target.table == mapping.target.table)
+                .any(|(m, _): &(Mapping, Mode)| m.target.table == mapping.target.table)
             {
                 return Err(Error::config(format!(
                     "{}: table `{}` is written twice",

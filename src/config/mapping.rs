@@ -58,13 +58,79 @@ pub struct TargetSpec {
     /// Primary key columns (target names).
     #[serde(default)]
     pub key: Vec<String>,
-    /// Write mode; the job may override it.
+    /// How the table is loaded; the job may override it.
     #[serde(default)]
-    pub mode: WriteMode,
+    pub mode: Mode,
+    /// `incremental`: the column (a target column name) whose value grows
+    /// when a source row changes (`updated_at`); only rows above the last
+    /// run's highest value are read.
+    pub update_key: Option<String>,
+    /// `incremental`: what becomes of target rows whose key is no longer in
+    /// the source: kept (`none`, default), deleted (`hard`), or stamped in
+    /// `soft_delete_column` (`soft`).
+    #[serde(default)]
+    pub deletes: Deletes,
+    /// Column stamped with the time a row vanished from the source
+    /// (default `deleted_at`).
+    pub soft_delete_column: Option<String>,
+    /// `snapshot`: column holding the run's time on each copy of the
+    /// source (default `snapshot_at`).
+    pub snapshot_column: Option<String>,
 }
 
-/// How a table is written.
+/// How a table is loaded (the mapping's `mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The whole source replaces the table, swapped in in one transaction.
+    #[default]
+    #[serde(alias = "full")]
+    Replace,
+    /// Every source row is inserted or updated on the key.
+    Upsert,
+    /// Every source row is inserted.
+    Append,
+    /// Only the rows changed since the last run (by `update_key`) are read
+    /// and upserted; the watermark is kept in the target's `_repaero_state`.
+    Incremental,
+    /// Every source row is appended with the run's time in
+    /// `snapshot_column`: a history of the source, one copy per run.
+    Snapshot,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Replace => "replace",
+            Mode::Upsert => "upsert",
+            Mode::Append => "append",
+            Mode::Incremental => "incremental",
+            Mode::Snapshot => "snapshot",
+        }
+    }
+
+    /// What the sink does with the rows.
+    pub fn write_mode(self) -> WriteMode {
+        match self {
+            Mode::Replace => WriteMode::Replace,
+            Mode::Upsert | Mode::Incremental => WriteMode::Upsert,
+            Mode::Append | Mode::Snapshot => WriteMode::Append,
+        }
+    }
+}
+
+/// What an incremental sync does with rows gone from the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Deletes {
+    #[default]
+    None,
+    Hard,
+    Soft,
+}
+
+/// How a sink writes a table's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WriteMode {
     /// Load into a new table, then swap it in, in one transaction.
@@ -380,6 +446,71 @@ impl Mapping {
         Ok(m)
     }
 
+    /// Whether the mapping can be loaded with `mode` (its own, or the job's).
+    pub fn check_mode(&self, mode: Mode) -> Result<()> {
+        let f = &self.file;
+        let t = &self.target;
+        if matches!(mode, Mode::Upsert | Mode::Incremental) && t.key.is_empty() {
+            return Err(Error::config(format!(
+                "{f}: mode = \"{}\" needs target.key",
+                mode.as_str()
+            )));
+        }
+        if mode == Mode::Incremental {
+            let Some(uk) = &t.update_key else {
+                return Err(Error::config(format!(
+                    "{f}: mode = \"incremental\" needs target.update_key, the column whose value grows when a row changes (e.g. \"updated_at\")"
+                )));
+            };
+            if !self.columns.iter().any(|c| &c.name == uk) {
+                return Err(Error::config(format!(
+                    "{f}: target.update_key names `{uk}`, which is not a declared column"
+                )));
+            }
+        } else if t.deletes != Deletes::None {
+            return Err(Error::config(format!(
+                "{f}: target.deletes only applies to mode = \"incremental\" (this table is loaded with mode = \"{}\")",
+                mode.as_str()
+            )));
+        }
+        for (what, name) in [
+            ("soft_delete_column", self.soft_delete_column()),
+            ("snapshot_column", self.snapshot_column()),
+        ] {
+            check_identifier(&name, f, &format!("target.{what}"))?;
+            if self.columns.iter().any(|c| c.name == name) {
+                return Err(Error::config(format!(
+                    "{f}: target.{what} `{name}` is also a declared column; name it differently"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The column a soft delete stamps.
+    pub fn soft_delete_column(&self) -> String {
+        self.target
+            .soft_delete_column
+            .clone()
+            .unwrap_or_else(|| "deleted_at".into())
+    }
+
+    /// The column holding a snapshot's time.
+    pub fn snapshot_column(&self) -> String {
+        self.target
+            .snapshot_column
+            .clone()
+            .unwrap_or_else(|| "snapshot_at".into())
+    }
+
+    /// The source column of a target column (its first `from`).
+    pub fn source_column(&self, target: &str) -> Option<String> {
+        self.columns
+            .iter()
+            .find(|c| c.name == target)
+            .and_then(|c| c.sources().into_iter().next())
+    }
+
     /// Cross-field checks that serde cannot express.
     pub fn check(&self) -> Result<()> {
         let f = &self.file;
@@ -423,11 +554,7 @@ impl Mapping {
                 )));
             }
         }
-        if self.target.mode == WriteMode::Upsert && self.target.key.is_empty() {
-            return Err(Error::config(format!(
-                "{f}: mode = \"upsert\" needs target.key"
-            )));
-        }
+        self.check_mode(self.target.mode)?;
         if let Some(d) = &self.dedupe {
             let key = self.dedupe_key();
             if key.is_empty() {
@@ -599,7 +726,7 @@ type = "integer"
         assert_eq!(m.columns[1].sources(), vec!["quantity"]);
         assert_eq!(m.columns[1].ty, ColumnType::Integer);
         assert!(m.columns[0].trim);
-        assert_eq!(m.target.mode, WriteMode::Replace);
+        assert_eq!(m.target.mode, Mode::Replace);
     }
 
     #[test]

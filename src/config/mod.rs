@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 pub use interp::{Env, ProcessEnv};
 pub use job::{Job, TableEntry};
-pub use mapping::{ColumnSpec, ColumnType, Mapping, WriteMode};
+pub use mapping::{ColumnSpec, ColumnType, Mapping, Mode, WriteMode};
 
 /// Name of the configuration file looked for in the working directory.
 pub const DEFAULT_CONFIG: &str = "repaero.toml";

@@ -13,15 +13,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
-use crate::config::mapping::{Mapping, WriteMode};
+use crate::config::mapping::{Deletes, Mapping, Mode, WriteMode};
 use crate::config::{Config, Job};
 use crate::error::{Error, Result};
-use crate::sink::{self, RunRecord, Sink, TableDef, WriteOutcome};
-use crate::source::{Source, TableRequest, WantedColumn};
+use crate::sink::{self, ColumnDef, RunRecord, Sink, SyncState, TableDef, WriteOutcome};
+use crate::source::{Source, TableRequest, UpdateKey, WantedColumn};
 use crate::transform::dedupe::{Dedupe, MergeOp};
 use crate::transform::{Mapper, Reject};
 use quarantine::RejectFile;
-pub use tally::{Skipped, Tally};
+pub use tally::{Skipped, Tally, Watermark};
 
 /// How to run.
 #[derive(Debug, Clone, Default)]
@@ -99,6 +99,7 @@ pub fn table_request(m: &Mapping, batch_size: usize) -> Result<TableRequest> {
         table,
         query: m.source.query.clone(),
         filter: None,
+        update_key: None,
         columns: Some(
             m.columns
                 .iter()
@@ -144,6 +145,8 @@ struct JobRun<'a> {
     files: Vec<String>,
     /// `table.id` → merged id → kept id, from the dedupes run so far.
     remaps: HashMap<String, HashMap<String, String>>,
+    /// When the run started: the time of snapshots and soft deletes.
+    started: chrono::DateTime<chrono::Utc>,
 }
 
 /// Run one job against the configured target.
@@ -166,6 +169,7 @@ pub fn run_job(cfg: &Config, job: &Job, opts: &RunOptions, run_id: &str) -> Resu
         opts,
         files: Vec::new(),
         remaps: HashMap::new(),
+        started,
     };
     let mut report = JobReport {
         job: job.name.clone(),
@@ -231,7 +235,7 @@ pub fn run_job(cfg: &Config, job: &Job, opts: &RunOptions, run_id: &str) -> Resu
 }
 
 impl JobRun<'_> {
-    fn table(&mut self, sink: &mut dyn Sink, mapping: &Mapping, mode: WriteMode) -> Result<Tally> {
+    fn table(&mut self, sink: &mut dyn Sink, mapping: &Mapping, mode: Mode) -> Result<Tally> {
         let t0 = Instant::now();
         let (job, run_id) = (self.job, self.run_id);
         let table = mapping.target.table.as_str();
@@ -245,7 +249,34 @@ impl JobRun<'_> {
             })?;
             mapper.set_remap(&col, map);
         }
-        let mut reader = self.source.read(table_request(mapping, self.batch_size)?)?;
+        let mut req = table_request(mapping, self.batch_size)?;
+        // upserts count the rows already there, to tell inserts from updates
+        let rows_before = if mode.write_mode() == WriteMode::Upsert {
+            sink.count_rows(table)?
+        } else {
+            None
+        };
+        let mut since = None;
+        if mode == Mode::Incremental {
+            if !matches!(self.source, Source::Postgres(_)) {
+                return Err(Error::config(format!(
+                    "{}: mode = \"incremental\" needs a source that can filter rows (a postgres source); {} cannot. Use mode = \"upsert\" (every row, updated on the key)",
+                    mapping.file,
+                    self.source.describe()
+                )));
+            }
+            // a watermark without its table (dropped since) would skip
+            // every row: start over
+            since = match rows_before {
+                Some(_) => sink.get_state(job, table)?,
+                None => None,
+            };
+            req.update_key = mapping.target.update_key.as_ref().map(|c| UpdateKey {
+                column: c.clone(),
+                after: since.clone(),
+            });
+        }
+        let mut reader = self.source.read(req)?;
         let origin = reader.origin.clone();
         let mut tally = Tally::new(table, &origin, mode.as_str());
         for (col, rtable, rcol) in mapper.references() {
@@ -260,9 +291,31 @@ impl JobRun<'_> {
             );
             mapper.set_reference_values(&col, values);
         }
-        let def = TableDef::from_mapping(mapping);
-        sink.start_table(&def, mode)?;
-        sink.clear_rejects(job, table)?;
+        let mut def = TableDef::from_mapping(mapping);
+        if mode == Mode::Incremental && mapping.target.deletes == Deletes::Soft {
+            def.soft_delete = Some(mapping.soft_delete_column());
+        }
+        // a snapshot is stamped with the run's time, part of its key
+        let snapshot = (mode == Mode::Snapshot).then(|| {
+            let col = mapping.snapshot_column();
+            def.columns.push(ColumnDef {
+                name: col.clone(),
+                ty: crate::config::ColumnType::Datetime,
+                precision: 0,
+                scale: 0,
+                not_null: true,
+            });
+            if !def.key.is_empty() {
+                def.key.push(col.clone());
+            }
+            (col, self.started.timestamp_millis())
+        });
+        sink.start_table(&def, mode.write_mode())?;
+        // an incremental run sees only changed rows: earlier runs' rejects
+        // of rows not read again still stand
+        if mode != Mode::Incremental {
+            sink.clear_rejects(job, table)?;
+        }
         let mut dedupe = Dedupe::for_mapping(mapping);
         let mut out = TableOutput {
             sink,
@@ -282,12 +335,22 @@ impl JobRun<'_> {
             out.reject(&mapped.rejects, &mut tally)?;
             match dedupe.as_mut() {
                 Some(d) => {
-                    let deduped = d.push(mapped.kept)?;
+                    let mut deduped = d.push(mapped.kept)?;
                     out.reject(&deduped.rejects, &mut tally)?;
+                    if let Some((col, ms)) = &snapshot {
+                        deduped.kept = stamp(deduped.kept, col, *ms)?;
+                        for op in deduped.ops.iter_mut() {
+                            op.key
+                                .push((col.clone(), crate::batch::Value::Datetime(*ms)));
+                        }
+                    }
                     out.write(&deduped.kept, &mut tally)?;
                     out.merge(&deduped.ops, &mut tally)?;
                 }
-                None => out.write(&mapped.kept, &mut tally)?,
+                None => match &snapshot {
+                    Some((col, ms)) => out.write(&stamp(mapped.kept, col, *ms)?, &mut tally)?,
+                    None => out.write(&mapped.kept, &mut tally)?,
+                },
             }
         }
         out.flush(&mut tally)?;
@@ -304,6 +367,44 @@ impl JobRun<'_> {
             }
         }
         out.sink.finish_table()?;
+        if let Some(before) = rows_before {
+            let after = sink_rows(out.sink, table)?;
+            let inserted = after.saturating_sub(before).min(tally.written);
+            tally.inserted = Some(inserted);
+            tally.updated = Some(tally.written - inserted);
+        } else if mode.write_mode() == WriteMode::Upsert {
+            // the table was created by this run
+            tally.inserted = Some(tally.written);
+            tally.updated = Some(0);
+        }
+        if mode == Mode::Incremental {
+            let stats = reader.stats().cloned().unwrap_or_default();
+            let column = mapping
+                .target
+                .update_key
+                .as_ref()
+                .and_then(|c| mapping.source_column(c))
+                .unwrap_or_default();
+            let to = stats.max_update_key.clone().or_else(|| since.clone());
+            if let Some(w) = &to {
+                out.sink.set_state(&SyncState {
+                    job: job.to_string(),
+                    table: table.to_string(),
+                    update_key: column.clone(),
+                    watermark: w.clone(),
+                    run_id: run_id.to_string(),
+                })?;
+            }
+            tally.watermark = Some(Watermark {
+                column,
+                from: since,
+                to,
+                null_rows: stats.null_update_key,
+            });
+            if mapping.target.deletes != Deletes::None {
+                tally.deleted = Some(self.delete_missing(out.sink, mapping, &def)?);
+            }
+        }
         pb.finish_and_clear();
         if let Some(p) = out.file.finish()? {
             self.files.push(p.display().to_string());
@@ -322,6 +423,61 @@ impl JobRun<'_> {
         tally.seconds = t0.elapsed().as_secs_f64();
         tally.check()?;
         Ok(tally)
+    }
+}
+
+fn sink_rows(sink: &mut dyn Sink, table: &str) -> Result<u64> {
+    Ok(sink.count_rows(table)?.unwrap_or(0))
+}
+
+/// Add the snapshot time column to a batch.
+fn stamp(batch: DataFrame, col: &str, ms: i64) -> Result<DataFrame> {
+    let mut batch = batch;
+    let values = vec![crate::batch::Value::Datetime(ms); batch.height()];
+    let column = crate::batch::column_from_values(
+        col,
+        &crate::batch::dtype_of(crate::config::ColumnType::Datetime),
+        &values,
+    )?;
+    batch
+        .with_column(column)
+        .map_err(|e| Error::runtime(format!("stamping the snapshot: {e}")))?;
+    Ok(batch)
+}
+
+impl JobRun<'_> {
+    /// Delete (or stamp) the target rows whose key is no longer in the
+    /// source: the source's keys are read in full (key columns only),
+    /// cleaned as the mapping cleans them, and compared in the target.
+    fn delete_missing(
+        &self,
+        sink: &mut dyn Sink,
+        mapping: &Mapping,
+        def: &TableDef,
+    ) -> Result<u64> {
+        let mut keys = mapping.clone();
+        keys.columns
+            .retain(|c| mapping.target.key.contains(&c.name));
+        for c in keys.columns.iter_mut() {
+            c.references = None;
+            c.remap = None;
+        }
+        keys.checks.clear();
+        keys.dedupe = None;
+        let mut mapper = Mapper::new(&keys)?;
+        let mut reader = self.source.read(table_request(&keys, self.batch_size)?)?;
+        let mut batches = std::iter::from_fn(|| match reader.next_batch() {
+            Ok(Some(raw)) => Some(mapper.apply(&raw).map(|m| m.kept)),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        });
+        let now = self.started.format("%Y-%m-%d %H:%M:%S").to_string();
+        sink.delete_missing(def, &mut batches, &now).map_err(|e| {
+            e.context(format!(
+                "deleting rows gone from the source of {}",
+                def.name
+            ))
+        })
     }
 }
 

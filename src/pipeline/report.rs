@@ -57,6 +57,35 @@ pub fn render(r: &JobReport) -> String {
             thousands(t.rows_per_second().round() as u64)
         );
         let _ = writeln!(s, "  {:<w$}    from {} ({})", "", t.source, t.mode);
+        if let (Some(i), Some(u)) = (t.inserted, t.updated) {
+            let mut line = format!("{} inserted, {} updated", thousands(i), thousands(u));
+            if let Some(d) = t.deleted {
+                line.push_str(&format!(
+                    ", {} deleted (gone from the source)",
+                    thousands(d)
+                ));
+            }
+            let _ = writeln!(s, "  {:<w$}    {line}", "");
+        }
+        if let Some(wm) = &t.watermark {
+            let _ = writeln!(
+                s,
+                "  {:<w$}    watermark {}: {} → {}{}",
+                "",
+                wm.column,
+                wm.from.as_deref().unwrap_or("(first run: every row)"),
+                wm.to.as_deref().unwrap_or("(no rows)"),
+                if wm.null_rows > 0 {
+                    format!(
+                        "; {} with a NULL {} (read on every run)",
+                        plural(wm.null_rows, "row", "rows"),
+                        wm.column
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
         for (reason, n) in &t.reasons {
             let _ = writeln!(s, "  {:<w$}    rejected {:>6}  {reason}", "", thousands(*n));
         }

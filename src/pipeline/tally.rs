@@ -39,7 +39,33 @@ pub struct Tally {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rounded: BTreeMap<String, u64>,
     pub skipped: Skipped,
+    /// Upserts: rows written that were new, and that replaced a row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inserted: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated: Option<u64>,
+    /// Incremental sync: target rows deleted (or stamped) because their key
+    /// is no longer in the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<u64>,
+    /// Incremental sync: the watermark before and after the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<Watermark>,
     pub seconds: f64,
+}
+
+/// How far an incremental sync has read.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Watermark {
+    /// The source column followed.
+    pub column: String,
+    /// Highest value synced before this run (`None`: first run, all rows).
+    pub from: Option<String>,
+    /// Highest value synced after it.
+    pub to: Option<String>,
+    /// Rows read because their update key is NULL (read on every run: they
+    /// cannot be known unchanged).
+    pub null_rows: u64,
 }
 
 impl Tally {

@@ -43,6 +43,10 @@ pub struct TableDef {
     pub columns: Vec<ColumnDef>,
     pub key: Vec<String>,
     pub foreign_keys: Vec<ForeignKey>,
+    /// Incremental sync with soft deletes: the column stamped when a row
+    /// vanishes from the source (never written from batches; an upsert
+    /// clears it).
+    pub soft_delete: Option<String>,
 }
 
 impl TableDef {
@@ -94,7 +98,51 @@ impl TableDef {
                     })
                 })
                 .collect(),
+            soft_delete: None,
         }
+    }
+
+    /// The table of this table's keys only (for finding deleted rows).
+    pub fn keys_only(&self, name: &str) -> TableDef {
+        TableDef {
+            name: name.to_string(),
+            columns: self
+                .columns
+                .iter()
+                .filter(|c| self.key.contains(&c.name))
+                .cloned()
+                .collect(),
+            key: self.key.clone(),
+            foreign_keys: Vec::new(),
+            soft_delete: None,
+        }
+    }
+}
+
+/// Name of the temporary table holding the source's keys.
+pub const KEYS_TABLE: &str = "_repaero_keys";
+
+/// The statement that deletes (or, with a soft-delete column, stamps with
+/// `now`) the rows of `def` whose key is not in `keys`.
+pub fn delete_missing_sql(d: Dialect, def: &TableDef, keys: &str, now: &str) -> String {
+    let q = |s: &str| d.quote(s);
+    let t = q(&def.name);
+    let join: Vec<String> = def
+        .key
+        .iter()
+        .map(|k| format!("k.{0} = {t}.{0}", q(k)))
+        .collect();
+    let missing = format!(
+        "NOT EXISTS (SELECT 1 FROM {} AS k WHERE {})",
+        q(keys),
+        join.join(" AND ")
+    );
+    match &def.soft_delete {
+        None => format!("DELETE FROM {t} WHERE {missing}"),
+        Some(col) => format!(
+            "UPDATE {t} SET {0} = '{now}' WHERE {0} IS NULL AND {missing}",
+            q(col)
+        ),
     }
 }
 
@@ -187,6 +235,16 @@ impl Dialect {
                 )
             })
             .collect();
+        if let Some(col) = &def.soft_delete {
+            let stamp = ColumnDef {
+                name: col.clone(),
+                ty: ColumnType::Datetime,
+                precision: 0,
+                scale: 0,
+                not_null: false,
+            };
+            cols.push(format!("{} {}", self.quote(col), self.type_sql(&stamp)));
+        }
         if !def.key.is_empty() {
             let key: Vec<String> = def.key.iter().map(|k| self.quote(k)).collect();
             cols.push(match self {
@@ -325,6 +383,35 @@ pub struct RunRecord {
 pub const REJECTS_TABLE: &str = "_rejects";
 pub const RUNS_TABLE: &str = "_repaero_runs";
 pub const MERGES_TABLE: &str = "_merges";
+pub const STATE_TABLE: &str = "_repaero_state";
+
+/// An incremental sync's watermark, as kept in `_repaero_state`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncState {
+    pub job: String,
+    pub table: String,
+    /// Source column followed.
+    pub update_key: String,
+    /// Its highest value synced, in the source's text form.
+    pub watermark: String,
+    pub run_id: String,
+}
+
+/// Columns that `upsert` sets from the incoming row, then the soft-delete
+/// column cleared: `(column, expression)` pairs, `excluded` being the
+/// incoming row.
+pub fn upsert_sets(d: Dialect, def: &TableDef, excluded: &str) -> Vec<String> {
+    def.columns
+        .iter()
+        .filter(|c| !def.key.contains(&c.name))
+        .map(|c| format!("{0} = {excluded}.{0}", d.quote(&c.name)))
+        .chain(
+            def.soft_delete
+                .iter()
+                .map(|c| format!("{} = NULL", d.quote(c))),
+        )
+        .collect()
+}
 
 /// A target database.
 pub trait Sink {
@@ -372,6 +459,22 @@ pub trait Sink {
     ) -> Result<()>;
     /// Record the run in `_repaero_runs`.
     fn record_run(&mut self, rec: &RunRecord) -> Result<()>;
+    /// The watermark of `job`'s last incremental sync of `table`.
+    fn get_state(&mut self, job: &str, table: &str) -> Result<Option<String>>;
+    /// Keep a watermark, in the job's transaction: it is committed with
+    /// the rows it covers, or not at all.
+    fn set_state(&mut self, state: &SyncState) -> Result<()>;
+    /// Rows of `table`, or `None` when it does not exist.
+    fn count_rows(&mut self, table: &str) -> Result<Option<u64>>;
+    /// Delete (or stamp, with `def.soft_delete`) the rows of `def` whose
+    /// key is not among `keys` (batches of key columns, typed); returns how
+    /// many. `now` is the stamp, `YYYY-MM-DD HH:MM:SS` UTC.
+    fn delete_missing(
+        &mut self,
+        def: &TableDef,
+        keys: &mut dyn Iterator<Item = Result<DataFrame>>,
+        now: &str,
+    ) -> Result<u64>;
     /// Check referential integrity before the commit: the job fails, and
     /// nothing is committed, when a foreign key does not hold.
     fn check_integrity(&mut self) -> Result<()>;
@@ -439,6 +542,7 @@ mod tests {
             ],
             key: vec!["reference".into()],
             foreign_keys: vec![],
+            soft_delete: None,
         }
     }
 

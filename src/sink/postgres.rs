@@ -22,8 +22,8 @@ use tokio_postgres::Client;
 use tokio_postgres::config::SslMode;
 
 use super::{
-    Dialect, MERGES_TABLE, REJECTS_TABLE, RUNS_TABLE, RunRecord, Sink, TableDef, WriteOutcome,
-    merge_sql, record_json, staging_name,
+    Dialect, KEYS_TABLE, MERGES_TABLE, REJECTS_TABLE, RUNS_TABLE, RunRecord, STATE_TABLE, Sink,
+    SyncState, TableDef, WriteOutcome, merge_sql, record_json, staging_name,
 };
 use crate::batch::{Cursor, ValueRef, cursors};
 use crate::config::mapping::{ColumnType, WriteMode};
@@ -454,16 +454,12 @@ impl PgSink {
                     .batch(&sql)
                     .map_err(|e| e.context(format!("swapping in {}", cur.def.name)))
             }
+            // a table created by this run was written directly
+            WriteMode::Upsert if cur.into == cur.def.name => Ok(()),
             WriteMode::Upsert => {
                 let cols: Vec<String> = cur.def.columns.iter().map(|c| q(&c.name)).collect();
                 let key: Vec<String> = cur.def.key.iter().map(|k| q(k)).collect();
-                let sets: Vec<String> = cur
-                    .def
-                    .columns
-                    .iter()
-                    .filter(|c| !cur.def.key.contains(&c.name))
-                    .map(|c| format!("{0} = EXCLUDED.{0}", q(&c.name)))
-                    .collect();
+                let sets = super::upsert_sets(Dialect::Postgres, &cur.def, "EXCLUDED");
                 let action = if sets.is_empty() {
                     "NOTHING".to_string()
                 } else {
@@ -745,7 +741,11 @@ impl Sink for PgSink {
              CREATE TABLE IF NOT EXISTS {RUNS_TABLE} (
                run_id text NOT NULL, job text NOT NULL, started_at timestamptz NOT NULL,
                finished_at timestamptz NOT NULL, status text NOT NULL, dry_run boolean NOT NULL,
-               source text NOT NULL, tally jsonb NOT NULL, PRIMARY KEY (run_id, job));"
+               source text NOT NULL, tally jsonb NOT NULL, PRIMARY KEY (run_id, job));
+             CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
+               job text NOT NULL, table_name text NOT NULL, update_key text NOT NULL,
+               watermark text NOT NULL, run_id text NOT NULL, updated_at timestamptz NOT NULL,
+               PRIMARY KEY (job, table_name));"
         ))
     }
 
@@ -773,6 +773,7 @@ impl Sink for PgSink {
                         .columns
                         .iter()
                         .map(|c| c.name.as_str())
+                        .chain(def.soft_delete.as_deref())
                         .filter(|c| !existing.iter().any(|e| e == c))
                         .collect();
                     if !missing.is_empty() {
@@ -784,13 +785,17 @@ impl Sink for PgSink {
                         )));
                     }
                 }
-                if mode == WriteMode::Upsert {
+                if mode == WriteMode::Upsert && !created {
+                    // the stage has the key: a key twice in one run is
+                    // refused row by row, as a new table would
                     let stage = format!("_repaero_stage_{}", def.name);
-                    let cols: Vec<String> = def
+                    let mut cols: Vec<String> = def
                         .columns
                         .iter()
                         .map(|c| format!("{} {}", q(&c.name), Dialect::Postgres.type_sql(c)))
                         .collect();
+                    let key: Vec<String> = def.key.iter().map(|k| q(k)).collect();
+                    cols.push(format!("PRIMARY KEY ({})", key.join(", ")));
                     self.conn.batch(&format!(
                         "DROP TABLE IF EXISTS {0}; CREATE TEMP TABLE {0} ({1}) ON COMMIT DROP;",
                         q(&stage),
@@ -1017,6 +1022,104 @@ impl Sink for PgSink {
             ],
         )?;
         Ok(())
+    }
+
+    fn get_state(&mut self, job: &str, table: &str) -> Result<Option<String>> {
+        self.settle()?;
+        let rows = self.conn.query(
+            &format!("SELECT watermark FROM {STATE_TABLE} WHERE job = $1 AND table_name = $2"),
+            &[&job, &table],
+        )?;
+        Ok(rows.first().map(|r| r.get::<_, String>(0)))
+    }
+
+    fn set_state(&mut self, st: &SyncState) -> Result<()> {
+        self.settle()?;
+        self.conn.execute(
+            &format!(
+                "INSERT INTO {STATE_TABLE} (job, table_name, update_key, watermark, run_id, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, now())
+                 ON CONFLICT (job, table_name) DO UPDATE SET update_key = EXCLUDED.update_key,
+                   watermark = EXCLUDED.watermark, run_id = EXCLUDED.run_id, updated_at = EXCLUDED.updated_at"
+            ),
+            &[&st.job, &st.table, &st.update_key, &st.watermark, &st.run_id],
+        )?;
+        Ok(())
+    }
+
+    fn count_rows(&mut self, table: &str) -> Result<Option<u64>> {
+        self.settle()?;
+        if self.existing_columns(table)?.is_empty() {
+            return Ok(None);
+        }
+        let rows = self.conn.query(
+            &format!("SELECT count(*) FROM {}", Dialect::Postgres.quote(table)),
+            &[],
+        )?;
+        Ok(rows.first().map(|r| r.get::<_, i64>(0) as u64))
+    }
+
+    fn delete_missing(
+        &mut self,
+        def: &TableDef,
+        keys: &mut dyn Iterator<Item = Result<DataFrame>>,
+        now: &str,
+    ) -> Result<u64> {
+        self.settle()?;
+        let q = |s: &str| Dialect::Postgres.quote(s);
+        let kdef = def.keys_only(KEYS_TABLE);
+        let ctx = format!("finding rows gone from the source of {}", def.name);
+        let cols: Vec<String> = kdef
+            .columns
+            .iter()
+            .map(|c| format!("{} {}", q(&c.name), Dialect::Postgres.type_sql(c)))
+            .collect();
+        self.conn
+            .batch(&format!(
+                "DROP TABLE IF EXISTS {0}; CREATE TEMP TABLE {0} ({1}) ON COMMIT DROP;",
+                q(KEYS_TABLE),
+                cols.join(", ")
+            ))
+            .map_err(|e| e.context(&ctx))?;
+        let names: Vec<String> = kdef.columns.iter().map(|c| q(&c.name)).collect();
+        let copy_sql = format!(
+            "COPY {} ({}) FROM STDIN (FORMAT binary)",
+            q(KEYS_TABLE),
+            names.join(", ")
+        );
+        let cur = Current {
+            def: kdef,
+            mode: WriteMode::Append,
+            created: false,
+            into: KEYS_TABLE.to_string(),
+            copy_sql,
+        };
+        for batch in keys {
+            let mut batch = batch?;
+            batch.rechunk_mut();
+            let payload = {
+                let (names, cols) = cursors(&batch)?;
+                let order = column_order(&cur, &names)?;
+                encode_copy(&cur.def, &cols, &order, 0, batch.height())
+            };
+            self.conn
+                .copy_in(&cur.copy_sql, payload)
+                .map_err(|e| Error::runtime(format!("{}: {ctx}: {e}", self.conn.label)))?;
+        }
+        self.conn
+            .batch(&format!("ANALYZE {}", q(KEYS_TABLE)))
+            .map_err(|e| e.context(&ctx))?;
+        let n = self
+            .conn
+            .execute(
+                &super::delete_missing_sql(Dialect::Postgres, def, KEYS_TABLE, now),
+                &[],
+            )
+            .map_err(|e| e.context(&ctx))?;
+        self.conn
+            .batch(&format!("DROP TABLE {}", q(KEYS_TABLE)))
+            .map_err(|e| e.context(&ctx))?;
+        Ok(n)
     }
 
     fn commit(&mut self) -> Result<()> {

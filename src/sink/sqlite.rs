@@ -9,11 +9,11 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use polars::prelude::DataFrame;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Dialect, MERGES_TABLE, REJECTS_TABLE, RUNS_TABLE, RunRecord, Sink, TableDef, WriteOutcome,
-    merge_sql, record_json, staging_name,
+    Dialect, KEYS_TABLE, MERGES_TABLE, REJECTS_TABLE, RUNS_TABLE, RunRecord, STATE_TABLE, Sink,
+    SyncState, TableDef, WriteOutcome, merge_sql, record_json, staging_name,
 };
 use crate::batch::{ValueRef, cursors, date_text};
 use crate::config::mapping::WriteMode;
@@ -103,12 +103,7 @@ fn insert_sql(def: &TableDef, into: &str, mode: WriteMode) -> String {
     );
     if mode == WriteMode::Upsert {
         let key: Vec<String> = def.key.iter().map(|k| q(k)).collect();
-        let sets: Vec<String> = def
-            .columns
-            .iter()
-            .filter(|c| !def.key.contains(&c.name))
-            .map(|c| format!("{0} = excluded.{0}", q(&c.name)))
-            .collect();
+        let sets = super::upsert_sets(Dialect::Sqlite, def, "excluded");
         if sets.is_empty() {
             sql.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", key.join(", ")));
         } else {
@@ -165,7 +160,11 @@ impl Sink for SqliteSink {
                  CREATE TABLE IF NOT EXISTS {RUNS_TABLE} (
                    run_id TEXT NOT NULL, job TEXT NOT NULL, started_at TEXT NOT NULL,
                    finished_at TEXT NOT NULL, status TEXT NOT NULL, dry_run INTEGER NOT NULL,
-                   source TEXT NOT NULL, tally TEXT NOT NULL, PRIMARY KEY (run_id, job));"
+                   source TEXT NOT NULL, tally TEXT NOT NULL, PRIMARY KEY (run_id, job));
+                 CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
+                   job TEXT NOT NULL, table_name TEXT NOT NULL, update_key TEXT NOT NULL,
+                   watermark TEXT NOT NULL, run_id TEXT NOT NULL, updated_at TEXT NOT NULL,
+                   PRIMARY KEY (job, table_name));"
             ))
             .map_err(|e| Error::runtime(format!("{}: cannot start a transaction: {e}", self.label)))
     }
@@ -195,6 +194,7 @@ impl Sink for SqliteSink {
                         .columns
                         .iter()
                         .map(|c| c.name.as_str())
+                        .chain(def.soft_delete.as_deref())
                         .filter(|c| !existing.iter().any(|e| e == c))
                         .collect();
                     if !missing.is_empty() {
@@ -477,6 +477,115 @@ impl Sink for SqliteSink {
         Ok(())
     }
 
+    fn get_state(&mut self, job: &str, table: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                &format!("SELECT watermark FROM {STATE_TABLE} WHERE job = ?1 AND table_name = ?2"),
+                [job, table],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(db_err(&self.label))
+    }
+
+    fn set_state(&mut self, st: &SyncState) -> Result<()> {
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT INTO {STATE_TABLE} (job, table_name, update_key, watermark, run_id, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, CURRENT_TIMESTAMP)
+                     ON CONFLICT (job, table_name) DO UPDATE SET update_key = excluded.update_key,
+                       watermark = excluded.watermark, run_id = excluded.run_id, updated_at = excluded.updated_at"
+                ),
+                [&st.job, &st.table, &st.update_key, &st.watermark, &st.run_id],
+            )
+            .map_err(db_err(&self.label))?;
+        Ok(())
+    }
+
+    fn count_rows(&mut self, table: &str) -> Result<Option<u64>> {
+        if self.existing_columns(table)?.is_empty() {
+            return Ok(None);
+        }
+        let n: i64 = self
+            .conn
+            .query_row(
+                &format!("SELECT count(*) FROM {}", Dialect::Sqlite.quote(table)),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db_err(&self.label))?;
+        Ok(Some(n as u64))
+    }
+
+    fn delete_missing(
+        &mut self,
+        def: &TableDef,
+        keys: &mut dyn Iterator<Item = Result<DataFrame>>,
+        now: &str,
+    ) -> Result<u64> {
+        let q = |s: &str| Dialect::Sqlite.quote(s);
+        let kdef = def.keys_only(KEYS_TABLE);
+        let ctx = format!(
+            "{}: finding rows gone from the source of {}",
+            self.label, def.name
+        );
+        let cols: Vec<String> = kdef.columns.iter().map(|c| q(&c.name)).collect();
+        // typed as in the table: the same affinity lets the lookup use the key
+        let typed: Vec<String> = kdef
+            .columns
+            .iter()
+            .map(|c| format!("{} {}", q(&c.name), Dialect::Sqlite.type_sql(c)))
+            .collect();
+        self.conn
+            .execute_batch(&format!(
+                "DROP TABLE IF EXISTS temp.{0}; CREATE TEMP TABLE {0} ({1}, PRIMARY KEY ({2}));",
+                q(KEYS_TABLE),
+                typed.join(", "),
+                cols.join(", ")
+            ))
+            .map_err(db_err(&ctx))?;
+        let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+        let insert = format!(
+            "INSERT OR IGNORE INTO temp.{} ({}) VALUES ({})",
+            q(KEYS_TABLE),
+            cols.join(", "),
+            marks.join(", ")
+        );
+        for batch in keys {
+            let mut batch = batch?;
+            batch.rechunk_mut();
+            let (names, cursors) = cursors(&batch)?;
+            let order: Vec<usize> = kdef
+                .columns
+                .iter()
+                .map(|c| {
+                    names.iter().position(|n| *n == c.name).ok_or_else(|| {
+                        Error::runtime(format!("{ctx}: key column {} missing", c.name))
+                    })
+                })
+                .collect::<Result<_>>()?;
+            let mut stmt = self.conn.prepare_cached(&insert).map_err(db_err(&ctx))?;
+            for i in 0..batch.height() {
+                for (p, &j) in order.iter().enumerate() {
+                    bind(&mut stmt, p + 1, cursors[j].get(i)).map_err(db_err(&ctx))?;
+                }
+                stmt.raw_execute().map_err(db_err(&ctx))?;
+            }
+        }
+        let n = self
+            .conn
+            .execute(
+                &super::delete_missing_sql(Dialect::Sqlite, def, KEYS_TABLE, now),
+                [],
+            )
+            .map_err(db_err(&ctx))?;
+        self.conn
+            .execute_batch(&format!("DROP TABLE temp.{}", q(KEYS_TABLE)))
+            .map_err(db_err(&ctx))?;
+        Ok(n as u64)
+    }
+
     fn commit(&mut self) -> Result<()> {
         self.conn
             .execute_batch("COMMIT")
@@ -530,6 +639,7 @@ mod tests {
             ],
             key: vec!["reference".into()],
             foreign_keys: vec![],
+            soft_delete: None,
         }
     }
 

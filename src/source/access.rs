@@ -415,12 +415,9 @@ fn read_table(
         }
     }
     let stats = ReadStats {
-        header_row: 0,
-        rows_above_header: 0,
-        blank_rows: 0,
-        footer_rows: 0,
         data_rows: n,
         kinds: names.into_iter().zip(kinds).collect(),
+        ..Default::default()
     };
     let _ = tx.send(Message::Done(stats));
     Ok(())

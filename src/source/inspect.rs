@@ -183,6 +183,7 @@ pub fn inspect(
                     })
                     .collect(),
                 key: Vec::new(),
+                soft_delete: None,
                 foreign_keys: Vec::new(),
             };
             d.create_table(&def, &def.name, false)

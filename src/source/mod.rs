@@ -45,8 +45,10 @@ pub struct TableRequest {
     pub table: String,
     /// A query to read instead of the table (databases).
     pub query: Option<String>,
-    /// A condition on the rows (databases: incremental sync).
+    /// A condition on the rows (databases).
     pub filter: Option<String>,
+    /// Incremental sync: read only rows changed since a watermark.
+    pub update_key: Option<UpdateKey>,
     /// Columns to extract; `None` means every visible column, named by its
     /// header (used by `inspect` and `profile`).
     pub columns: Option<Vec<WantedColumn>>,
@@ -60,6 +62,16 @@ pub struct TableRequest {
     pub batch_size: usize,
 }
 
+/// The column an incremental read follows.
+#[derive(Debug, Clone)]
+pub struct UpdateKey {
+    /// The wanted column (target name) that holds it.
+    pub column: String,
+    /// Read rows above this value (the last run's highest), and rows
+    /// where it is NULL; everything when `None`.
+    pub after: Option<String>,
+}
+
 impl TableRequest {
     /// Every column of a table, with the defaults (inspect, tests).
     pub fn all(table: &str) -> TableRequest {
@@ -67,6 +79,7 @@ impl TableRequest {
             table: table.to_string(),
             query: None,
             filter: None,
+            update_key: None,
             columns: None,
             header_row: None,
             header_scan_rows: 30,
@@ -120,6 +133,11 @@ pub struct ReadStats {
     pub data_rows: u64,
     /// Per batch column, cell kinds seen (same order as the batch columns).
     pub kinds: Vec<(String, CellKinds)>,
+    /// With an update key: its highest value among the rows read, in the
+    /// source's text form (the next run's watermark).
+    pub max_update_key: Option<String>,
+    /// With an update key: rows read whose update key is NULL.
+    pub null_update_key: u64,
 }
 
 /// A table or sheet of a source.

@@ -105,6 +105,51 @@ fn select_sql(req: &TableRequest) -> String {
     }
 }
 
+/// A SQL string literal.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The condition of an incremental read: rows changed since the watermark,
+/// and rows whose update key is NULL (never skipped: they cannot be known
+/// unchanged).
+fn since_filter(column: &str, after: &str) -> String {
+    let c = quote_name(column);
+    format!("({c} > {} OR {c} IS NULL)", literal(after))
+}
+
+/// How values of a type compare in their text form.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Order {
+    Integer,
+    Number,
+    /// ISO dates and times (with the session in UTC), text.
+    Lexical,
+}
+
+fn order_of(t: &Type) -> Order {
+    match *t {
+        Type::INT2 | Type::INT4 | Type::INT8 | Type::OID => Order::Integer,
+        Type::NUMERIC | Type::FLOAT4 | Type::FLOAT8 => Order::Number,
+        _ => Order::Lexical,
+    }
+}
+
+/// Whether `a` is above `b`, both text forms of one type.
+fn above(order: Order, a: &str, b: &str) -> bool {
+    match order {
+        Order::Integer => match (a.parse::<i128>(), b.parse::<i128>()) {
+            (Ok(x), Ok(y)) => x > y,
+            _ => a > b,
+        },
+        Order::Number => match (a.parse::<f64>(), b.parse::<f64>()) {
+            (Ok(x), Ok(y)) => x > y,
+            _ => a > b,
+        },
+        Order::Lexical => a > b,
+    }
+}
+
 fn read_table(url: &str, origin: &str, req: TableRequest, tx: &SyncSender<Message>) -> Result<()> {
     let conn = PgConn::connect(url)?;
     // canonical text forms whatever the server's settings: ISO dates,
@@ -113,7 +158,7 @@ fn read_table(url: &str, origin: &str, req: TableRequest, tx: &SyncSender<Messag
         "SET DateStyle = ISO, YMD; SET TimeZone = 'UTC'; SET extra_float_digits = 3; \
          SET bytea_output = hex; SET IntervalStyle = iso_8601",
     )?;
-    let select = select_sql(&req);
+    let mut select = select_sql(&req);
     let stmt = conn
         .prepare(&format!("{select} LIMIT 0"))
         .map_err(|e| e.context(origin))?;
@@ -162,6 +207,25 @@ fn read_table(url: &str, origin: &str, req: TableRequest, tx: &SyncSender<Messag
         .iter()
         .map(|s| s.is_some_and(|i| !is_text(&described[i].1)))
         .collect();
+    // incremental: which selected slot holds the update key, and how it orders
+    let mut update_slot = None;
+    if let Some(uk) = &req.update_key {
+        let slot = names.iter().position(|n| *n == uk.column);
+        let Some((slot, col)) = slot.and_then(|k| selected[k].map(|i| (k, i))) else {
+            return Err(Error::config(format!(
+                "{origin}: the update key `{}` is not a column of the source",
+                uk.column
+            )));
+        };
+        let (name, ty) = &described[col];
+        if let Some(after) = &uk.after {
+            select = format!(
+                "SELECT * FROM ({select}) AS repaero_u WHERE {}",
+                since_filter(name, after)
+            );
+        }
+        update_slot = Some((slot, order_of(ty)));
+    }
     if tx.send(Message::Columns(headers)).is_err() {
         return Ok(());
     }
@@ -185,6 +249,8 @@ fn read_table(url: &str, origin: &str, req: TableRequest, tx: &SyncSender<Messag
         }));
     }
     let mut n: u64 = 0;
+    let mut max_key: Option<String> = None;
+    let mut null_keys: u64 = 0;
     let mut stopped = false;
     let result: Result<()> = conn.run(async {
         let stream = conn
@@ -204,6 +270,19 @@ fn read_table(url: &str, origin: &str, req: TableRequest, tx: &SyncSender<Messag
                 start += nl + 1;
                 split_fields(line, &mut fields);
                 n += 1;
+                if let Some((slot, order)) = update_slot {
+                    match field_of[slot]
+                        .and_then(|f| fields.get(f))
+                        .and_then(|v| v.as_ref())
+                    {
+                        None => null_keys += 1,
+                        Some(v) => {
+                            if max_key.as_deref().is_none_or(|m| above(order, v, m)) {
+                                max_key = Some(v.clone());
+                            }
+                        }
+                    }
+                }
                 for (slot, f) in field_of.iter().enumerate() {
                     match f.and_then(|f| fields.get(f)).and_then(|v| v.as_ref()) {
                         None => kinds[slot].empty += 1,
@@ -244,6 +323,8 @@ fn read_table(url: &str, origin: &str, req: TableRequest, tx: &SyncSender<Messag
     let _ = tx.send(Message::Done(ReadStats {
         data_rows: n,
         kinds: names.into_iter().zip(kinds).collect(),
+        max_update_key: max_key,
+        null_update_key: null_keys,
         ..Default::default()
     }));
     Ok(())
@@ -340,5 +421,28 @@ mod tests {
             "SELECT * FROM (SELECT * FROM \"factures\") AS repaero_f WHERE \"modifie_le\" >= '2026-01-01'"
         );
         assert_eq!(quote_name("billing.factures"), "\"billing\".\"factures\"");
+        assert_eq!(
+            since_filter("modifie_le", "2026-11-29 10:00:00+00"),
+            "(\"modifie_le\" > '2026-11-29 10:00:00+00' OR \"modifie_le\" IS NULL)"
+        );
+        assert_eq!(literal("l'an"), "'l''an'");
+    }
+
+    #[test]
+    fn watermarks_compare_by_type() {
+        assert!(above(Order::Integer, "10", "9"));
+        assert!(!above(Order::Integer, "9", "10"));
+        assert!(above(Order::Number, "10.5", "9.75"));
+        assert!(above(
+            Order::Lexical,
+            "2026-11-29 10:00:00.5+00",
+            "2026-11-29 10:00:00+00"
+        ));
+        assert!(above(
+            Order::Lexical,
+            "2026-11-29 10:00:00.5",
+            "2026-11-29 10:00:00"
+        ));
+        assert!(!above(Order::Lexical, "2026-01-09", "2026-01-10"));
     }
 }
