@@ -27,6 +27,27 @@ pub fn dtype_of(ty: ColumnType) -> DataType {
     }
 }
 
+/// A value of a target column read back from a database as text (the
+/// form `select_text` returns); `Null` when it does not parse.
+pub fn value_from_text(ty: ColumnType, s: &str) -> Value {
+    use crate::transform::parse;
+    let v = match ty {
+        ColumnType::Text => Some(Value::Text(s.to_string())),
+        ColumnType::Integer => s.parse().ok().map(Value::Int),
+        ColumnType::Decimal | ColumnType::Float => s.parse().ok().map(Value::Float),
+        ColumnType::Boolean => parse::parse_bool(s).map(Value::Bool),
+        ColumnType::Date => parse::parse_date(s, &[]).map(|d| Value::Date(parse::epoch_days(d))),
+        ColumnType::Datetime => {
+            parse::parse_datetime(s, &[]).map(|d| Value::Datetime(parse::epoch_millis(d)))
+        }
+        ColumnType::Time => parse::parse_time_of_day(s).map(Value::Time),
+        ColumnType::Binary => hex::decode(s.strip_prefix("\\x").unwrap_or(s))
+            .ok()
+            .map(Value::Binary),
+    };
+    v.unwrap_or(Value::Null)
+}
+
 /// Whether a column is bookkeeping (never written).
 pub fn is_internal(name: &str) -> bool {
     name.starts_with("__")

@@ -118,6 +118,83 @@ fn upsert_and_append_into_postgres() {
     );
 }
 
+const SNAPSHOT_JOB: &str =
+    "source = \"stock\"\n[[tables]]\nmapping = \"stock_parts\"\nmode = \"snapshot\"\n";
+
+fn check_snapshots(db: &Db, dir: &Path) {
+    run(dir, &db.url(), None);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    run(dir, &db.url(), None);
+    // one full copy per run, each stamped with its run's time, the merges
+    // of each applied to its own copy only
+    assert_eq!(db.one("SELECT count(*) FROM parts"), "36");
+    assert_eq!(db.one("SELECT count(DISTINCT snapshot_at) FROM parts"), "2");
+    assert_eq!(
+        db.one("SELECT count(*) FROM parts WHERE reference = 'HYD-2040' AND quantity = 5"),
+        "2"
+    );
+}
+
+#[test]
+fn snapshots_into_sqlite_and_postgres() {
+    let p = project(SNAPSHOT_JOB);
+    check_snapshots(&Db::Sqlite(p.path().join("snap.db")), p.path());
+    let pg = TempDb::new("snapshots");
+    check_snapshots(&Db::Pg(pg.url()), p.path());
+    // the key is the part's reference and the snapshot's time
+    assert_eq!(
+        pg.query("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'parts'::regclass AND contype = 'p'"),
+        "PRIMARY KEY (reference, snapshot_at)"
+    );
+}
+
+#[test]
+fn incremental_needs_an_update_key_and_a_database_source() {
+    let p = project(
+        "source = \"stock\"\n[[tables]]\nmapping = \"stock_parts\"\nmode = \"incremental\"\n",
+    );
+    let out = repaero_in(p.path(), &["migrate", "stock"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("needs target.update_key"),
+        "{}",
+        stderr(&out)
+    );
+    let mapping = p.path().join("mappings/stock_parts.toml");
+    let text = std::fs::read_to_string(&mapping).unwrap();
+    std::fs::write(
+        &mapping,
+        text.replace(
+            "[target]\n",
+            "[target]\nupdate_key = \"last_receipt_date\"\n",
+        ),
+    )
+    .unwrap();
+    let out = repaero_in(p.path(), &["migrate", "stock"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("needs a source that can filter rows"),
+        "{}",
+        stderr(&out)
+    );
+    let p =
+        project("source = \"stock\"\n[[tables]]\nmapping = \"stock_parts\"\nmode = \"replace\"\n");
+    let mapping = p.path().join("mappings/stock_parts.toml");
+    let text = std::fs::read_to_string(&mapping).unwrap();
+    std::fs::write(
+        &mapping,
+        text.replace("[target]\n", "[target]\ndeletes = \"hard\"\n"),
+    )
+    .unwrap();
+    let out = repaero_in(p.path(), &["migrate", "stock"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("target.deletes only applies to mode = \"incremental\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn explicit_header_row() {
     let p = project("source = \"stock\"\n[[tables]]\nmapping = \"stock_parts\"\n");

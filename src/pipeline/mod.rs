@@ -317,6 +317,13 @@ impl JobRun<'_> {
             sink.clear_rejects(job, table)?;
         }
         let mut dedupe = Dedupe::for_mapping(mapping);
+        if let Some(d) = dedupe.as_mut() {
+            // rows that stay in the target between runs hold keys a later
+            // run must not hand to another row
+            if d.rejects() && !d.identity().is_empty() && rows_before.is_some() {
+                seed_dedupe(d, sink, mapping)?;
+            }
+        }
         let mut out = TableOutput {
             sink,
             origin: &origin,
@@ -424,6 +431,41 @@ impl JobRun<'_> {
         tally.check()?;
         Ok(tally)
     }
+}
+
+/// Seed a rejecting dedupe with the keys the target already holds.
+fn seed_dedupe(d: &mut Dedupe, sink: &mut dyn Sink, mapping: &Mapping) -> Result<()> {
+    let key = d.key().to_vec();
+    let identity = d.identity().to_vec();
+    let types: Vec<crate::config::ColumnType> = key
+        .iter()
+        .map(|k| {
+            mapping
+                .columns
+                .iter()
+                .find(|c| &c.name == k)
+                .map_or(crate::config::ColumnType::Text, |c| c.ty)
+        })
+        .collect();
+    let columns: Vec<String> = key.iter().chain(&identity).cloned().collect();
+    let rows = sink.select_text(&mapping.target.table, &columns)?;
+    d.seed(rows.into_iter().map(|r| {
+        let values = types
+            .iter()
+            .zip(&r)
+            .map(|(ty, v)| match v {
+                Some(s) => crate::batch::value_from_text(*ty, s),
+                None => crate::batch::Value::Null,
+            })
+            .collect();
+        let owner = r[key.len()..]
+            .iter()
+            .map(|v| v.clone().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(" | ");
+        (values, owner)
+    }));
+    Ok(())
 }
 
 fn sink_rows(sink: &mut dyn Sink, table: &str) -> Result<u64> {

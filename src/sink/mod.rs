@@ -464,6 +464,8 @@ pub trait Sink {
     /// Keep a watermark, in the job's transaction: it is committed with
     /// the rows it covers, or not at all.
     fn set_state(&mut self, state: &SyncState) -> Result<()>;
+    /// Every row of `table`, these columns only, as text (NULL as `None`).
+    fn select_text(&mut self, table: &str, columns: &[String]) -> Result<Vec<Vec<Option<String>>>>;
     /// Rows of `table`, or `None` when it does not exist.
     fn count_rows(&mut self, table: &str) -> Result<Option<u64>>;
     /// Delete (or stamp, with `def.soft_delete`) the rows of `def` whose

@@ -1047,6 +1047,14 @@ impl Sink for PgSink {
         Ok(())
     }
 
+    fn select_text(&mut self, table: &str, columns: &[String]) -> Result<Vec<Vec<Option<String>>>> {
+        self.settle()?;
+        let q = |s: &str| Dialect::Postgres.quote(s);
+        let cols: Vec<String> = columns.iter().map(|c| format!("{}::text", q(c))).collect();
+        self.conn
+            .simple(&format!("SELECT {} FROM {}", cols.join(", "), q(table)))
+    }
+
     fn count_rows(&mut self, table: &str) -> Result<Option<u64>> {
         self.settle()?;
         if self.existing_columns(table)?.is_empty() {

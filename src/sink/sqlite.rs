@@ -503,6 +503,32 @@ impl Sink for SqliteSink {
         Ok(())
     }
 
+    fn select_text(&mut self, table: &str, columns: &[String]) -> Result<Vec<Vec<Option<String>>>> {
+        let q = |s: &str| Dialect::Sqlite.quote(s);
+        let cols: Vec<String> = columns.iter().map(|c| q(c)).collect();
+        let sql = format!("SELECT {} FROM {}", cols.join(", "), q(table));
+        let mut stmt = self.conn.prepare(&sql).map_err(db_err(&self.label))?;
+        let n = columns.len();
+        let rows = stmt
+            .query_map([], |r| {
+                (0..n)
+                    .map(|i| {
+                        Ok(match r.get::<_, rusqlite::types::Value>(i)? {
+                            rusqlite::types::Value::Null => None,
+                            rusqlite::types::Value::Integer(v) => Some(v.to_string()),
+                            rusqlite::types::Value::Real(v) => Some(crate::batch::format_float(v)),
+                            rusqlite::types::Value::Text(t) => Some(t),
+                            rusqlite::types::Value::Blob(b) => Some(hex::encode(b)),
+                        })
+                    })
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(db_err(&self.label))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_err(&self.label))?;
+        Ok(rows)
+    }
+
     fn count_rows(&mut self, table: &str) -> Result<Option<u64>> {
         if self.existing_columns(table)?.is_empty() {
             return Ok(None);

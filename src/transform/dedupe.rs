@@ -58,6 +58,18 @@ struct Kept {
     id: Option<String>,
     /// Values of `locate`, when they must be remembered.
     at: Option<Vec<(String, Value)>>,
+    /// A key held by the target before the run: the identity of its row.
+    target: Option<String>,
+}
+
+/// A row's values as text, for the quarantine.
+fn record_of(names: &[String], cursors: &[Cursor<'_>], i: usize) -> Vec<(String, Option<String>)> {
+    names
+        .iter()
+        .zip(cursors)
+        .filter(|(n, _)| !is_internal(n))
+        .map(|(n, c)| (n.clone(), c.get(i).to_text()))
+        .collect()
 }
 
 pub struct Dedupe {
@@ -151,6 +163,87 @@ impl Dedupe {
         &self.key
     }
 
+    /// The columns that identify a row in the target (its key), when they
+    /// differ from the dedupe key.
+    pub fn identity(&self) -> &[String] {
+        &self.locate
+    }
+
+    /// Whether duplicates are rejected (rather than merged).
+    pub fn rejects(&self) -> bool {
+        self.reject
+    }
+
+    /// Hash of a row's key, or `None` when the key cannot match (a NULL or
+    /// empty part, or a part failing its pattern with `skip_invalid`).
+    fn hash_key(
+        &self,
+        values: &[ValueRef<'_>],
+        whole_row: bool,
+        bytes: &mut Vec<u8>,
+    ) -> Option<u128> {
+        bytes.clear();
+        let mut null_key = false;
+        for (k, &v) in values.iter().enumerate() {
+            null_key |= v.is_null() && !whole_row;
+            let folded = match v {
+                ValueRef::Text(s) if self.fold => Some(fold_key(s)),
+                _ => None,
+            };
+            let v = folded.as_deref().map_or(v, ValueRef::Text);
+            // a key that fails its column's pattern (a placeholder such as
+            // "n/a") never merges
+            if let (Some(Some(p)), ValueRef::Text(s)) = (self.patterns.get(k), v) {
+                null_key |= !p.is_match(s);
+            }
+            null_key |= matches!(v, ValueRef::Text("")) && !whole_row;
+            v.encode_key(bytes);
+        }
+        (!null_key).then(|| key_hash(bytes))
+    }
+
+    /// Keys the target already holds (rows written by earlier runs), each
+    /// with the identity of its row (`identity()` values joined by ` | `):
+    /// with `on_duplicate = "reject"`, a later run refuses a row that reuses
+    /// one of them under another identity.
+    pub fn seed(&mut self, rows: impl IntoIterator<Item = (Vec<Value>, String)>) {
+        let mut bytes = Vec::with_capacity(64);
+        for (values, owner) in rows {
+            let refs: Vec<ValueRef<'_>> = values.iter().map(Value::as_ref).collect();
+            if let Some(h) = self.hash_key(&refs, false, &mut bytes) {
+                self.seen.insert(
+                    h,
+                    Kept {
+                        row: 0,
+                        id: None,
+                        at: None,
+                        target: Some(owner),
+                    },
+                );
+            }
+        }
+    }
+
+    fn show_key(
+        &self,
+        names: &[String],
+        key_idx: &[usize],
+        cursors: &[Cursor<'_>],
+        i: usize,
+    ) -> String {
+        key_idx
+            .iter()
+            .map(|&j| {
+                format!(
+                    "{} = {}",
+                    names[j],
+                    cursors[j].get(i).to_text().unwrap_or_else(|| "NULL".into())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Take a batch; returns the rows to write, the merges to apply once
     /// they are written and, with `on_duplicate = "reject"`, the duplicates.
     pub fn push(&mut self, df: DataFrame) -> Result<Deduped> {
@@ -198,30 +291,48 @@ impl Dedupe {
                     _ => 0,
                 })
                 .unwrap_or(i as u64);
-            bytes.clear();
-            let mut null_key = false;
-            for (k, &j) in key_idx.iter().enumerate() {
-                let v = cursors[j].get(i);
-                null_key |= v.is_null() && !whole_row;
-                let folded = match v {
-                    ValueRef::Text(s) if self.fold => Some(fold_key(s)),
-                    _ => None,
-                };
-                let v = folded.as_deref().map_or(v, ValueRef::Text);
-                // a key that fails its column's pattern (a placeholder such
-                // as "n/a") never merges
-                if let (Some(Some(p)), ValueRef::Text(s)) = (self.patterns.get(k), v) {
-                    null_key |= !p.is_match(s);
-                }
-                null_key |= matches!(v, ValueRef::Text("")) && !whole_row;
-                v.encode_key(&mut bytes);
-            }
-            if null_key {
+            let values: Vec<ValueRef<'_>> = key_idx.iter().map(|&j| cursors[j].get(i)).collect();
+            let Some(h) = self.hash_key(&values, whole_row, &mut bytes) else {
                 keep.push(true);
                 continue;
-            }
-            let h = key_hash(&bytes);
+            };
             let this_id = id_idx.and_then(|j| cursors[j].get(i).to_text());
+            // a key the target already holds: the same row again (an update
+            // of it, when its identity matches) or a duplicate
+            let seeded = self.seen.get(&h).and_then(|k| k.target.clone());
+            if let Some(owner) = seeded {
+                let mine: Vec<String> = locate_idx
+                    .iter()
+                    .map(|&j| cursors[j].get(i).to_text().unwrap_or_default())
+                    .collect();
+                if owner.is_empty() || owner != mine.join(" | ") {
+                    keep.push(false);
+                    rejects.push(Reject {
+                        row: src_row,
+                        reason: format!("{}: duplicate", self.key.join(", ")),
+                        detail: format!(
+                            "{} already belongs to {} = {} in the target",
+                            self.show_key(&names, &key_idx, &cursors, i),
+                            self.locate.join(", "),
+                            owner
+                        ),
+                        record: record_of(&names, &cursors, i),
+                    });
+                } else {
+                    // seen now from this run: a later row with it is a duplicate
+                    self.seen.insert(
+                        h,
+                        Kept {
+                            row: src_row,
+                            id: this_id,
+                            at: None,
+                            target: None,
+                        },
+                    );
+                    keep.push(true);
+                }
+                continue;
+            }
             match self.seen.get(&h) {
                 None => {
                     let at = (!locate_idx.is_empty()).then(|| {
@@ -236,37 +347,22 @@ impl Dedupe {
                             row: src_row,
                             id: this_id,
                             at,
+                            target: None,
                         },
                     );
                     keep.push(true);
                 }
                 Some(kept) if self.reject => {
                     keep.push(false);
-                    let record: Vec<(String, Option<String>)> = names
-                        .iter()
-                        .zip(&cursors)
-                        .filter(|(n, _)| !is_internal(n))
-                        .map(|(n, c)| (n.clone(), c.get(i).to_text()))
-                        .collect();
-                    let shown: Vec<String> = key_idx
-                        .iter()
-                        .map(|&j| {
-                            format!(
-                                "{} = {}",
-                                names[j],
-                                cursors[j].get(i).to_text().unwrap_or_else(|| "NULL".into())
-                            )
-                        })
-                        .collect();
                     rejects.push(Reject {
                         row: src_row,
                         reason: format!("{}: duplicate", self.key.join(", ")),
                         detail: format!(
                             "{} is already used by source row {}, which is kept",
-                            shown.join(", "),
+                            self.show_key(&names, &key_idx, &cursors, i),
                             kept.row
                         ),
-                        record,
+                        record: record_of(&names, &cursors, i),
                     });
                 }
                 Some(kept) => {
