@@ -372,3 +372,89 @@ fn a_second_run_moves_exactly_the_changes() {
     assert_eq!(table(&report, "payments")["read"], 1);
     assert_eq!(table(&report, "payments")["updated"], 1);
 }
+
+#[test]
+fn a_row_the_target_refuses_is_quarantined_and_the_sync_goes_on() {
+    let src = TempDb::new("refuse_src");
+    generate(&src.url(), 1_000, SEED + 2).unwrap();
+    let dst = TempDb::new("refuse_dst");
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let (code, _, err) = migrate(&src.url(), &dst.url(), &q, &[]);
+    assert_eq!(code, 0, "{err}");
+    // the target has since gained a rule the source does not know
+    dst.query(
+        "ALTER TABLE invoices ADD CONSTRAINT no_cancel CHECK (status <> 'annulée') NOT VALID",
+    );
+    let ids: Vec<i64> = src
+        .query("SELECT id FROM factures WHERE client_id IS NOT NULL AND modifie_le IS NOT NULL AND statut = 'en attente' ORDER BY id LIMIT 2")
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    src.query(&format!(
+        "UPDATE factures SET statut = 'annulée', modifie_le = now() WHERE id = {};
+         UPDATE factures SET statut = 'payée', modifie_le = now() WHERE id = {};",
+        ids[0], ids[1]
+    ));
+    let (code, report, err) = migrate(&src.url(), &dst.url(), &q, &[]);
+    assert_eq!(code, 0, "{err}");
+    let inv = table(&report, "invoices");
+    let refused: Vec<(&String, &Value)> = inv["reasons"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("target refused"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{inv}");
+    assert!(refused[0].0.contains("no_cancel"), "{inv}");
+    assert_eq!(refused[0].1, 1);
+    assert_eq!(
+        dst.query(&format!(
+            "SELECT status FROM invoices WHERE id = {}",
+            ids[0]
+        )),
+        "en attente"
+    );
+    assert_eq!(
+        dst.query(&format!(
+            "SELECT status FROM invoices WHERE id = {}",
+            ids[1]
+        )),
+        "payée"
+    );
+    assert_eq!(
+        dst.query("SELECT count(*) FROM _rejects WHERE reason LIKE 'target refused%no_cancel%'"),
+        "1"
+    );
+}
+
+#[test]
+fn source_errors_name_the_job_and_hide_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("sqlite://{}", dir.path().join("t.db").display());
+    let q = dir.path().join("q");
+    // nothing listens there
+    let (status, _, err) = migrate(
+        "postgres://postgres@127.0.0.1:5439/billing",
+        &target,
+        &q,
+        &[],
+    );
+    assert_eq!(status, 1, "{err}");
+    assert!(err.contains("job billing, source `billing`"), "{err}");
+    assert!(err.contains("Connection refused"), "{err}");
+    // a role that does not exist, with a password from the environment
+    let s = "sources.billing.url=postgres://intrus:${BILLING_PW}@127.0.0.1:5432/postgres";
+    let t = format!("target.url={target}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_repaero"))
+        .current_dir(root())
+        .env("BILLING_PW", "s3cr3t-facturation")
+        .args(["--set", s, "--set", &t, "migrate", "billing"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(err.contains("intrus:***@"), "{err}");
+    assert!(!err.contains("s3cr3t"), "{err}");
+    assert!(err.contains("SQLSTATE 28000"), "{err}");
+}

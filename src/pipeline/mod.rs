@@ -154,8 +154,10 @@ pub fn run_job(cfg: &Config, job: &Job, opts: &RunOptions, run_id: &str) -> Resu
     let started = chrono::Utc::now();
     let t0 = Instant::now();
     let src_cfg = cfg.source(&job.source)?;
-    let source = Source::open(&job.source, src_cfg)?;
-    let mut sink = sink::open(&cfg.target.url, opts.dry_run)?;
+    let source = Source::open(&job.source, src_cfg)
+        .map_err(|e| e.context(format!("job {}, source `{}`", job.name, job.source)))?;
+    let mut sink = sink::open(&cfg.target.url, opts.dry_run)
+        .map_err(|e| e.context(format!("job {}, target", job.name)))?;
     let mut run = JobRun {
         source: &source,
         job: &job.name,

@@ -231,19 +231,22 @@ impl PgConn {
                     });
                     c
                 }),
-                None => config.connect(tokio_postgres::NoTls).await.map(|(c, conn)| {
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
-                    c
-                }),
+                None => config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map(|(c, conn)| {
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        });
+                        c
+                    }),
             };
             res.map_err(|e| {
                 let msg = format!("{label}: cannot connect: {}", pg_error(&e));
                 let code = e.as_db_error().map(|d| d.code().code().to_string());
                 match code.as_deref() {
                     Some("28P01") | Some("28000") | Some("3D000") => Error::config(format!(
-                        "{msg}. Check the user, the database and the password variable in target.url"
+                        "{msg}. Check the user, the database and the password variable of the URL"
                     )),
                     _ => Error::runtime(msg),
                 }
@@ -272,13 +275,6 @@ impl PgConn {
         self.rt
             .block_on(self.client.query(sql, params))
             .map_err(|e| Error::runtime(format!("{}: {}", self.label, pg_error(&e))))
-    }
-
-    /// Prepare a statement (to learn its columns and their types).
-    pub fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement> {
-        self.rt
-            .block_on(self.client.prepare(sql))
-            .map_err(|e| Error::input(format!("{}: {}", self.label, pg_error(&e))))
     }
 
     /// Drive a future on this connection's runtime.
@@ -786,20 +782,15 @@ impl Sink for PgSink {
                     }
                 }
                 if mode == WriteMode::Upsert && !created {
-                    // the stage has the key: a key twice in one run is
-                    // refused row by row, as a new table would
+                    // the stage is shaped like the table, with its checks,
+                    // NOT NULLs and unique keys: a row the table would
+                    // refuse is refused (and quarantined) by the COPY, row
+                    // by row, not by the final merge all at once
                     let stage = format!("_repaero_stage_{}", def.name);
-                    let mut cols: Vec<String> = def
-                        .columns
-                        .iter()
-                        .map(|c| format!("{} {}", q(&c.name), Dialect::Postgres.type_sql(c)))
-                        .collect();
-                    let key: Vec<String> = def.key.iter().map(|k| q(k)).collect();
-                    cols.push(format!("PRIMARY KEY ({})", key.join(", ")));
                     self.conn.batch(&format!(
-                        "DROP TABLE IF EXISTS {0}; CREATE TEMP TABLE {0} ({1}) ON COMMIT DROP;",
+                        "DROP TABLE IF EXISTS {0}; CREATE TEMP TABLE {0} (LIKE {1} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES) ON COMMIT DROP;",
                         q(&stage),
-                        cols.join(", ")
+                        q(&def.name)
                     ))?;
                     stage
                 } else {

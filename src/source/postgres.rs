@@ -159,9 +159,10 @@ fn read_table(url: &str, origin: &str, req: TableRequest, tx: &SyncSender<Messag
          SET bytea_output = hex; SET IntervalStyle = iso_8601",
     )?;
     let mut select = select_sql(&req);
+    // a query the server refuses is the configuration's fault (exit 2)
     let stmt = conn
-        .prepare(&format!("{select} LIMIT 0"))
-        .map_err(|e| e.context(origin))?;
+        .run(conn.client.prepare(&format!("{select} LIMIT 0")))
+        .map_err(|e| Error::input(format!("{origin}: {}", pg_error(&e))))?;
     let described: Vec<(String, Type)> = stmt
         .columns()
         .iter()
