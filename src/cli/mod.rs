@@ -93,6 +93,7 @@ pub struct MigrateArgs {
 pub enum DdlDialect {
     Sqlite,
     Postgres,
+    Oracle,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -263,6 +264,7 @@ fn run(cli: Cli) -> Result<u8> {
             let dialect = ddl.map(|d| match d {
                 DdlDialect::Sqlite => crate::sink::Dialect::Sqlite,
                 DdlDialect::Postgres => crate::sink::Dialect::Postgres,
+                DdlDialect::Oracle => crate::sink::Dialect::Oracle,
             });
             let tables = crate::source::inspect::inspect(&src, table.as_deref(), dialect)?;
             if let Some(t) = table {

@@ -250,6 +250,10 @@ pub struct ColumnSpec {
     pub precision: Option<u8>,
     /// Decimal scale (digits after the point), default 2.
     pub scale: Option<u8>,
+    /// Text: the longest value, in characters. Oracle stores text in
+    /// VARCHAR2(n CHAR) (4000 when not given) and in a CLOB above 4000;
+    /// other targets ignore it.
+    pub length: Option<u32>,
     /// Trim whitespace, including non-breaking spaces (default true).
     #[serde(default = "yes")]
     pub trim: bool,

@@ -218,8 +218,8 @@ impl Config {
     }
 
     /// Parse configuration text. Relative paths resolve against `base_dir`;
-    /// values from `sets` are taken as given (relative to the working
-    /// directory, like any command-line path).
+    /// values from `sets` are relative to the working directory, like any
+    /// command-line path, and their `${VAR}` are expanded too.
     pub fn from_text(
         text: &str,
         label: &str,
@@ -232,7 +232,10 @@ impl Config {
         interp::expand_value(&mut root, env, &format!("{label}:"))?;
         resolve_relative_paths(&mut root, base_dir);
         for set in sets {
-            apply_set(&mut root, set)?;
+            // `--set 'target.url=oracle://u:${ORACLE_PASSWORD}@…'`: the
+            // password stays out of the command line (and `ps`)
+            let expanded = interp::expand(set, env, &format!("--set {set:?}"))?;
+            apply_set(&mut root, &expanded)?;
         }
         let cfg: Config = root.try_into().map_err(|e: toml::de::Error| {
             Error::config(format!(
@@ -508,6 +511,18 @@ mod tests {
             Some(Path::new("other.xlsx"))
         );
         assert_eq!(cfg.run.batch_size, 500);
+    }
+
+    #[test]
+    fn sets_expand_variables_so_passwords_stay_off_the_command_line() {
+        let env = |k: &str| (k == "ORACLE_PASSWORD").then(|| "s3cr3t".to_string());
+        let sets =
+            vec!["target.url=oracle://repaero:${ORACLE_PASSWORD}@db:1521/REPAERO".to_string()];
+        let cfg = Config::from_text("", "repaero.toml", Path::new("."), &sets, &env).unwrap();
+        assert_eq!(cfg.target.url, "oracle://repaero:s3cr3t@db:1521/REPAERO");
+        let sets = vec!["target.url=postgres://u:${MISSING}@h/db".to_string()];
+        let err = Config::from_text("", "repaero.toml", Path::new("."), &sets, &env).unwrap_err();
+        assert!(err.to_string().contains("MISSING"), "{err}");
     }
 
     #[test]

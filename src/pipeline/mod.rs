@@ -306,6 +306,7 @@ impl JobRun<'_> {
                 precision: 0,
                 scale: 0,
                 not_null: true,
+                length: None,
             });
             if !def.key.is_empty() {
                 def.key.push(col.clone());

@@ -5,6 +5,7 @@
 //! back; `--dry-run` always rolls back. A row the database refuses is
 //! returned to the caller with the database's reason, never dropped.
 
+pub mod oracle;
 pub mod postgres;
 pub mod sqlite;
 
@@ -26,6 +27,9 @@ pub struct ColumnDef {
     pub precision: u8,
     pub scale: u8,
     pub not_null: bool,
+    /// Longest text, in characters (Oracle: VARCHAR2(n CHAR), or CLOB
+    /// above 4000); `None`: VARCHAR2(4000 CHAR) on Oracle, unbounded elsewhere.
+    pub length: Option<u32>,
 }
 
 /// A foreign key: `column` references `table.references`.
@@ -63,6 +67,7 @@ impl TableDef {
                         precision: c.precision(),
                         scale: c.scale(),
                         not_null: c.required || m.target.key.contains(&c.name),
+                        length: c.length,
                     };
                     // a flagging column carries its verdict beside it
                     let valid = c.flag_only().then(|| ColumnDef {
@@ -71,6 +76,7 @@ impl TableDef {
                         precision: 1,
                         scale: 0,
                         not_null: false,
+                        length: None,
                     });
                     std::iter::once(col).chain(valid)
                 })
@@ -81,6 +87,7 @@ impl TableDef {
                         precision: 1,
                         scale: 0,
                         not_null: false,
+                        length: None,
                     })
                 }))
                 .collect(),
@@ -151,6 +158,7 @@ pub fn delete_missing_sql(d: Dialect, def: &TableDef, keys: &str, now: &str) -> 
 pub enum Dialect {
     Sqlite,
     Postgres,
+    Oracle,
 }
 
 impl Dialect {
@@ -179,12 +187,16 @@ impl Dialect {
             (Dialect::Postgres, ColumnType::Datetime) => "timestamp".into(),
             (Dialect::Postgres, ColumnType::Time) => "time".into(),
             (Dialect::Postgres, ColumnType::Binary) => "bytea".into(),
+            (Dialect::Oracle, _) => oracle::column_type(c, false),
         }
     }
 
-    /// Quote an identifier.
+    /// Quote an identifier (Oracle: upper case, at most 30 bytes).
     pub fn quote(self, ident: &str) -> String {
-        format!("\"{}\"", ident.replace('"', "\"\""))
+        match self {
+            Dialect::Oracle => oracle::quote(ident),
+            _ => format!("\"{}\"", ident.replace('"', "\"\"")),
+        }
     }
 
     /// A foreign key clause. Deferred: checked when the job commits, so
@@ -199,7 +211,7 @@ impl Dialect {
             self.quote(&fk.references)
         );
         match self {
-            Dialect::Postgres => format!(
+            Dialect::Postgres | Dialect::Oracle => format!(
                 "CONSTRAINT {} {body}",
                 self.quote(&format!("{}_{}_fkey", def.name, fk.column))
             ),
@@ -227,8 +239,14 @@ impl Dialect {
             .columns
             .iter()
             .map(|c| {
+                // Oracle has no boolean column before 23ai: NUMBER(1), 0 or 1
+                let check = if self == Dialect::Oracle && c.ty == ColumnType::Boolean {
+                    format!(" CHECK ({} IN (0, 1))", self.quote(&c.name))
+                } else {
+                    String::new()
+                };
                 format!(
-                    "{} {}{}",
+                    "{} {}{}{check}",
                     self.quote(&c.name),
                     self.type_sql(c),
                     if c.not_null { " NOT NULL" } else { "" }
@@ -242,6 +260,7 @@ impl Dialect {
                 precision: 0,
                 scale: 0,
                 not_null: false,
+                length: None,
             };
             cols.push(format!("{} {}", self.quote(col), self.type_sql(&stamp)));
         }
@@ -250,7 +269,7 @@ impl Dialect {
             cols.push(match self {
                 // PostgreSQL names the index after the constraint; name it
                 // so that the swap of a `replace` load can rename it.
-                Dialect::Postgres => format!(
+                Dialect::Postgres | Dialect::Oracle => format!(
                     "CONSTRAINT {} PRIMARY KEY ({})",
                     self.quote(&format!("{name}_pkey")),
                     key.join(", ")
@@ -266,7 +285,12 @@ impl Dialect {
         }
         format!(
             "CREATE TABLE {}{} (\n  {}\n)",
-            if if_not_exists { "IF NOT EXISTS " } else { "" },
+            // Oracle knows IF NOT EXISTS only from 23ai: it checks first
+            if if_not_exists && self != Dialect::Oracle {
+                "IF NOT EXISTS "
+            } else {
+                ""
+            },
             self.quote(name),
             cols.join(",\n  ")
         )
@@ -282,6 +306,7 @@ pub fn merge_sql(d: Dialect, table: &str, def: &TableDef, op: &MergeOp) -> Strin
         n += 1;
         match d {
             Dialect::Sqlite => format!("?{n}"),
+            Dialect::Oracle => format!(":{n}"),
             Dialect::Postgres => {
                 let ty = def
                     .columns
@@ -492,8 +517,17 @@ pub fn open(url: &str, dry_run: bool) -> Result<Box<dyn Sink>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(Box::new(postgres::PgSink::connect(url)?));
     }
+    if url.starts_with("oracle://") {
+        #[cfg(feature = "oracle")]
+        return Ok(Box::new(oracle::OracleSink::connect(url)?));
+        #[cfg(not(feature = "oracle"))]
+        return Err(Error::config(format!(
+            "{}: this repaero was built without Oracle; build it with `cargo build --release --features oracle` (Oracle Instant Client is needed at run time only)",
+            crate::config::redact_url(url)
+        )));
+    }
     Err(Error::config(format!(
-        "target.url {:?} is not supported; use sqlite://path/to/file.db or postgres://user@host/db",
+        "target.url {:?} is not supported; use sqlite://path/to/file.db, postgres://user@host/db or oracle://user@host:1521/service",
         crate::config::redact_url(url)
     )))
 }
@@ -526,6 +560,7 @@ mod tests {
                     precision: 18,
                     scale: 2,
                     not_null: true,
+                    length: None,
                 },
                 ColumnDef {
                     name: "unit_price".into(),
@@ -533,6 +568,7 @@ mod tests {
                     precision: 12,
                     scale: 2,
                     not_null: false,
+                    length: None,
                 },
                 ColumnDef {
                     name: "last_receipt_date".into(),
@@ -540,6 +576,7 @@ mod tests {
                     precision: 18,
                     scale: 2,
                     not_null: false,
+                    length: None,
                 },
             ],
             key: vec!["reference".into()],
@@ -573,6 +610,7 @@ mod tests {
             precision: 18,
             scale: 2,
             not_null: false,
+            length: None,
         });
         let op = MergeOp {
             key: vec![("reference".into(), Value::Text("HYD-2040".into()))],

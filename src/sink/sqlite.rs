@@ -647,6 +647,7 @@ mod tests {
                     precision: 18,
                     scale: 2,
                     not_null: true,
+                    length: None,
                 },
                 ColumnDef {
                     name: "quantity".into(),
@@ -654,6 +655,7 @@ mod tests {
                     precision: 18,
                     scale: 2,
                     not_null: false,
+                    length: None,
                 },
                 ColumnDef {
                     name: "received".into(),
@@ -661,6 +663,7 @@ mod tests {
                     precision: 18,
                     scale: 2,
                     not_null: false,
+                    length: None,
                 },
             ],
             key: vec!["reference".into()],

@@ -179,6 +179,7 @@ pub fn inspect(
                             precision: 19,
                             scale: 4,
                             not_null: !c.nullable,
+                            length: None,
                         }
                     })
                     .collect(),
