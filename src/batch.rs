@@ -232,35 +232,63 @@ pub fn time_text(ns: i64) -> String {
 /// Typed, random access to one column of a batch.
 #[derive(Clone, Copy)]
 pub enum Cursor<'a> {
-    Text(&'a StringChunked),
-    Int(&'a Int64Chunked),
-    UInt(&'a UInt64Chunked),
-    Float(&'a Float64Chunked),
-    Bool(&'a BooleanChunked),
-    Date(&'a Int32Chunked),
-    Datetime(&'a Int64Chunked),
-    Time(&'a Int64Chunked),
-    Binary(&'a BinaryChunked),
+    Text(&'a <StringType as PolarsDataType>::Array),
+    Int(&'a <Int64Type as PolarsDataType>::Array),
+    UInt(&'a <UInt64Type as PolarsDataType>::Array),
+    Float(&'a <Float64Type as PolarsDataType>::Array),
+    Bool(&'a <BooleanType as PolarsDataType>::Array),
+    Date(&'a <Int32Type as PolarsDataType>::Array),
+    Datetime(&'a <Int64Type as PolarsDataType>::Array),
+    Time(&'a <Int64Type as PolarsDataType>::Array),
+    Binary(&'a <BinaryType as PolarsDataType>::Array),
+    /// A column with no rows.
+    Empty,
+}
+
+/// The single array of a rechunked column, or `None` when it has no rows.
+fn single<'a, T: PolarsDataType>(
+    ca: &'a ChunkedArray<T>,
+    name: &str,
+) -> Result<Option<&'a T::Array>> {
+    let mut arrays = ca.downcast_iter();
+    let first = arrays.next();
+    if arrays.next().is_some() {
+        return Err(Error::runtime(format!(
+            "column {name}: a cursor needs a rechunked column (this is a bug in repaero)"
+        )));
+    }
+    Ok(first)
 }
 
 impl<'a> Cursor<'a> {
-    /// Access a column; call on a rechunked frame for O(1) `get`.
+    /// Access a column of a rechunked frame: O(1) `get`, straight on its
+    /// Arrow array.
     pub fn new(col: &'a Column) -> Result<Cursor<'a>> {
-        let bad = |e: PolarsError| Error::runtime(format!("column {}: {e}", col.name()));
+        let name = col.name().to_string();
+        let bad = |e: PolarsError| Error::runtime(format!("column {name}: {e}"));
+        macro_rules! arr {
+            ($ca:expr, $variant:ident) => {
+                match single($ca, &name)? {
+                    Some(a) => Cursor::$variant(a),
+                    None => Cursor::Empty,
+                }
+            };
+        }
         Ok(match col.dtype() {
-            DataType::String => Cursor::Text(col.str().map_err(bad)?),
-            DataType::Int64 => Cursor::Int(col.i64().map_err(bad)?),
-            DataType::UInt64 => Cursor::UInt(col.u64().map_err(bad)?),
-            DataType::Float64 => Cursor::Float(col.f64().map_err(bad)?),
-            DataType::Boolean => Cursor::Bool(col.bool().map_err(bad)?),
-            DataType::Date => Cursor::Date(col.date().map_err(bad)?.physical()),
+            DataType::String => arr!(col.str().map_err(bad)?, Text),
+            DataType::Int64 => arr!(col.i64().map_err(bad)?, Int),
+            DataType::UInt64 => arr!(col.u64().map_err(bad)?, UInt),
+            DataType::Float64 => arr!(col.f64().map_err(bad)?, Float),
+            DataType::Boolean => arr!(col.bool().map_err(bad)?, Bool),
+            DataType::Date => arr!(col.date().map_err(bad)?.physical(), Date),
             DataType::Datetime(TimeUnit::Milliseconds, _) => {
-                Cursor::Datetime(col.datetime().map_err(bad)?.physical())
+                arr!(col.datetime().map_err(bad)?.physical(), Datetime)
             }
-            DataType::Time => {
-                Cursor::Time(col.as_materialized_series().time().map_err(bad)?.physical())
-            }
-            DataType::Binary => Cursor::Binary(col.binary().map_err(bad)?),
+            DataType::Time => arr!(
+                col.as_materialized_series().time().map_err(bad)?.physical(),
+                Time
+            ),
+            DataType::Binary => arr!(col.binary().map_err(bad)?, Binary),
             other => {
                 return Err(Error::runtime(format!(
                     "column {}: unsupported type {other} in a batch",
@@ -273,15 +301,16 @@ impl<'a> Cursor<'a> {
     #[inline]
     pub fn get(&self, i: usize) -> ValueRef<'a> {
         match self {
-            Cursor::Text(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Text),
-            Cursor::Int(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Int),
-            Cursor::UInt(c) => c.get(i).map_or(ValueRef::Null, |v| ValueRef::Int(v as i64)),
-            Cursor::Float(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Float),
-            Cursor::Bool(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Bool),
-            Cursor::Date(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Date),
-            Cursor::Datetime(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Datetime),
-            Cursor::Time(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Time),
-            Cursor::Binary(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Binary),
+            Cursor::Text(a) => a.get(i).map_or(ValueRef::Null, ValueRef::Text),
+            Cursor::Int(a) => a.get(i).map_or(ValueRef::Null, ValueRef::Int),
+            Cursor::UInt(a) => a.get(i).map_or(ValueRef::Null, |v| ValueRef::Int(v as i64)),
+            Cursor::Float(a) => a.get(i).map_or(ValueRef::Null, ValueRef::Float),
+            Cursor::Bool(a) => a.get(i).map_or(ValueRef::Null, ValueRef::Bool),
+            Cursor::Date(a) => a.get(i).map_or(ValueRef::Null, ValueRef::Date),
+            Cursor::Datetime(a) => a.get(i).map_or(ValueRef::Null, ValueRef::Datetime),
+            Cursor::Time(a) => a.get(i).map_or(ValueRef::Null, ValueRef::Time),
+            Cursor::Binary(a) => a.get(i).map_or(ValueRef::Null, ValueRef::Binary),
+            Cursor::Empty => ValueRef::Null,
         }
     }
 }

@@ -338,10 +338,18 @@ impl JobRun<'_> {
             refused_rows: HashSet::new(),
         };
         let pb = progress_bar(self.opts.progress, table, reader.estimated_rows);
+        // where the time goes, for `-vv`: waiting for the source, mapping,
+        // writing (waiting for the target included)
+        let (mut t_read, mut t_map, mut t_write) = (0f64, 0f64, 0f64);
+        let mut tk = Instant::now();
         while let Some(raw) = reader.next_batch()? {
+            t_read += tk.elapsed().as_secs_f64();
+            tk = Instant::now();
             tally.read += raw.height() as u64;
             pb.inc(raw.height() as u64);
             let mapped = mapper.apply(&raw)?;
+            t_map += tk.elapsed().as_secs_f64();
+            tk = Instant::now();
             out.reject(&mapped.rejects, &mut tally)?;
             match dedupe.as_mut() {
                 Some(d) => {
@@ -362,8 +370,18 @@ impl JobRun<'_> {
                     None => out.write(&mapped.kept, &mut tally)?,
                 },
             }
+            t_write += tk.elapsed().as_secs_f64();
+            tk = Instant::now();
         }
         out.flush(&mut tally)?;
+        tracing::debug!(
+            table,
+            wait_source = t_read,
+            map = t_map,
+            write = t_write,
+            flush = tk.elapsed().as_secs_f64(),
+            "stage seconds"
+        );
         if let Some(d) = dedupe.as_mut() {
             // exact duplicates need no merge statement; count them here
             tally.merged = d.merged - out.merge_misses;
@@ -412,7 +430,11 @@ impl JobRun<'_> {
                 null_rows: stats.null_update_key,
             });
             if mapping.target.deletes != Deletes::None {
-                tally.deleted = Some(self.delete_missing(out.sink, mapping, &def)?);
+                // a table this run created holds nothing the source lost
+                tally.deleted = Some(match rows_before {
+                    Some(_) => self.delete_missing(out.sink, mapping, &def)?,
+                    None => 0,
+                });
             }
         }
         pb.finish_and_clear();

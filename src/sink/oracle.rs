@@ -26,7 +26,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{ColumnDef, Dialect, TableDef};
+use super::{ColumnDef, TableDef};
 use crate::config::ColumnType;
 use crate::error::{Error, Result};
 
@@ -367,6 +367,7 @@ mod imp {
     use super::*;
     use crate::batch::{Cursor, ValueRef, cursors};
     use crate::config::mapping::WriteMode;
+    use crate::sink::Dialect;
     use crate::sink::{
         MERGES_TABLE, REJECTS_TABLE, RUNS_TABLE, RunRecord, STATE_TABLE, Sink, SyncState,
         WriteOutcome, merge_sql as update_sql, record_json, refused_rejects,
@@ -938,7 +939,7 @@ pub use imp::OracleSink;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::ForeignKey;
+    use crate::sink::{Dialect, ForeignKey};
 
     fn col(name: &str, ty: ColumnType) -> ColumnDef {
         ColumnDef {

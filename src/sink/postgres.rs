@@ -54,6 +54,9 @@ pub struct PgConn {
     rt: Runtime,
     pub client: Arc<Client>,
     pub label: String,
+    /// Taken by each background COPY in turn: they run one after the other,
+    /// in the order they were started (the lock is fair).
+    copy_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How TLS is to be set up, from the URL's libpq-style parameters.
@@ -195,6 +198,28 @@ impl PgConn {
     /// databases are configuration errors (exit 2); an unreachable server is
     /// a runtime error (exit 1). The password never appears in a message.
     pub fn connect(url: &str) -> Result<PgConn> {
+        // one worker: a batch's COPY runs there while the caller prepares
+        // the next batch
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("repaero-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::runtime(format!("cannot start the I/O runtime: {e}")))?;
+        Self::connect_on(url, rt)
+    }
+
+    /// Connect with the connection driven on the calling thread only (a
+    /// reader: no hand-over between threads for each message received).
+    pub fn connect_local(url: &str) -> Result<PgConn> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::runtime(format!("cannot start the I/O runtime: {e}")))?;
+        Self::connect_on(url, rt)
+    }
+
+    fn connect_on(url: &str, rt: Runtime) -> Result<PgConn> {
         let label = redact_url(url);
         let (clean, wish) = split_tls(url);
         let mut config: tokio_postgres::Config =
@@ -208,14 +233,6 @@ impl PgConn {
         if config.get_application_name().is_none() {
             config.application_name("repaero");
         }
-        // one worker: a batch's COPY runs there while the caller prepares
-        // the next batch
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("repaero-pg")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::runtime(format!("cannot start the I/O runtime: {e}")))?;
         let connector = if wish.mode == SslMode::Disable {
             None
         } else {
@@ -256,6 +273,7 @@ impl PgConn {
             rt,
             client: Arc::new(client),
             label,
+            copy_turn: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -318,15 +336,18 @@ impl PgConn {
             .block_on(copy(Arc::clone(&self.client), sql.to_string(), payload))
     }
 
-    /// Start `SAVEPOINT; COPY; RELEASE` in the background; on a refusal the
-    /// savepoint is rolled back, so the connection stays usable.
+    /// Start `SAVEPOINT; COPY; RELEASE` in the background, after the COPYs
+    /// started before it; on a refusal the savepoint is rolled back, so the
+    /// connection stays usable.
     fn spawn_copy(
         &self,
         sql: String,
         payload: bytes::Bytes,
     ) -> tokio::task::JoinHandle<std::result::Result<u64, String>> {
         let client = Arc::clone(&self.client);
+        let turn = Arc::clone(&self.copy_turn);
         self.rt.spawn(async move {
+            let _turn = turn.lock().await;
             client
                 .batch_execute("SAVEPOINT repaero_batch")
                 .await
@@ -373,11 +394,15 @@ struct Pending {
     handle: tokio::task::JoinHandle<std::result::Result<u64, String>>,
 }
 
+/// Batches whose COPY may be under way at once: the server always has the
+/// next one queued while repaero prepares more.
+const COPY_DEPTH: usize = 3;
+
 pub struct PgSink {
     conn: PgConn,
     table: Option<Current>,
-    /// The batch being copied while the next one is prepared.
-    pending: Option<Pending>,
+    /// Batches being copied, oldest first, while the next ones are prepared.
+    pending: std::collections::VecDeque<Pending>,
     /// Outcomes settled but not reported yet.
     carry: WriteOutcome,
     /// Foreign keys of other tables re-attached NOT VALID after a swap,
@@ -400,7 +425,7 @@ impl PgSink {
         Ok(PgSink {
             conn: PgConn::connect(url)?,
             table: None,
-            pending: None,
+            pending: std::collections::VecDeque::new(),
             carry: WriteOutcome::default(),
             pending_fks: Vec::new(),
         })
@@ -476,55 +501,73 @@ impl PgSink {
         }
     }
 
-    /// Wait for the batch being copied; on a refusal find the rows at
-    /// fault. Its outcome joins `carry`. Every statement but the next COPY
+    /// Wait for every batch being copied; on a refusal find the rows at
+    /// fault. Outcomes join `carry`. Every statement but the next COPY
     /// waits for this first: one connection runs one thing at a time.
     fn settle(&mut self) -> Result<()> {
-        let Some(p) = self.pending.take() else {
-            return Ok(());
-        };
-        let done = self.conn.rt.block_on(p.handle).map_err(|e| {
-            Error::runtime(format!("{}: the COPY task failed: {e}", self.conn.label))
-        })?;
-        match done {
-            Ok(n) => self.carry.written += n,
-            Err(msg)
-                if msg.contains("SQLSTATE 08")
-                    || msg.contains("SQLSTATE 57")
-                    || msg.contains("SQLSTATE 53") =>
-            {
-                // connection, shutdown or resource trouble: not the rows' fault
-                let table = self
-                    .table
-                    .as_ref()
-                    .map(|c| c.def.name.clone())
-                    .unwrap_or_default();
-                return Err(Error::runtime(format!(
-                    "{}: writing {table}: {msg}",
-                    self.conn.label
-                )));
+        self.collect(true)
+    }
+
+    /// Take the outcomes of the COPYs done (all of them with `all`, else
+    /// the finished ones, and the oldest while too many are in flight).
+    fn collect(&mut self, all: bool) -> Result<()> {
+        let mut refused_batches = Vec::new();
+        while let Some(front) = self.pending.front() {
+            let wait = all || self.pending.len() >= COPY_DEPTH;
+            if !wait && !front.handle.is_finished() {
+                break;
             }
-            Err(_) => {
-                let cur = self
-                    .table
-                    .take()
-                    .ok_or_else(|| Error::runtime("COPY without a table"))?;
-                let result = (|| {
-                    let (names, cols) = cursors(&p.batch)?;
-                    let order = column_order(&cur, &names)?;
-                    let mut refused = Vec::new();
-                    self.copy_range(&cur, &cols, &order, 0, p.batch.height(), &mut refused)?;
-                    refused.sort_by_key(|(i, _)| *i);
-                    self.carry
-                        .refused
-                        .extend(super::refused_rejects(&p.batch, &refused)?);
-                    Ok(())
-                })();
-                self.table = Some(cur);
-                result?;
+            let Some(p) = self.pending.pop_front() else {
+                break;
+            };
+            let done = self.conn.rt.block_on(p.handle).map_err(|e| {
+                Error::runtime(format!("{}: the COPY task failed: {e}", self.conn.label))
+            })?;
+            match done {
+                Ok(n) => self.carry.written += n,
+                Err(msg)
+                    if msg.contains("SQLSTATE 08")
+                        || msg.contains("SQLSTATE 57")
+                        || msg.contains("SQLSTATE 53") =>
+                {
+                    // connection, shutdown or resource trouble: not the rows' fault
+                    let table = self
+                        .table
+                        .as_ref()
+                        .map(|c| c.def.name.clone())
+                        .unwrap_or_default();
+                    return Err(Error::runtime(format!(
+                        "{}: writing {table}: {msg}",
+                        self.conn.label
+                    )));
+                }
+                Err(_) => refused_batches.push(p.batch),
             }
         }
-        Ok(())
+        if refused_batches.is_empty() {
+            return Ok(());
+        }
+        // the connection must be idle to look for the rows at fault
+        self.collect(true)?;
+        let cur = self
+            .table
+            .take()
+            .ok_or_else(|| Error::runtime("COPY without a table"))?;
+        let result = (|| {
+            for batch in &refused_batches {
+                let (names, cols) = cursors(batch)?;
+                let order = column_order(&cur, &names)?;
+                let mut refused = Vec::new();
+                self.copy_range(&cur, &cols, &order, 0, batch.height(), &mut refused)?;
+                refused.sort_by_key(|(i, _)| *i);
+                self.carry
+                    .refused
+                    .extend(super::refused_rejects(batch, &refused)?);
+            }
+            Ok(())
+        })();
+        self.table = Some(cur);
+        result
     }
 
     fn existing_columns(&self, table: &str) -> Result<Vec<String>> {
@@ -674,43 +717,43 @@ fn encode_value(buf: &mut BytesMut, ty: ColumnType, scale: u8, v: ValueRef<'_>) 
 
 /// PostgreSQL's binary `numeric`: base-10000 digits, weight, sign, scale.
 fn encode_numeric(buf: &mut BytesMut, x: f64, scale: u8) {
-    let negative = x < 0.0;
-    let scaled = (x.abs() * 10f64.powi(scale as i32)).round() as u128;
-    let s = scale as usize;
-    let digits = format!("{scaled:0>width$}", width = s + 1);
-    let (int_part, frac_part) = digits.split_at(digits.len() - s);
-    let int_pad = (4 - int_part.len() % 4) % 4;
-    let int_str = format!("{}{int_part}", "0".repeat(int_pad));
-    let frac_pad = (4 - frac_part.len() % 4) % 4;
-    let frac_str = format!("{frac_part}{}", "0".repeat(frac_pad));
-    let mut groups: Vec<i16> = int_str
-        .as_bytes()
-        .chunks(4)
-        .chain(frac_str.as_bytes().chunks(4))
-        .map(|c| c.iter().fold(0i16, |acc, d| acc * 10 + (d - b'0') as i16))
-        .collect();
-    let mut weight = (int_str.len() / 4) as i16 - 1;
-    while groups.first() == Some(&0) {
-        groups.remove(0);
-        weight -= 1;
-    }
-    while groups.last() == Some(&0) {
-        groups.pop();
-    }
-    if groups.is_empty() {
-        weight = 0;
-    }
-    buf.put_i32(8 + 2 * groups.len() as i32);
-    buf.put_i16(groups.len() as i16);
-    buf.put_i16(weight);
-    buf.put_u16(if negative && !groups.is_empty() {
-        0x4000
+    // x × 10^(4·fg) as an integer, fg the base-10000 fraction digits: the
+    // decimal point then falls between two base-10000 digits
+    let fg = (scale as u32).div_ceil(4);
+    let scaled =
+        crate::transform::parse::round_half_away(x.abs() * crate::transform::parse::pow10(scale));
+    let mut digits = [0i16; 40]; // least significant first
+    let mut n = 0;
+    if scaled < 1e15 {
+        // the common case, in 64-bit arithmetic (128-bit division is slow)
+        let mut v = scaled as u64 * 10u64.pow(4 * fg - scale as u32);
+        while v > 0 {
+            digits[n] = (v % 10_000) as i16;
+            v /= 10_000;
+            n += 1;
+        }
     } else {
+        let mut v = scaled as u128 * 10u128.pow(4 * fg - scale as u32);
+        while v > 0 && n < digits.len() {
+            digits[n] = (v % 10_000) as i16;
+            v /= 10_000;
+            n += 1;
+        }
+    }
+    let trailing = digits[..n].iter().take_while(|d| **d == 0).count();
+    let count = n - trailing;
+    let weight = if count == 0 {
         0
-    });
+    } else {
+        n as i16 - fg as i16 - 1
+    };
+    buf.put_i32(8 + 2 * count as i32);
+    buf.put_i16(count as i16);
+    buf.put_i16(weight);
+    buf.put_u16(if x < 0.0 && count > 0 { 0x4000 } else { 0 });
     buf.put_u16(scale as u16);
-    for g in groups {
-        buf.put_i16(g);
+    for d in digits[trailing..n].iter().rev() {
+        buf.put_i16(*d);
     }
 }
 
@@ -815,7 +858,7 @@ impl Sink for PgSink {
     }
 
     fn write(&mut self, batch: &DataFrame) -> Result<WriteOutcome> {
-        self.settle()?;
+        self.collect(false)?;
         let cur = self
             .table
             .as_ref()
@@ -828,7 +871,7 @@ impl Sink for PgSink {
             encode_copy(&cur.def, &cols, &order, 0, batch.height())
         };
         let handle = self.conn.spawn_copy(cur.copy_sql.clone(), payload);
-        self.pending = Some(Pending { batch, handle });
+        self.pending.push_back(Pending { batch, handle });
         Ok(std::mem::take(&mut self.carry))
     }
 
@@ -1169,6 +1212,23 @@ mod tests {
         assert_eq!(
             numeric_bytes(10000.0, 0),
             vec![0, 0, 0, 10, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1]
+        );
+        // 0.0031 (scale 4) = groups [31], weight -1
+        assert_eq!(
+            numeric_bytes(0.0031, 4),
+            vec![0, 0, 0, 10, 0, 1, 0xFF, 0xFF, 0, 0, 0, 4, 0, 31]
+        );
+        // 1.000001 (scale 6) = groups [1, 0, 100], weight 0
+        assert_eq!(
+            numeric_bytes(1.000001, 6),
+            vec![0, 0, 0, 14, 0, 3, 0, 0, 0, 0, 0, 6, 0, 1, 0, 0, 0, 100]
+        );
+        // 123456789.5 (scale 1) = groups [1, 2345, 6789, 5000], weight 2
+        assert_eq!(
+            numeric_bytes(123_456_789.5, 1),
+            vec![
+                0, 0, 0, 16, 0, 4, 0, 2, 0, 0, 0, 1, 0, 1, 0x09, 0x29, 0x1A, 0x85, 0x13, 0x88
+            ]
         );
     }
 

@@ -151,7 +151,7 @@ fn above(order: Order, a: &str, b: &str) -> bool {
 }
 
 fn read_table(url: &str, origin: &str, req: TableRequest, tx: &SyncSender<Message>) -> Result<()> {
-    let conn = PgConn::connect(url)?;
+    let conn = PgConn::connect_local(url)?;
     // canonical text forms whatever the server's settings: ISO dates,
     // timestamptz in UTC, floats that read back exactly, bytea as hex
     conn.batch(
@@ -238,8 +238,6 @@ fn read_table(url: &str, origin: &str, req: TableRequest, tx: &SyncSender<Messag
             cols.join(", ")
         }
     );
-    let mut builder = BatchBuilder::new(names.clone(), req.batch_size);
-    let mut kinds = vec![CellKinds::default(); names.len()];
     // where each selected slot is among the COPY's fields
     let mut field_of = Vec::with_capacity(selected.len());
     let mut k = 0;
@@ -249,99 +247,179 @@ fn read_table(url: &str, origin: &str, req: TableRequest, tx: &SyncSender<Messag
             k - 1
         }));
     }
-    let mut n: u64 = 0;
-    let mut max_key: Option<String> = None;
-    let mut null_keys: u64 = 0;
-    let mut stopped = false;
-    let result: Result<()> = conn.run(async {
+    let mut rows = Rows {
+        builder: BatchBuilder::new(names.clone(), req.batch_size),
+        kinds: vec![CellKinds::default(); names.len()],
+        field_of,
+        typed,
+        update_slot,
+        fields: Vec::new(),
+        scratch: String::new(),
+        n: 0,
+        max_key: None,
+        null_keys: 0,
+        tx,
+    };
+    let result: Result<bool> = conn.run(async {
         let stream = conn
             .client
             .copy_out(copy.as_str())
             .await
             .map_err(|e| Error::input(format!("{origin}: {}", pg_error(&e))))?;
+        // rows as they are ready, many per wake-up (one message per row)
+        let stream = stream.ready_chunks(256);
         futures_util::pin_mut!(stream);
         let mut pending: Vec<u8> = Vec::new();
-        let mut fields: Vec<Option<String>> = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Error::runtime(format!("{origin}: {}", pg_error(&e))))?;
-            pending.extend_from_slice(&chunk);
-            let mut start = 0;
-            while let Some(nl) = pending[start..].iter().position(|b| *b == b'\n') {
-                let line = &pending[start..start + nl];
-                start += nl + 1;
-                split_fields(line, &mut fields);
-                n += 1;
-                if let Some((slot, order)) = update_slot {
-                    match field_of[slot]
-                        .and_then(|f| fields.get(f))
-                        .and_then(|v| v.as_ref())
-                    {
-                        None => null_keys += 1,
-                        Some(v) => {
-                            if max_key.as_deref().is_none_or(|m| above(order, v, m)) {
-                                max_key = Some(v.clone());
-                            }
+        while let Some(chunks) = stream.next().await {
+            for chunk in chunks {
+                let chunk =
+                    chunk.map_err(|e| Error::runtime(format!("{origin}: {}", pg_error(&e))))?;
+                // the server sends whole rows: read them where they are
+                if pending.is_empty() && chunk.last() == Some(&b'\n') {
+                    for line in chunk[..chunk.len() - 1].split(|b| *b == b'\n') {
+                        if !rows.line(line)? {
+                            return Ok(false);
                         }
                     }
+                    continue;
                 }
-                for (slot, f) in field_of.iter().enumerate() {
-                    match f.and_then(|f| fields.get(f)).and_then(|v| v.as_ref()) {
-                        None => kinds[slot].empty += 1,
-                        Some(_) if typed[slot] => kinds[slot].number += 1,
-                        Some(_) => kinds[slot].text += 1,
+                pending.extend_from_slice(&chunk);
+                let mut start = 0;
+                while let Some(nl) = pending[start..].iter().position(|b| *b == b'\n') {
+                    let line = &pending[start..start + nl];
+                    start += nl + 1;
+                    if !rows.line(line)? {
+                        return Ok(false);
                     }
                 }
-                builder.push_row(
-                    n,
-                    field_of.iter().enumerate().map(|(slot, f)| {
-                        f.and_then(|f| fields.get(f))
-                            .and_then(|v| v.as_deref())
-                            .map(|s| (s, typed[slot]))
-                    }),
-                );
-                if builder.is_full() {
-                    let df = builder.take()?;
-                    if tx.send(Message::Batch(df)).is_err() {
-                        stopped = true;
-                        return Ok(());
-                    }
-                }
+                pending.drain(..start);
             }
-            pending.drain(..start);
         }
-        Ok(())
+        Ok(true)
     });
-    result?;
-    if stopped {
+    if !result? {
         return Ok(());
     }
-    if !builder.is_empty() {
-        let df = builder.take()?;
+    if !rows.builder.is_empty() {
+        let df = rows.builder.take()?;
         if tx.send(Message::Batch(df)).is_err() {
             return Ok(());
         }
     }
     let _ = tx.send(Message::Done(ReadStats {
-        data_rows: n,
-        kinds: names.into_iter().zip(kinds).collect(),
-        max_update_key: max_key,
-        null_update_key: null_keys,
+        data_rows: rows.n,
+        kinds: names.into_iter().zip(rows.kinds).collect(),
+        max_update_key: rows.max_key,
+        null_update_key: rows.null_keys,
         ..Default::default()
     }));
     Ok(())
 }
 
+/// What reading the COPY's lines builds.
+struct Rows<'a> {
+    builder: BatchBuilder,
+    kinds: Vec<CellKinds>,
+    /// Per wanted column, its field in the COPY's lines.
+    field_of: Vec<Option<usize>>,
+    /// Per wanted column, whether its values are typed (not text).
+    typed: Vec<bool>,
+    /// The update key's slot and how it orders.
+    update_slot: Option<(usize, Order)>,
+    fields: Vec<Span>,
+    scratch: String,
+    n: u64,
+    max_key: Option<String>,
+    null_keys: u64,
+    tx: &'a SyncSender<Message>,
+}
+
+impl Rows<'_> {
+    /// One line of the COPY; `false` when the reader is no longer wanted.
+    fn line(&mut self, line: &[u8]) -> Result<bool> {
+        // one UTF-8 check per line; a line that fails it (the server's
+        // encoding is not UTF-8) is read with U+FFFD
+        let line: std::borrow::Cow<'_, str> = match std::str::from_utf8(line) {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(line),
+        };
+        let line: &str = &line;
+        split_fields(line, &mut self.fields, &mut self.scratch);
+        let (fields, scratch, field_of) = (&self.fields, &self.scratch, &self.field_of);
+        let value = |slot: usize| -> Option<&str> {
+            field_of[slot]
+                .and_then(|f| fields.get(f))
+                .and_then(|sp| sp.get(line, scratch))
+        };
+        self.n += 1;
+        if let Some((slot, order)) = self.update_slot {
+            match value(slot) {
+                None => self.null_keys += 1,
+                Some(v) => {
+                    if self.max_key.as_deref().is_none_or(|m| above(order, v, m)) {
+                        self.max_key = Some(v.to_string());
+                    }
+                }
+            }
+        }
+        for (slot, k) in self.kinds.iter_mut().enumerate() {
+            match value(slot) {
+                None => k.empty += 1,
+                Some(_) if self.typed[slot] => k.number += 1,
+                Some(_) => k.text += 1,
+            }
+        }
+        let typed = &self.typed;
+        self.builder.push_row(
+            self.n,
+            (0..field_of.len()).map(|slot| value(slot).map(|s| (s, typed[slot]))),
+        );
+        if self.builder.is_full() {
+            let df = self.builder.take()?;
+            if self.tx.send(Message::Batch(df)).is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Where a field's text is: in the line as received, or decoded into the
+/// scratch buffer (it had escapes, or was not UTF-8).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Span {
+    Null,
+    Line(usize, usize),
+    Scratch(usize, usize),
+}
+
+impl Span {
+    fn get<'a>(&self, line: &'a str, scratch: &'a str) -> Option<&'a str> {
+        match *self {
+            Span::Null => None,
+            Span::Line(a, b) => line.get(a..b),
+            Span::Scratch(a, b) => scratch.get(a..b),
+        }
+    }
+}
+
 /// Split one line of COPY text format into fields: tab-separated, `\N` is
-/// NULL, backslash escapes decoded.
-fn split_fields(line: &[u8], out: &mut Vec<Option<String>>) {
+/// NULL, backslash escapes decoded. A field without escapes stays in the
+/// line (no copy).
+fn split_fields(line: &str, out: &mut Vec<Span>, scratch: &mut String) {
     out.clear();
-    for raw in line.split(|b| *b == b'\t') {
+    scratch.clear();
+    let mut start = 0;
+    // tabs are ASCII: every split falls on a character boundary
+    for raw in line.as_bytes().split(|b| *b == b'\t') {
+        let (a, b) = (start, start + raw.len());
+        start = b + 1;
         if raw == b"\\N" {
-            out.push(None);
+            out.push(Span::Null);
             continue;
         }
         if !raw.contains(&b'\\') {
-            out.push(Some(String::from_utf8_lossy(raw).into_owned()));
+            out.push(Span::Line(a, b));
             continue;
         }
         let mut bytes = Vec::with_capacity(raw.len());
@@ -385,7 +463,9 @@ fn split_fields(line: &[u8], out: &mut Vec<Option<String>>) {
                 other => bytes.push(other),
             }
         }
-        out.push(Some(String::from_utf8_lossy(&bytes).into_owned()));
+        let at = scratch.len();
+        scratch.push_str(&String::from_utf8_lossy(&bytes));
+        out.push(Span::Scratch(at, scratch.len()));
     }
 }
 
@@ -393,24 +473,36 @@ fn split_fields(line: &[u8], out: &mut Vec<Option<String>>) {
 mod tests {
     use super::*;
 
+    fn fields(line: &[u8]) -> Vec<Option<String>> {
+        let (mut out, mut scratch) = (Vec::new(), String::new());
+        let line = String::from_utf8_lossy(line);
+        let line: &str = &line;
+        split_fields(line, &mut out, &mut scratch);
+        out.iter()
+            .map(|sp| sp.get(line, &scratch).map(|s| s.to_string()))
+            .collect()
+    }
+
     #[test]
     fn copy_text_fields() {
-        let mut out = Vec::new();
-        split_fields(b"1\t\\N\tligne 1\\nligne 2\tun\\ttab\t\\\\x01", &mut out);
         assert_eq!(
-            out,
+            fields(b"1\t\\N\tligne 1\\nligne 2\tun\\ttab\t\\\\x01\tcaf\xc3\xa9"),
             vec![
                 Some("1".into()),
                 None,
                 Some("ligne 1\nligne 2".into()),
                 Some("un\ttab".into()),
-                Some("\\x01".into())
+                Some("\\x01".into()),
+                Some("café".into())
             ]
         );
-        split_fields(b"\\101\\x42", &mut out);
-        assert_eq!(out, vec![Some("AB".into())]);
-        split_fields(b"", &mut out);
-        assert_eq!(out, vec![Some(String::new())]);
+        assert_eq!(fields(b"\\101\\x42"), vec![Some("AB".into())]);
+        assert_eq!(fields(b""), vec![Some(String::new())]);
+        // not UTF-8: kept, with the replacement character
+        assert_eq!(
+            fields(b"a\xffb\t2"),
+            vec![Some("a\u{fffd}b".into()), Some("2".into())]
+        );
     }
 
     #[test]

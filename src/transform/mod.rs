@@ -297,12 +297,31 @@ impl Mapper {
                 ),
                 Err(_) => None,
             };
+            // typed cells (numbers, dates) hold canonical text
+            let typed: Vec<bool> = raw
+                .column(&crate::source::typed_column(&name))
+                .ok()
+                .and_then(|c| c.bool().ok())
+                .map(|t| t.iter().map(|v| v.unwrap_or(false)).collect())
+                .unwrap_or_default();
+            let raw_values: Vec<Option<&str>> = match raw_col {
+                Some(c) => c.iter().collect(),
+                None => vec![None; n],
+            };
             // clean and fill down; clean values borrow the batch
             let mut cleaned: Vec<Option<Cow<'_, str>>> = Vec::with_capacity(n);
             let mut phone_bad: Vec<bool> = Vec::new();
-            for i in 0..n {
-                let raw_v = raw_col.and_then(|c| c.get(i));
-                let mut v = raw_v.and_then(|s| clean_text(s, &plan.text));
+            for (i, &raw_v) in raw_values.iter().enumerate() {
+                // canonical text needs no cleaning
+                let mut v = match raw_v {
+                    Some(s)
+                        if typed.get(i).copied().unwrap_or(false)
+                            && plan.text.null_values.is_empty() =>
+                    {
+                        Some(Cow::Borrowed(s))
+                    }
+                    _ => raw_v.and_then(|s| clean_text(s, &plan.text)),
+                };
                 if v.is_none()
                     && !plan.text.null_values.is_empty()
                     && raw_v.is_some_and(|s| {
@@ -344,10 +363,6 @@ impl Mapper {
                 };
                 cleaned.push(v);
             }
-            let typed = raw
-                .column(&crate::source::typed_column(&name))
-                .ok()
-                .and_then(|c| c.bool().ok());
             let mut flags = Flags {
                 errors: &mut errors,
                 counts: &mut self.failures,
@@ -365,7 +380,7 @@ impl Mapper {
                     );
                 }
             }
-            out.push(plan.cast_and_check(&cleaned, typed, &mut flags)?);
+            out.push(plan.cast_and_check(&cleaned, &typed, &mut flags)?);
             let nulled = plan.nulled.take();
             if nulled > 0 {
                 *self.nulled.entry(name.clone()).or_default() += nulled;
@@ -582,12 +597,12 @@ impl Plan {
     fn cast_and_check(
         &self,
         cleaned: &[Option<Cow<'_, str>>],
-        typed: Option<&BooleanChunked>,
+        typed: &[bool],
         errors: &mut Flags<'_>,
     ) -> Result<Column> {
         // a typed cell (number, date) holds canonical text: read it as such,
         // never with the column's French or English number format
-        let is_typed = |i: usize| typed.and_then(|t| t.get(i)).unwrap_or(false);
+        let is_typed = |i: usize| typed.get(i).copied().unwrap_or(false);
         let number = |i: usize, s: &str| {
             if is_typed(i) {
                 s.parse::<f64>().map_err(|_| NumberError::NotANumber)
@@ -623,7 +638,14 @@ impl Plan {
             ColumnType::Integer => {
                 let mut vals = Vec::with_capacity(n);
                 for (i, v) in cleaned.iter().enumerate() {
-                    let parsed = v.as_deref().map(|s| (s, number(i, s).and_then(to_integer)));
+                    // plain digits read exactly (past 2^53 too); else as a number
+                    let parsed = v.as_deref().map(|s| {
+                        (
+                            s,
+                            s.parse::<i64>()
+                                .or_else(|_| number(i, s).and_then(to_integer)),
+                        )
+                    });
                     vals.push(match parsed {
                         Some((_, Ok(x))) => {
                             let x = self.remap_int(x);

@@ -187,11 +187,42 @@ pub fn looks_numeric(s: &str) -> bool {
     parse_number(s, NumberFormat::Auto).is_ok()
 }
 
+/// 10^n as f64 (a table up to 10^22, exact; `powi` above).
+#[inline]
+pub fn pow10(n: u8) -> f64 {
+    const P: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
+    P.get(n as usize)
+        .copied()
+        .unwrap_or_else(|| 10f64.powi(n as i32))
+}
+
 /// Round to `scale` decimal places, half away from zero.
 pub fn round_to(v: f64, scale: u8) -> f64 {
-    let p = 10f64.powi(scale as i32);
-    let r = (v * p).round() / p;
+    let p = pow10(scale);
+    let r = round_half_away(v * p) / p;
     if r == 0.0 { 0.0 } else { r }
+}
+
+/// `f64::round` without the libm call: below 2^52 the integer part and the
+/// fraction are exact, so the comparison with 0.5 is too.
+#[inline]
+pub fn round_half_away(x: f64) -> f64 {
+    if x.abs() < 4.0e15 {
+        let i = x as i64;
+        let frac = x - i as f64;
+        if frac >= 0.5 {
+            (i + 1) as f64
+        } else if frac <= -0.5 {
+            (i - 1) as f64
+        } else {
+            i as f64
+        }
+    } else {
+        x.round()
+    }
 }
 
 const FRENCH_MONTHS: [(&str, u32); 16] = [
@@ -254,6 +285,11 @@ pub fn parse_datetime(s: &str, formats: &[String]) -> Option<NaiveDateTime> {
     let t = s.trim();
     if t.is_empty() {
         return None;
+    }
+    if formats.is_empty() {
+        if let Some(dt) = iso_datetime(t.as_bytes()) {
+            return Some(dt);
+        }
     }
     for f in formats {
         if let Ok(dt) = NaiveDateTime::parse_from_str(t, f) {
@@ -330,6 +366,63 @@ pub fn parse_datetime(s: &str, formats: &[String]) -> Option<NaiveDateTime> {
 }
 
 /// `YYYY-MM-DD`, read without a format string.
+/// The exact form databases write, `YYYY-MM-DD HH:MM:SS[.f…][Z|±HH[:MM]]`
+/// (or with `T`), read without the general parser; `None` for anything else.
+fn iso_datetime(b: &[u8]) -> Option<NaiveDateTime> {
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b' ' || b[10] == b'T') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |acc, c| {
+            c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32)
+        })
+    };
+    let date = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+    let (h, m, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut i = 19;
+    let mut nanos = 0u32;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let mut digits = 0;
+        while let Some(c) = b.get(i).filter(|c| c.is_ascii_digit()) {
+            if digits < 9 {
+                nanos = nanos * 10 + (c - b'0') as u32;
+                digits += 1;
+            }
+            i += 1;
+        }
+        if digits == 0 {
+            return None;
+        }
+        nanos *= 10u32.pow(9 - digits);
+    }
+    let offset: i64 = match b.get(i) {
+        None => 0,
+        Some(b'Z') if i + 1 == b.len() => 0,
+        Some(&sign @ (b'+' | b'-')) => {
+            let rest = &b[i + 1..];
+            let (oh, om) = match rest.len() {
+                2 => (num(i + 1..i + 3)?, 0),
+                4 => (num(i + 1..i + 3)?, num(i + 3..i + 5)?),
+                5 if rest[2] == b':' => (num(i + 1..i + 3)?, num(i + 4..i + 6)?),
+                _ => return None,
+            };
+            let secs = (oh * 3600 + om * 60) as i64;
+            if sign == b'-' { -secs } else { secs }
+        }
+        _ => return None,
+    };
+    let dt = date.and_time(NaiveTime::from_hms_nano_opt(h, m, sec, nanos)?);
+    Some(if offset == 0 {
+        dt
+    } else {
+        dt - chrono::Duration::seconds(offset)
+    })
+}
+
 fn iso_date(s: &str) -> Option<NaiveDate> {
     let b = s.as_bytes();
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
@@ -521,6 +614,12 @@ mod tests {
             Some("2026-11-29 10:15:00")
         );
         assert_eq!(utc("2026-11-29 10:15:00+1"), None);
+        assert_eq!(
+            utc("2026-11-29 10:15:00.123456789-0130").as_deref(),
+            Some("2026-11-29 11:45:00.123456789")
+        );
+        assert_eq!(utc("2026-02-30 10:15:00"), None);
+        assert_eq!(utc("2026-11-29 25:15:00"), None);
     }
 
     #[test]
@@ -555,6 +654,19 @@ mod tests {
         assert_eq!(parse_bool("f"), Some(false));
         assert_eq!(round_to(12.345, 2), 12.35);
         assert_eq!(round_to(-0.001, 2), 0.0);
+        for x in [
+            0.5,
+            1.5,
+            2.5,
+            -0.5,
+            -2.5,
+            0.49999999999999994,
+            123.4449,
+            -7.0,
+            1e16 + 2.0,
+        ] {
+            assert_eq!(round_half_away(x), x.round(), "{x}");
+        }
         assert_eq!(epoch_days(NaiveDate::from_ymd_opt(1970, 1, 2).unwrap()), 1);
     }
 }
