@@ -126,6 +126,21 @@ impl TableDef {
     }
 }
 
+/// Where each of `columns` is among a batch's column `names`.
+pub fn column_order(columns: &[ColumnDef], names: &[String], table: &str) -> Result<Vec<usize>> {
+    columns
+        .iter()
+        .map(|c| {
+            names.iter().position(|n| *n == c.name).ok_or_else(|| {
+                Error::runtime(format!(
+                    "column {} missing from the batch for {table}",
+                    c.name
+                ))
+            })
+        })
+        .collect()
+}
+
 /// Name of the temporary table holding the source's keys.
 pub const KEYS_TABLE: &str = "_repaero_keys";
 

@@ -370,7 +370,7 @@ mod imp {
     use crate::sink::Dialect;
     use crate::sink::{
         MERGES_TABLE, REJECTS_TABLE, RUNS_TABLE, RunRecord, STATE_TABLE, Sink, SyncState,
-        WriteOutcome, merge_sql as update_sql, record_json, refused_rejects,
+        WriteOutcome, column_order, merge_sql as update_sql, record_json, refused_rejects,
     };
     use crate::transform::Reject;
     use crate::transform::dedupe::{MergeOp, MergeRecord};
@@ -627,16 +627,7 @@ mod imp {
             let mut batch = batch.clone();
             batch.rechunk_mut();
             let (names, cols) = cursors(&batch)?;
-            let order: Vec<usize> = cur
-                .def
-                .columns
-                .iter()
-                .map(|c| {
-                    names.iter().position(|n| *n == c.name).ok_or_else(|| {
-                        Error::runtime(format!("column {} missing from the batch", c.name))
-                    })
-                })
-                .collect::<Result<_>>()?;
+            let order = column_order(&cur.def.columns, &names, &cur.def.name)?;
             let refused = self.array_dml(&cur.sql, &cur.def, &cols, &order, batch.height())?;
             Ok(WriteOutcome {
                 written: (batch.height() - refused.len()) as u64,
@@ -886,15 +877,7 @@ mod imp {
                 let mut batch = batch?;
                 batch.rechunk_mut();
                 let (names, cols) = cursors(&batch)?;
-                let order: Vec<usize> = key_cols
-                    .iter()
-                    .map(|c| {
-                        names
-                            .iter()
-                            .position(|n| *n == c.name)
-                            .ok_or_else(|| Error::runtime(format!("key column {} missing", c.name)))
-                    })
-                    .collect::<Result<_>>()?;
+                let order = column_order(&key_cols, &names, &table)?;
                 let mut b = self
                     .conn
                     .batch(&insert, batch.height().max(1))

@@ -628,18 +628,7 @@ impl PgSink {
 
 /// Where each target column is in a batch.
 fn column_order(cur: &Current, names: &[String]) -> Result<Vec<usize>> {
-    cur.def
-        .columns
-        .iter()
-        .map(|c| {
-            names.iter().position(|n| *n == c.name).ok_or_else(|| {
-                Error::runtime(format!(
-                    "column {} missing from the batch for {}",
-                    c.name, cur.def.name
-                ))
-            })
-        })
-        .collect()
+    super::column_order(&cur.def.columns, names, &cur.def.name)
 }
 
 const PG_EPOCH_DAYS: i32 = 10_957; // 2000-01-01 in days since 1970-01-01

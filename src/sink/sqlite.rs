@@ -227,19 +227,7 @@ impl Sink for SqliteSink {
         let mut batch = batch.clone();
         batch.rechunk_mut();
         let (names, cols) = cursors(&batch)?;
-        let order: Vec<usize> = cur
-            .def
-            .columns
-            .iter()
-            .map(|c| {
-                names.iter().position(|n| *n == c.name).ok_or_else(|| {
-                    Error::runtime(format!(
-                        "column {} missing from the batch for {}",
-                        c.name, cur.def.name
-                    ))
-                })
-            })
-            .collect::<Result<_>>()?;
+        let order = super::column_order(&cur.def.columns, &names, &cur.def.name)?;
         let mut stmt = self
             .conn
             .prepare_cached(&cur.insert_sql)
@@ -582,15 +570,7 @@ impl Sink for SqliteSink {
             let mut batch = batch?;
             batch.rechunk_mut();
             let (names, cursors) = cursors(&batch)?;
-            let order: Vec<usize> = kdef
-                .columns
-                .iter()
-                .map(|c| {
-                    names.iter().position(|n| *n == c.name).ok_or_else(|| {
-                        Error::runtime(format!("{ctx}: key column {} missing", c.name))
-                    })
-                })
-                .collect::<Result<_>>()?;
+            let order = super::column_order(&kdef.columns, &names, &def.name)?;
             let mut stmt = self.conn.prepare_cached(&insert).map_err(db_err(&ctx))?;
             for i in 0..batch.height() {
                 for (p, &j) in order.iter().enumerate() {

@@ -26,7 +26,7 @@ use jetdb::{
 
 use super::{
     BatchBuilder, CellKinds, Message, ReadStats, SourceColumn, TableInfo, TableReader,
-    TableRequest, header_key, resolve_columns,
+    TableRequest, header_key, select_columns,
 };
 use crate::error::{Error, Result};
 
@@ -290,32 +290,18 @@ fn read_table(
         })
         .collect();
     // which table column feeds each batch column
-    let (names, selected): (Vec<String>, Vec<Option<usize>>) = match &req.columns {
-        Some(wanted) => {
-            let found = resolve_columns(origin, &headers, wanted)?;
-            for (w, f) in wanted.iter().zip(&found) {
-                if let Some(i) = f {
-                    headers[*i].feeds = Some(w.name.clone());
-                    if let JetType::Unknown(code) = def.columns[*i].col_type {
-                        return Err(Error::input(format!(
-                            "{origin}: column {:?} has type code 0x{code:02x}, which repaero cannot decode; leave it out of the mapping",
-                            def.columns[*i].name
-                        )));
-                    }
-                }
+    let (names, selected) = select_columns(origin, &mut headers, req.columns.as_deref())?;
+    // a mapped column must be one jetdb can decode
+    if req.columns.is_some() {
+        for i in selected.iter().flatten() {
+            if let JetType::Unknown(code) = def.columns[*i].col_type {
+                return Err(Error::input(format!(
+                    "{origin}: column {:?} has type code 0x{code:02x}, which repaero cannot decode; leave it out of the mapping",
+                    def.columns[*i].name
+                )));
             }
-            (wanted.iter().map(|w| w.name.clone()).collect(), found)
         }
-        None => {
-            for h in headers.iter_mut() {
-                h.feeds = Some(h.header.clone());
-            }
-            (
-                def.columns.iter().map(|c| c.name.clone()).collect(),
-                (0..def.columns.len()).map(Some).collect(),
-            )
-        }
-    };
+    }
     let mut complex = HashMap::new();
     for i in selected.iter().flatten() {
         let col = &def.columns[*i];

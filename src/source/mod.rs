@@ -374,6 +374,36 @@ pub fn header_key(s: &str) -> String {
 
 /// Match wanted columns against a header row.
 ///
+/// The batch's column names and, for each, the header it reads from: the
+/// wanted columns (marking the headers that feed them), or every header
+/// under its own name.
+pub fn select_columns(
+    origin: &str,
+    headers: &mut [SourceColumn],
+    wanted: Option<&[WantedColumn]>,
+) -> Result<(Vec<String>, Vec<Option<usize>>)> {
+    match wanted {
+        Some(wanted) => {
+            let found = resolve_columns(origin, headers, wanted)?;
+            for (w, f) in wanted.iter().zip(&found) {
+                if let Some(i) = f {
+                    headers[*i].feeds = Some(w.name.clone());
+                }
+            }
+            Ok((wanted.iter().map(|w| w.name.clone()).collect(), found))
+        }
+        None => {
+            for h in headers.iter_mut() {
+                h.feeds = Some(h.header.clone());
+            }
+            Ok((
+                headers.iter().map(|h| h.header.clone()).collect(),
+                (0..headers.len()).map(Some).collect(),
+            ))
+        }
+    }
+}
+
 /// Returns, for each wanted column, the index into `headers` it reads from.
 /// A visible column wins over a hidden one with the same header; two
 /// visible columns with the same header are ambiguous.

@@ -12,7 +12,7 @@ use odbc_api::{ConnectionOptions, Cursor, DataType, Environment, ResultSetMetada
 
 use super::{
     BatchBuilder, CellKinds, Message, ReadStats, SourceColumn, TableInfo, TableReader,
-    TableRequest, resolve_columns,
+    TableRequest, select_columns,
 };
 use crate::error::{Error, Result};
 
@@ -183,23 +183,7 @@ fn read_table(
             feeds: None,
         })
         .collect();
-    let (out_names, selected): (Vec<String>, Vec<Option<usize>>) = match &req.columns {
-        Some(wanted) => {
-            let found = resolve_columns(origin, &headers, wanted)?;
-            for (w, f) in wanted.iter().zip(&found) {
-                if let Some(i) = f {
-                    headers[*i].feeds = Some(w.name.clone());
-                }
-            }
-            (wanted.iter().map(|w| w.name.clone()).collect(), found)
-        }
-        None => {
-            for h in headers.iter_mut() {
-                h.feeds = Some(h.header.clone());
-            }
-            (names.clone(), (0..names.len()).map(Some).collect())
-        }
-    };
+    let (out_names, selected) = select_columns(origin, &mut headers, req.columns.as_deref())?;
     if tx.send(Message::Columns(headers)).is_err() {
         return Ok(());
     }

@@ -11,7 +11,7 @@ use tokio_postgres::types::Type;
 
 use super::{
     BatchBuilder, CellKinds, Message, ReadStats, SourceColumn, TableInfo, TableReader,
-    TableRequest, resolve_columns,
+    TableRequest, select_columns,
 };
 use crate::config::redact_url;
 use crate::error::{Error, Result};
@@ -178,26 +178,7 @@ fn read_table(url: &str, origin: &str, req: TableRequest, tx: &SyncSender<Messag
             feeds: None,
         })
         .collect();
-    let (names, selected): (Vec<String>, Vec<Option<usize>>) = match &req.columns {
-        Some(wanted) => {
-            let found = resolve_columns(origin, &headers, wanted)?;
-            for (w, f) in wanted.iter().zip(&found) {
-                if let Some(i) = f {
-                    headers[*i].feeds = Some(w.name.clone());
-                }
-            }
-            (wanted.iter().map(|w| w.name.clone()).collect(), found)
-        }
-        None => {
-            for h in headers.iter_mut() {
-                h.feeds = Some(h.header.clone());
-            }
-            (
-                described.iter().map(|(n, _)| n.clone()).collect(),
-                (0..described.len()).map(Some).collect(),
-            )
-        }
-    };
+    let (names, selected) = select_columns(origin, &mut headers, req.columns.as_deref())?;
     // read only the columns asked for, in the order they are asked
     let cols: Vec<String> = selected
         .iter()
