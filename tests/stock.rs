@@ -64,7 +64,7 @@ fn migrate_stock_matches_the_ground_truth() {
     let (code, report, err) = migrate_json(dir.path(), &[]);
     assert_eq!(code, 0, "{err}\n{report}");
     let truth = truth();
-    for table in ["parts", "stock_receipts"] {
+    for table in ["parts", "stock_receipts", "part_reservations"] {
         let got = table_report(&report, table);
         let want = &truth[table];
         for k in ["read", "written", "merged"] {
@@ -169,8 +169,21 @@ fn migrate_stock_matches_the_ground_truth() {
         scalar::<i64>(&db, "SELECT sum(quantity) FROM stock_receipts"),
         receipts["total_quantity"].as_i64().unwrap()
     );
+    // reservations: references cleaned to the parts' form, per intervention
+    for (intervention, rows) in truth["reservations"].as_object().unwrap() {
+        let got: Vec<(String, i64)> = Connection::open(&db)
+            .unwrap()
+            .prepare("SELECT reference, quantity FROM part_reservations WHERE intervention_id = ?1 ORDER BY reference, quantity")
+            .unwrap()
+            .query_map([intervention.parse::<i64>().unwrap()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let want: Vec<(String, i64)> = serde_json::from_value(rows.clone()).unwrap();
+        assert_eq!(got, want, "reservations of intervention {intervention}");
+    }
     // every reject is in the target's _rejects and in the quarantine file
-    let rejected: i64 = ["parts", "stock_receipts"]
+    let rejected: i64 = ["parts", "stock_receipts", "part_reservations"]
         .iter()
         .map(|t| {
             truth[t]["rejected"]
@@ -287,7 +300,7 @@ fn dry_run_creates_no_database_file() {
     ]);
     assert!(
         stdout(&out).contains(
-            "dry run: rolled back, nothing written (would have written 28 rows into 2 tables)"
+            "dry run: rolled back, nothing written (would have written 35 rows into 3 tables)"
         ),
         "{}",
         stdout(&out)

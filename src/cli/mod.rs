@@ -64,6 +64,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check migrations with the plan's metrics (validation/<job>.toml); exit 3 on a mismatch
+    Validate(ValidateArgs),
+    /// What changed between two validation reports (from validate --out); exit 3 on a regression
+    Diff {
+        /// The earlier report (JSON)
+        old: PathBuf,
+        /// The later report (JSON)
+        new: PathBuf,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare a job's table row by row, source against target, by key; exit 3 when they differ
+    Rowdiff {
+        /// Job name
+        job: String,
+        /// Target table of the job
+        table: String,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
     /// Generate deterministic fixture files with their ground truth
     Fixtures(FixturesArgs),
     /// Print shell completions
@@ -87,6 +109,28 @@ pub struct MigrateArgs {
     /// Machine-readable report on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Jobs to validate
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub jobs: Vec<String>,
+    /// Every job with a validation file
+    #[arg(long)]
+    pub all: bool,
+    /// Machine-readable report on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the report as JSON (what `repaero diff` compares)
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// Also write a self-contained HTML report
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
+    /// Also write a Markdown report
+    #[arg(long, value_name = "PATH")]
+    pub md: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -304,6 +348,46 @@ fn run(cli: Cli) -> Result<u8> {
             let cfg = load(&cli)?;
             migrate(&cfg, args)
         }
+        Command::Validate(args) => {
+            let cfg = load(&cli)?;
+            validate(&cfg, args)
+        }
+        Command::Diff { old, new, json } => {
+            let read = |p: &PathBuf| -> Result<Vec<crate::validate::Report>> {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| Error::config(format!("cannot read {}: {e}", p.display())))?;
+                let f: crate::validate::report::ReportFile =
+                    serde_json::from_str(&text).map_err(|e| {
+                        Error::config(format!(
+                            "{}: not a validation report (repaero validate --out): {e}",
+                            p.display()
+                        ))
+                    })?;
+                Ok(f.reports)
+            };
+            let changes = crate::validate::report::diff(&read(old)?, &read(new)?);
+            if *json {
+                print_json(&changes)?;
+            } else {
+                print!("{}", crate::validate::report::render_diff(&changes));
+            }
+            Ok(if changes.iter().any(|c| c.regression) {
+                3
+            } else {
+                0
+            })
+        }
+        Command::Rowdiff { job, table, json } => {
+            let cfg = load(&cli)?;
+            let job = Job::load(&cfg, job, &ProcessEnv)?;
+            let result = crate::validate::rowdiff::rowdiff(&cfg, &job, table)?;
+            if *json {
+                print_json(&result)?;
+            } else {
+                print!("{}", crate::validate::rowdiff::render(&result));
+            }
+            Ok(if result.is_equal() { 0 } else { 3 })
+        }
     }
 }
 
@@ -324,6 +408,61 @@ fn print_json<T: Serialize>(v: &T) -> Result<()> {
         serde_json::to_string_pretty(v).map_err(|e| Error::runtime(format!("JSON output: {e}")))?;
     println!("{s}");
     Ok(())
+}
+
+fn validate(cfg: &Config, args: &ValidateArgs) -> Result<u8> {
+    use crate::validate::{Validation, report};
+    let names = if args.all {
+        let all = Validation::list(cfg)?;
+        if all.is_empty() {
+            return Err(Error::config(format!(
+                "--all: no validation files in {}",
+                cfg.resolve(&cfg.paths.validation).display()
+            )));
+        }
+        all
+    } else {
+        args.jobs.clone()
+    };
+    let validations: Vec<Validation> = names
+        .iter()
+        .map(|n| Validation::load(cfg, n, &ProcessEnv))
+        .collect::<Result<_>>()?;
+    let mut reports = Vec::new();
+    let mut code = 0u8;
+    for v in &validations {
+        match crate::validate::validate(cfg, v) {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                eprintln!("error: {e}");
+                code = code.max(e.exit_code());
+            }
+        }
+    }
+    let write = |path: &Option<PathBuf>, text: String| -> Result<()> {
+        if let Some(p) = path {
+            std::fs::write(p, text)
+                .map_err(|e| Error::runtime(format!("writing {}: {e}", p.display())))?;
+        }
+        Ok(())
+    };
+    let file = report::ReportFile {
+        reports: reports.clone(),
+    };
+    let json = serde_json::to_string_pretty(&file)
+        .map_err(|e| Error::runtime(format!("JSON report: {e}")))?;
+    write(&args.out, json.clone() + "\n")?;
+    write(&args.html, report::render_html(&reports))?;
+    write(&args.md, report::render_markdown(&reports))?;
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{}", report::render_text(&reports));
+    }
+    if reports.iter().any(|r| r.mismatches() > 0) {
+        code = code.max(3);
+    }
+    Ok(code)
 }
 
 fn migrate(cfg: &Config, args: &MigrateArgs) -> Result<u8> {

@@ -505,7 +505,18 @@ pub trait Sink {
     /// the rows it covers, or not at all.
     fn set_state(&mut self, state: &SyncState) -> Result<()>;
     /// Every row of `table`, these columns only, as text (NULL as `None`).
-    fn select_text(&mut self, table: &str, columns: &[String]) -> Result<Vec<Vec<Option<String>>>>;
+    fn select_text(&mut self, table: &str, columns: &[String]) -> Result<Vec<Vec<Option<String>>>> {
+        let d = self.dialect();
+        let cols: Vec<String> = columns.iter().map(|c| d.quote(c)).collect();
+        self.query_text(&format!(
+            "SELECT {} FROM {}",
+            cols.join(", "),
+            d.quote(table)
+        ))
+    }
+    /// Run a query; every value as text (NULL as `None`). Validation and
+    /// rowdiff read the target through this.
+    fn query_text(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>>;
     /// Rows of `table`, or `None` when it does not exist.
     fn count_rows(&mut self, table: &str) -> Result<Option<u64>>;
     /// Delete (or stamp, with `def.soft_delete`) the rows of `def` whose

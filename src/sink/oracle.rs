@@ -833,17 +833,18 @@ mod imp {
                 .iter()
                 .map(|c| format!("TO_CHAR({})", quote(c)))
                 .collect();
-            let sql = format!("SELECT {} FROM {}", cols.join(", "), quote(table));
-            let rows = self.conn.query(&sql, &[]).map_err(self.err(&sql))?;
+            self.query_text(&format!("SELECT {} FROM {}", cols.join(", "), quote(table)))
+        }
+
+        fn query_text(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+            let rows = self.conn.query(sql, &[]).map_err(self.err(sql))?;
+            let n = rows.column_info().len();
             let mut out = Vec::new();
             for row in rows {
-                let row = row.map_err(self.err(&sql))?;
-                let mut vals = Vec::with_capacity(columns.len());
-                for i in 0..columns.len() {
-                    vals.push(
-                        row.get::<usize, Option<String>>(i)
-                            .map_err(self.err(&sql))?,
-                    );
+                let row = row.map_err(self.err(sql))?;
+                let mut vals = Vec::with_capacity(n);
+                for i in 0..n {
+                    vals.push(row.get::<usize, Option<String>>(i).map_err(self.err(sql))?);
                 }
                 out.push(vals);
             }

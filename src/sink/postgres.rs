@@ -1070,12 +1070,9 @@ impl Sink for PgSink {
         Ok(())
     }
 
-    fn select_text(&mut self, table: &str, columns: &[String]) -> Result<Vec<Vec<Option<String>>>> {
+    fn query_text(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
         self.settle()?;
-        let q = |s: &str| Dialect::Postgres.quote(s);
-        let cols: Vec<String> = columns.iter().map(|c| format!("{}::text", q(c))).collect();
-        self.conn
-            .simple(&format!("SELECT {} FROM {}", cols.join(", "), q(table)))
+        self.conn.simple(sql)
     }
 
     fn count_rows(&mut self, table: &str) -> Result<Option<u64>> {

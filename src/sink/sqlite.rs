@@ -65,6 +65,18 @@ impl SqliteSink {
             "PRAGMA foreign_keys = OFF; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;",
         )
         .map_err(db_err(&label))?;
+        // rowdiff's row hash, as PostgreSQL and Oracle compute it in SQL
+        conn.create_scalar_function(
+            "repaero_hash40",
+            1,
+            rusqlite::functions::FunctionFlags::SQLITE_UTF8
+                | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+            |ctx| {
+                let text = ctx.get::<Option<String>>(0)?;
+                Ok(text.map(|t| crate::validate::rowdiff::hash40(&t) as i64))
+            },
+        )
+        .map_err(db_err(&label))?;
         Ok(SqliteSink {
             conn,
             label,
@@ -491,12 +503,9 @@ impl Sink for SqliteSink {
         Ok(())
     }
 
-    fn select_text(&mut self, table: &str, columns: &[String]) -> Result<Vec<Vec<Option<String>>>> {
-        let q = |s: &str| Dialect::Sqlite.quote(s);
-        let cols: Vec<String> = columns.iter().map(|c| q(c)).collect();
-        let sql = format!("SELECT {} FROM {}", cols.join(", "), q(table));
-        let mut stmt = self.conn.prepare(&sql).map_err(db_err(&self.label))?;
-        let n = columns.len();
+    fn query_text(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+        let mut stmt = self.conn.prepare(sql).map_err(db_err(&self.label))?;
+        let n = stmt.column_count();
         let rows = stmt
             .query_map([], |r| {
                 (0..n)

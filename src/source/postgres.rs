@@ -70,6 +70,14 @@ impl PgSource {
         self.label.clone()
     }
 
+    /// Run a query on the source (validation, rowdiff); values as text.
+    pub fn query_text(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+        let conn = PgConn::connect_local(&self.url)?;
+        conn.batch("SET DateStyle = ISO, YMD; SET TimeZone = 'UTC'; SET extra_float_digits = 3")?;
+        conn.simple(sql)
+            .map_err(|e| Error::input(format!("{}: {e}", self.label)))
+    }
+
     pub fn tables(&self) -> Vec<TableInfo> {
         self.tables.clone()
     }

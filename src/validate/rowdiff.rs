@@ -1,0 +1,642 @@
+//! Row-level comparison of a job's table, source against target, by key,
+//! across different stores (Access or Excel or PostgreSQL against SQLite,
+//! PostgreSQL or Oracle).
+//!
+//! As data-diff does, neither side is copied to the other. Rows are
+//! spread over segments by a hash of their key; each side sums, per
+//! segment, a hash of each row's values in a canonical text form (the
+//! target in SQL, on the server; the source while it is streamed through
+//! the job's mapping, so that it is compared as the migration writes it).
+//! Only the segments whose count or sum differ are read row by row, on
+//! both sides, and their rows compared by key: a few changed rows in a
+//! million cost two passes over the source and two queries on the target.
+//!
+//! Rows the mapping rejects, or folds into another by its dedupe, are not
+//! differences: they are counted apart, as the run's report counts them.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::batch::{Cursor, ValueRef, cursors};
+use crate::config::mapping::{ColumnType, Mapping};
+use crate::config::{Config, Job};
+use crate::error::{Error, Result};
+use crate::sink::{ColumnDef, Dialect, Sink, TableDef};
+use crate::source::Source;
+use crate::transform::Mapper;
+use crate::transform::dedupe::Dedupe;
+
+/// How NULL is written in a row's canonical text.
+const NULL: &str = "\\N";
+/// Between two values of a row's canonical text.
+const SEP: char = '\u{1f}';
+
+/// The first 40 bits of SHA-256, as every store computes it.
+pub fn hash40(s: &str) -> u64 {
+    let d = Sha256::digest(s.as_bytes());
+    d[..5].iter().fold(0u64, |acc, b| (acc << 8) | *b as u64)
+}
+
+/// A typed value's canonical text (what the target's SQL produces).
+pub fn canonical(c: &ColumnDef, v: ValueRef<'_>) -> String {
+    match v {
+        ValueRef::Null => NULL.to_string(),
+        ValueRef::Text(s) => s.to_string(),
+        ValueRef::Int(i) => i.to_string(),
+        ValueRef::Float(f) => match c.ty {
+            ColumnType::Decimal => {
+                let s = c.scale as usize;
+                let r = crate::transform::parse::round_to(f, c.scale);
+                format!("{:.s$}", if r == 0.0 { 0.0 } else { r })
+            }
+            ColumnType::Integer => format!("{}", f as i64),
+            _ => format!("{f:.6}"),
+        },
+        ValueRef::Bool(b) => if b { "t" } else { "f" }.to_string(),
+        ValueRef::Date(d) => crate::batch::date_text(d),
+        ValueRef::Datetime(ms) => {
+            crate::batch::datetime_text(ms).replacen('T', " ", 1)
+                + if ms.rem_euclid(1000) == 0 { ".000" } else { "" }
+        }
+        ValueRef::Time(ns) => {
+            let secs = ns / 1_000_000_000;
+            format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+        }
+        ValueRef::Binary(b) => hex::encode(b),
+    }
+}
+
+/// The SQL expression giving a column's canonical text.
+pub fn canonical_sql(d: Dialect, c: &ColumnDef) -> String {
+    let q = d.quote(&c.name);
+    let e = match (d, c.ty) {
+        (_, ColumnType::Text) => q,
+        (Dialect::Postgres, ColumnType::Integer) => format!("{q}::text"),
+        (Dialect::Sqlite, ColumnType::Integer) => format!("CAST({q} AS TEXT)"),
+        (Dialect::Oracle, ColumnType::Integer) => format!("TO_CHAR({q})"),
+        (Dialect::Postgres, ColumnType::Decimal) => format!("round({q}, {})::text", c.scale),
+        (Dialect::Sqlite, ColumnType::Decimal) => format!("printf('%.{}f', {q})", c.scale),
+        (Dialect::Oracle, ColumnType::Decimal) => {
+            let int = "9".repeat((c.precision.max(c.scale + 1) - c.scale - 1) as usize);
+            let frac = if c.scale > 0 {
+                format!(".{}", "0".repeat(c.scale as usize))
+            } else {
+                String::new()
+            };
+            format!("TO_CHAR({q}, 'FM{int}0{frac}')")
+        }
+        (Dialect::Postgres, ColumnType::Float) => format!("round({q}::numeric, 6)::text"),
+        (Dialect::Sqlite, ColumnType::Float) => format!("printf('%.6f', {q})"),
+        (Dialect::Oracle, ColumnType::Float) => {
+            format!("TO_CHAR({q}, 'FM99999999999999999990.000000')")
+        }
+        (Dialect::Oracle, ColumnType::Boolean) => {
+            format!("CASE WHEN {q} = 1 THEN 't' WHEN {q} = 0 THEN 'f' END")
+        }
+        (_, ColumnType::Boolean) => format!("CASE WHEN {q} THEN 't' WHEN NOT {q} THEN 'f' END"),
+        (Dialect::Postgres, ColumnType::Date) => format!("to_char({q}, 'YYYY-MM-DD')"),
+        (Dialect::Sqlite, ColumnType::Date) => format!("date({q})"),
+        (Dialect::Oracle, ColumnType::Date) => format!("TO_CHAR({q}, 'YYYY-MM-DD')"),
+        (Dialect::Postgres, ColumnType::Datetime) => {
+            format!("to_char({q}, 'YYYY-MM-DD HH24:MI:SS.MS')")
+        }
+        (Dialect::Sqlite, ColumnType::Datetime) => format!("strftime('%Y-%m-%d %H:%M:%f', {q})"),
+        (Dialect::Oracle, ColumnType::Datetime) => {
+            format!("TO_CHAR({q}, 'YYYY-MM-DD HH24:MI:SS.FF3')")
+        }
+        (Dialect::Postgres, ColumnType::Time) => format!("to_char({q}, 'HH24:MI:SS')"),
+        (Dialect::Sqlite, ColumnType::Time) => format!("strftime('%H:%M:%S', {q})"),
+        (Dialect::Oracle, ColumnType::Time) => format!("SUBSTR(TO_CHAR({q}), 5, 8)"),
+        (Dialect::Postgres, ColumnType::Binary) => format!("encode({q}, 'hex')"),
+        (Dialect::Sqlite, ColumnType::Binary) => format!("lower(hex({q}))"),
+        (Dialect::Oracle, ColumnType::Binary) => {
+            format!("LOWER(RAWTOHEX(DBMS_LOB.SUBSTR({q}, 2000, 1)))")
+        }
+    };
+    // (SQLite's printf turns NULL into 0.00: test the column itself)
+    format!(
+        "CASE WHEN {} IS NULL THEN '{NULL}' ELSE {e} END",
+        d.quote(&c.name)
+    )
+}
+
+fn concat_sql(d: Dialect, parts: &[String]) -> String {
+    let sep = match d {
+        Dialect::Postgres => "chr(31)",
+        Dialect::Sqlite => "char(31)",
+        Dialect::Oracle => "CHR(31)",
+    };
+    parts.join(&format!(" || {sep} || "))
+}
+
+/// The SQL computing [`hash40`] of a text expression.
+pub fn hash40_sql(d: Dialect, text: &str) -> String {
+    match d {
+        Dialect::Postgres => format!(
+            "('x' || substr(encode(sha256(convert_to({text}, 'UTF8')), 'hex'), 1, 10))::bit(40)::bigint"
+        ),
+        // registered on repaero's SQLite connection
+        Dialect::Sqlite => format!("repaero_hash40({text})"),
+        Dialect::Oracle => format!(
+            "TO_NUMBER(SUBSTR(RAWTOHEX(STANDARD_HASH({text}, 'SHA256')), 1, 10), 'XXXXXXXXXX')"
+        ),
+    }
+}
+
+/// Per segment: rows and the sum of their hashes.
+type Segments = HashMap<u64, (u64, u64)>;
+
+/// One row that differs.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RowDifference {
+    pub key: String,
+    /// (column, source value, target value), for the columns that differ.
+    pub columns: Vec<(String, String, String)>,
+}
+
+/// What rowdiff found.
+#[derive(Debug, Clone, Serialize)]
+pub struct RowdiffResult {
+    pub job: String,
+    pub table: String,
+    pub source: String,
+    pub target: String,
+    pub key: Vec<String>,
+    pub source_rows: u64,
+    pub target_rows: u64,
+    /// Source rows the mapping rejects (in the quarantine, not differences).
+    pub rejected: u64,
+    /// Source rows folded into another by the dedupe.
+    pub merged: u64,
+    pub segments: u64,
+    pub segments_differing: u64,
+    /// Keys in the source (as migrated) and not in the target.
+    pub missing: Vec<String>,
+    /// Keys in the target and not in the source.
+    pub extra: Vec<String>,
+    pub different: Vec<RowDifference>,
+    /// Keys whose rows were merged: their values differ by design.
+    pub merged_keys: u64,
+    pub seconds: f64,
+}
+
+impl RowdiffResult {
+    pub fn is_equal(&self) -> bool {
+        self.missing.is_empty() && self.extra.is_empty() && self.different.is_empty()
+    }
+}
+
+/// The source as the migration maps it: typed batches, with the rows the
+/// run would reject or merge set apart.
+struct MappedSource<'a> {
+    reader: crate::source::TableReader,
+    mapper: Mapper,
+    dedupe: Option<Dedupe>,
+    def: &'a TableDef,
+    rejected: u64,
+    merged: u64,
+    merged_keys: HashSet<String>,
+}
+
+impl<'a> MappedSource<'a> {
+    fn open(
+        source: &Source,
+        sink: &mut dyn Sink,
+        mapping: &Mapping,
+        def: &'a TableDef,
+        batch: usize,
+    ) -> Result<MappedSource<'a>> {
+        let mut mapper = Mapper::new(mapping)?;
+        for (col, rtable, rcol) in mapper.references() {
+            let values = sink.key_values(&rtable, &rcol)?;
+            mapper.set_reference_values(&col, values);
+        }
+        for (col, target) in mapper.remaps() {
+            // merged id → kept id, as the run recorded it
+            let table = target.split('.').next().unwrap_or_default().to_string();
+            let d = sink.dialect();
+            let rows = sink.query_text(&format!(
+                "SELECT {}, {} FROM {} WHERE {} = '{}'",
+                d.quote("merged_id"),
+                d.quote("kept_id"),
+                d.quote(crate::sink::MERGES_TABLE),
+                d.quote("table_name"),
+                table.replace('\'', "''")
+            ))?;
+            let map = rows
+                .into_iter()
+                .filter_map(|r| Some((r.first()?.clone()?, r.get(1)?.clone()?)))
+                .collect();
+            mapper.set_remap(&col, map);
+        }
+        let reader = source.read(crate::pipeline::table_request(mapping, batch)?)?;
+        Ok(MappedSource {
+            reader,
+            mapper,
+            dedupe: Dedupe::for_mapping(mapping),
+            def,
+            rejected: 0,
+            merged: 0,
+            merged_keys: HashSet::new(),
+        })
+    }
+
+    /// Each kept row as (key text, row text), batch by batch.
+    fn for_each(&mut self, f: &mut dyn FnMut(String, String)) -> Result<()> {
+        let key_idx: Vec<usize> = self
+            .def
+            .key
+            .iter()
+            .filter_map(|k| self.def.columns.iter().position(|c| &c.name == k))
+            .collect();
+        while let Some(raw) = self.reader.next_batch()? {
+            let mapped = self.mapper.apply(&raw)?;
+            self.rejected += mapped.rejects.len() as u64;
+            let mut kept = match self.dedupe.as_mut() {
+                Some(d) => {
+                    let out = d.push(mapped.kept)?;
+                    self.rejected += out.rejects.len() as u64;
+                    self.merged += out.ops.len() as u64;
+                    for op in &out.ops {
+                        let key: Vec<String> = self
+                            .def
+                            .key
+                            .iter()
+                            .map(|k| {
+                                let c = self.def.columns.iter().find(|c| &c.name == k);
+                                op.key
+                                    .iter()
+                                    .find(|(n, _)| n == k)
+                                    .map(|(_, v)| {
+                                        c.map_or_else(String::new, |c| canonical(c, v.as_ref()))
+                                    })
+                                    .unwrap_or_default()
+                            })
+                            .collect();
+                        self.merged_keys.insert(key.join(&SEP.to_string()));
+                    }
+                    out.kept
+                }
+                None => mapped.kept,
+            };
+            kept.rechunk_mut();
+            let (names, cols) = cursors(&kept)?;
+            let order = crate::sink::column_order(&self.def.columns, &names, &self.def.name)?;
+            let cols: Vec<&Cursor<'_>> = order.iter().map(|&j| &cols[j]).collect();
+            for i in 0..kept.height() {
+                let values: Vec<String> = self
+                    .def
+                    .columns
+                    .iter()
+                    .zip(&cols)
+                    .map(|(c, cur)| canonical(c, cur.get(i)))
+                    .collect();
+                let key: Vec<&str> = key_idx.iter().map(|&k| values[k].as_str()).collect();
+                f(key.join(&SEP.to_string()), values.join(&SEP.to_string()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Compare `table` of `job` between its source and the target.
+pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
+    let t0 = Instant::now();
+    let mapping = job
+        .tables
+        .iter()
+        .map(|(m, _)| m)
+        .find(|m| m.target.table == table)
+        .ok_or_else(|| {
+            Error::config(format!(
+                "job {} does not write a table `{table}` (it writes {})",
+                job.name,
+                job.tables
+                    .iter()
+                    .map(|(m, _)| m.target.table.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+    let def = TableDef::from_mapping(mapping);
+    if def.key.is_empty() {
+        return Err(Error::config(format!(
+            "{}: rowdiff compares rows by key; this mapping has no target.key",
+            mapping.file
+        )));
+    }
+    let source = Source::open(&job.source, cfg.source(&job.source)?)?;
+    let mut sink = crate::sink::open(&cfg.target.url, true)?;
+    let d = sink.dialect();
+    let target_rows = sink.count_rows(table)?.ok_or_else(|| {
+        Error::config(format!(
+            "{}: no table {table}; run `repaero migrate {}` first",
+            sink.describe(),
+            job.name
+        ))
+    })?;
+    // about 32 rows a segment
+    let segments = (target_rows / 32).clamp(16, 65_536);
+
+    // the target's segments, in SQL
+    let row_text = concat_sql(
+        d,
+        &def.columns
+            .iter()
+            .map(|c| canonical_sql(d, c))
+            .collect::<Vec<_>>(),
+    );
+    let key_cols: Vec<&ColumnDef> = def
+        .key
+        .iter()
+        .filter_map(|k| def.columns.iter().find(|c| &c.name == k))
+        .collect();
+    let key_text = concat_sql(
+        d,
+        &key_cols
+            .iter()
+            .map(|c| canonical_sql(d, c))
+            .collect::<Vec<_>>(),
+    );
+    let modulo = |e: String| match d {
+        Dialect::Oracle => format!("MOD({e}, {segments})"),
+        _ => format!("({e}) % {segments}"),
+    };
+    let inner = format!(
+        "SELECT {} AS seg, {} AS rh FROM {}",
+        modulo(hash40_sql(d, &key_text)),
+        hash40_sql(d, &row_text),
+        d.quote(table)
+    );
+    let rows = sink.query_text(&format!(
+        "SELECT seg, count(*), sum(rh) FROM ({inner}) s GROUP BY seg"
+    ))?;
+    let mut target_segs: Segments = HashMap::new();
+    for r in rows {
+        let get = |i: usize| -> u64 {
+            r.get(i)
+                .cloned()
+                .flatten()
+                .and_then(|s| s.parse::<f64>().ok())
+                .map_or(0, |v| v as u64)
+        };
+        // sums of 40-bit hashes stay exact in u64; read them as integers
+        let sum = r
+            .get(2)
+            .cloned()
+            .flatten()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or_else(|| get(2));
+        target_segs.insert(get(0), (get(1), sum));
+    }
+
+    // the source's segments, streamed through the mapping
+    let mut src = MappedSource::open(&source, sink.as_mut(), mapping, &def, cfg.run.batch_size)?;
+    let mut source_segs: Segments = HashMap::new();
+    let mut source_rows = 0u64;
+    src.for_each(&mut |key, row| {
+        source_rows += 1;
+        let e = source_segs.entry(hash40(&key) % segments).or_insert((0, 0));
+        e.0 += 1;
+        e.1 = e.1.wrapping_add(hash40(&row));
+    })?;
+    let (rejected, merged, merged_keys) = (src.rejected, src.merged, src.merged_keys.clone());
+
+    let mut differing: Vec<u64> = source_segs
+        .keys()
+        .chain(target_segs.keys())
+        .copied()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .filter(|s| source_segs.get(s) != target_segs.get(s))
+        .collect();
+    differing.sort_unstable();
+
+    let mut missing = Vec::new();
+    let mut extra = Vec::new();
+    let mut different = Vec::new();
+    let mut merged_differing = 0u64;
+    if !differing.is_empty() {
+        let wanted: HashSet<u64> = differing.iter().copied().collect();
+        // the target's rows of those segments, in chunks of segment ids
+        let mut target_rows_of: BTreeMap<String, String> = BTreeMap::new();
+        for chunk in differing.chunks(500) {
+            let list: Vec<String> = chunk.iter().map(|s| s.to_string()).collect();
+            let rows = sink.query_text(&format!(
+                "SELECT k, r FROM (SELECT {key_text} AS k, {row_text} AS r, {} AS seg FROM {}) s WHERE seg IN ({})",
+                modulo(hash40_sql(d, &key_text)),
+                d.quote(table),
+                list.join(", ")
+            ))?;
+            for r in rows {
+                if let (Some(Some(k)), Some(Some(v))) = (r.first(), r.get(1)) {
+                    target_rows_of.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        // the source's, in a second pass
+        let mut src =
+            MappedSource::open(&source, sink.as_mut(), mapping, &def, cfg.run.batch_size)?;
+        let mut source_rows_of: BTreeMap<String, String> = BTreeMap::new();
+        src.for_each(&mut |key, row| {
+            if wanted.contains(&(hash40(&key) % segments)) {
+                source_rows_of.insert(key, row);
+            }
+        })?;
+        let show_key = |k: &str| k.replace(SEP, ", ");
+        for (k, srow) in &source_rows_of {
+            match target_rows_of.get(k) {
+                None => missing.push(show_key(k)),
+                Some(trow) if trow != srow => {
+                    if merged_keys.contains(k) {
+                        merged_differing += 1;
+                        continue;
+                    }
+                    let columns = def
+                        .columns
+                        .iter()
+                        .zip(srow.split(SEP).zip(trow.split(SEP)))
+                        .filter(|(_, (a, b))| a != b)
+                        .map(|(c, (a, b))| (c.name.clone(), a.to_string(), b.to_string()))
+                        .collect();
+                    different.push(RowDifference {
+                        key: show_key(k),
+                        columns,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        for k in target_rows_of.keys() {
+            if !source_rows_of.contains_key(k) {
+                extra.push(show_key(k));
+            }
+        }
+    }
+    sink.rollback()?;
+    Ok(RowdiffResult {
+        job: job.name.clone(),
+        table: table.to_string(),
+        source: source.describe(),
+        target: sink.describe(),
+        key: def.key.clone(),
+        source_rows,
+        target_rows,
+        rejected,
+        merged,
+        segments,
+        segments_differing: differing.len() as u64,
+        missing,
+        extra,
+        different,
+        merged_keys: merged_differing,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// The result as people read it.
+pub fn render(r: &RowdiffResult) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "rowdiff {} {}: {} ↔ {} by ({})",
+        r.job,
+        r.table,
+        r.source,
+        r.target,
+        r.key.join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "  source {} rows as migrated ({} rejected, {} merged apart), target {} rows; {} of {} segments differ; {:.2}s",
+        r.source_rows,
+        r.rejected,
+        r.merged,
+        r.target_rows,
+        r.segments_differing,
+        r.segments,
+        r.seconds
+    );
+    const SHOWN: usize = 100;
+    for k in r.missing.iter().take(SHOWN) {
+        let _ = writeln!(s, "  missing in the target: {k}");
+    }
+    for k in r.extra.iter().take(SHOWN) {
+        let _ = writeln!(s, "  not in the source: {k}");
+    }
+    for dfr in r.different.iter().take(SHOWN) {
+        let cols: Vec<String> = dfr
+            .columns
+            .iter()
+            .map(|(c, a, b)| format!("{c}: {a:?} → {b:?}"))
+            .collect();
+        let _ = writeln!(s, "  different {}: {}", dfr.key, cols.join("; "));
+    }
+    let more = r.missing.len().saturating_sub(SHOWN)
+        + r.extra.len().saturating_sub(SHOWN)
+        + r.different.len().saturating_sub(SHOWN);
+    if more > 0 {
+        let _ = writeln!(s, "  … and {more} more (--json lists them all)");
+    }
+    let _ = writeln!(
+        s,
+        "  {}: {} missing, {} extra, {} different{}",
+        if r.is_equal() { "equal" } else { "DIFFERENT" },
+        r.missing.len(),
+        r.extra.len(),
+        r.different.len(),
+        if r.merged_keys > 0 {
+            format!(" ({} merged keys differ by design)", r.merged_keys)
+        } else {
+            String::new()
+        }
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str, ty: ColumnType, scale: u8) -> ColumnDef {
+        ColumnDef {
+            name: name.into(),
+            ty,
+            precision: 14,
+            scale,
+            not_null: false,
+            length: None,
+        }
+    }
+
+    #[test]
+    fn canonical_text_per_type() {
+        assert_eq!(
+            canonical(&col("a", ColumnType::Decimal, 2), ValueRef::Float(12.3)),
+            "12.30"
+        );
+        assert_eq!(
+            canonical(&col("a", ColumnType::Decimal, 2), ValueRef::Float(-0.001)),
+            "0.00"
+        );
+        assert_eq!(
+            canonical(&col("a", ColumnType::Integer, 0), ValueRef::Int(-7)),
+            "-7"
+        );
+        assert_eq!(
+            canonical(&col("a", ColumnType::Boolean, 0), ValueRef::Bool(true)),
+            "t"
+        );
+        assert_eq!(
+            canonical(&col("a", ColumnType::Date, 0), ValueRef::Date(20_000)),
+            "2024-10-04"
+        );
+        assert_eq!(
+            canonical(
+                &col("a", ColumnType::Datetime, 0),
+                ValueRef::Datetime(1_700_000_000_123)
+            ),
+            "2023-11-14 22:13:20.123"
+        );
+        assert_eq!(
+            canonical(
+                &col("a", ColumnType::Datetime, 0),
+                ValueRef::Datetime(1_700_000_000_000)
+            ),
+            "2023-11-14 22:13:20.000"
+        );
+        assert_eq!(
+            canonical(
+                &col("a", ColumnType::Time, 0),
+                ValueRef::Time(30_600_000_000_000)
+            ),
+            "08:30:00"
+        );
+        assert_eq!(
+            canonical(&col("a", ColumnType::Text, 0), ValueRef::Null),
+            "\\N"
+        );
+    }
+
+    #[test]
+    fn hashes_agree_with_the_sql() {
+        // sha256("abc") = ba7816bf 8f…
+        assert_eq!(hash40("abc"), 0xba7816bf8f);
+        assert_eq!(
+            hash40_sql(Dialect::Postgres, "x"),
+            "('x' || substr(encode(sha256(convert_to(x, 'UTF8')), 'hex'), 1, 10))::bit(40)::bigint"
+        );
+        assert_eq!(
+            canonical_sql(Dialect::Oracle, &col("amount", ColumnType::Decimal, 2)),
+            "CASE WHEN \"AMOUNT\" IS NULL THEN '\\N' ELSE TO_CHAR(\"AMOUNT\", 'FM999999999990.00') END"
+        );
+        assert_eq!(
+            canonical_sql(Dialect::Sqlite, &col("on", ColumnType::Datetime, 0)),
+            "CASE WHEN \"on\" IS NULL THEN '\\N' ELSE strftime('%Y-%m-%d %H:%M:%f', \"on\") END"
+        );
+    }
+}
