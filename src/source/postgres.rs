@@ -21,6 +21,8 @@ pub struct PgSource {
     url: String,
     label: String,
     tables: Vec<TableInfo>,
+    /// The connection queries reuse (validation, rowdiff), opened on first use.
+    queries: std::sync::Mutex<Option<PgConn>>,
 }
 
 /// Quote an identifier, or each part of a `schema.table` name.
@@ -63,6 +65,7 @@ impl PgSource {
             url: url.to_string(),
             label: redact_url(url),
             tables,
+            queries: std::sync::Mutex::new(None),
         })
     }
 
@@ -72,8 +75,20 @@ impl PgSource {
 
     /// Run a query on the source (validation, rowdiff); values as text.
     pub fn query_text(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
-        let conn = PgConn::connect_local(&self.url)?;
-        conn.batch("SET DateStyle = ISO, YMD; SET TimeZone = 'UTC'; SET extra_float_digits = 3")?;
+        let mut guard = self
+            .queries
+            .lock()
+            .map_err(|_| Error::runtime("the source's query connection was poisoned"))?;
+        if guard.is_none() {
+            let conn = PgConn::connect_local(&self.url)?;
+            conn.batch(
+                "SET DateStyle = ISO, YMD; SET TimeZone = 'UTC'; SET extra_float_digits = 3",
+            )?;
+            *guard = Some(conn);
+        }
+        let conn = guard
+            .as_ref()
+            .ok_or_else(|| Error::runtime("no source connection"))?;
         conn.simple(sql)
             .map_err(|e| Error::input(format!("{}: {e}", self.label)))
     }

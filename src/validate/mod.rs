@@ -622,10 +622,19 @@ fn metric_sql(m: &MetricSpec, w: Which, d: Dialect, table: &str) -> String {
     let from = format!("{}{}", q(table), where_sql(d, &s.filter));
     match m.kind {
         Kind::Count => format!("SELECT count(*) FROM {from}"),
-        Kind::Sum => format!(
-            "SELECT sum({}) FROM {from}",
-            q(m.value.as_ref().map_or("", |v| col_name(v, w)))
-        ),
+        // decimals are summed as the migration writes them: each rounded
+        // to the compared scale (the run counts the values it rounded)
+        Kind::Sum => match &m.value {
+            Some(v) if v.ty == ColumnType::Decimal => format!(
+                "SELECT sum(round({}, {})) FROM {from}",
+                q(col_name(v, w)),
+                v.scale.unwrap_or(2)
+            ),
+            v => format!(
+                "SELECT sum({}) FROM {from}",
+                q(v.as_ref().map_or("", |v| col_name(v, w)))
+            ),
+        },
         Kind::CountDistinct => format!(
             "SELECT count(DISTINCT {}) FROM {from}",
             q(m.value.as_ref().map_or("", |v| col_name(v, w)))
@@ -751,7 +760,12 @@ impl<'a> Stream<'a> {
             Kind::Count => self.count += 1.0,
             Kind::Sum => {
                 if let Some(v) = &m.value {
-                    self.sum += num(get(col_name(v, w)).as_deref());
+                    let x = num(get(col_name(v, w)).as_deref());
+                    self.sum += if v.ty == ColumnType::Decimal {
+                        parse::round_to(x, v.scale.unwrap_or(2))
+                    } else {
+                        x
+                    };
                 }
             }
             Kind::CountDistinct => {
@@ -918,11 +932,21 @@ fn q_lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn accounting(sink: &mut dyn Sink, job: &str, m: &MetricSpec) -> Result<Accounting> {
+/// Rejected rows read once per table for all the metrics of a job.
+type RejectCache = HashMap<String, Vec<HashMap<String, Option<String>>>>;
+
+fn accounting(
+    sink: &mut dyn Sink,
+    job: &str,
+    m: &MetricSpec,
+    cache: &mut RejectCache,
+) -> Result<Accounting> {
     let mut acc = Accounting::default();
     let d = sink.dialect();
     let own = |t: &str| d.quote(t);
-    if let Some(t) = &m.explain {
+    if let Some(rejected) = m.explain.as_ref().and_then(|t| cache.get(t)) {
+        acc.rejected = rejected.clone();
+    } else if let Some(t) = &m.explain {
         let rows = sink.query_text(&format!(
             "SELECT DISTINCT {rec} FROM {} WHERE {job_c} = {} AND {tab_c} = {}",
             own(crate::sink::REJECTS_TABLE),
@@ -950,6 +974,9 @@ fn accounting(sink: &mut dyn Sink, job: &str, m: &MetricSpec) -> Result<Accounti
                 );
             }
         }
+        cache.insert(t.clone(), acc.rejected.clone());
+    }
+    if let Some(t) = &m.explain {
         let merged = sink.query_text(&format!(
             "SELECT count(*) FROM {} WHERE {} = {} AND {} = {}",
             own(crate::sink::MERGES_TABLE),
@@ -1142,7 +1169,15 @@ fn reconcile(
             } else {
                 0.0
             };
-            let expected = s - rejected - merged;
+            // sums of decimals compare at their scale (a sum of floats
+            // carries rounding noise far below a cent)
+            let scale = match (&m.kind, &m.value) {
+                (Kind::Sum, Some(v)) => v.scale.unwrap_or(2),
+                _ => 6,
+            };
+            let r = |x: f64| parse::round_to(x, scale);
+            let (s, t) = (&r(*s), &r(*t));
+            let expected = r(s - rejected - merged);
             let tol = m.tolerance.max(1e-9);
             let f = crate::batch::format_float;
             let arithmetic = format!(
@@ -1361,6 +1396,7 @@ pub fn validate(cfg: &Config, v: &Validation) -> Result<Report> {
         params: v.params.clone(),
         metrics: Vec::new(),
     };
+    let mut cache = RejectCache::new();
     for m in &v.metrics {
         let result = (|| -> Result<MetricResult> {
             let mapping = explained_mapping(m, job);
@@ -1398,7 +1434,7 @@ pub fn validate(cfg: &Config, v: &Validation) -> Result<Report> {
                 m,
                 sink.query_text(&metric_sql(m, Which::Target, d, &tgt_table))?,
             );
-            let acc = accounting(sink.as_mut(), &job.name, m)?;
+            let acc = accounting(sink.as_mut(), &job.name, m, &mut cache)?;
             let apart = set_apart(m, &acc, mapping);
             let (verdict, reconciliation, mut differences, rejected, merged) = reconcile(
                 m,
