@@ -1646,6 +1646,62 @@ mod tests {
     }
 
     #[test]
+    fn metric_sql_is_pushed_down_per_dialect() {
+        let mut m = metric(Kind::Sum);
+        m.value = Some(ColumnPair {
+            source: "montant".into(),
+            target: "amount".into(),
+            ty: ColumnType::Decimal,
+            scale: Some(2),
+            case: None,
+        });
+        m.target
+            .filter
+            .insert("status".into(), toml::Value::Array(vec!["payée".into()]));
+        assert_eq!(
+            metric_sql(&m, Which::Target, Dialect::Sqlite, "payments"),
+            "SELECT sum(round(\"amount\", 2)) FROM \"payments\" WHERE \"status\" IN ('payée')"
+        );
+        assert_eq!(
+            metric_sql(&m, Which::Target, Dialect::Oracle, "payments"),
+            "SELECT sum(round(\"AMOUNT\", 2)) FROM \"PAYMENTS\" WHERE \"STATUS\" IN ('payée')"
+        );
+        let mut g = metric(Kind::Grouped);
+        g.key = Some(ColumnPair {
+            source: "statut".into(),
+            target: "status".into(),
+            ty: ColumnType::Text,
+            scale: None,
+            case: None,
+        });
+        assert_eq!(
+            metric_sql(&g, Which::Source, Dialect::Postgres, "factures"),
+            "SELECT \"statut\", count(*) FROM \"factures\" GROUP BY \"statut\""
+        );
+        let mut q = metric(Kind::Sequence);
+        q.columns = vec![ColumnPair {
+            source: "Libelle".into(),
+            target: "label".into(),
+            ty: ColumnType::Text,
+            scale: None,
+            case: None,
+        }];
+        q.target.order_by = vec!["position".into()];
+        q.target
+            .filter
+            .insert("workflow_id".into(), toml::Value::Integer(7));
+        assert_eq!(
+            metric_sql(&q, Which::Target, Dialect::Postgres, "workflow_steps"),
+            "SELECT \"label\" FROM \"workflow_steps\" WHERE \"workflow_id\" = 7 ORDER BY \"position\""
+        );
+        q.target.sql = Some("SELECT label FROM v".into());
+        assert_eq!(
+            metric_sql(&q, Which::Target, Dialect::Postgres, "x"),
+            "SELECT label FROM v"
+        );
+    }
+
+    #[test]
     fn reconciliation_arithmetic() {
         let m = metric(Kind::Count);
         let (v, a, d, _, _) = reconcile(
