@@ -82,7 +82,12 @@ fn postgres_gets_the_same_rows_as_sqlite() {
         db.query("SELECT count(*), sum(quantity) FROM stock_receipts"),
         "10|1711"
     );
-    assert_eq!(db.query("SELECT count(*) FROM _rejects"), "5");
+    // 3 parts, 2 receipts, 2 reservations
+    assert_eq!(db.query("SELECT count(*) FROM _rejects"), "7");
+    assert_eq!(
+        db.query("SELECT string_agg(reference || ':' || quantity, ',' ORDER BY reference) FROM part_reservations WHERE intervention_id = 4711"),
+        "CON-4002:4,HYD-2040:2,MOT-1001:1"
+    );
     assert_eq!(
         db.query(
             "SELECT record->>'quantity' FROM _rejects WHERE reason = 'quantity: not an integer'"
@@ -98,7 +103,7 @@ fn postgres_gets_the_same_rows_as_sqlite() {
         db.query("SELECT md5(string_agg(p::text, ';' ORDER BY reference)) FROM parts p"),
         before
     );
-    assert_eq!(db.query("SELECT count(*) FROM _rejects"), "5");
+    assert_eq!(db.query("SELECT count(*) FROM _rejects"), "7");
     assert_eq!(db.query("SELECT count(*) FROM _repaero_runs"), "2");
 
     // a dry run writes nothing

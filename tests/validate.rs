@@ -90,9 +90,12 @@ fn migrate_and_validate(p: &Project, target: &str) -> Value {
     let ids: BTreeSet<&str> = m.iter().map(|(id, _, _)| id.as_str()).collect();
     assert_eq!(
         ids,
-        ["M1", "M2", "M3", "M4", "M5", "M6", "M7", "M8", "M9", "M10"]
-            .into_iter()
-            .collect()
+        // the plan's ten, and the billing volumes
+        [
+            "M1", "M2", "M3", "M4", "M5", "M6", "M7", "M8", "M9", "M10", "B1", "B2", "B3"
+        ]
+        .into_iter()
+        .collect()
     );
     for (id, verdict, diffs) in &m {
         assert!(
@@ -113,7 +116,7 @@ fn migrate_and_validate(p: &Project, target: &str) -> Value {
         "{text}"
     );
     let html = std::fs::read_to_string(p.path("v.html")).unwrap();
-    assert!(html.contains("10 indicateur(s), 0 en écart"), "{html}");
+    assert!(html.contains("13 indicateur(s), 0 en écart"), "{html}");
     assert!(
         std::fs::read_to_string(p.path("v.md"))
             .unwrap()
