@@ -15,6 +15,7 @@ pub mod fixtures;
 pub mod pipeline;
 pub mod sink;
 pub mod source;
+pub mod stock;
 pub mod transform;
 pub mod validate;
 

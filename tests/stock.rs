@@ -64,7 +64,12 @@ fn migrate_stock_matches_the_ground_truth() {
     let (code, report, err) = migrate_json(dir.path(), &[]);
     assert_eq!(code, 0, "{err}\n{report}");
     let truth = truth();
-    for table in ["parts", "stock_receipts", "part_reservations"] {
+    for table in [
+        "parts",
+        "stock_receipts",
+        "part_reservations",
+        "part_barcodes",
+    ] {
         let got = table_report(&report, table);
         let want = &truth[table];
         for k in ["read", "written", "merged"] {
@@ -182,18 +187,34 @@ fn migrate_stock_matches_the_ground_truth() {
         let want: Vec<(String, i64)> = serde_json::from_value(rows.clone()).unwrap();
         assert_eq!(got, want, "reservations of intervention {intervention}");
     }
+    // barcodes: every valid EAN-13 maps to its part, nothing else is loaded
+    let got: BTreeMap<String, String> = Connection::open(&db)
+        .unwrap()
+        .prepare("SELECT barcode, reference FROM part_barcodes")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    let want: BTreeMap<String, String> = serde_json::from_value(truth["barcodes"].clone()).unwrap();
+    assert_eq!(got, want, "part_barcodes");
     // every reject is in the target's _rejects and in the quarantine file
-    let rejected: i64 = ["parts", "stock_receipts", "part_reservations"]
-        .iter()
-        .map(|t| {
-            truth[t]["rejected"]
-                .as_object()
-                .unwrap()
-                .values()
-                .map(|v| v.as_i64().unwrap())
-                .sum::<i64>()
-        })
-        .sum();
+    let rejected: i64 = [
+        "parts",
+        "stock_receipts",
+        "part_reservations",
+        "part_barcodes",
+    ]
+    .iter()
+    .map(|t| {
+        truth[t]["rejected"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_i64().unwrap())
+            .sum::<i64>()
+    })
+    .sum();
     assert_eq!(
         scalar::<i64>(&db, "SELECT count(*) FROM _rejects"),
         rejected
@@ -300,7 +321,7 @@ fn dry_run_creates_no_database_file() {
     ]);
     assert!(
         stdout(&out).contains(
-            "dry run: rolled back, nothing written (would have written 35 rows into 3 tables)"
+            "dry run: rolled back, nothing written (would have written 53 rows into 4 tables)"
         ),
         "{}",
         stdout(&out)

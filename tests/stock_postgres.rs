@@ -83,7 +83,7 @@ fn postgres_gets_the_same_rows_as_sqlite() {
         "10|1711"
     );
     // 3 parts, 2 receipts, 2 reservations
-    assert_eq!(db.query("SELECT count(*) FROM _rejects"), "7");
+    assert_eq!(db.query("SELECT count(*) FROM _rejects"), "9");
     assert_eq!(
         db.query("SELECT string_agg(reference || ':' || quantity, ',' ORDER BY reference) FROM part_reservations WHERE intervention_id = 4711"),
         "CON-4002:4,HYD-2040:2,MOT-1001:1"
@@ -103,7 +103,7 @@ fn postgres_gets_the_same_rows_as_sqlite() {
         db.query("SELECT md5(string_agg(p::text, ';' ORDER BY reference)) FROM parts p"),
         before
     );
-    assert_eq!(db.query("SELECT count(*) FROM _rejects"), "7");
+    assert_eq!(db.query("SELECT count(*) FROM _rejects"), "9");
     assert_eq!(db.query("SELECT count(*) FROM _repaero_runs"), "2");
 
     // a dry run writes nothing

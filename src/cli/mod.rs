@@ -86,6 +86,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Barcode scanner exports → stock movements (docs/scan-format.md)
+    #[command(subcommand)]
+    Scans(ScansCommand),
+    /// Stock alerts: parts at or under their minimum
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+    /// Supplier orders
+    #[command(subcommand)]
+    Order(OrderCommand),
     /// Generate deterministic fixture files with their ground truth
     Fixtures(FixturesArgs),
     /// Print shell completions
@@ -109,6 +118,47 @@ pub struct MigrateArgs {
     /// Machine-readable report on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScansCommand {
+    /// Import scan files: checked lines become movements and change the stock, in one transaction per file
+    Import {
+        /// Scan files (CSV)
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Do everything, then roll back
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable report
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Raise and clear alerts from the current stock, then send the ones not sent yet
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List open alerts (all with --all)
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrderCommand {
+    /// Parts at or under their minimum, the quantity to order, the cheapest and the fastest supplier
+    Suggest {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +196,10 @@ pub enum FixtureKind {
     Stock,
     /// The PostgreSQL billing base (tables clients, factures, lignes_facture, paiements)
     Billing,
+    /// A barcode scanner export (fixtures/scans/scans.csv)
+    Scans,
+    /// Supplier catalogues (fixtures/suppliers/)
+    Suppliers,
 }
 
 #[derive(Debug, Args)]
@@ -156,7 +210,8 @@ pub struct FixturesArgs {
     /// the ground truth for billing [default: fixtures/billing/billing.expected.json]
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// stock: extra clean rows to add (default 0); billing: invoice lines (default 20000)
+    /// stock: extra clean rows to add (default 0); billing: invoice lines (default 20000);
+    /// scans: clean movements (default 40)
     #[arg(long)]
     pub rows: Option<usize>,
     /// billing: the database to (re)create the tables in
@@ -256,6 +311,33 @@ fn run(cli: Cli) -> Result<u8> {
                         out.display()
                     );
                 }
+                FixtureKind::Scans => {
+                    let out = args
+                        .out
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from("fixtures/scans/scans.csv"));
+                    let truth = crate::fixtures::scans::generate(&out, args.rows.unwrap_or(40))?;
+                    let truth_path = out.with_extension("expected.json");
+                    write_truth(&truth_path, &truth)?;
+                    eprintln!(
+                        "wrote {} ({} lines) and {}",
+                        out.display(),
+                        truth.lines,
+                        truth_path.display()
+                    );
+                }
+                FixtureKind::Suppliers => {
+                    let dir = args
+                        .out
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from("fixtures/suppliers"));
+                    let truth = crate::fixtures::suppliers::generate(&dir)?;
+                    write_truth(&dir.join("suppliers.expected.json"), &truth)?;
+                    eprintln!(
+                        "wrote the catalogues in {} and their ground truth",
+                        dir.display()
+                    );
+                }
                 FixtureKind::Stock => {
                     let out = args
                         .out
@@ -351,6 +433,103 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Validate(args) => {
             let cfg = load(&cli)?;
             validate(&cfg, args)
+        }
+        Command::Scans(ScansCommand::Import {
+            files,
+            dry_run,
+            json,
+        }) => {
+            let cfg = load(&cli)?;
+            let reports = crate::stock::scans::import(&cfg, files, *dry_run)?;
+            if *json {
+                print_json(&reports)?;
+            } else {
+                print!("{}", crate::stock::scans::render(&reports));
+            }
+            // alerts raised by the import go out now, when channels are set
+            if !dry_run && reports.iter().any(|r| !r.alerts_raised.is_empty()) {
+                let sent = crate::stock::alerts::notify(&cfg)?;
+                for f in &sent.failed {
+                    eprintln!("warning: alert not sent: {f}");
+                }
+            }
+            Ok(0)
+        }
+        Command::Alerts(AlertsCommand::Check { json }) => {
+            let cfg = load(&cli)?;
+            let ((raised, cleared), sent) = crate::stock::alerts::check(&cfg)?;
+            if *json {
+                print_json(&serde_json::json!({
+                    "raised": raised, "cleared": cleared, "sent": sent,
+                }))?;
+            } else {
+                for r in &raised {
+                    println!("raised: {r}");
+                }
+                for c in &cleared {
+                    println!("cleared: {c}");
+                }
+                println!(
+                    "sent: {} by mail, {} by SMS{}",
+                    sent.email.len(),
+                    sent.sms.len(),
+                    if sent.failed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} failed", sent.failed.len())
+                    }
+                );
+                for f in &sent.failed {
+                    eprintln!("error: {f}");
+                }
+            }
+            Ok(if sent.failed.is_empty() { 0 } else { 1 })
+        }
+        Command::Alerts(AlertsCommand::List { all, json }) => {
+            let cfg = load(&cli)?;
+            let mut sink = crate::sink::open(&cfg.target.url, true)?;
+            let alerts: Vec<_> = crate::stock::alerts::list(sink.as_mut())?
+                .into_iter()
+                .filter(|a| *all || a.cleared_at.is_none())
+                .collect();
+            if *json {
+                print_json(&alerts)?;
+            } else if alerts.is_empty() {
+                println!("no {}alert", if *all { "" } else { "open " });
+            } else {
+                for a in &alerts {
+                    println!(
+                        "{:<14} {:>5} ≤ {:<5} raised {}{}{}{}",
+                        a.reference,
+                        a.quantity,
+                        a.minimum,
+                        a.raised_at,
+                        a.cleared_at
+                            .as_ref()
+                            .map(|c| format!(", cleared {c}"))
+                            .unwrap_or_default(),
+                        a.email_sent_at
+                            .as_ref()
+                            .map(|_| ", mailed")
+                            .unwrap_or_default(),
+                        a.sms_sent_at
+                            .as_ref()
+                            .map(|_| ", SMS sent")
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Order(OrderCommand::Suggest { json }) => {
+            let cfg = load(&cli)?;
+            let lines = crate::stock::orders::suggest(&cfg)?;
+            if *json {
+                print_json(&lines)?;
+            } else {
+                print!("{}", crate::stock::orders::render(&lines));
+            }
+            Ok(0)
         }
         Command::Diff { old, new, json } => {
             let read = |p: &PathBuf| -> Result<Vec<crate::validate::Report>> {

@@ -302,6 +302,9 @@ pub struct ColumnSpec {
     /// Normalise a phone number to E.164 (`fr`: +33…); a value that does not
     /// parse fails the rule.
     pub phone: Option<PhoneFormat>,
+    /// Reject rule: the text is an EAN-13 barcode (13 digits, valid check digit).
+    #[serde(default)]
+    pub ean13: bool,
     /// Replace the value by the one a dedupe of another table merged it into:
     /// `"clients.id"` (the clients mapping's `[dedupe] id = "id"`).
     pub remap: Option<String>,

@@ -39,6 +39,12 @@ pub struct Config {
     pub paths: PathsConfig,
     #[serde(default)]
     pub run: RunConfig,
+    #[serde(default)]
+    pub scans: ScansConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    #[serde(default)]
+    pub orders: OrdersConfig,
     /// Directory of the configuration file (not a key of the file).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -80,6 +86,8 @@ pub enum SourceKind {
     Odbc,
     /// A PostgreSQL database.
     Postgres,
+    /// CSV files: a directory (tables are its files) or one file.
+    Csv,
 }
 
 /// `[sources.<name>]`.
@@ -96,6 +104,12 @@ pub struct SourceConfig {
     pub connection: Option<String>,
     /// Database URL (`postgres://user:${PGPASSWORD}@host/db?sslmode=require`).
     pub url: Option<String>,
+    /// CSV: the field delimiter (found on the header line when absent).
+    pub delimiter: Option<char>,
+    /// CSV: `auto` (default: UTF-8, else Windows-1252, per file), `utf-8`,
+    /// `windows-1252` or `latin-1`.
+    #[serde(default)]
+    pub encoding: crate::source::csv::Encoding,
     /// Free text shown by `repaero jobs`.
     pub description: Option<String>,
 }
@@ -159,6 +173,107 @@ impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
             batch_size: Self::default_batch_size(),
+        }
+    }
+}
+
+/// What a scan that would take a part's stock below zero does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BelowZero {
+    /// The line is rejected (the stock stays as it was).
+    #[default]
+    Reject,
+    /// The movement is recorded and the stock goes negative (reported).
+    Accept,
+}
+
+/// `[scans]`: barcode scanner imports.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScansConfig {
+    #[serde(default)]
+    pub below_zero: BelowZero,
+}
+
+/// `[alerts.email]`: stock alerts by mail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// `smtp://host:587` (STARTTLS), `smtps://host:465` (TLS) or
+    /// `smtp+plain://host:25` (no TLS: a local relay).
+    pub server: String,
+    pub from: String,
+    pub to: Vec<String>,
+    /// Use `${VAR}` for both.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Subject template (`{reference}`, `{designation}`, `{quantity}`, `{minimum}`).
+    #[serde(default = "EmailConfig::default_subject")]
+    pub subject: String,
+}
+
+impl EmailConfig {
+    fn default_subject() -> String {
+        "Stock bas : {reference} ({quantity} ≤ {minimum})".into()
+    }
+}
+
+/// `[alerts.sms]`: stock alerts through an HTTP SMS gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsConfig {
+    pub url: String,
+    /// Recipients; one request each.
+    pub to: Vec<String>,
+    /// Body template: `{to}`, `{reference}`, `{designation}`, `{quantity}`,
+    /// `{minimum}`; values are JSON-escaped when the content type is JSON.
+    pub body: String,
+    #[serde(default = "SmsConfig::default_content_type")]
+    pub content_type: String,
+    /// `Authorization` header value (`Bearer ${SMS_TOKEN}`).
+    pub authorization: Option<String>,
+}
+
+impl SmsConfig {
+    fn default_content_type() -> String {
+        "application/json".into()
+    }
+}
+
+/// `[alerts]`: stock levels under their minimum.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Minimum of a part without a "Seuil mini" (default 0).
+    #[serde(default)]
+    pub default_minimum: i64,
+    /// Minimums that override the workbook's, per part reference.
+    #[serde(default)]
+    pub minimums: BTreeMap<String, i64>,
+    pub email: Option<EmailConfig>,
+    pub sms: Option<SmsConfig>,
+}
+
+/// `[orders]`: how much to order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrdersConfig {
+    /// Order up to this many times the minimum (default 2).
+    #[serde(default = "OrdersConfig::default_factor")]
+    pub target_factor: f64,
+}
+
+impl OrdersConfig {
+    fn default_factor() -> f64 {
+        2.0
+    }
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        OrdersConfig {
+            target_factor: Self::default_factor(),
         }
     }
 }
@@ -250,7 +365,7 @@ impl Config {
     fn check(&self, label: &str) -> Result<()> {
         for (name, src) in &self.sources {
             match src.kind {
-                SourceKind::Excel | SourceKind::Access => {
+                SourceKind::Excel | SourceKind::Access | SourceKind::Csv => {
                     if src.path.is_none() {
                         return Err(Error::config(format!(
                             "{label}: [sources.{name}] is a file source and needs `path = \"…\"`"

@@ -1,4 +1,10 @@
 //! Long-running integration daemons (FTP documents, RabbitMQ queue,
-//! Colissimo tracking, bank notifications, stock alerts, schedules).
+//! Colissimo tracking, bank notifications, stock alerts, schedules) and the
+//! channels they talk through.
 //!
-//! Not built yet: see the open issues.
+//! Built so far: the notification channels stock alerts use, [`mail`]
+//! (SMTP) and [`sms`] (an HTTP gateway). The daemons themselves are the
+//! subject of later issues.
+
+pub mod mail;
+pub mod sms;

@@ -9,6 +9,7 @@
 //! size, and reading overlaps with cleaning and writing.
 
 pub mod access;
+pub mod csv;
 pub mod excel;
 pub mod inspect;
 #[cfg(feature = "odbc")]
@@ -26,6 +27,11 @@ use crate::error::{Error, Result};
 
 /// Name of the column carrying each row's source position.
 pub const ROW_COLUMN: &str = "__row";
+/// Why a source line could not be read (a line of a CSV file that is not
+/// UTF-8, too long, cut short…): the mapper rejects the row with it.
+pub const ERROR_COLUMN: &str = "__error";
+/// The error with its details (the line as read, its length…).
+pub const ERROR_DETAIL_COLUMN: &str = "__error_detail";
 
 /// A column a reader should extract, by header text.
 #[derive(Debug, Clone)]
@@ -259,6 +265,7 @@ pub enum Source {
     #[cfg(feature = "odbc")]
     Odbc(odbc::OdbcSource),
     Postgres(postgres::PgSource),
+    Csv(csv::CsvSource),
 }
 
 /// Whether a file is an Access database (by its header, not its name).
@@ -291,6 +298,11 @@ impl Source {
             SourceKind::Postgres => Ok(Source::Postgres(postgres::PgSource::open(
                 cfg.url.as_deref().unwrap_or_default(),
             )?)),
+            SourceKind::Csv => Ok(Source::Csv(csv::CsvSource::open(
+                &path()?,
+                cfg.delimiter,
+                cfg.encoding,
+            )?)),
             #[cfg(not(feature = "odbc"))]
             SourceKind::Odbc => Err(Error::config(format!(
                 "source `{name}` is an ODBC source, and this repaero was built without ODBC; build it with `cargo build --release --features odbc` (needs unixodbc-dev)"
@@ -313,6 +325,7 @@ impl Source {
             #[cfg(feature = "odbc")]
             Source::Odbc(s) => s.describe(),
             Source::Postgres(s) => s.describe(),
+            Source::Csv(s) => s.describe(),
         }
     }
 
@@ -323,6 +336,7 @@ impl Source {
             #[cfg(feature = "odbc")]
             Source::Odbc(_) => None,
             Source::Postgres(_) => None,
+            Source::Csv(s) => Some(s.path()),
         }
     }
 
@@ -334,6 +348,7 @@ impl Source {
             #[cfg(feature = "odbc")]
             Source::Odbc(s) => Ok(s.tables()),
             Source::Postgres(s) => Ok(s.tables()),
+            Source::Csv(s) => s.tables(),
         }
     }
 
@@ -345,6 +360,7 @@ impl Source {
             #[cfg(feature = "odbc")]
             Source::Odbc(s) => s.read(req),
             Source::Postgres(s) => s.read(req),
+            Source::Csv(s) => s.read(req),
         }
     }
 }
@@ -504,6 +520,8 @@ pub struct BatchBuilder {
     cols: Vec<StringChunkedBuilder>,
     typed: Vec<Vec<bool>>,
     rows: Vec<u64>,
+    /// Per row: why it could not be read (reason, detail), if so.
+    errors: Vec<Option<(String, String)>>,
     capacity: usize,
 }
 
@@ -519,8 +537,17 @@ impl BatchBuilder {
             cols,
             typed,
             rows: Vec::with_capacity(capacity),
+            errors: Vec::new(),
             capacity,
         }
+    }
+
+    /// A row the source could not read: its values are NULL and the
+    /// mapper rejects it with `reason`.
+    pub fn push_error(&mut self, row: u64, reason: String, detail: String) {
+        self.errors.resize(self.rows.len(), None);
+        self.push_row(row, std::iter::empty());
+        self.errors.push(Some((reason, detail)));
     }
 
     /// One row: per column, the text and whether it came from a typed cell.
@@ -593,6 +620,26 @@ impl BatchBuilder {
             }
         }
         let rows = std::mem::replace(&mut self.rows, Vec::with_capacity(self.capacity));
+        let mut errors = std::mem::take(&mut self.errors);
+        if errors.iter().any(|e| e.is_some()) {
+            errors.resize(height, None);
+            columns.push(
+                StringChunked::from_iter_options(
+                    ERROR_COLUMN.into(),
+                    errors.iter().map(|e| e.as_ref().map(|(r, _)| r.as_str())),
+                )
+                .into_series()
+                .into_column(),
+            );
+            columns.push(
+                StringChunked::from_iter_options(
+                    ERROR_DETAIL_COLUMN.into(),
+                    errors.iter().map(|e| e.as_ref().map(|(_, d)| d.as_str())),
+                )
+                .into_series()
+                .into_column(),
+            );
+        }
         columns.push(
             UInt64Chunked::from_vec(ROW_COLUMN.into(), rows)
                 .into_series()

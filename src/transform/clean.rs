@@ -255,6 +255,26 @@ pub fn title_case(s: &str) -> String {
     out
 }
 
+/// Whether `s` is 13 digits whose last is the EAN-13 check digit.
+pub fn is_ean13(s: &str) -> bool {
+    s.len() == 13
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && ean13_check(&s[..12]) == s[12..].parse().ok()
+}
+
+/// The EAN-13 check digit of 12 digits.
+pub fn ean13_check(digits12: &str) -> Option<u32> {
+    if digits12.len() != 12 || !digits12.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let sum: u32 = digits12
+        .bytes()
+        .enumerate()
+        .map(|(i, b)| (b - b'0') as u32 * if i % 2 == 0 { 1 } else { 3 })
+        .sum();
+    Some((10 - sum % 10) % 10)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +286,15 @@ mod tests {
             case: None,
             null_values: vec![],
         }
+    }
+
+    #[test]
+    fn ean13_check_digits() {
+        assert_eq!(ean13_check("400638133393"), Some(1));
+        assert!(is_ean13("4006381333931"));
+        assert!(!is_ean13("4006381333932"));
+        assert!(!is_ean13("400638133393"));
+        assert!(!is_ean13("40063813339a1"));
     }
 
     #[test]

@@ -406,6 +406,28 @@ impl Mapper {
             }
         }
         self.check_rows(&mut out, &mut errors)?;
+        // a line the source could not read is rejected for that alone
+        if let (Ok(reason), Ok(detail)) = (
+            raw.column(crate::source::ERROR_COLUMN),
+            raw.column(crate::source::ERROR_DETAIL_COLUMN),
+        ) {
+            let (reason, detail) = (
+                reason
+                    .str()
+                    .map_err(|e| Error::runtime(format!("source errors: {e}")))?,
+                detail
+                    .str()
+                    .map_err(|e| Error::runtime(format!("source errors: {e}")))?,
+            );
+            for (i, (r, d)) in reason.iter().zip(detail.iter()).enumerate() {
+                if let (Some(r), Some(slot)) = (r, errors.get_mut(i)) {
+                    *slot = Some(RowError {
+                        reason: r.to_string(),
+                        detail: d.unwrap_or(r).to_string(),
+                    });
+                }
+            }
+        }
         let rows = raw.column(ROW_COLUMN).cloned().unwrap_or_else(|_| {
             UInt64Chunked::from_vec(ROW_COLUMN.into(), vec![0; n])
                 .into_series()
@@ -905,6 +927,13 @@ impl Plan {
                     ),
                 );
             }
+        }
+        if self.spec.ean13 && !clean::is_ean13(s) {
+            errors.rule(
+                i,
+                format!("{name}: not an EAN-13 (check digit)"),
+                format!("{name} = {s:?} is not 13 digits with a valid check digit"),
+            );
         }
         if let Some(allowed) = &self.one_of {
             if !allowed.contains(s) {

@@ -1,0 +1,128 @@
+//! E-mail by SMTP (lettre, rustls): STARTTLS (`smtp://host:587`), TLS
+//! from the first byte (`smtps://host:465`), or none (`smtp+plain://host:25`,
+//! a relay on the local network). Credentials come from the configuration,
+//! which takes them from the environment; they never appear in a message.
+
+use lettre::message::header::ContentType;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::config::EmailConfig;
+use crate::error::{Error, Result};
+use crate::stock::alerts::{Alert, fill};
+
+/// How to reach the server: (TLS mode, host, port).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Security {
+    StartTls,
+    Tls,
+    Plain,
+}
+
+/// Read `smtp[s|+plain]://host[:port]`.
+pub fn parse_server(url: &str) -> Result<(Security, String, u16)> {
+    let (sec, rest, port) = if let Some(r) = url.strip_prefix("smtps://") {
+        (Security::Tls, r, 465)
+    } else if let Some(r) = url.strip_prefix("smtp+plain://") {
+        (Security::Plain, r, 25)
+    } else if let Some(r) = url.strip_prefix("smtp://") {
+        (Security::StartTls, r, 587)
+    } else {
+        return Err(Error::config(format!(
+            "alerts.email.server = {url:?}: use smtp://host:587 (STARTTLS), smtps://host:465 (TLS) or smtp+plain://host:25"
+        )));
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h.to_string(),
+            p.parse()
+                .map_err(|_| Error::config(format!("alerts.email.server: bad port in {url:?}")))?,
+        ),
+        None => (rest.to_string(), port),
+    };
+    if host.is_empty() {
+        return Err(Error::config(format!(
+            "alerts.email.server = {url:?}: no host"
+        )));
+    }
+    Ok((sec, host, port))
+}
+
+/// Send one text message to the configured recipients.
+pub async fn send(cfg: &EmailConfig, subject: &str, body: &str) -> Result<()> {
+    let (sec, host, port) = parse_server(&cfg.server)?;
+    let smtp_err =
+        |e: lettre::transport::smtp::Error| Error::runtime(format!("SMTP {host}:{port}: {e}"));
+    let builder = match sec {
+        Security::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&host).map_err(smtp_err)?,
+        Security::StartTls => {
+            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host).map_err(smtp_err)?
+        }
+        Security::Plain => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host),
+    };
+    let mut builder = builder
+        .port(port)
+        .timeout(Some(std::time::Duration::from_secs(30)));
+    if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
+        builder = builder.credentials(Credentials::new(u.clone(), p.clone()));
+    }
+    let transport = builder.build();
+    let mut msg = Message::builder()
+        .from(
+            cfg.from
+                .parse()
+                .map_err(|e| Error::config(format!("alerts.email.from = {:?}: {e}", cfg.from)))?,
+        )
+        .subject(subject)
+        .header(ContentType::TEXT_PLAIN);
+    for to in &cfg.to {
+        msg = msg.to(to
+            .parse()
+            .map_err(|e| Error::config(format!("alerts.email.to {to:?}: {e}")))?);
+    }
+    let msg = msg
+        .body(body.to_string())
+        .map_err(|e| Error::runtime(format!("building the message: {e}")))?;
+    transport.send(msg).await.map_err(smtp_err)?;
+    Ok(())
+}
+
+/// The mail of a stock alert.
+pub async fn send_alert(cfg: &EmailConfig, a: &Alert) -> Result<()> {
+    let subject = fill(&cfg.subject, a, "", false);
+    let body = format!(
+        "La pièce {} ({}) est à {} en stock, pour un minimum de {}.\n\
+         Alerte levée le {} ; elle ne sera pas renvoyée avant que le stock soit repassé au-dessus du minimum.\n\n\
+         — repaero",
+        a.reference,
+        a.designation.as_deref().unwrap_or("sans désignation"),
+        a.quantity,
+        a.minimum,
+        a.raised_at
+    );
+    send(cfg, &subject, &body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls() {
+        assert_eq!(
+            parse_server("smtp://mail.repaero.fr").unwrap(),
+            (Security::StartTls, "mail.repaero.fr".into(), 587)
+        );
+        assert_eq!(
+            parse_server("smtps://mail.repaero.fr:2465").unwrap(),
+            (Security::Tls, "mail.repaero.fr".into(), 2465)
+        );
+        assert_eq!(
+            parse_server("smtp+plain://127.0.0.1:2525").unwrap(),
+            (Security::Plain, "127.0.0.1".into(), 2525)
+        );
+        assert!(parse_server("mail.repaero.fr").is_err());
+        assert!(parse_server("smtp://host:port").is_err());
+    }
+}

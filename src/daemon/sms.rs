@@ -1,0 +1,41 @@
+//! SMS through an HTTP gateway: one request per recipient, to a configured
+//! URL, with a body built from a template and an `Authorization` header
+//! from the environment. Any 2xx is a success; anything else is an error
+//! with the gateway's status and the start of its answer.
+
+use crate::config::SmsConfig;
+use crate::error::{Error, Result};
+use crate::stock::alerts::{Alert, fill};
+
+/// Send an alert to every configured recipient.
+pub async fn send_alert(cfg: &SmsConfig, a: &Alert) -> Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| Error::runtime(format!("SMS client: {e}")))?;
+    let json = cfg.content_type.contains("json");
+    for to in &cfg.to {
+        let body = fill(&cfg.body, a, to, json);
+        let mut req = client
+            .post(&cfg.url)
+            .header(reqwest::header::CONTENT_TYPE, &cfg.content_type)
+            .body(body);
+        if let Some(auth) = &cfg.authorization {
+            req = req.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Error::runtime(format!("SMS gateway {}: {e}", cfg.url)))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(Error::runtime(format!(
+                "SMS gateway {} answered {status}: {}",
+                cfg.url,
+                text.chars().take(200).collect::<String>()
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,810 @@
+//! `repaero scans import`: barcode scanner exports become stock movements.
+//!
+//! The format is in `docs/scan-format.md`. A file is read line by line
+//! (never whole; a line is never held past 64 KiB); each line is checked
+//! and becomes a row of `stock_movements` that changes `parts.quantity`,
+//! or a rejected line in the quarantine with the file, the line number and
+//! the reason; the import goes on. One file is one transaction: its
+//! movements, the stock they change, the alerts they raise and the record
+//! of the file commit together. A file already imported (same SHA-256) is
+//! skipped, and a line already imported from any file (same content) is
+//! counted, not applied twice: importing twice changes nothing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::NaiveDateTime;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::batch::{Value, dtype_of, frame_from_rows};
+use crate::config::mapping::{ColumnType, Merge, WriteMode};
+use crate::config::{BelowZero, Config};
+use crate::error::{Error, Result};
+use crate::pipeline::quarantine::RejectFile;
+use crate::sink::{ColumnDef, Sink, TableDef};
+use crate::source::csv::{LineReader, MAX_LINE, decode, detect_delimiter, shown, split_record};
+use crate::source::header_key;
+use crate::transform::Reject;
+use crate::transform::clean::is_ean13;
+use crate::transform::dedupe::MergeOp;
+use crate::transform::parse::{epoch_millis, parse_datetime};
+
+/// Target tables.
+pub const MOVEMENTS: &str = "stock_movements";
+pub const FILES: &str = "scan_files";
+const JOB: &str = "scans";
+/// Lines checked together against the movements already imported.
+const BATCH: usize = 10_000;
+
+fn col(name: &str, ty: ColumnType, not_null: bool) -> ColumnDef {
+    ColumnDef {
+        name: name.into(),
+        ty,
+        precision: 18,
+        scale: 0,
+        not_null,
+        length: None,
+    }
+}
+
+/// `stock_movements`: one row per scanned line applied.
+pub fn movements_def() -> TableDef {
+    use ColumnType::*;
+    TableDef {
+        name: MOVEMENTS.into(),
+        columns: vec![
+            col("line_id", Text, true),
+            col("scanned_at", Datetime, true),
+            col("barcode", Text, true),
+            col("reference", Text, true),
+            col("quantity", Integer, true),
+            col("direction", Text, true),
+            col("operator", Text, true),
+            col("location", Text, false),
+            col("stock_after", Integer, true),
+            col("file", Text, true),
+            col("line", Integer, true),
+        ],
+        key: vec!["line_id".into()],
+        foreign_keys: Vec::new(),
+        soft_delete: None,
+    }
+}
+
+/// `scan_files`: the files imported, by checksum.
+pub fn files_def() -> TableDef {
+    use ColumnType::*;
+    TableDef {
+        name: FILES.into(),
+        columns: vec![
+            col("checksum", Text, true),
+            col("file", Text, true),
+            col("imported_at", Datetime, true),
+            col("lines", Integer, true),
+            col("accepted", Integer, true),
+            col("already", Integer, true),
+            col("rejected", Integer, true),
+        ],
+        key: vec!["checksum".into()],
+        foreign_keys: Vec::new(),
+        soft_delete: None,
+    }
+}
+
+fn schema(def: &TableDef) -> Vec<(String, polars::prelude::DataType)> {
+    def.columns
+        .iter()
+        .map(|c| (c.name.clone(), dtype_of(c.ty)))
+        .collect()
+}
+
+/// What importing one file did.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ScanReport {
+    pub file: String,
+    pub checksum: String,
+    /// `imported`, `already imported`, or `rolled back (dry run)`.
+    pub status: String,
+    pub lines: u64,
+    pub accepted: u64,
+    /// Lines whose movement was already imported (from this or another file).
+    pub already: u64,
+    pub rejected: u64,
+    pub reasons: BTreeMap<String, u64>,
+    /// OUT movements accepted although they took the stock below zero
+    /// (`below_zero = "accept"`).
+    pub below_zero: u64,
+    pub parts_changed: u64,
+    pub alerts_raised: Vec<String>,
+    pub alerts_cleared: Vec<String>,
+    pub quarantine: Option<String>,
+    pub seconds: f64,
+}
+
+/// A checked line, before it is known whether it was imported already.
+struct Candidate {
+    line: u64,
+    id: String,
+    at: NaiveDateTime,
+    barcode: String,
+    reference: String,
+    quantity: i64,
+    out: bool,
+    operator: String,
+    location: Option<String>,
+    record: Vec<(String, Option<String>)>,
+}
+
+/// Where each field is in the file's lines.
+struct Layout {
+    timestamp: usize,
+    barcode: usize,
+    quantity: usize,
+    direction: usize,
+    operator: usize,
+    location: Option<usize>,
+    fields: usize,
+    names: Vec<String>,
+}
+
+fn layout(header: &[String], file: &str) -> Result<Layout> {
+    let keys: Vec<String> = header.iter().map(|h| header_key(h)).collect();
+    let find = |aliases: &[&str]| {
+        aliases
+            .iter()
+            .find_map(|a| keys.iter().position(|k| *k == header_key(a)))
+    };
+    let need = |aliases: &[&str]| {
+        find(aliases).ok_or_else(|| {
+            Error::input(format!(
+                "{file}: line 1: no column {:?} in the header ({})",
+                aliases[0],
+                header.join(", ")
+            ))
+        })
+    };
+    Ok(Layout {
+        timestamp: need(&["horodatage", "timestamp", "date"])?,
+        barcode: need(&["code", "barcode", "code-barres", "code barre"])?,
+        quantity: need(&["quantite", "quantity", "qte"])?,
+        direction: need(&["sens", "direction"])?,
+        operator: need(&["operateur", "operator"])?,
+        location: find(&["emplacement", "location"]),
+        fields: header.len(),
+        names: header.to_vec(),
+    })
+}
+
+/// SHA-256 of a file, streamed.
+pub fn checksum(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| Error::input(format!("{}: cannot open: {e}", path.display())))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::input(format!("{}: {e}", path.display())))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The parts' stock and minimum, by upper-case reference.
+pub fn load_parts(sink: &mut dyn Sink) -> Result<HashMap<String, (i64, Option<i64>)>> {
+    if sink.count_rows("parts")?.is_none() {
+        return Err(Error::config(format!(
+            "{}: no parts table; run `repaero migrate stock` first",
+            sink.describe()
+        )));
+    }
+    let rows = sink.select_text(
+        "parts",
+        &["reference".into(), "quantity".into(), "min_quantity".into()],
+    )?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let reference = r.first()?.clone()?.to_uppercase();
+            let qty = r
+                .get(1)
+                .cloned()
+                .flatten()
+                .and_then(|s| s.parse::<f64>().ok())
+                .unwrap_or(0.0) as i64;
+            let min = r
+                .get(2)
+                .cloned()
+                .flatten()
+                .and_then(|s| s.parse::<f64>().ok())
+                .map(|v| v as i64);
+            Some((reference, (qty, min)))
+        })
+        .collect())
+}
+
+fn load_barcodes(sink: &mut dyn Sink) -> Result<HashMap<String, String>> {
+    if sink.count_rows("part_barcodes")?.is_none() {
+        return Ok(HashMap::new());
+    }
+    Ok(sink
+        .select_text("part_barcodes", &["barcode".into(), "reference".into()])?
+        .into_iter()
+        .filter_map(|r| Some((r.first()?.clone()?, r.get(1)?.clone()?.to_uppercase())))
+        .collect())
+}
+
+/// Check one line; the movement it stands for, or why not.
+fn check_line(
+    text: &str,
+    delim: char,
+    lay: &Layout,
+    parts: &HashMap<String, (i64, Option<i64>)>,
+    barcodes: &HashMap<String, String>,
+) -> std::result::Result<(Candidate, ()), (String, String)> {
+    let fields = split_record(text, delim);
+    if fields.len() != lay.fields {
+        return Err((
+            "line: wrong number of fields".into(),
+            format!("{} fields, the header has {}", fields.len(), lay.fields),
+        ));
+    }
+    let f = |i: usize| fields[i].trim();
+    let ts = f(lay.timestamp);
+    let at = parse_datetime(ts, &[]).ok_or_else(|| {
+        (
+            "timestamp: not a date-time".to_string(),
+            format!("timestamp = {ts:?}"),
+        )
+    })?;
+    let code = f(lay.barcode);
+    let reference = if code.len() == 13 && code.bytes().all(|b| b.is_ascii_digit()) {
+        if !is_ean13(code) {
+            return Err((
+                "barcode: not an EAN-13 (check digit)".into(),
+                format!("barcode = {code:?} has a wrong check digit"),
+            ));
+        }
+        barcodes.get(code).cloned().ok_or_else(|| {
+            (
+                "barcode: unknown".to_string(),
+                format!("barcode {code} is not in part_barcodes"),
+            )
+        })?
+    } else if code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err((
+            "barcode: not an EAN-13 (check digit)".into(),
+            format!("barcode = {code:?} is digits but not 13 of them"),
+        ));
+    } else {
+        // a Code128 label carries the part number itself
+        let r = code.to_uppercase();
+        if !parts.contains_key(&r) {
+            return Err((
+                "barcode: unknown".into(),
+                format!("part number {code:?} is not in parts"),
+            ));
+        }
+        r
+    };
+    let q = f(lay.quantity);
+    let quantity = q.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+        (
+            "quantity: not a whole number above 0".to_string(),
+            format!("quantity = {q:?}"),
+        )
+    })?;
+    let d = f(lay.direction).to_uppercase();
+    let out = match d.as_str() {
+        "IN" | "E" | "ENTREE" | "ENTRÉE" => false,
+        "OUT" | "S" | "SORTIE" => true,
+        _ => {
+            return Err((
+                "direction: not IN or OUT".into(),
+                format!("direction = {:?}", f(lay.direction)),
+            ));
+        }
+    };
+    let operator = f(lay.operator).to_string();
+    if operator.is_empty() {
+        return Err(("operator: required".into(), "operator is empty".into()));
+    }
+    let location = lay
+        .location
+        .map(f)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    // a line's identity: what it says, whatever file it comes in
+    let identity = format!(
+        "{}|{code}|{quantity}|{}|{operator}|{}",
+        at.format("%Y-%m-%dT%H:%M:%S%.f"),
+        if out { "OUT" } else { "IN" },
+        location.as_deref().unwrap_or("")
+    );
+    let id = hex::encode(&Sha256::digest(identity.as_bytes())[..16]);
+    Ok((
+        Candidate {
+            line: 0,
+            id,
+            at,
+            barcode: code.to_string(),
+            reference,
+            quantity,
+            out,
+            operator,
+            location,
+            record: lay
+                .names
+                .iter()
+                .zip(&fields)
+                .map(|(n, v)| (n.clone(), Some(v.clone())))
+                .collect(),
+        },
+        (),
+    ))
+}
+
+/// The import of one file, inside the sink's transaction.
+struct Import<'a> {
+    sink: &'a mut dyn Sink,
+    cfg: &'a Config,
+    file: String,
+    run_id: String,
+    rejects: RejectFile,
+    report: ScanReport,
+    parts: HashMap<String, (i64, Option<i64>)>,
+    changed: HashSet<String>,
+    pending: Vec<Candidate>,
+    seen: HashSet<String>,
+}
+
+impl Import<'_> {
+    fn reject(
+        &mut self,
+        line: u64,
+        reason: String,
+        detail: String,
+        record: Vec<(String, Option<String>)>,
+    ) -> Result<()> {
+        self.report.rejected += 1;
+        *self.report.reasons.entry(reason.clone()).or_default() += 1;
+        let r = Reject {
+            row: line,
+            reason,
+            detail: format!("{}, line {line}: {detail}", self.file),
+            record,
+        };
+        self.rejects.write(&self.file, std::slice::from_ref(&r))?;
+        self.sink
+            .write_rejects(&self.run_id, JOB, MOVEMENTS, &self.file, &[r])
+    }
+
+    /// Apply the pending lines, in order: those not imported yet change the
+    /// stock and are written.
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let d = self.sink.dialect();
+        let ids: Vec<String> = pending.iter().map(|c| format!("'{}'", c.id)).collect();
+        let known: HashSet<String> = self
+            .sink
+            .query_text(&format!(
+                "SELECT {0} FROM {1} WHERE {0} IN ({2})",
+                d.quote("line_id"),
+                d.quote(MOVEMENTS),
+                ids.join(", ")
+            ))?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect();
+        let mut rows = Vec::with_capacity(pending.len());
+        for c in pending {
+            if known.contains(&c.id) || !self.seen.insert(c.id.clone()) {
+                self.report.already += 1;
+                continue;
+            }
+            let Some(stock) = self.parts.get_mut(&c.reference) else {
+                self.reject(
+                    c.line,
+                    "barcode: unknown".into(),
+                    format!("part {} is not in parts", c.reference),
+                    c.record,
+                )?;
+                continue;
+            };
+            let after = if c.out {
+                stock.0 - c.quantity
+            } else {
+                stock.0 + c.quantity
+            };
+            if after < 0 {
+                match self.cfg.scans.below_zero {
+                    BelowZero::Reject => {
+                        let detail = format!(
+                            "OUT {} of {} would leave {after} (stock {})",
+                            c.quantity, c.reference, stock.0
+                        );
+                        self.reject(
+                            c.line,
+                            "stock: would go below zero".into(),
+                            detail,
+                            c.record,
+                        )?;
+                        continue;
+                    }
+                    BelowZero::Accept => self.report.below_zero += 1,
+                }
+            }
+            stock.0 = after;
+            self.changed.insert(c.reference.clone());
+            self.report.accepted += 1;
+            rows.push(vec![
+                Value::Text(c.id),
+                Value::Datetime(epoch_millis(c.at)),
+                Value::Text(c.barcode),
+                Value::Text(c.reference),
+                Value::Int(c.quantity),
+                Value::Text(if c.out { "OUT" } else { "IN" }.into()),
+                Value::Text(c.operator),
+                c.location.map_or(Value::Null, Value::Text),
+                Value::Int(after),
+                Value::Text(self.file.clone()),
+                Value::Int(c.line as i64),
+            ]);
+        }
+        if !rows.is_empty() {
+            let df = frame_from_rows(&schema(&movements_def()), &rows)?;
+            let out = self.sink.write(&df)?;
+            if !out.refused.is_empty() {
+                return Err(Error::runtime(format!(
+                    "{}: the target refused a movement: {}",
+                    self.file, out.refused[0].detail
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Import scan files into the configured target.
+pub fn import(cfg: &Config, files: &[PathBuf], dry_run: bool) -> Result<Vec<ScanReport>> {
+    let mut reports = Vec::new();
+    for path in files {
+        reports.push(import_file(cfg, path, dry_run)?);
+    }
+    Ok(reports)
+}
+
+fn import_file(cfg: &Config, path: &Path, dry_run: bool) -> Result<ScanReport> {
+    let t0 = Instant::now();
+    let file = path.display().to_string();
+    let sum = checksum(path)?;
+    let run_id = crate::pipeline::new_run_id();
+    let mut sink = crate::sink::open(&cfg.target.url, dry_run)?;
+    sink.begin()?;
+    let result = (|| -> Result<ScanReport> {
+        let mut report = ScanReport {
+            file: file.clone(),
+            checksum: sum.clone(),
+            ..Default::default()
+        };
+        // the file record first: a file already imported is not read again
+        sink.start_table(&files_def(), WriteMode::Append)?;
+        sink.finish_table()?;
+        let d = sink.dialect();
+        let done = sink.query_text(&format!(
+            "SELECT {} FROM {} WHERE {} = '{sum}'",
+            d.quote("imported_at"),
+            d.quote(FILES),
+            d.quote("checksum")
+        ))?;
+        if let Some(at) = done.first().and_then(|r| r.first().cloned().flatten()) {
+            report.status = format!("already imported ({at})");
+            return Ok(report);
+        }
+        let parts = load_parts(sink.as_mut())?;
+        let barcodes = load_barcodes(sink.as_mut())?;
+        sink.start_table(&movements_def(), WriteMode::Append)?;
+        let qdir = cfg.quarantine_dir().join(&run_id);
+        let mut imp = Import {
+            sink: sink.as_mut(),
+            cfg,
+            file: file.clone(),
+            run_id: run_id.clone(),
+            rejects: RejectFile::new(&qdir, JOB, MOVEMENTS),
+            report,
+            parts,
+            changed: HashSet::new(),
+            pending: Vec::new(),
+            seen: HashSet::new(),
+        };
+        let f = std::fs::File::open(path)
+            .map_err(|e| Error::input(format!("{file}: cannot open: {e}")))?;
+        let mut lines = LineReader::new(f, MAX_LINE);
+        let mut buf = Vec::new();
+        let (lay, delim) = loop {
+            let Some(line) = lines
+                .next_line(&mut buf)
+                .map_err(|e| Error::input(format!("{file}: {e}")))?
+            else {
+                return Err(Error::input(format!("{file}: empty file, no header")));
+            };
+            let bytes = buf.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&buf);
+            let text = decode(bytes, crate::source::csv::Encoding::Utf8)
+                .map_err(|e| Error::input(format!("{file}, line {}: header {e}", line.number)))?;
+            if text.trim().is_empty() {
+                continue;
+            }
+            let delim = detect_delimiter(&text);
+            break (layout(&split_record(&text, delim), &file)?, delim);
+        };
+        while let Some(line) = lines
+            .next_line(&mut buf)
+            .map_err(|e| Error::input(format!("{file}: {e}")))?
+        {
+            let raw = || vec![("line".to_string(), Some(shown(&buf)))];
+            let checked = if line.too_long {
+                Err((
+                    format!("line: longer than {MAX_LINE} bytes"),
+                    format!("{} bytes", line.length),
+                ))
+            } else if !line.terminated {
+                Err((
+                    "line: truncated (no end of line)".to_string(),
+                    format!("the file ends inside this line: {}", shown(&buf)),
+                ))
+            } else {
+                match decode(&buf, crate::source::csv::Encoding::Utf8) {
+                    Err(e) => Err(("line: not UTF-8".to_string(), e)),
+                    Ok(text) if text.trim().is_empty() => continue,
+                    Ok(text) => {
+                        check_line(&text, delim, &lay, &imp.parts, &barcodes).map(|(c, _)| c)
+                    }
+                }
+            };
+            imp.report.lines += 1;
+            match checked {
+                Ok(mut c) => {
+                    c.line = line.number;
+                    imp.pending.push(c);
+                    if imp.pending.len() >= BATCH {
+                        imp.flush()?;
+                    }
+                }
+                Err((reason, detail)) => {
+                    let record = if line.too_long { Vec::new() } else { raw() };
+                    imp.reject(line.number, reason, detail, record)?;
+                }
+            }
+        }
+        imp.flush()?;
+        imp.sink.flush()?;
+        imp.sink.finish_table()?;
+        // the stock the movements changed
+        let changed: Vec<String> = {
+            let mut v: Vec<String> = imp.changed.iter().cloned().collect();
+            v.sort();
+            v
+        };
+        let mut report = imp.report;
+        report.parts_changed = changed.len() as u64;
+        let quarantine = imp.rejects.finish()?;
+        let parts = imp.parts;
+        if !changed.is_empty() {
+            let def = TableDef {
+                name: "parts".into(),
+                columns: vec![
+                    col("reference", ColumnType::Text, true),
+                    col("quantity", ColumnType::Integer, false),
+                ],
+                key: vec!["reference".into()],
+                foreign_keys: Vec::new(),
+                soft_delete: None,
+            };
+            sink.start_table(&def, WriteMode::Append)?;
+            let exact = reference_case(sink.as_mut())?;
+            let ops: Vec<MergeOp> = changed
+                .iter()
+                .map(|r| MergeOp {
+                    key: vec![(
+                        "reference".into(),
+                        Value::Text(exact.get(r).cloned().unwrap_or_else(|| r.clone())),
+                    )],
+                    sets: vec![(
+                        "quantity".into(),
+                        Merge::Last,
+                        Value::Int(parts.get(r).map_or(0, |p| p.0)),
+                    )],
+                    row: 0,
+                    kept_row: 0,
+                    record: Vec::new(),
+                })
+                .collect();
+            sink.merge(&ops)?;
+            sink.finish_table()?;
+        }
+        let (raised, cleared) = super::alerts::evaluate(sink.as_mut(), cfg)?;
+        report.alerts_raised = raised;
+        report.alerts_cleared = cleared;
+        let now = chrono::Utc::now().naive_utc();
+        sink.start_table(&files_def(), WriteMode::Append)?;
+        let row = vec![vec![
+            Value::Text(sum.clone()),
+            Value::Text(file.clone()),
+            Value::Datetime(epoch_millis(now)),
+            Value::Int(report.lines as i64),
+            Value::Int(report.accepted as i64),
+            Value::Int(report.already as i64),
+            Value::Int(report.rejected as i64),
+        ]];
+        sink.write(&frame_from_rows(&schema(&files_def()), &row)?)?;
+        sink.flush()?;
+        sink.finish_table()?;
+        report.quarantine = quarantine.map(|p| p.display().to_string());
+        report.status = if dry_run {
+            "rolled back (dry run)".into()
+        } else {
+            "imported".into()
+        };
+        Ok(report)
+    })();
+    match result {
+        Ok(mut report) => {
+            if dry_run || report.status.starts_with("already") {
+                sink.rollback()?;
+            } else {
+                sink.check_integrity()?;
+                sink.commit()?;
+            }
+            report.seconds = t0.elapsed().as_secs_f64();
+            Ok(report)
+        }
+        Err(e) => {
+            let _ = sink.rollback();
+            Err(e.context(format!("importing {file}")))
+        }
+    }
+}
+
+/// Upper-case reference → the reference as the parts table writes it.
+fn reference_case(sink: &mut dyn Sink) -> Result<HashMap<String, String>> {
+    let d = sink.dialect();
+    let sql = format!("SELECT {} FROM {}", d.quote("reference"), d.quote("parts"));
+    Ok(sink
+        .query_text(&sql)?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .map(|r| (r.to_uppercase(), r))
+        .collect())
+}
+
+/// Reports as people read them.
+pub fn render(reports: &[ScanReport]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    for r in reports {
+        let _ = writeln!(s, "{}: {} ({:.2}s)", r.file, r.status, r.seconds);
+        if r.lines == 0 && r.status.starts_with("already") {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "  {} lines: {} movements applied, {} already imported, {} rejected; {} parts changed",
+            r.lines, r.accepted, r.already, r.rejected, r.parts_changed
+        );
+        for (reason, n) in &r.reasons {
+            let _ = writeln!(s, "  rejected {n:>6}  {reason}");
+        }
+        if r.below_zero > 0 {
+            let _ = writeln!(
+                s,
+                "  {} movements took a stock below zero (accepted by below_zero = \"accept\")",
+                r.below_zero
+            );
+        }
+        for a in &r.alerts_raised {
+            let _ = writeln!(s, "  alert raised: {a}");
+        }
+        for a in &r.alerts_cleared {
+            let _ = writeln!(s, "  alert cleared: {a}");
+        }
+        if let Some(q) = &r.quarantine {
+            let _ = writeln!(s, "  quarantine: {q}");
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lay() -> Layout {
+        layout(
+            &[
+                "horodatage",
+                "code",
+                "quantité",
+                "sens",
+                "opérateur",
+                "emplacement",
+            ]
+            .map(String::from),
+            "scans.csv",
+        )
+        .unwrap()
+    }
+
+    fn parts() -> HashMap<String, (i64, Option<i64>)> {
+        [("HYD-2040".to_string(), (5, Some(2)))].into()
+    }
+
+    fn check(line: &str) -> std::result::Result<Candidate, String> {
+        let codes: HashMap<String, String> =
+            [("4006381333931".to_string(), "HYD-2040".to_string())].into();
+        check_line(line, ';', &lay(), &parts(), &codes)
+            .map(|(c, _)| c)
+            .map_err(|(r, _)| r)
+    }
+
+    #[test]
+    fn each_check_has_its_reason() {
+        let ok = check("2026-11-29T08:15:02;4006381333931;2;OUT;J. Martin;B-12").unwrap();
+        assert_eq!(
+            (ok.reference.as_str(), ok.quantity, ok.out),
+            ("HYD-2040", 2, true)
+        );
+        assert_eq!(
+            check("29/11/2026 08:15:02;hyd-2040;1;E;J. Martin;")
+                .unwrap()
+                .reference,
+            "HYD-2040"
+        );
+        let r = |l: &str| check(l).err().unwrap();
+        assert_eq!(
+            r("2026-11-29T08:15:02;4006381333932;2;OUT;J;x"),
+            "barcode: not an EAN-13 (check digit)"
+        );
+        assert_eq!(
+            r("2026-11-29T08:15:02;4006381333948;2;OUT;J;x"),
+            "barcode: unknown"
+        );
+        assert_eq!(r("2026-11-29T08:15:02;XXX-1;2;OUT;J;x"), "barcode: unknown");
+        assert_eq!(
+            r("2026-11-29T08:15:02;4006381333931;0;OUT;J;x"),
+            "quantity: not a whole number above 0"
+        );
+        assert_eq!(
+            r("2026-11-29T08:15:02;4006381333931;2.5;OUT;J;x"),
+            "quantity: not a whole number above 0"
+        );
+        assert_eq!(
+            r("2026-11-29T08:15:02;4006381333931;2;INOUT;J;x"),
+            "direction: not IN or OUT"
+        );
+        assert_eq!(
+            r("hier;4006381333931;2;IN;J;x"),
+            "timestamp: not a date-time"
+        );
+        assert_eq!(
+            r("2026-11-29T08:15:02;4006381333931;2;IN;J"),
+            "line: wrong number of fields"
+        );
+        assert_eq!(
+            r("2026-11-29T08:15:02;4006381333931;2;IN; ;x"),
+            "operator: required"
+        );
+        // the same scan read twice has one identity
+        let a = check("2026-11-29T08:15:02;4006381333931;2;OUT;J. Martin;B-12").unwrap();
+        let b = check("2026-11-29T08:15:02; 4006381333931 ;2;OUT;J. Martin;B-12").unwrap();
+        assert_eq!(a.id, b.id);
+    }
+}
