@@ -191,6 +191,8 @@ pub fn evaluate(sink: &mut dyn Sink, cfg: &Config) -> Result<(Vec<String>, Vec<S
         }
         sink.finish_table()?;
     }
+    raised.sort();
+    cleared.sort();
     Ok((raised, cleared))
 }
 

@@ -425,7 +425,8 @@ impl Import<'_> {
             } else {
                 stock.0 + c.quantity
             };
-            if after < 0 {
+            // an IN never is refused, even onto a negative stock
+            if c.out && after < 0 {
                 match self.cfg.scans.below_zero {
                     BelowZero::Reject => {
                         let detail = format!(

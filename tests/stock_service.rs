@@ -1,0 +1,832 @@
+//! The stock service end to end through the real binary: scanner files
+//! into stock movements (SQLite and PostgreSQL), stock alerts to a real
+//! SMTP listener and an HTTP SMS double started here on 127.0.0.1,
+//! supplier catalogues and order suggestions. Expected values come from
+//! the fixture generators' ground truth (fixtures/*/…expected.json).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use serde_json::Value;
+
+fn json_file(rel: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(root().join(rel)).unwrap()).unwrap()
+}
+
+/// `repaero` with the project's configuration, a target, a quarantine in
+/// `dir`, extra `--set`s and environment.
+fn run(target: &str, dir: &Path, sets: &[String], env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_repaero"));
+    cmd.current_dir(root())
+        .arg("--config")
+        .arg(root().join("repaero.toml"))
+        .arg("--set")
+        .arg(format!("target.url={target}"))
+        .arg("--set")
+        .arg(format!("paths.quarantine={}", dir.join("q").display()));
+    for s in sets {
+        cmd.arg("--set").arg(s);
+    }
+    cmd.args(args)
+        .env_remove("REPAERO_TARGET")
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run repaero")
+}
+
+fn ok(o: Output) -> String {
+    assert_eq!(code(&o), 0, "{}\n{}", stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+fn import(target: &str, dir: &Path, sets: &[String], files: &[&Path]) -> Vec<Value> {
+    let mut args = vec!["scans", "import", "--json"];
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    args.extend(names.iter().map(String::as_str));
+    let out = ok(run(target, dir, sets, &[], &args));
+    serde_json::from_str::<Vec<Value>>(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn quantities(db: &Db) -> BTreeMap<String, i64> {
+    db.rows("SELECT reference, quantity FROM parts")
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].clone().unwrap(),
+                r[1].as_deref().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn scans_fixture() -> PathBuf {
+    root().join("fixtures/scans/scans.csv")
+}
+
+/// Import the fixture file into a freshly migrated stock and check every
+/// count and every stock level against the truth; then import it again.
+fn scans_match_the_truth(db: &Db, dir: &Path) {
+    let url = db.url();
+    ok(run(&url, dir, &[], &[], &["migrate", "stock"]));
+    let stock = json_file("fixtures/stock/stock.expected.json");
+    let truth = json_file("fixtures/scans/scans.expected.json");
+    let before = quantities(db);
+    for (r, v) in stock["part_values"].as_object().unwrap() {
+        assert_eq!(before[r], v[0].as_i64().unwrap(), "{r} after the migration");
+    }
+
+    let reports = import(&url, dir, &[], &[&scans_fixture()]);
+    assert_eq!(reports.len(), 1);
+    let r = &reports[0];
+    assert_eq!(r["status"], "imported");
+    for k in ["lines", "accepted", "already"] {
+        assert_eq!(r[k], truth[k], "{k}");
+    }
+    let want: BTreeMap<String, u64> = serde_json::from_value(truth["rejected"].clone()).unwrap();
+    let got: BTreeMap<String, u64> = serde_json::from_value(r["reasons"].clone()).unwrap();
+    assert_eq!(got, want, "rejects by reason");
+    assert_eq!(r["rejected"].as_u64().unwrap(), want.values().sum::<u64>());
+
+    // each part's stock moved by exactly its net movement, the others not
+    let after = quantities(db);
+    let net: BTreeMap<String, i64> = serde_json::from_value(truth["net"].clone()).unwrap();
+    for (reference, q) in &before {
+        assert_eq!(
+            after[reference],
+            q + net.get(reference).copied().unwrap_or(0),
+            "{reference}"
+        );
+    }
+    assert_eq!(
+        db.one("SELECT count(*) FROM stock_movements"),
+        truth["accepted"].to_string()
+    );
+    // the last movement of a part records the stock it left
+    for (reference, q) in &after {
+        let last = db.rows(&format!(
+            "SELECT stock_after FROM stock_movements WHERE reference = '{reference}' ORDER BY scanned_at DESC, line DESC"
+        ));
+        if let Some(row) = last.first() {
+            assert_eq!(
+                row[0].as_deref(),
+                Some(q.to_string().as_str()),
+                "{reference}"
+            );
+        }
+    }
+    // every rejected line is in _rejects, with the file and its line number
+    assert_eq!(
+        db.one("SELECT count(*) FROM _rejects WHERE job = 'scans'"),
+        r["rejected"].to_string()
+    );
+    let lines: Vec<i64> = db
+        .rows("SELECT source_row FROM _rejects WHERE job = 'scans' AND source LIKE '%scans.csv' ORDER BY source_row")
+        .into_iter()
+        .map(|r| r[0].as_deref().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, r["rejected"].as_u64().unwrap());
+    assert!(lines.windows(2).all(|w| w[0] < w[1]), "{lines:?}");
+    // the 2 MB line is rejected by its start, not stored whole
+    let longest: usize = db
+        .rows("SELECT record FROM _rejects WHERE job = 'scans'")
+        .into_iter()
+        .map(|r| r[0].as_deref().map_or(0, str::len))
+        .max()
+        .unwrap();
+    assert!(longest < 70_000, "a rejected record of {longest} bytes");
+    let quarantine = r["quarantine"].as_str().expect("quarantine file");
+    let text = std::fs::read_to_string(quarantine).unwrap();
+    assert_eq!(
+        text.lines().count() as u64,
+        1 + r["rejected"].as_u64().unwrap()
+    );
+    assert!(text.contains("stock: would go below zero"), "{text}");
+
+    // the same file again: nothing changes
+    let movements = db.rows("SELECT * FROM stock_movements ORDER BY line_id");
+    let again = import(&url, dir, &[], &[&scans_fixture()]);
+    assert!(
+        again[0]["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("already imported"),
+        "{again:?}"
+    );
+    assert_eq!(again[0]["accepted"], 0);
+    assert_eq!(quantities(db), after);
+    assert_eq!(
+        db.rows("SELECT * FROM stock_movements ORDER BY line_id"),
+        movements
+    );
+    assert_eq!(
+        db.one("SELECT count(*) FROM _rejects WHERE job = 'scans'"),
+        r["rejected"].to_string()
+    );
+
+    // a new export that repeats three lines already imported: only the new
+    // line is applied
+    let text = std::fs::read(scans_fixture()).unwrap();
+    let mut repeat: Vec<&[u8]> = text.split(|b| *b == b'\n').take(4).collect();
+    let new_line = b"2026-11-20T10:00:00;MOT-1001;2;OUT;J. Martin;A-01\r".to_vec();
+    repeat.push(&new_line);
+    let mut second = repeat.join(&b'\n');
+    second.push(b'\n');
+    let path = dir.join("export-2.csv");
+    std::fs::write(&path, second).unwrap();
+    let r2 = import(&url, dir, &[], &[&path]);
+    assert_eq!(
+        (r2[0]["lines"].as_u64(), r2[0]["already"].as_u64()),
+        (Some(4), Some(3))
+    );
+    assert_eq!(r2[0]["accepted"], 1);
+    assert_eq!(quantities(db)["MOT-1001"], after["MOT-1001"] - 2);
+}
+
+#[test]
+fn scans_import_into_sqlite_matches_the_truth_and_a_reimport_is_a_no_op() {
+    let dir = tempfile::tempdir().unwrap();
+    scans_match_the_truth(&Db::Sqlite(dir.path().join("t.db")), dir.path());
+}
+
+#[test]
+fn scans_import_into_postgres_matches_the_truth_and_a_reimport_is_a_no_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = pg::TempDb::new("scans");
+    scans_match_the_truth(&Db::Pg(pg.url()), dir.path());
+}
+
+#[test]
+fn below_zero_accept_applies_the_movement_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::Sqlite(dir.path().join("t.db"));
+    let url = db.url();
+    ok(run(&url, dir.path(), &[], &[], &["migrate", "stock"]));
+    let before = quantities(&db);
+    let sets = vec!["scans.below_zero=\"accept\"".to_string()];
+    let r = &import(&url, dir.path(), &sets, &[&scans_fixture()])[0];
+    let truth = json_file("fixtures/scans/scans.expected.json");
+    assert_eq!(
+        r["accepted"].as_u64(),
+        truth["accepted"].as_u64().map(|n| n + 1)
+    );
+    // each OUT that left the stock under zero is counted, the first being
+    // the fixture's OUT of 100000 (later clean OUTs of the part follow)
+    let under = db.rows(
+        "SELECT quantity FROM stock_movements WHERE direction = 'OUT' AND stock_after < 0 ORDER BY line",
+    );
+    assert_eq!(r["below_zero"].as_u64(), Some(under.len() as u64));
+    assert_eq!(under[0][0].as_deref(), Some("100000"));
+    assert!(r["reasons"].get("stock: would go below zero").is_none());
+    // the fixture's below-zero line: HYD-2040 (by its EAN-13) OUT 100000
+    let hyd = json_file("fixtures/stock/stock.expected.json")["barcodes"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, r)| *r == "HYD-2040")
+        .map(|(b, _)| b.clone())
+        .unwrap();
+    let text = String::from_utf8_lossy(&std::fs::read(scans_fixture()).unwrap()).into_owned();
+    assert!(text.contains(&format!(";{hyd};100000;OUT;")));
+    let net = truth["net"]["HYD-2040"].as_i64().unwrap();
+    assert_eq!(
+        quantities(&db)["HYD-2040"],
+        before["HYD-2040"] + net - 100_000
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Test peers: an SMTP listener and an HTTP SMS gateway double.
+
+/// A message as the SMTP listener received it.
+#[derive(Debug, Clone)]
+struct Mail {
+    from: String,
+    to: Vec<String>,
+    data: String,
+}
+
+/// A minimal SMTP server (RFC 5321 commands lettre sends without TLS),
+/// keeping every message it accepts.
+fn smtp_listener() -> (u16, Arc<Mutex<Vec<Mail>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mails = Arc::new(Mutex::new(Vec::new()));
+    let store = mails.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let store = store.clone();
+            std::thread::spawn(move || smtp_session(conn, &store));
+        }
+    });
+    (port, mails)
+}
+
+fn smtp_session(conn: TcpStream, store: &Mutex<Vec<Mail>>) {
+    let mut out = conn.try_clone().unwrap();
+    let mut input = BufReader::new(conn);
+    let mut say = |s: &str| {
+        let _ = out.write_all(s.as_bytes());
+    };
+    say("220 test-smtp ESMTP\r\n");
+    let (mut from, mut to) = (String::new(), Vec::new());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if input.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let cmd = line.trim_end().to_string();
+        let verb = cmd
+            .split([' ', ':'])
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        match verb.as_str() {
+            "EHLO" => say("250-test-smtp\r\n250 8BITMIME\r\n"),
+            "HELO" | "NOOP" => say("250 ok\r\n"),
+            "RSET" => {
+                from.clear();
+                to.clear();
+                say("250 ok\r\n")
+            }
+            "MAIL" => {
+                from = cmd[cmd.find(':').unwrap() + 1..].trim().to_string();
+                say("250 ok\r\n")
+            }
+            "RCPT" => {
+                to.push(cmd[cmd.find(':').unwrap() + 1..].trim().to_string());
+                say("250 ok\r\n")
+            }
+            "DATA" => {
+                say("354 end with <CRLF>.<CRLF>\r\n");
+                let mut data = String::new();
+                loop {
+                    line.clear();
+                    if input.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == ".\r\n" {
+                        break;
+                    }
+                    data.push_str(&line);
+                }
+                store.lock().unwrap().push(Mail {
+                    from: from.clone(),
+                    to: std::mem::take(&mut to),
+                    data,
+                });
+                say("250 queued\r\n")
+            }
+            "QUIT" => {
+                say("221 bye\r\n");
+                return;
+            }
+            _ => say("502 not implemented\r\n"),
+        }
+    }
+}
+
+/// A request as the SMS double received it.
+#[derive(Debug, Clone)]
+struct Sms {
+    path: String,
+    authorization: Option<String>,
+    content_type: Option<String>,
+    body: String,
+}
+
+/// An HTTP SMS gateway double: records each request and answers the next
+/// status of `statuses` (200 when none is left).
+type Shared<T> = Arc<Mutex<Vec<T>>>;
+
+fn sms_double() -> (u16, Shared<Sms>, Shared<u16>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let statuses = Arc::new(Mutex::new(Vec::<u16>::new()));
+    let (g, s) = (got.clone(), statuses.clone());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut out = conn.try_clone().unwrap();
+            let mut input = BufReader::new(conn);
+            let mut request_line = String::new();
+            if input.read_line(&mut request_line).unwrap_or(0) == 0 {
+                continue;
+            }
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_string();
+            let mut headers = BTreeMap::new();
+            loop {
+                let mut h = String::new();
+                if input.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                }
+            }
+            let len: usize = headers
+                .get("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0; len];
+            input.read_exact(&mut body).unwrap();
+            g.lock().unwrap().push(Sms {
+                path,
+                authorization: headers.get("authorization").cloned(),
+                content_type: headers.get("content-type").cloned(),
+                body: String::from_utf8(body).unwrap(),
+            });
+            let status = {
+                let mut q = s.lock().unwrap();
+                if q.is_empty() { 200 } else { q.remove(0) }
+            };
+            let answer = if status == 200 {
+                "{\"status\":\"queued\"}"
+            } else {
+                "{\"error\":\"gateway overloaded\"}"
+            };
+            let _ = write!(
+                out,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    (port, got, statuses)
+}
+
+fn scan_file(dir: &Path, name: &str, lines: &[&str]) -> PathBuf {
+    let p = dir.join(name);
+    let mut text = String::from("horodatage;code;quantité;sens;opérateur;emplacement\n");
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn an_alert_reaches_mail_and_sms_once_per_crossing_of_the_minimum() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = Db::Sqlite(d.join("t.db"));
+    let url = db.url();
+    let (smtp, mails) = smtp_listener();
+    let (http, sms, statuses) = sms_double();
+    let sets: Vec<String> = vec![
+        format!("alerts.email.server=smtp+plain://127.0.0.1:{smtp}"),
+        "alerts.email.from=repaero@repaero.fr".into(),
+        "alerts.email.to=[\"magasin@repaero.fr\", \"bras-droit@repaero.fr\"]".into(),
+        format!("alerts.sms.url=http://127.0.0.1:{http}/v1/sms"),
+        "alerts.sms.to=[\"+33600000001\"]".into(),
+        "alerts.sms.body={\"to\": \"{to}\", \"text\": \"Stock bas {reference} ({designation}) : {quantity} <= {minimum}\"}".into(),
+        "alerts.sms.authorization=Bearer ${SMS_TOKEN}".into(),
+        // the workbook has two parts already at their minimum: keep them
+        // out, so the messages are those of the movements below
+        "alerts.minimums.AVI-3001=0".into(),
+        "alerts.minimums.TRN-2005=0".into(),
+    ];
+    let env = [("SMS_TOKEN", "tok-123")];
+    let imp = |name: &str, lines: &[&str]| -> Value {
+        let f = scan_file(d, name, lines);
+        let out = ok(run(
+            &url,
+            d,
+            &sets,
+            &env,
+            &["scans", "import", "--json", f.to_str().unwrap()],
+        ));
+        serde_json::from_str::<Vec<Value>>(&out).unwrap().remove(0)
+    };
+    ok(run(&url, d, &sets, &env, &["migrate", "stock"]));
+    let counts = || (mails.lock().unwrap().len(), sms.lock().unwrap().len());
+    assert_eq!(counts(), (0, 0));
+    let hyd = |db: &Db| db.one("SELECT quantity FROM parts WHERE reference = 'HYD-2040'");
+    assert_eq!(hyd(&db), "5");
+    assert_eq!(
+        db.one("SELECT min_quantity FROM parts WHERE reference = 'HYD-2040'"),
+        "2"
+    );
+
+    // 5 → 2: at its minimum, in two movements of one file: one alert
+    let r = imp(
+        "1.csv",
+        &[
+            "2026-11-21T08:00:00;HYD-2040;1;OUT;J. Martin;B2-04",
+            "2026-11-21T08:00:05;3762843147577;2;OUT;J. Martin;B2-04",
+        ],
+    );
+    assert_eq!(r["accepted"], 2);
+    assert_eq!(r["alerts_raised"], serde_json::json!(["HYD-2040 (2 ≤ 2)"]));
+    assert_eq!(hyd(&db), "2");
+    assert_eq!(counts(), (1, 1));
+    {
+        let m = &mails.lock().unwrap()[0];
+        assert_eq!(m.from, "<repaero@repaero.fr>");
+        assert_eq!(
+            m.to,
+            vec!["<magasin@repaero.fr>", "<bras-droit@repaero.fr>"]
+        );
+        assert!(m.data.contains("HYD-2040"), "{}", m.data);
+        assert!(m.data.contains("Subject: "), "{}", m.data);
+        let s = &sms.lock().unwrap()[0];
+        assert_eq!(s.path, "/v1/sms");
+        assert_eq!(s.authorization.as_deref(), Some("Bearer tok-123"));
+        assert_eq!(s.content_type.as_deref(), Some("application/json"));
+        let body: Value = serde_json::from_str(&s.body).unwrap();
+        let designation = db.one("SELECT designation FROM parts WHERE reference = 'HYD-2040'");
+        assert_eq!(
+            body,
+            serde_json::json!({"to": "+33600000001", "text": format!("Stock bas HYD-2040 ({designation}) : 2 <= 2")})
+        );
+    }
+
+    // 2 → 1: still under its minimum, no new message
+    let r = imp(
+        "2.csv",
+        &["2026-11-21T09:00:00;HYD-2040;1;OUT;C. Lefèvre;B2-04"],
+    );
+    assert_eq!(r["alerts_raised"], serde_json::json!([]));
+    assert_eq!(counts(), (1, 1));
+    // `alerts check` finds nothing to send either
+    ok(run(&url, d, &sets, &env, &["alerts", "check"]));
+    assert_eq!(counts(), (1, 1));
+
+    // 1 → 6: back above, the alert is cleared
+    let r = imp(
+        "3.csv",
+        &["2026-11-22T10:00:00;HYD-2040;5;IN;A. Nguyen;B2-04"],
+    );
+    assert_eq!(r["alerts_cleared"], serde_json::json!(["HYD-2040 (6 > 2)"]));
+    let list: Vec<Value> = serde_json::from_str(&ok(run(
+        &url,
+        d,
+        &sets,
+        &env,
+        &["alerts", "list", "--all", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(list.len(), 1);
+    assert!(list[0]["cleared_at"].is_string(), "{list:?}");
+    assert!(list[0]["email_sent_at"].is_string() && list[0]["sms_sent_at"].is_string());
+    assert_eq!(
+        ok(run(&url, d, &sets, &env, &["alerts", "list"])).trim(),
+        "no open alert"
+    );
+
+    // 6 → 1: a second crossing, a second alert; the gateway fails this time
+    statuses.lock().unwrap().push(503);
+    let out = run(
+        &url,
+        d,
+        &sets,
+        &env,
+        &[
+            "scans",
+            "import",
+            scan_file(
+                d,
+                "4.csv",
+                &["2026-11-23T07:00:00;HYD-2040;5;OUT;J. Martin;B2-04"],
+            )
+            .to_str()
+            .unwrap(),
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("SMS for HYD-2040") && stderr(&out).contains("503"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(counts(), (2, 2), "the mail went, the SMS was tried");
+    assert!(mails.lock().unwrap()[1].data.contains("HYD-2040"));
+    // the check retries the SMS only
+    let out: Value = serde_json::from_str(&ok(run(
+        &url,
+        d,
+        &sets,
+        &env,
+        &["alerts", "check", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(out["sent"]["sms"], serde_json::json!(["HYD-2040"]));
+    assert_eq!(out["sent"]["email"], serde_json::json!([]));
+    assert_eq!(counts(), (2, 3));
+    ok(run(&url, d, &sets, &env, &["alerts", "check"]));
+    assert_eq!(counts(), (2, 3));
+    assert_eq!(db.one("SELECT count(*) FROM stock_alerts"), "2");
+    assert_eq!(
+        db.one("SELECT count(*) FROM stock_alerts WHERE cleared_at IS NULL"),
+        "1"
+    );
+    // the token is never printed
+    for o in [
+        run(&url, d, &sets, &env, &["alerts", "list", "--all"]),
+        run(&url, d, &sets, &env, &["alerts", "check", "--json"]),
+    ] {
+        assert!(!stdout(&o).contains("tok-123") && !stderr(&o).contains("tok-123"));
+    }
+}
+
+#[test]
+fn alerts_check_raises_from_the_current_stock_and_sends_once() {
+    // stock changed outside scans (a migration): `alerts check` catches up
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = Db::Sqlite(d.join("t.db"));
+    let url = db.url();
+    let (smtp, mails) = smtp_listener();
+    let sets: Vec<String> = vec![
+        format!("alerts.email.server=smtp+plain://127.0.0.1:{smtp}"),
+        "alerts.email.from=repaero@repaero.fr".into(),
+        "alerts.email.to=[\"magasin@repaero.fr\"]".into(),
+    ];
+    ok(run(&url, d, &sets, &[], &["migrate", "stock"]));
+    // parts at or under their workbook minimum, from the ground truth
+    let stock = json_file("fixtures/stock/stock.expected.json");
+    let mins: BTreeMap<String, i64> = db
+        .rows("SELECT reference, min_quantity FROM parts")
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].clone().unwrap(),
+                r[1].as_deref().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    let mut low: Vec<String> = stock["part_values"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(r, v)| v[0].as_i64().unwrap() <= mins[*r])
+        .map(|(r, _)| r.clone())
+        .collect();
+    low.sort();
+    assert!(!low.is_empty());
+    let out: Value = serde_json::from_str(&ok(run(
+        &url,
+        d,
+        &sets,
+        &[],
+        &["alerts", "check", "--json"],
+    )))
+    .unwrap();
+    let raised: Vec<String> = out["raised"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().split(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(raised, low);
+    assert_eq!(out["sent"]["email"], serde_json::json!(low));
+    let mut mailed: Vec<String> = mails
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            low.iter()
+                .find(|r| m.data.contains(r.as_str()))
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    mailed.sort();
+    assert_eq!(mailed, low);
+    let out: Value = serde_json::from_str(&ok(run(
+        &url,
+        d,
+        &sets,
+        &[],
+        &["alerts", "check", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(out["raised"], serde_json::json!([]));
+    assert_eq!(mails.lock().unwrap().len(), low.len());
+}
+
+#[test]
+fn an_unreachable_smtp_server_is_reported_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = Db::Sqlite(d.join("t.db")).url();
+    // a port nobody listens on: bind, note it, close
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sets: Vec<String> = vec![
+        format!("alerts.email.server=smtp+plain://127.0.0.1:{port}"),
+        "alerts.email.from=repaero@repaero.fr".into(),
+        "alerts.email.to=[\"magasin@repaero.fr\"]".into(),
+        "alerts.email.password=${SMTP_PASSWORD}".into(),
+        "alerts.email.username=repaero".into(),
+    ];
+    let env = [("SMTP_PASSWORD", "hunter2-secret")];
+    ok(run(&url, d, &sets, &env, &["migrate", "stock"]));
+    let out = run(&url, d, &sets, &env, &["alerts", "check"]);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains(&format!("SMTP 127.0.0.1:{port}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("hunter2") && !stdout(&out).contains("hunter2"));
+    // now the server is up: the same alerts go out
+    let (smtp, mails) = smtp_listener();
+    let mut sets = sets;
+    sets[0] = format!("alerts.email.server=smtp+plain://127.0.0.1:{smtp}");
+    // the listener does not offer AUTH: send without credentials
+    sets.truncate(3);
+    let out: Value = serde_json::from_str(&ok(run(
+        &url,
+        d,
+        &sets,
+        &[],
+        &["alerts", "check", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(
+        out["raised"],
+        serde_json::json!([]),
+        "already raised by the failed check"
+    );
+    let sent = out["sent"]["email"].as_array().unwrap().len();
+    assert!(sent > 0);
+    assert_eq!(mails.lock().unwrap().len(), sent);
+}
+
+// ---------------------------------------------------------------------------
+// Supplier catalogues and orders.
+
+#[test]
+fn supplier_catalogues_match_the_truth_and_orders_pick_cheapest_and_fastest() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = Db::Sqlite(d.join("t.db"));
+    let url = db.url();
+    let truth = json_file("fixtures/suppliers/suppliers.expected.json");
+    ok(run(&url, d, &[], &[], &["migrate", "stock"]));
+    let report: Value = serde_json::from_str(&ok(run(
+        &url,
+        d,
+        &[],
+        &[],
+        &["migrate", "suppliers", "--json"],
+    )))
+    .unwrap();
+    let table = |name: &str| {
+        report["runs"][0]["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["table"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let sp = table("supplier_parts");
+    assert_eq!(sp["written"], truth["supplier_parts_written"]);
+    assert_eq!(sp["merged"], truth["supplier_parts_merged"]);
+    let want: BTreeMap<String, u64> =
+        serde_json::from_value(truth["supplier_parts_rejected"].clone()).unwrap();
+    let got: BTreeMap<String, u64> = serde_json::from_value(sp["reasons"].clone()).unwrap();
+    assert_eq!(got, want);
+    let names: Vec<String> = db
+        .rows("SELECT name FROM suppliers ORDER BY name")
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect();
+    assert_eq!(serde_json::json!(names), truth["suppliers"]);
+    // every offer, with its price (none when "sur devis"), lead time, MOQ
+    let mut offers = BTreeMap::new();
+    for r in db.rows(
+        "SELECT supplier, reference, unit_price, lead_time_days, min_order FROM supplier_parts",
+    ) {
+        let f = |i: usize| r[i].as_deref().map(|v| v.parse::<f64>().unwrap());
+        offers.insert(
+            format!(
+                "{} | {}",
+                r[0].as_deref().unwrap(),
+                r[1].as_deref().unwrap()
+            ),
+            serde_json::json!([f(2), f(3).map(|v| v as i64), f(4).map(|v| v as i64)]),
+        );
+    }
+    assert_eq!(serde_json::json!(offers), truth["offers"]);
+    assert_eq!(
+        db.one("SELECT count(*) FROM supplier_parts WHERE unit_price IS NULL"),
+        truth["prices_on_request"].to_string()
+    );
+    assert_eq!(
+        db.one("SELECT count(*) FROM supplier_parts WHERE reference_valid = 0"),
+        truth["unknown_parts"].to_string()
+    );
+
+    // orders: parts at or under minimum; need = 2 × minimum − stock;
+    // cheapest = lowest total for what must be bought (MOQ included),
+    // fastest = shortest lead time; computed here from the truth
+    let suggestions: Vec<Value> =
+        serde_json::from_str(&ok(run(&url, d, &[], &[], &["order", "suggest", "--json"]))).unwrap();
+    let stock = json_file("fixtures/stock/stock.expected.json");
+    let mut expected = Vec::new();
+    for r in db.rows("SELECT reference, min_quantity FROM parts ORDER BY reference") {
+        let reference = r[0].clone().unwrap();
+        let min: i64 = r[1].as_deref().unwrap().parse().unwrap();
+        let q = stock["part_values"][&reference][0].as_i64().unwrap();
+        if q > min {
+            continue;
+        }
+        let need = (2 * min - q).max(1);
+        let mut cheapest: Option<(f64, String)> = None;
+        let mut fastest: Option<(i64, String)> = None;
+        for (k, o) in truth["offers"].as_object().unwrap() {
+            let (supplier, part) = k.split_once(" | ").unwrap();
+            if part != reference {
+                continue;
+            }
+            let qty = need.max(o[2].as_i64().unwrap());
+            if let Some(p) = o[0].as_f64() {
+                let total = p * qty as f64;
+                if cheapest.as_ref().is_none_or(|(t, _)| total < *t) {
+                    cheapest = Some((total, supplier.to_string()));
+                }
+            }
+            let lead = o[1].as_i64().unwrap();
+            if fastest.as_ref().is_none_or(|(l, _)| lead < *l) {
+                fastest = Some((lead, supplier.to_string()));
+            }
+        }
+        expected.push((reference, need, cheapest, fastest));
+    }
+    assert!(!expected.is_empty());
+    assert_eq!(suggestions.len(), expected.len(), "{suggestions:?}");
+    for (s, (reference, need, cheapest, fastest)) in suggestions.iter().zip(&expected) {
+        assert_eq!(s["reference"], *reference);
+        assert_eq!(s["need"], *need, "{reference}");
+        let (total, name) = cheapest.clone().unwrap();
+        assert_eq!(s["cheapest"]["supplier"], name, "{reference}");
+        assert_eq!(s["cheapest"]["total"].as_f64(), Some(total), "{reference}");
+        let (lead, name) = fastest.clone().unwrap();
+        assert_eq!(s["fastest"]["supplier"], name, "{reference}");
+        assert_eq!(s["fastest"]["lead_time_days"], lead, "{reference}");
+    }
+    let text = ok(run(&url, d, &[], &[], &["order", "suggest"]));
+    for (reference, ..) in &expected {
+        assert!(text.contains(reference.as_str()), "{text}");
+    }
+}
