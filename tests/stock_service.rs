@@ -830,3 +830,64 @@ fn supplier_catalogues_match_the_truth_and_orders_pick_cheapest_and_fastest() {
         assert!(text.contains(reference.as_str()), "{text}");
     }
 }
+
+/// Two scanner files imported at the same time by two processes: both
+/// apply in full, one after the other; no movement of either is lost.
+fn concurrent_imports_lose_nothing(db: &Db, dir: &Path) {
+    let url = db.url();
+    ok(run(&url, dir, &[], &[], &["migrate", "stock"]));
+    let before = quantities(db)["MOT-1001"];
+    let files: Vec<PathBuf> = (0..2)
+        .map(|f| {
+            let lines: Vec<String> = (0..300)
+                .map(|i| {
+                    format!(
+                        "2026-11-2{f}T08:{:02}:{:02};MOT-1001;1;IN;Op {f};A-01",
+                        i / 60,
+                        i % 60
+                    )
+                })
+                .collect();
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            scan_file(dir, &format!("c{f}.csv"), &lines)
+        })
+        .collect();
+    let children: Vec<_> = files
+        .iter()
+        .map(|f| {
+            Command::new(env!("CARGO_BIN_EXE_repaero"))
+                .current_dir(root())
+                .args(["--config", root().join("repaero.toml").to_str().unwrap()])
+                .args(["--set", &format!("target.url={url}")])
+                .args([
+                    "--set",
+                    &format!("paths.quarantine={}", dir.join("q").display()),
+                ])
+                .args(["scans", "import", f.to_str().unwrap()])
+                .env_remove("REPAERO_TARGET")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        ok(c.wait_with_output().unwrap());
+    }
+    assert_eq!(quantities(db)["MOT-1001"], before + 600);
+    assert_eq!(db.one("SELECT count(*) FROM stock_movements"), "600");
+    assert_eq!(db.one("SELECT count(*) FROM scan_files"), "2");
+}
+
+#[test]
+fn concurrent_imports_into_sqlite_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    concurrent_imports_lose_nothing(&Db::Sqlite(dir.path().join("t.db")), dir.path());
+}
+
+#[test]
+fn concurrent_imports_into_postgres_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = pg::TempDb::new("scans_concurrent");
+    concurrent_imports_lose_nothing(&Db::Pg(pg.url()), dir.path());
+}

@@ -247,7 +247,7 @@ fn check_line(
     lay: &Layout,
     parts: &HashMap<String, (i64, Option<i64>)>,
     barcodes: &HashMap<String, String>,
-) -> std::result::Result<(Candidate, ()), (String, String)> {
+) -> std::result::Result<Candidate, (String, String)> {
     let fields = split_record(text, delim);
     if fields.len() != lay.fields {
         return Err((
@@ -328,26 +328,23 @@ fn check_line(
         location.as_deref().unwrap_or("")
     );
     let id = hex::encode(&Sha256::digest(identity.as_bytes())[..16]);
-    Ok((
-        Candidate {
-            line: 0,
-            id,
-            at,
-            barcode: code.to_string(),
-            reference,
-            quantity,
-            out,
-            operator,
-            location,
-            record: lay
-                .names
-                .iter()
-                .zip(&fields)
-                .map(|(n, v)| (n.clone(), Some(v.clone())))
-                .collect(),
-        },
-        (),
-    ))
+    Ok(Candidate {
+        line: 0,
+        id,
+        at,
+        barcode: code.to_string(),
+        reference,
+        quantity,
+        out,
+        operator,
+        location,
+        record: lay
+            .names
+            .iter()
+            .zip(&fields)
+            .map(|(n, v)| (n.clone(), Some(v.clone())))
+            .collect(),
+    })
 }
 
 /// The import of one file, inside the sink's transaction.
@@ -497,10 +494,17 @@ fn import_file(cfg: &Config, path: &Path, dry_run: bool) -> Result<ScanReport> {
             checksum: sum.clone(),
             ..Default::default()
         };
+        let d = sink.dialect();
+        // imports of other files (or any other stock writer) wait until
+        // this one commits: the tables it creates, the files and the stock
+        // read below are those written back. SQLite has one writer at a
+        // time already (BEGIN IMMEDIATE).
+        if d == crate::sink::Dialect::Postgres && sink.count_rows("parts")?.is_some() {
+            sink.query_text("LOCK TABLE \"parts\" IN SHARE ROW EXCLUSIVE MODE")?;
+        }
         // the file record first: a file already imported is not read again
         sink.start_table(&files_def(), WriteMode::Append)?;
         sink.finish_table()?;
-        let d = sink.dialect();
         let done = sink.query_text(&format!(
             "SELECT {} FROM {} WHERE {} = '{sum}'",
             d.quote("imported_at"),
@@ -566,9 +570,7 @@ fn import_file(cfg: &Config, path: &Path, dry_run: bool) -> Result<ScanReport> {
                 match decode(&buf, crate::source::csv::Encoding::Utf8) {
                     Err(e) => Err(("line: not UTF-8".to_string(), e)),
                     Ok(text) if text.trim().is_empty() => continue,
-                    Ok(text) => {
-                        check_line(&text, delim, &lay, &imp.parts, &barcodes).map(|(c, _)| c)
-                    }
+                    Ok(text) => check_line(&text, delim, &lay, &imp.parts, &barcodes),
                 }
             };
             imp.report.lines += 1;
@@ -751,9 +753,7 @@ mod tests {
     fn check(line: &str) -> std::result::Result<Candidate, String> {
         let codes: HashMap<String, String> =
             [("4006381333931".to_string(), "HYD-2040".to_string())].into();
-        check_line(line, ';', &lay(), &parts(), &codes)
-            .map(|(c, _)| c)
-            .map_err(|(r, _)| r)
+        check_line(line, ';', &lay(), &parts(), &codes).map_err(|(r, _)| r)
     }
 
     #[test]
