@@ -891,3 +891,42 @@ fn concurrent_imports_into_postgres_lose_nothing() {
     let pg = pg::TempDb::new("scans_concurrent");
     concurrent_imports_lose_nothing(&Db::Pg(pg.url()), dir.path());
 }
+
+/// A line repeated far down a long file (another 10,000-line batch) is
+/// still recognised: counted as already imported, applied once.
+fn a_repeat_in_a_later_batch_is_applied_once(db: &Db, dir: &Path) {
+    let url = db.url();
+    ok(run(&url, dir, &[], &[], &["migrate", "stock"]));
+    let before = quantities(db)["CON-4001"];
+    let mut lines: Vec<String> = (0..10_050)
+        .map(|i| {
+            format!(
+                "2026-11-20T{:02}:{:02}:{:02};CON-4001;1;IN;J. Martin;C-01",
+                i / 3600,
+                (i / 60) % 60,
+                i % 60
+            )
+        })
+        .collect();
+    lines.push(lines[0].clone());
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let f = scan_file(dir, "long.csv", &lines);
+    let r = &import(&url, dir, &[], &[&f])[0];
+    assert_eq!(r["lines"], 10_051);
+    assert_eq!(r["accepted"], 10_050);
+    assert_eq!(r["already"], 1);
+    assert_eq!(quantities(db)["CON-4001"], before + 10_050);
+}
+
+#[test]
+fn a_repeat_in_a_later_batch_is_applied_once_in_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_repeat_in_a_later_batch_is_applied_once(&Db::Sqlite(dir.path().join("t.db")), dir.path());
+}
+
+#[test]
+fn a_repeat_in_a_later_batch_is_applied_once_in_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = pg::TempDb::new("scans_repeat");
+    a_repeat_in_a_later_batch_is_applied_once(&Db::Pg(pg.url()), dir.path());
+}

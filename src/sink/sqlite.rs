@@ -60,9 +60,13 @@ impl SqliteSink {
         .map_err(|e| Error::runtime(format!("{label}: cannot open: {e}")))?;
         // Foreign keys are checked once, before the commit (check_integrity):
         // a `replace` swap drops and renames tables that others reference,
-        // which per-statement enforcement would refuse.
+        // which per-statement enforcement would refuse. A 64 MiB page cache
+        // (the default is 2 MiB): a bulk load into an indexed table larger
+        // than the cache otherwise reads its index pages back for each
+        // insert (measured in docs/benchmarks.md, scans).
         conn.execute_batch(
-            "PRAGMA foreign_keys = OFF; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;",
+            "PRAGMA foreign_keys = OFF; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
+             PRAGMA cache_size = -65536;",
         )
         .map_err(db_err(&label))?;
         // rowdiff's row hash, as PostgreSQL and Oracle compute it in SQL

@@ -134,7 +134,8 @@ struct Candidate {
     out: bool,
     operator: String,
     location: Option<String>,
-    record: Vec<(String, Option<String>)>,
+    /// The line as read, for the quarantine if it is refused later.
+    line_text: String,
 }
 
 /// Where each field is in the file's lines.
@@ -146,7 +147,6 @@ struct Layout {
     operator: usize,
     location: Option<usize>,
     fields: usize,
-    names: Vec<String>,
 }
 
 fn layout(header: &[String], file: &str) -> Result<Layout> {
@@ -173,7 +173,6 @@ fn layout(header: &[String], file: &str) -> Result<Layout> {
         operator: need(&["operateur", "operator"])?,
         location: find(&["emplacement", "location"]),
         fields: header.len(),
-        names: header.to_vec(),
     })
 }
 
@@ -320,14 +319,19 @@ fn check_line(
         .map(f)
         .filter(|s| !s.is_empty())
         .map(str::to_string);
-    // a line's identity: what it says, whatever file it comes in
-    let identity = format!(
-        "{}|{code}|{quantity}|{}|{operator}|{}",
-        at.format("%Y-%m-%dT%H:%M:%S%.f"),
-        if out { "OUT" } else { "IN" },
-        location.as_deref().unwrap_or("")
+    // a line's identity: what it says, whatever file it comes in; its
+    // key is led by the time, so that the key (and its index) grows at
+    // its end as a scanner's export does, instead of at random places
+    let id = line_id(
+        at,
+        &[
+            code,
+            &quantity.to_string(),
+            if out { "OUT" } else { "IN" },
+            &operator,
+            location.as_deref().unwrap_or(""),
+        ],
     );
-    let id = hex::encode(&Sha256::digest(identity.as_bytes())[..16]);
     Ok(Candidate {
         line: 0,
         id,
@@ -338,13 +342,37 @@ fn check_line(
         out,
         operator,
         location,
-        record: lay
-            .names
-            .iter()
-            .zip(&fields)
-            .map(|(n, v)| (n.clone(), Some(v.clone())))
-            .collect(),
+        line_text: text.to_string(),
     })
+}
+
+/// `YYYYMMDDHHMMSS.mmm-` and 24 hex digits of the SHA-256 of the time
+/// (to the nanosecond) and the fields, `|`-separated.
+fn line_id(at: NaiveDateTime, fields: &[&str]) -> String {
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write as _;
+    let mut stamp = String::with_capacity(32);
+    let _ = write!(
+        stamp,
+        "{:04}{:02}{:02}{:02}{:02}{:02}",
+        at.year(),
+        at.month(),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    );
+    let nanos = at.nanosecond();
+    let mut h = Sha256::new();
+    h.update(stamp.as_bytes());
+    h.update(nanos.to_le_bytes());
+    for f in fields {
+        h.update(b"|");
+        h.update(f.as_bytes());
+    }
+    let _ = write!(stamp, ".{:03}-", nanos / 1_000_000);
+    stamp.push_str(&hex::encode(&h.finalize()[..12]));
+    stamp
 }
 
 /// The import of one file, inside the sink's transaction.
@@ -358,7 +386,6 @@ struct Import<'a> {
     parts: HashMap<String, (i64, Option<i64>)>,
     changed: HashSet<String>,
     pending: Vec<Candidate>,
-    seen: HashSet<String>,
 }
 
 impl Import<'_> {
@@ -390,21 +417,34 @@ impl Import<'_> {
         }
         let pending = std::mem::take(&mut self.pending);
         let d = self.sink.dialect();
-        let ids: Vec<String> = pending.iter().map(|c| format!("'{}'", c.id)).collect();
+        // ids are digits, '.', '-' and hex: safe to write as literals
+        let mut sql = format!(
+            "SELECT {0} FROM {1} WHERE {0} IN (",
+            d.quote("line_id"),
+            d.quote(MOVEMENTS)
+        );
+        sql.reserve(pending.len() * (pending[0].id.len() + 4));
+        for (i, c) in pending.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push('\'');
+            sql.push_str(&c.id);
+            sql.push('\'');
+        }
+        sql.push(')');
         let known: HashSet<String> = self
             .sink
-            .query_text(&format!(
-                "SELECT {0} FROM {1} WHERE {0} IN ({2})",
-                d.quote("line_id"),
-                d.quote(MOVEMENTS),
-                ids.join(", ")
-            ))?
+            .query_text(&sql)?
             .into_iter()
             .filter_map(|r| r.into_iter().next().flatten())
             .collect();
+        // the lines of earlier batches are in the table already (the query
+        // above sees them, in this transaction): only this batch's are kept
+        let mut seen: HashSet<String> = HashSet::with_capacity(pending.len());
         let mut rows = Vec::with_capacity(pending.len());
         for c in pending {
-            if known.contains(&c.id) || !self.seen.insert(c.id.clone()) {
+            if known.contains(&c.id) || !seen.insert(c.id.clone()) {
                 self.report.already += 1;
                 continue;
             }
@@ -413,7 +453,7 @@ impl Import<'_> {
                     c.line,
                     "barcode: unknown".into(),
                     format!("part {} is not in parts", c.reference),
-                    c.record,
+                    vec![("line".to_string(), Some(shown(c.line_text.as_bytes())))],
                 )?;
                 continue;
             };
@@ -434,7 +474,7 @@ impl Import<'_> {
                             c.line,
                             "stock: would go below zero".into(),
                             detail,
-                            c.record,
+                            vec![("line".to_string(), Some(shown(c.line_text.as_bytes())))],
                         )?;
                         continue;
                     }
@@ -529,7 +569,6 @@ fn import_file(cfg: &Config, path: &Path, dry_run: bool) -> Result<ScanReport> {
             parts,
             changed: HashSet::new(),
             pending: Vec::new(),
-            seen: HashSet::new(),
         };
         let f = std::fs::File::open(path)
             .map_err(|e| Error::input(format!("{file}: cannot open: {e}")))?;
