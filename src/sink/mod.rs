@@ -32,6 +32,21 @@ pub struct ColumnDef {
     pub length: Option<u32>,
 }
 
+impl ColumnDef {
+    /// A column of a table repaero owns (no mapping): integers and
+    /// decimals 18 digits, text unbounded.
+    pub fn new(name: &str, ty: ColumnType, not_null: bool) -> ColumnDef {
+        ColumnDef {
+            name: name.into(),
+            ty,
+            precision: 18,
+            scale: 0,
+            not_null,
+            length: None,
+        }
+    }
+}
+
 /// A foreign key: `column` references `table.references`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ForeignKey {

@@ -20,14 +20,7 @@ use crate::transform::parse::epoch_millis;
 pub const ALERTS: &str = "stock_alerts";
 
 fn col(name: &str, ty: ColumnType, not_null: bool) -> ColumnDef {
-    ColumnDef {
-        name: name.into(),
-        ty,
-        precision: 18,
-        scale: 0,
-        not_null,
-        length: None,
-    }
+    ColumnDef::new(name, ty, not_null)
 }
 
 /// `stock_alerts`.
@@ -66,11 +59,7 @@ pub struct Alert {
     pub sms_sent_at: Option<String>,
 }
 
-fn num(v: &Option<String>) -> Option<i64> {
-    v.as_deref()
-        .and_then(|s| s.parse::<f64>().ok())
-        .map(|f| f as i64)
-}
+use super::int as num;
 
 /// A part's minimum: the configured one, else the workbook's, else the
 /// default.
@@ -116,15 +105,7 @@ pub fn list(sink: &mut dyn Sink) -> Result<Vec<Alert>> {
 /// open, clear the open alerts of parts back above it; returns the
 /// references raised and cleared. Runs inside the caller's transaction.
 pub fn evaluate(sink: &mut dyn Sink, cfg: &Config) -> Result<(Vec<String>, Vec<String>)> {
-    let rows = sink.select_text(
-        "parts",
-        &[
-            "reference".into(),
-            "designation".into(),
-            "quantity".into(),
-            "min_quantity".into(),
-        ],
-    )?;
+    let levels = super::levels(sink)?;
     // the table exists from here on (created empty the first time)
     sink.start_table(&alerts_def(), WriteMode::Append)?;
     sink.finish_table()?;
@@ -139,12 +120,9 @@ pub fn evaluate(sink: &mut dyn Sink, cfg: &Config) -> Result<(Vec<String>, Vec<S
     let mut raised = Vec::new();
     let mut clear_ops = Vec::new();
     let mut cleared = Vec::new();
-    for r in rows {
-        let Some(reference) = r.first().cloned().flatten() else {
-            continue;
-        };
-        let qty = num(&r[2]).unwrap_or(0);
-        let min = minimum(&cfg.alerts, &reference, num(&r[3]));
+    for l in levels {
+        let (reference, qty) = (l.reference, l.quantity);
+        let min = minimum(&cfg.alerts, &reference, l.min_quantity);
         let key = reference.to_uppercase();
         match (qty <= min, open.get(&key)) {
             (true, None) => {
@@ -152,7 +130,7 @@ pub fn evaluate(sink: &mut dyn Sink, cfg: &Config) -> Result<(Vec<String>, Vec<S
                 new_rows.push(vec![
                     Value::Text(format!("{reference}@{stamp}")),
                     Value::Text(reference.clone()),
-                    r[1].clone().map_or(Value::Null, Value::Text),
+                    l.designation.map_or(Value::Null, Value::Text),
                     Value::Int(qty),
                     Value::Int(min),
                     Value::Datetime(stamp),

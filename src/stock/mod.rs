@@ -5,3 +5,47 @@
 pub mod alerts;
 pub mod orders;
 pub mod scans;
+
+use crate::error::Result;
+use crate::sink::Sink;
+
+/// A part's stock as the target holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Level {
+    pub reference: String,
+    pub designation: Option<String>,
+    pub quantity: i64,
+    /// The workbook's "Seuil mini" (`parts.min_quantity`).
+    pub min_quantity: Option<i64>,
+}
+
+/// An integer as a store gives it back as text (`12`, `12.0`).
+pub(crate) fn int(v: &Option<String>) -> Option<i64> {
+    v.as_deref()
+        .and_then(|s| s.parse::<f64>().ok())
+        .map(|f| f as i64)
+}
+
+/// Every part's stock and minimum (the caller checks `parts` exists).
+pub fn levels(sink: &mut dyn Sink) -> Result<Vec<Level>> {
+    let rows = sink.select_text(
+        "parts",
+        &[
+            "reference".into(),
+            "designation".into(),
+            "quantity".into(),
+            "min_quantity".into(),
+        ],
+    )?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(Level {
+                reference: r.first()?.clone()?,
+                designation: r.get(1).cloned().flatten(),
+                quantity: r.get(2).and_then(int).unwrap_or(0),
+                min_quantity: r.get(3).and_then(int),
+            })
+        })
+        .collect())
+}

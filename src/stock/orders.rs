@@ -48,15 +48,7 @@ fn num(v: &Option<String>) -> Option<f64> {
 /// The order suggestions, by reference.
 pub fn suggest(cfg: &Config) -> Result<Vec<Suggestion>> {
     let mut sink = crate::sink::open(&cfg.target.url, true)?;
-    let parts = sink.select_text(
-        "parts",
-        &[
-            "reference".into(),
-            "designation".into(),
-            "quantity".into(),
-            "min_quantity".into(),
-        ],
-    )?;
+    let parts = super::levels(sink.as_mut())?;
     let catalogue = if sink.count_rows("supplier_parts")?.is_some() {
         sink.select_text(
             "supplier_parts",
@@ -73,11 +65,8 @@ pub fn suggest(cfg: &Config) -> Result<Vec<Suggestion>> {
     };
     let mut out = Vec::new();
     for p in parts {
-        let Some(reference) = p[0].clone() else {
-            continue;
-        };
-        let stock = num(&p[2]).unwrap_or(0.0) as i64;
-        let minimum = super::alerts::minimum(&cfg.alerts, &reference, num(&p[3]).map(|v| v as i64));
+        let (reference, stock) = (p.reference, p.quantity);
+        let minimum = super::alerts::minimum(&cfg.alerts, &reference, p.min_quantity);
         if stock > minimum {
             continue;
         }
@@ -135,7 +124,7 @@ pub fn suggest(cfg: &Config) -> Result<Vec<Suggestion>> {
             .cloned();
         out.push(Suggestion {
             reference,
-            designation: p[1].clone(),
+            designation: p.designation,
             stock,
             minimum,
             need,

@@ -39,14 +39,7 @@ const JOB: &str = "scans";
 const BATCH: usize = 10_000;
 
 fn col(name: &str, ty: ColumnType, not_null: bool) -> ColumnDef {
-    ColumnDef {
-        name: name.into(),
-        ty,
-        precision: 18,
-        scale: 0,
-        not_null,
-        length: None,
-    }
+    ColumnDef::new(name, ty, not_null)
 }
 
 /// `stock_movements`: one row per scanned line applied.
@@ -203,28 +196,9 @@ pub fn load_parts(sink: &mut dyn Sink) -> Result<HashMap<String, (i64, Option<i6
             sink.describe()
         )));
     }
-    let rows = sink.select_text(
-        "parts",
-        &["reference".into(), "quantity".into(), "min_quantity".into()],
-    )?;
-    Ok(rows
+    Ok(super::levels(sink)?
         .into_iter()
-        .filter_map(|r| {
-            let reference = r.first()?.clone()?.to_uppercase();
-            let qty = r
-                .get(1)
-                .cloned()
-                .flatten()
-                .and_then(|s| s.parse::<f64>().ok())
-                .unwrap_or(0.0) as i64;
-            let min = r
-                .get(2)
-                .cloned()
-                .flatten()
-                .and_then(|s| s.parse::<f64>().ok())
-                .map(|v| v as i64);
-            Some((reference, (qty, min)))
-        })
+        .map(|l| (l.reference.to_uppercase(), (l.quantity, l.min_quantity)))
         .collect())
 }
 
