@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
@@ -252,11 +252,27 @@ struct Mail {
     from: String,
     to: Vec<String>,
     data: String,
+    /// Received over TLS (STARTTLS or smtps).
+    tls: bool,
 }
 
-/// A minimal SMTP server (RFC 5321 commands lettre sends without TLS),
-/// keeping every message it accepts.
+/// How the SMTP listener secures its sessions.
+#[derive(Clone)]
+enum Secure {
+    Plain,
+    /// Offers STARTTLS, and refuses mail before it.
+    StartTls(Arc<rustls::ServerConfig>),
+    /// TLS from the first byte (smtps).
+    Tls(Arc<rustls::ServerConfig>),
+}
+
+/// A minimal SMTP server (the RFC 5321 commands lettre sends, STARTTLS
+/// included), keeping every message it accepts.
 fn smtp_listener() -> (u16, Arc<Mutex<Vec<Mail>>>) {
+    smtp_listener_with(Secure::Plain)
+}
+
+fn smtp_listener_with(secure: Secure) -> (u16, Arc<Mutex<Vec<Mail>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let mails = Arc::new(Mutex::new(Vec::new()));
@@ -264,19 +280,45 @@ fn smtp_listener() -> (u16, Arc<Mutex<Vec<Mail>>>) {
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
             let store = store.clone();
-            std::thread::spawn(move || smtp_session(conn, &store));
+            let secure = secure.clone();
+            std::thread::spawn(move || match secure {
+                Secure::Plain => smtp_session(Box::new(conn), &store, None, false, true),
+                Secure::StartTls(cfg) => {
+                    smtp_session(Box::new(conn), &store, Some(cfg), false, true)
+                }
+                Secure::Tls(cfg) => {
+                    let tls =
+                        rustls::StreamOwned::new(rustls::ServerConnection::new(cfg).unwrap(), conn);
+                    smtp_session(Box::new(tls), &store, None, true, true)
+                }
+            });
         }
     });
     (port, mails)
 }
 
-fn smtp_session(conn: TcpStream, store: &Mutex<Vec<Mail>>) {
-    let mut out = conn.try_clone().unwrap();
+/// A byte stream, plain or TLS.
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// One session over `conn`; `starttls` offers the upgrade, `secured`
+/// says the session is encrypted, `greet` sends the banner (not after
+/// STARTTLS: the client goes on with EHLO).
+fn smtp_session(
+    conn: Box<dyn Stream>,
+    store: &Mutex<Vec<Mail>>,
+    starttls: Option<Arc<rustls::ServerConfig>>,
+    secured: bool,
+    greet: bool,
+) {
     let mut input = BufReader::new(conn);
-    let mut say = |s: &str| {
-        let _ = out.write_all(s.as_bytes());
+    let say = |input: &mut BufReader<Box<dyn Stream>>, s: &str| {
+        let _ = input.get_mut().write_all(s.as_bytes());
+        let _ = input.get_mut().flush();
     };
-    say("220 test-smtp ESMTP\r\n");
+    if greet {
+        say(&mut input, "220 test-smtp ESMTP\r\n");
+    }
     let (mut from, mut to) = (String::new(), Vec::new());
     let mut line = String::new();
     loop {
@@ -291,23 +333,36 @@ fn smtp_session(conn: TcpStream, store: &Mutex<Vec<Mail>>) {
             .unwrap_or("")
             .to_ascii_uppercase();
         match verb.as_str() {
-            "EHLO" => say("250-test-smtp\r\n250 8BITMIME\r\n"),
-            "HELO" | "NOOP" => say("250 ok\r\n"),
+            "EHLO" if starttls.is_some() => say(
+                &mut input,
+                "250-test-smtp\r\n250-STARTTLS\r\n250 8BITMIME\r\n",
+            ),
+            "EHLO" => say(&mut input, "250-test-smtp\r\n250 8BITMIME\r\n"),
+            "STARTTLS" if starttls.is_some() => {
+                say(&mut input, "220 go ahead\r\n");
+                let cfg = starttls.unwrap();
+                let conn = input.into_inner();
+                let tls =
+                    rustls::StreamOwned::new(rustls::ServerConnection::new(cfg).unwrap(), conn);
+                return smtp_session(Box::new(tls), store, None, true, false);
+            }
+            "MAIL" if starttls.is_some() => say(&mut input, "530 must issue STARTTLS first\r\n"),
+            "HELO" | "NOOP" => say(&mut input, "250 ok\r\n"),
             "RSET" => {
                 from.clear();
                 to.clear();
-                say("250 ok\r\n")
+                say(&mut input, "250 ok\r\n")
             }
             "MAIL" => {
                 from = cmd[cmd.find(':').unwrap() + 1..].trim().to_string();
-                say("250 ok\r\n")
+                say(&mut input, "250 ok\r\n")
             }
             "RCPT" => {
                 to.push(cmd[cmd.find(':').unwrap() + 1..].trim().to_string());
-                say("250 ok\r\n")
+                say(&mut input, "250 ok\r\n")
             }
             "DATA" => {
-                say("354 end with <CRLF>.<CRLF>\r\n");
+                say(&mut input, "354 end with <CRLF>.<CRLF>\r\n");
                 let mut data = String::new();
                 loop {
                     line.clear();
@@ -323,14 +378,15 @@ fn smtp_session(conn: TcpStream, store: &Mutex<Vec<Mail>>) {
                     from: from.clone(),
                     to: std::mem::take(&mut to),
                     data,
+                    tls: secured,
                 });
-                say("250 queued\r\n")
+                say(&mut input, "250 queued\r\n")
             }
             "QUIT" => {
-                say("221 bye\r\n");
+                say(&mut input, "221 bye\r\n");
                 return;
             }
-            _ => say("502 not implemented\r\n"),
+            _ => say(&mut input, "502 not implemented\r\n"),
         }
     }
 }
@@ -929,4 +985,161 @@ fn a_repeat_in_a_later_batch_is_applied_once_in_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let pg = pg::TempDb::new("scans_repeat");
     a_repeat_in_a_later_batch_is_applied_once(&Db::Pg(pg.url()), dir.path());
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it (openssl),
+/// and the listener's TLS configuration; returns the CA's PEM path.
+fn test_pki(dir: &Path) -> (PathBuf, Arc<rustls::ServerConfig>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let sh = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let rsa = ["-newkey", "rsa:2048", "-nodes"];
+    sh(&[
+        &["req", "-x509"],
+        &rsa[..],
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=repaero test CA",
+        ],
+    ]
+    .concat());
+    sh(&[
+        &["req"],
+        &rsa[..],
+        &[
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    sh(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let certs = CertificateDer::pem_file_iter(dir.join("srv.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("srv.key")).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    (dir.join("ca.pem"), Arc::new(cfg))
+}
+
+#[test]
+fn alerts_go_by_starttls_and_by_tls_and_an_unknown_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = Db::Sqlite(d.join("t.db")).url();
+    let (ca, tls) = test_pki(d);
+    let (starttls_port, starttls_mails) = smtp_listener_with(Secure::StartTls(tls.clone()));
+    let (tls_port, tls_mails) = smtp_listener_with(Secure::Tls(tls));
+    let sets = |server: String, ca: Option<&Path>| {
+        let mut v = vec![
+            format!("alerts.email.server={server}"),
+            "alerts.email.from=repaero@repaero.fr".to_string(),
+            "alerts.email.to=[\"magasin@repaero.fr\"]".to_string(),
+        ];
+        if let Some(ca) = ca {
+            v.push(format!("alerts.email.ca_file={}", ca.display()));
+        }
+        v
+    };
+    ok(run(&url, d, &[], &[], &["migrate", "stock"]));
+
+    // the relay's certificate is not signed by a public root: refused
+    let out = run(
+        &url,
+        d,
+        &sets(format!("smtp://127.0.0.1:{starttls_port}"), None),
+        &[],
+        &["alerts", "check"],
+    );
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains(&format!("SMTP 127.0.0.1:{starttls_port}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).to_lowercase().contains("certificate"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(starttls_mails.lock().unwrap().is_empty());
+
+    // trusting its CA: the pending alerts go, encrypted
+    let out: Value = serde_json::from_str(&ok(run(
+        &url,
+        d,
+        &sets(format!("smtp://127.0.0.1:{starttls_port}"), Some(&ca)),
+        &[],
+        &["alerts", "check", "--json"],
+    )))
+    .unwrap();
+    let sent = out["sent"]["email"].as_array().unwrap().len();
+    assert!(sent > 0, "{out}");
+    let mails = starttls_mails.lock().unwrap().clone();
+    assert_eq!(mails.len(), sent);
+    assert!(mails.iter().all(|m| m.tls), "{mails:?}");
+
+    // implicit TLS (smtps): a new crossing, mailed once, encrypted
+    let f = scan_file(
+        d,
+        "tls.csv",
+        &["2026-11-24T08:00:00;MOT-1002;8;OUT;J. Martin;A-02"],
+    );
+    let sets_tls = sets(format!("smtps://127.0.0.1:{tls_port}"), Some(&ca));
+    ok(run(
+        &url,
+        d,
+        &sets_tls,
+        &[],
+        &["scans", "import", f.to_str().unwrap()],
+    ));
+    let mails = tls_mails.lock().unwrap().clone();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert!(mails[0].tls && mails[0].data.contains("MOT-1002"));
+    assert_eq!(starttls_mails.lock().unwrap().len(), sent);
 }

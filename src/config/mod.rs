@@ -211,6 +211,9 @@ pub struct EmailConfig {
     /// Subject template (`{reference}`, `{designation}`, `{quantity}`, `{minimum}`).
     #[serde(default = "EmailConfig::default_subject")]
     pub subject: String,
+    /// PEM certificate(s) trusted besides the public roots: a relay
+    /// whose certificate an internal CA signed.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl EmailConfig {
@@ -506,6 +509,13 @@ fn resolve_relative_paths(root: &mut toml::Value, base: &Path) {
                 *url = format!("sqlite://{p}");
             }
         }
+    }
+    if let Some(toml::Value::String(p)) = root
+        .get_mut("alerts")
+        .and_then(|a| a.get_mut("email"))
+        .and_then(|e| e.get_mut("ca_file"))
+    {
+        join(p);
     }
     // [paths] are resolved when used (Config::resolve), defaults included.
 }

@@ -5,6 +5,7 @@
 
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::EmailConfig;
@@ -54,13 +55,25 @@ pub async fn send(cfg: &EmailConfig, subject: &str, body: &str) -> Result<()> {
     let (sec, host, port) = parse_server(&cfg.server)?;
     let smtp_err =
         |e: lettre::transport::smtp::Error| Error::runtime(format!("SMTP {host}:{port}: {e}"));
-    let builder = match sec {
-        Security::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&host).map_err(smtp_err)?,
-        Security::StartTls => {
-            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host).map_err(smtp_err)?
+    // the public roots, plus the relay's own CA when one is configured
+    let tls = || -> Result<TlsParameters> {
+        let mut params = TlsParameters::builder(host.clone());
+        if let Some(path) = &cfg.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                Error::config(format!("alerts.email.ca_file {}: {e}", path.display()))
+            })?;
+            let cert = Certificate::from_pem(&pem).map_err(|e| {
+                Error::config(format!("alerts.email.ca_file {}: {e}", path.display()))
+            })?;
+            params = params.add_root_certificate(cert);
         }
-        Security::Plain => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host),
+        params.build_rustls().map_err(smtp_err)
     };
+    let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host).tls(match sec {
+        Security::Tls => Tls::Wrapper(tls()?),
+        Security::StartTls => Tls::Required(tls()?),
+        Security::Plain => Tls::None,
+    });
     let mut builder = builder
         .port(port)
         .timeout(Some(std::time::Duration::from_secs(30)));
