@@ -17,6 +17,8 @@ use crate::sink::{ColumnDef, Sink, TableDef};
 use crate::transform::dedupe::MergeOp;
 use crate::transform::parse::epoch_millis;
 
+use super::int as num;
+
 pub const ALERTS: &str = "stock_alerts";
 
 fn col(name: &str, ty: ColumnType, not_null: bool) -> ColumnDef {
@@ -58,8 +60,6 @@ pub struct Alert {
     pub email_sent_at: Option<String>,
     pub sms_sent_at: Option<String>,
 }
-
-use super::int as num;
 
 /// A part's minimum: the configured one, else the workbook's, else the
 /// default.
