@@ -1143,3 +1143,42 @@ fn alerts_go_by_starttls_and_by_tls_and_an_unknown_certificate_is_refused() {
     assert!(mails[0].tls && mails[0].data.contains("MOT-1002"));
     assert_eq!(starttls_mails.lock().unwrap().len(), sent);
 }
+
+/// A dry run of several jobs sees what the jobs before it would have
+/// written (suppliers' offers are checked against the stock job's parts)
+/// and leaves nothing behind.
+#[test]
+fn a_dry_run_of_stock_then_suppliers_checks_offers_against_the_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let truth = json_file("fixtures/suppliers/suppliers.expected.json");
+    let check = |db: &Db| {
+        let out = ok(run(
+            &db.url(),
+            d,
+            &[],
+            &[],
+            &["migrate", "stock", "suppliers", "--dry-run", "--json"],
+        ));
+        let report: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+        let sp = report["runs"][1]["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["table"] == "supplier_parts")
+            .cloned()
+            .unwrap();
+        assert_eq!(sp["written"], truth["supplier_parts_written"]);
+        assert_eq!(report["runs"][1]["dry_run"], true);
+    };
+    check(&Db::Sqlite(d.join("t.db")));
+    assert!(!d.join("t.db").exists(), "a dry run created the database");
+    let pg = pg::TempDb::new("dry_suppliers");
+    let db = Db::Pg(pg.url());
+    check(&db);
+    assert_eq!(
+        db.one("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"),
+        "0"
+    );
+}

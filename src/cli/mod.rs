@@ -672,24 +672,36 @@ fn migrate(cfg: &Config, args: &MigrateArgs) -> Result<u8> {
         errors: Vec::new(),
     };
     let mut code = 0u8;
-    for job in &jobs {
-        tracing::info!(job = job.name, "starting");
-        match pipeline::run_job(cfg, job, &opts, &run_id) {
-            Ok(report) => {
-                if !args.json {
-                    print!("{}", pipeline::report::render(&report));
-                }
-                out.runs.push(report);
+    let mut handle = |job: &Job, result: Result<pipeline::JobReport>| match result {
+        Ok(report) => {
+            if !args.json {
+                print!("{}", pipeline::report::render(&report));
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                code = code.max(e.exit_code());
-                out.errors.push(JobError {
-                    job: job.name.clone(),
-                    error: e.to_string(),
-                    exit_code: e.exit_code(),
-                });
-            }
+            out.runs.push(report);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            code = code.max(e.exit_code());
+            out.errors.push(JobError {
+                job: job.name.clone(),
+                error: e.to_string(),
+                exit_code: e.exit_code(),
+            });
+        }
+    };
+    if args.dry_run && jobs.len() > 1 {
+        // one transaction for all: each job sees what the ones before it
+        // would have written, as in the real run
+        for (job, result) in jobs
+            .iter()
+            .zip(pipeline::dry_run_jobs(cfg, &jobs, &opts, &run_id))
+        {
+            handle(job, result);
+        }
+    } else {
+        for job in &jobs {
+            tracing::info!(job = job.name, "starting");
+            handle(job, pipeline::run_job(cfg, job, &opts, &run_id));
         }
     }
     if args.json {

@@ -151,13 +151,85 @@ struct JobRun<'a> {
 
 /// Run one job against the configured target.
 pub fn run_job(cfg: &Config, job: &Job, opts: &RunOptions, run_id: &str) -> Result<JobReport> {
-    let started = chrono::Utc::now();
-    let t0 = Instant::now();
     let src_cfg = cfg.source(&job.source)?;
     let source = Source::open(&job.source, src_cfg)
         .map_err(|e| e.context(format!("job {}, source `{}`", job.name, job.source)))?;
     let mut sink = sink::open(&cfg.target.url, opts.dry_run)
         .map_err(|e| e.context(format!("job {}, target", job.name)))?;
+    sink.begin()?;
+    match run_job_in(cfg, job, opts, run_id, sink.as_mut(), source) {
+        Ok(report) => {
+            if opts.dry_run {
+                sink.rollback()?;
+            } else {
+                sink.commit()?;
+            }
+            Ok(report)
+        }
+        Err(e) => {
+            // Nothing half-written: the whole job is one transaction.
+            if let Err(rb) = sink.rollback() {
+                tracing::warn!("rollback after failure also failed: {rb}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Dry-run several jobs in one transaction, rolled back at the end, so
+/// that a job sees what the jobs before it would have written (the
+/// suppliers' offers are checked against the parts of the stock job). A
+/// job that fails ends that transaction; the next ones go on in a new one.
+pub fn dry_run_jobs(
+    cfg: &Config,
+    jobs: &[Job],
+    opts: &RunOptions,
+    run_id: &str,
+) -> Vec<Result<JobReport>> {
+    let mut out = Vec::new();
+    let mut sink: Option<Box<dyn Sink>> = None;
+    for job in jobs {
+        let result = (|| -> Result<JobReport> {
+            let src_cfg = cfg.source(&job.source)?;
+            let source = Source::open(&job.source, src_cfg)
+                .map_err(|e| e.context(format!("job {}, source `{}`", job.name, job.source)))?;
+            if sink.is_none() {
+                let mut s = sink::open(&cfg.target.url, true)
+                    .map_err(|e| e.context(format!("job {}, target", job.name)))?;
+                s.begin()?;
+                sink = Some(s);
+            }
+            let s = sink
+                .as_mut()
+                .ok_or_else(|| Error::runtime("dry run: no target"))?;
+            run_job_in(cfg, job, opts, run_id, s.as_mut(), source)
+        })();
+        if result.is_err() {
+            if let Some(mut s) = sink.take() {
+                let _ = s.rollback();
+            }
+        }
+        out.push(result);
+    }
+    if let Some(mut s) = sink.take() {
+        if let Err(e) = s.rollback() {
+            tracing::warn!("dry run: rollback failed: {e}");
+        }
+    }
+    out
+}
+
+/// A job's tables, in the caller's transaction on `sink`.
+fn run_job_in(
+    cfg: &Config,
+    job: &Job,
+    opts: &RunOptions,
+    run_id: &str,
+    sink: &mut dyn Sink,
+    source: Source,
+) -> Result<JobReport> {
+    let started = chrono::Utc::now();
+    let t0 = Instant::now();
     let mut run = JobRun {
         source: &source,
         job: &job.name,
@@ -186,10 +258,9 @@ pub fn run_job(cfg: &Config, job: &Job, opts: &RunOptions, run_id: &str) -> Resu
         tables: Vec::new(),
         files: Vec::new(),
     };
-    sink.begin()?;
     let outcome = (|| -> Result<()> {
         for (mapping, mode) in &job.tables {
-            let tally = run.table(sink.as_mut(), mapping, *mode).map_err(|e| {
+            let tally = run.table(sink, mapping, *mode).map_err(|e| {
                 e.context(format!("job {}, table {}", job.name, mapping.target.table))
             })?;
             report.tables.push(tally);
@@ -217,23 +288,7 @@ pub fn run_job(cfg: &Config, job: &Job, opts: &RunOptions, run_id: &str) -> Resu
         })?;
         Ok(())
     })();
-    match outcome {
-        Ok(()) => {
-            if opts.dry_run {
-                sink.rollback()?;
-            } else {
-                sink.commit()?;
-            }
-            Ok(report)
-        }
-        Err(e) => {
-            // Nothing half-written: the whole job is one transaction.
-            if let Err(rb) = sink.rollback() {
-                tracing::warn!("rollback after failure also failed: {rb}");
-            }
-            Err(e)
-        }
-    }
+    outcome.map(|()| report)
 }
 
 impl JobRun<'_> {
