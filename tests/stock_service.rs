@@ -1182,3 +1182,114 @@ fn a_dry_run_of_stock_then_suppliers_checks_offers_against_the_parts() {
         "0"
     );
 }
+
+/// A supplier who sends an Excel workbook: the same column rules, read
+/// from a sheet (the project's mappings with the sheet in place of the
+/// CSV file pattern), with a title row above the header, numbers typed as
+/// numbers, "sur devis" and a bad minimum order.
+#[test]
+fn an_excel_supplier_catalogue_goes_through_the_same_rules() {
+    use rust_xlsxwriter::Workbook;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = Db::Sqlite(d.join("t.db"));
+    ok(run(&db.url(), d, &[], &[], &["migrate", "stock"]));
+
+    let xlsx = d.join("hydrauliques-du-sud.xlsx");
+    let mut wb = Workbook::new();
+    let ws = wb.add_worksheet();
+    ws.set_name("Catalogue").unwrap();
+    ws.write_string(0, 0, "Tarifs 2026 — Hydrauliques du Sud")
+        .unwrap();
+    let header = [
+        "Fournisseur",
+        "Référence",
+        "Désignation",
+        "Prix unitaire HT",
+        "Délai (jours)",
+        "Minimum de commande",
+    ];
+    for (c, h) in header.iter().enumerate() {
+        ws.write_string(2, c as u16, *h).unwrap();
+    }
+    let rows: [(&str, &str, Option<f64>, f64, f64); 3] = [
+        ("HYD-2040", "Joint torique HP", Some(10.5), 4.0, 20.0),
+        ("avi-3001", "Transpondeur mode S", None, 30.0, 1.0),
+        ("TRN-2005", "Pneu 5.00-5", Some(160.0), 9.0, 0.0),
+    ];
+    for (i, (r, des, price, lead, moq)) in rows.iter().enumerate() {
+        let row = 3 + i as u32;
+        ws.write_string(row, 0, " hydrauliques du sud").unwrap();
+        ws.write_string(row, 1, *r).unwrap();
+        ws.write_string(row, 2, *des).unwrap();
+        match price {
+            Some(p) => ws.write_number(row, 3, *p).unwrap(),
+            None => ws.write_string(row, 3, "sur devis").unwrap(),
+        };
+        ws.write_number(row, 4, *lead).unwrap();
+        ws.write_number(row, 5, *moq).unwrap();
+    }
+    wb.save(&xlsx).unwrap();
+
+    // a project of its own: the same target, an Excel source, the
+    // project's two mappings reading the sheet
+    let p = d.join("project");
+    std::fs::create_dir_all(p.join("jobs")).unwrap();
+    std::fs::create_dir_all(p.join("mappings")).unwrap();
+    std::fs::write(
+        p.join("repaero.toml"),
+        format!(
+            "[target]\nurl = \"{}\"\n[sources.catalogue]\nkind = \"excel\"\npath = \"{}\"\n",
+            db.url(),
+            xlsx.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("jobs/suppliers_xlsx.toml"),
+        "source = \"catalogue\"\n[[tables]]\nmapping = \"suppliers\"\n[[tables]]\nmapping = \"supplier_parts\"\n",
+    )
+    .unwrap();
+    for m in ["suppliers", "supplier_parts"] {
+        let text = std::fs::read_to_string(root().join(format!("mappings/{m}.toml"))).unwrap();
+        assert!(text.contains("table = \"catalogue_*.csv\""));
+        std::fs::write(
+            p.join(format!("mappings/{m}.toml")),
+            text.replace("table = \"catalogue_*.csv\"", "sheet = \"Catalogue\""),
+        )
+        .unwrap();
+    }
+    let out = repaero_in(&p, &["migrate", "suppliers_xlsx", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let sp = &report["runs"][0]["tables"][1];
+    assert_eq!(sp["table"], "supplier_parts");
+    assert_eq!(
+        (
+            sp["read"].as_u64(),
+            sp["written"].as_u64(),
+            sp["rejected"].as_u64()
+        ),
+        (Some(3), Some(2), Some(1))
+    );
+    assert_eq!(sp["reasons"]["min_order: below 1"], 1);
+    assert_eq!(
+        db.rows("SELECT supplier, reference, unit_price, lead_time_days, min_order FROM supplier_parts ORDER BY reference"),
+        vec![
+            vec![
+                Some("HYDRAULIQUES DU SUD".into()),
+                Some("AVI-3001".into()),
+                None,
+                Some("30".into()),
+                Some("1".into()),
+            ],
+            vec![
+                Some("HYDRAULIQUES DU SUD".into()),
+                Some("HYD-2040".into()),
+                Some("10.5".into()),
+                Some("4".into()),
+                Some("20".into()),
+            ],
+        ]
+    );
+}
