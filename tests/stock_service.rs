@@ -1293,3 +1293,41 @@ fn an_excel_supplier_catalogue_goes_through_the_same_rules() {
         ]
     );
 }
+
+/// A file imported while the scanner was still writing it, then again
+/// once complete: the cut line is rejected the first time, applied the
+/// second, and nothing is applied twice.
+#[test]
+fn a_file_caught_half_written_is_completed_by_the_next_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = Db::Sqlite(d.join("t.db"));
+    let url = db.url();
+    ok(run(&url, d, &[], &[], &["migrate", "stock"]));
+    let before = quantities(&db)["CON-4002"];
+    let full = "horodatage;code;quantité;sens;opérateur;emplacement\n\
+                2026-11-25T08:00:00;CON-4002;1;OUT;J. Martin;C-02\n\
+                2026-11-25T08:00:10;CON-4002;2;OUT;J. Martin;C-02\n\
+                2026-11-25T08:00:20;CON-4002;4;OUT;J. Martin;C-02\n";
+    let path = d.join("export.csv");
+    // cut inside the third line
+    std::fs::write(&path, &full[..full.len() - 12]).unwrap();
+    let r = &import(&url, d, &[], &[&path])[0];
+    assert_eq!(
+        (r["accepted"].as_u64(), r["rejected"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(r["reasons"]["line: truncated (no end of line)"], 1);
+    assert_eq!(quantities(&db)["CON-4002"], before - 3);
+    std::fs::write(&path, full).unwrap();
+    let r = &import(&url, d, &[], &[&path])[0];
+    assert_eq!(
+        (
+            r["accepted"].as_u64(),
+            r["already"].as_u64(),
+            r["rejected"].as_u64()
+        ),
+        (Some(1), Some(2), Some(0))
+    );
+    assert_eq!(quantities(&db)["CON-4002"], before - 7);
+}
