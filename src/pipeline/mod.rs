@@ -189,10 +189,19 @@ pub fn dry_run_jobs(
     let mut out = Vec::new();
     let mut sink: Option<Box<dyn Sink>> = None;
     for job in jobs {
+        // a source that cannot be opened touched nothing: the transaction
+        // goes on for the next jobs
+        let source = match cfg.source(&job.source).and_then(|src_cfg| {
+            Source::open(&job.source, src_cfg)
+                .map_err(|e| e.context(format!("job {}, source `{}`", job.name, job.source)))
+        }) {
+            Ok(s) => s,
+            Err(e) => {
+                out.push(Err(e));
+                continue;
+            }
+        };
         let result = (|| -> Result<JobReport> {
-            let src_cfg = cfg.source(&job.source)?;
-            let source = Source::open(&job.source, src_cfg)
-                .map_err(|e| e.context(format!("job {}, source `{}`", job.name, job.source)))?;
             if sink.is_none() {
                 let mut s = sink::open(&cfg.target.url, true)
                     .map_err(|e| e.context(format!("job {}, target", job.name)))?;
