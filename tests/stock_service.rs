@@ -1331,3 +1331,58 @@ fn a_file_caught_half_written_is_completed_by_the_next_import() {
     );
     assert_eq!(quantities(&db)["CON-4002"], before - 7);
 }
+
+/// Two `alerts check` at once (cron and a hand, or two hosts): each
+/// crossing is raised once and mailed once.
+fn concurrent_checks_mail_once(db: &Db, dir: &Path) {
+    let url = db.url();
+    let (smtp, mails) = smtp_listener();
+    let sets: Vec<String> = vec![
+        format!("alerts.email.server=smtp+plain://127.0.0.1:{smtp}"),
+        "alerts.email.from=repaero@repaero.fr".into(),
+        "alerts.email.to=[\"magasin@repaero.fr\"]".into(),
+    ];
+    ok(run(&url, dir, &sets, &[], &["migrate", "stock"]));
+    let low: usize = db
+        .one("SELECT count(*) FROM parts WHERE quantity <= min_quantity")
+        .parse()
+        .unwrap();
+    assert!(low > 0);
+    for _ in 0..3 {
+        let children: Vec<_> = (0..3)
+            .map(|_| {
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_repaero"));
+                cmd.current_dir(root())
+                    .args(["--config", root().join("repaero.toml").to_str().unwrap()])
+                    .args(["--set", &format!("target.url={url}")]);
+                for s in &sets {
+                    cmd.args(["--set", s]);
+                }
+                cmd.args(["alerts", "check"])
+                    .env_remove("REPAERO_TARGET")
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            ok(c.wait_with_output().unwrap());
+        }
+    }
+    assert_eq!(db.one("SELECT count(*) FROM stock_alerts"), low.to_string());
+    assert_eq!(mails.lock().unwrap().len(), low);
+}
+
+#[test]
+fn concurrent_alert_checks_mail_once_in_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    concurrent_checks_mail_once(&Db::Sqlite(dir.path().join("t.db")), dir.path());
+}
+
+#[test]
+fn concurrent_alert_checks_mail_once_in_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = pg::TempDb::new("alerts_concurrent");
+    concurrent_checks_mail_once(&Db::Pg(pg.url()), dir.path());
+}

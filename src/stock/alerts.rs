@@ -105,6 +105,8 @@ pub fn list(sink: &mut dyn Sink) -> Result<Vec<Alert>> {
 /// open, clear the open alerts of parts back above it; returns the
 /// references raised and cleared. Runs inside the caller's transaction.
 pub fn evaluate(sink: &mut dyn Sink, cfg: &Config) -> Result<(Vec<String>, Vec<String>)> {
+    // one evaluation at a time: two would raise the same crossing twice
+    super::lock(sink, "parts")?;
     let levels = super::levels(sink)?;
     // the table exists from here on (created empty the first time)
     sink.start_table(&alerts_def(), WriteMode::Append)?;
@@ -212,6 +214,8 @@ pub fn notify(cfg: &Config) -> Result<Sent> {
     }
     let mut sink = crate::sink::open(&cfg.target.url, false)?;
     sink.begin()?;
+    // one sender at a time: a second one waits, then finds them sent
+    super::lock(sink.as_mut(), ALERTS)?;
     let pending: Vec<Alert> = list(sink.as_mut())?
         .into_iter()
         .filter(|a| a.cleared_at.is_none())

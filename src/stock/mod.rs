@@ -7,7 +7,21 @@ pub mod orders;
 pub mod scans;
 
 use crate::error::Result;
-use crate::sink::Sink;
+use crate::sink::{Dialect, Sink};
+
+/// On PostgreSQL, make the other writers of `table` (another import, a
+/// concurrent `alerts check`) wait until this transaction ends, so that
+/// what it reads is what it writes back. SQLite has one writer at a time
+/// already (`BEGIN IMMEDIATE`).
+pub(crate) fn lock(sink: &mut dyn Sink, table: &str) -> Result<()> {
+    if sink.dialect() == Dialect::Postgres && sink.count_rows(table)?.is_some() {
+        sink.query_text(&format!(
+            "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
+            Dialect::Postgres.quote(table)
+        ))?;
+    }
+    Ok(())
+}
 
 /// A part's stock as the target holds it.
 #[derive(Debug, Clone, PartialEq)]

@@ -539,11 +539,8 @@ fn import_file(cfg: &Config, path: &Path, dry_run: bool) -> Result<ScanReport> {
         let d = sink.dialect();
         // imports of other files (or any other stock writer) wait until
         // this one commits: the tables it creates, the files and the stock
-        // read below are those written back. SQLite has one writer at a
-        // time already (BEGIN IMMEDIATE).
-        if d == crate::sink::Dialect::Postgres && sink.count_rows("parts")?.is_some() {
-            sink.query_text("LOCK TABLE \"parts\" IN SHARE ROW EXCLUSIVE MODE")?;
-        }
+        // read below are those written back
+        super::lock(sink.as_mut(), "parts")?;
         // the file record first: a file already imported is not read again
         sink.start_table(&files_def(), WriteMode::Append)?;
         sink.finish_table()?;
