@@ -22,7 +22,13 @@ fn json_file(rel: &str) -> Value {
 
 /// `repaero` with the project's configuration, a target, a quarantine in
 /// `dir`, extra `--set`s and environment.
-fn run(target: &str, dir: &Path, sets: &[String], env: &[(&str, &str)], args: &[&str]) -> Output {
+fn command(
+    target: &str,
+    dir: &Path,
+    sets: &[String],
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_repaero"));
     cmd.current_dir(root())
         .arg("--config")
@@ -40,7 +46,22 @@ fn run(target: &str, dir: &Path, sets: &[String], env: &[(&str, &str)], args: &[
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("run repaero")
+    cmd
+}
+
+fn run(target: &str, dir: &Path, sets: &[String], env: &[(&str, &str)], args: &[&str]) -> Output {
+    command(target, dir, sets, env, args)
+        .output()
+        .expect("run repaero")
+}
+
+/// The same, started in the background, its output kept.
+fn spawn(target: &str, dir: &Path, sets: &[String], args: &[&str]) -> std::process::Child {
+    command(target, dir, sets, &[], args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start repaero")
 }
 
 fn ok(o: Output) -> String {
@@ -910,22 +931,7 @@ fn concurrent_imports_lose_nothing(db: &Db, dir: &Path) {
         .collect();
     let children: Vec<_> = files
         .iter()
-        .map(|f| {
-            Command::new(env!("CARGO_BIN_EXE_repaero"))
-                .current_dir(root())
-                .args(["--config", root().join("repaero.toml").to_str().unwrap()])
-                .args(["--set", &format!("target.url={url}")])
-                .args([
-                    "--set",
-                    &format!("paths.quarantine={}", dir.join("q").display()),
-                ])
-                .args(["scans", "import", f.to_str().unwrap()])
-                .env_remove("REPAERO_TARGET")
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|f| spawn(&url, dir, &[], &["scans", "import", f.to_str().unwrap()]))
         .collect();
     for c in children {
         ok(c.wait_with_output().unwrap());
@@ -1350,21 +1356,7 @@ fn concurrent_checks_mail_once(db: &Db, dir: &Path) {
     assert!(low > 0);
     for _ in 0..3 {
         let children: Vec<_> = (0..3)
-            .map(|_| {
-                let mut cmd = Command::new(env!("CARGO_BIN_EXE_repaero"));
-                cmd.current_dir(root())
-                    .args(["--config", root().join("repaero.toml").to_str().unwrap()])
-                    .args(["--set", &format!("target.url={url}")]);
-                for s in &sets {
-                    cmd.args(["--set", s]);
-                }
-                cmd.args(["alerts", "check"])
-                    .env_remove("REPAERO_TARGET")
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
+            .map(|_| spawn(&url, dir, &sets, &["alerts", "check"]))
             .collect();
         for c in children {
             ok(c.wait_with_output().unwrap());
