@@ -1378,3 +1378,40 @@ fn concurrent_alert_checks_mail_once_in_postgres() {
     let pg = pg::TempDb::new("alerts_concurrent");
     concurrent_checks_mail_once(&Db::Pg(pg.url()), dir.path());
 }
+
+#[test]
+fn a_dry_run_import_counts_everything_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = Db::Sqlite(d.join("t.db"));
+    let url = db.url();
+    ok(run(&url, d, &[], &[], &["migrate", "stock"]));
+    let before = quantities(&db);
+    let truth = json_file("fixtures/scans/scans.expected.json");
+    let out = ok(run(
+        &url,
+        d,
+        &[],
+        &[],
+        &[
+            "scans",
+            "import",
+            "--dry-run",
+            "--json",
+            scans_fixture().to_str().unwrap(),
+        ],
+    ));
+    let r: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(r[0]["status"], "rolled back (dry run)");
+    assert_eq!(r[0]["accepted"], truth["accepted"]);
+    assert_eq!(quantities(&db), before);
+    assert_eq!(
+        db.one(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('stock_movements', 'scan_files')"
+        ),
+        "0"
+    );
+    // and the real import afterwards is not "already imported"
+    let r = &import(&url, d, &[], &[&scans_fixture()])[0];
+    assert_eq!(r["status"], "imported");
+}
