@@ -102,25 +102,7 @@ impl Job {
 
     /// Names of all jobs in `jobs/`, sorted.
     pub fn list(cfg: &Config) -> Result<Vec<String>> {
-        let dir = cfg.jobs_dir();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(Error::config(format!("cannot list {}: {e}", dir.display())));
-            }
-        };
-        let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let p = e.path();
-                (p.extension().is_some_and(|x| x == "toml"))
-                    .then(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-                    .flatten()
-            })
-            .collect();
-        names.sort();
-        Ok(names)
+        super::toml_stems(&cfg.jobs_dir())
     }
 }
 

@@ -485,6 +485,29 @@ fn locate(text: &str, label: &str, e: &toml::de::Error) -> String {
     }
 }
 
+/// The names (without `.toml`) of the TOML files in `dir`, sorted; none
+/// when `dir` does not exist.
+pub fn toml_stems(dir: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Error::config(format!("cannot list {}: {e}", dir.display())));
+        }
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let p = e.path();
+            (p.extension().is_some_and(|x| x == "toml"))
+                .then(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .flatten()
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 fn resolve_relative_paths(root: &mut toml::Value, base: &Path) {
     if base == Path::new(".") {
         return;

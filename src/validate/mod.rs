@@ -294,22 +294,7 @@ fn resolve_params(
 impl Validation {
     /// Names of the jobs with a validation file.
     pub fn list(cfg: &Config) -> Result<Vec<String>> {
-        let dir = cfg.resolve(&cfg.paths.validation);
-        let mut names: Vec<String> = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let p = e.path();
-                    (p.extension().is_some_and(|x| x == "toml"))
-                        .then(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-                        .flatten()
-                })
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Error::config(format!("cannot list {}: {e}", dir.display()))),
-        };
-        names.sort();
-        Ok(names)
+        crate::config::toml_stems(&cfg.resolve(&cfg.paths.validation))
     }
 
     /// Load `validation/<job>.toml` and check it against the job.
