@@ -64,6 +64,19 @@ fn spawn(target: &str, dir: &Path, sets: &[String], args: &[&str]) -> std::proce
         .expect("start repaero")
 }
 
+/// Run a scenario on a fresh SQLite target.
+fn on_sqlite(scenario: fn(&Db, &Path)) {
+    let dir = tempfile::tempdir().unwrap();
+    scenario(&Db::Sqlite(dir.path().join("t.db")), dir.path());
+}
+
+/// Run a scenario on a fresh PostgreSQL database (`name` keeps tests apart).
+fn on_postgres(name: &str, scenario: fn(&Db, &Path)) {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = pg::TempDb::new(name);
+    scenario(&Db::Pg(pg.url()), dir.path());
+}
+
 fn ok(o: Output) -> String {
     assert_eq!(code(&o), 0, "{}\n{}", stdout(&o), stderr(&o));
     stdout(&o)
@@ -214,15 +227,12 @@ fn scans_match_the_truth(db: &Db, dir: &Path) {
 
 #[test]
 fn scans_import_into_sqlite_matches_the_truth_and_a_reimport_is_a_no_op() {
-    let dir = tempfile::tempdir().unwrap();
-    scans_match_the_truth(&Db::Sqlite(dir.path().join("t.db")), dir.path());
+    on_sqlite(scans_match_the_truth);
 }
 
 #[test]
 fn scans_import_into_postgres_matches_the_truth_and_a_reimport_is_a_no_op() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg = pg::TempDb::new("scans");
-    scans_match_the_truth(&Db::Pg(pg.url()), dir.path());
+    on_postgres("scans", scans_match_the_truth);
 }
 
 #[test]
@@ -943,15 +953,12 @@ fn concurrent_imports_lose_nothing(db: &Db, dir: &Path) {
 
 #[test]
 fn concurrent_imports_into_sqlite_lose_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    concurrent_imports_lose_nothing(&Db::Sqlite(dir.path().join("t.db")), dir.path());
+    on_sqlite(concurrent_imports_lose_nothing);
 }
 
 #[test]
 fn concurrent_imports_into_postgres_lose_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg = pg::TempDb::new("scans_concurrent");
-    concurrent_imports_lose_nothing(&Db::Pg(pg.url()), dir.path());
+    on_postgres("scans_concurrent", concurrent_imports_lose_nothing);
 }
 
 /// A line repeated far down a long file (another 10,000-line batch) is
@@ -982,15 +989,12 @@ fn a_repeat_in_a_later_batch_is_applied_once(db: &Db, dir: &Path) {
 
 #[test]
 fn a_repeat_in_a_later_batch_is_applied_once_in_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    a_repeat_in_a_later_batch_is_applied_once(&Db::Sqlite(dir.path().join("t.db")), dir.path());
+    on_sqlite(a_repeat_in_a_later_batch_is_applied_once);
 }
 
 #[test]
 fn a_repeat_in_a_later_batch_is_applied_once_in_postgres() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg = pg::TempDb::new("scans_repeat");
-    a_repeat_in_a_later_batch_is_applied_once(&Db::Pg(pg.url()), dir.path());
+    on_postgres("scans_repeat", a_repeat_in_a_later_batch_is_applied_once);
 }
 
 /// A CA and a server certificate for 127.0.0.1 signed by it (openssl),
@@ -1368,15 +1372,12 @@ fn concurrent_checks_mail_once(db: &Db, dir: &Path) {
 
 #[test]
 fn concurrent_alert_checks_mail_once_in_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    concurrent_checks_mail_once(&Db::Sqlite(dir.path().join("t.db")), dir.path());
+    on_sqlite(concurrent_checks_mail_once);
 }
 
 #[test]
 fn concurrent_alert_checks_mail_once_in_postgres() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg = pg::TempDb::new("alerts_concurrent");
-    concurrent_checks_mail_once(&Db::Pg(pg.url()), dir.path());
+    on_postgres("alerts_concurrent", concurrent_checks_mail_once);
 }
 
 #[test]
