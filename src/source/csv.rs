@@ -102,6 +102,19 @@ pub struct Line {
     pub terminated: bool,
 }
 
+/// What a data line holds, once read.
+#[derive(Debug, PartialEq)]
+pub enum LineContent<'a> {
+    Text(Cow<'a, str>),
+    /// Only spaces: not a record, not counted.
+    Blank,
+    /// Cannot be a record: too long, cut short, or not in its encoding.
+    Rejected {
+        reason: String,
+        detail: String,
+    },
+}
+
 /// Reads lines of at most `max` bytes from a stream; CR before LF dropped.
 pub struct LineReader<R> {
     inner: BufReader<R>,
@@ -115,6 +128,64 @@ impl<R: Read> LineReader<R> {
             inner: BufReader::with_capacity(64 * 1024, inner),
             max,
             number: 0,
+        }
+    }
+
+    /// The header of a delimited file: its first non-empty line, without
+    /// a byte-order mark, split on `delimiter` or on the one it shows.
+    /// `file` names the file in errors.
+    pub fn header(
+        &mut self,
+        buf: &mut Vec<u8>,
+        file: &str,
+        encoding: Encoding,
+        delimiter: Option<char>,
+    ) -> Result<(Vec<String>, char)> {
+        loop {
+            let Some(line) = self
+                .next_line(buf)
+                .map_err(|e| Error::input(format!("{file}: {e}")))?
+            else {
+                return Err(Error::input(format!("{file}: empty file, no header")));
+            };
+            if line.too_long {
+                return Err(Error::input(format!(
+                    "{file}, line {}: header longer than {} bytes",
+                    line.number, self.max
+                )));
+            }
+            let bytes = buf.strip_prefix(b"\xef\xbb\xbf").unwrap_or(buf);
+            let text = decode(bytes, encoding)
+                .map_err(|e| Error::input(format!("{file}, line {}: header {e}", line.number)))?;
+            if text.trim().is_empty() {
+                continue;
+            }
+            let delim = delimiter.unwrap_or_else(|| detect_delimiter(&text));
+            return Ok((split_record(&text, delim), delim));
+        }
+    }
+
+    /// What `line`, just read into `buf`, holds.
+    pub fn content<'a>(&self, line: &Line, buf: &'a [u8], encoding: Encoding) -> LineContent<'a> {
+        if line.too_long {
+            LineContent::Rejected {
+                reason: format!("line: longer than {} bytes", self.max),
+                detail: format!("{} bytes", line.length),
+            }
+        } else if !line.terminated {
+            LineContent::Rejected {
+                reason: "line: truncated (no end of line)".into(),
+                detail: format!("the file ends inside this line: {}", shown(buf)),
+            }
+        } else {
+            match decode(buf, encoding) {
+                Err(e) => LineContent::Rejected {
+                    reason: "line: not UTF-8".into(),
+                    detail: format!("{e}: {}", shown(buf)),
+                },
+                Ok(text) if text.trim().is_empty() => LineContent::Blank,
+                Ok(text) => LineContent::Text(text),
+            }
         }
     }
 
@@ -380,38 +451,8 @@ fn read_files(
             e => e,
         };
         let mut lines = LineReader::new(file, MAX_LINE);
-        // the header: the first non-empty line
-        let (header, delim) = loop {
-            let Some(line) = lines
-                .next_line(&mut buf)
-                .map_err(|e| Error::input(format!("{}: {e}", path.display())))?
-            else {
-                return Err(Error::input(format!(
-                    "{}: empty file, no header",
-                    path.display()
-                )));
-            };
-            let bytes = buf.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&buf);
-            let text = decode(bytes, encoding).map_err(|e| {
-                Error::input(format!(
-                    "{}, line {}: header {e}",
-                    path.display(),
-                    line.number
-                ))
-            })?;
-            if line.too_long {
-                return Err(Error::input(format!(
-                    "{}, line {}: header longer than {MAX_LINE} bytes",
-                    path.display(),
-                    line.number
-                )));
-            }
-            if text.trim().is_empty() {
-                continue;
-            }
-            let delim = delimiter.unwrap_or_else(|| detect_delimiter(&text));
-            break (split_record(&text, delim), delim);
-        };
+        let (header, delim) =
+            lines.header(&mut buf, &path.display().to_string(), encoding, delimiter)?;
         let mut headers: Vec<SourceColumn> = header
             .iter()
             .enumerate()
@@ -444,59 +485,43 @@ fn read_files(
         {
             n += 1;
             let at = format!("{fname}, line {}", line.number);
-            if line.too_long {
-                b.push_error(
-                    n,
-                    format!("line: longer than {MAX_LINE} bytes"),
-                    format!("{at}: {} bytes, longer than {MAX_LINE}", line.length),
-                );
-            } else if !line.terminated {
-                b.push_error(
-                    n,
-                    "line: truncated (no end of line)".into(),
-                    format!("{at}: the file ends inside this line: {}", shown(&buf)),
-                );
-            } else {
-                match decode(&buf, encoding) {
-                    Err(e) => b.push_error(
-                        n,
-                        "line: not UTF-8".into(),
-                        format!("{at}: {e}: {}", shown(&buf)),
-                    ),
-                    Ok(text) if text.trim().is_empty() => {
-                        n -= 1;
-                        continue;
-                    }
-                    Ok(text) => {
-                        let fields = split_record(&text, delim);
-                        if fields.len() != header.len() {
-                            b.push_error(
-                                n,
-                                "line: wrong number of fields".into(),
-                                format!(
-                                    "{at}: {} fields, the header has {}: {}",
-                                    fields.len(),
-                                    header.len(),
-                                    shown(&buf)
-                                ),
-                            );
-                        } else {
-                            for (slot, s) in selected.iter().enumerate() {
-                                match s
-                                    .and_then(|i| fields.get(i))
-                                    .filter(|v| !v.trim().is_empty())
-                                {
-                                    None => kinds[slot].empty += 1,
-                                    Some(_) => kinds[slot].text += 1,
-                                }
+            match lines.content(&line, &buf, encoding) {
+                LineContent::Rejected { reason, detail } => {
+                    b.push_error(n, reason, format!("{at}: {detail}"))
+                }
+                LineContent::Blank => {
+                    n -= 1;
+                    continue;
+                }
+                LineContent::Text(text) => {
+                    let fields = split_record(&text, delim);
+                    if fields.len() != header.len() {
+                        b.push_error(
+                            n,
+                            "line: wrong number of fields".into(),
+                            format!(
+                                "{at}: {} fields, the header has {}: {}",
+                                fields.len(),
+                                header.len(),
+                                shown(&buf)
+                            ),
+                        );
+                    } else {
+                        for (slot, s) in selected.iter().enumerate() {
+                            match s
+                                .and_then(|i| fields.get(i))
+                                .filter(|v| !v.trim().is_empty())
+                            {
+                                None => kinds[slot].empty += 1,
+                                Some(_) => kinds[slot].text += 1,
                             }
-                            b.push_row(
-                                n,
-                                selected.iter().map(|s| {
-                                    s.and_then(|i| fields.get(i)).map(|v| (v.as_str(), false))
-                                }),
-                            );
                         }
+                        b.push_row(
+                            n,
+                            selected.iter().map(|s| {
+                                s.and_then(|i| fields.get(i)).map(|v| (v.as_str(), false))
+                            }),
+                        );
                     }
                 }
             }
@@ -560,6 +585,44 @@ mod tests {
         assert!(got[1].1.is_empty(), "a long line is not kept");
         assert!(!got[2].0.terminated);
         assert_eq!(got[2].1, b"last");
+    }
+
+    #[test]
+    fn header_then_what_each_line_holds() {
+        let mut data = b"\xef\xbb\xbf\r\nref,qty\r\n   \nA,1\n\xff,2\n".to_vec();
+        data.extend_from_slice(&[b'x'; 20]);
+        data.extend_from_slice(b"\nB,");
+        let mut r = LineReader::new(&data[..], 10);
+        let mut buf = Vec::new();
+        let header = r.header(&mut buf, "f.csv", Encoding::Utf8, None).unwrap();
+        assert_eq!(header, (vec!["ref".to_string(), "qty".to_string()], ','));
+        let mut got = Vec::new();
+        while let Some(line) = r.next_line(&mut buf).unwrap() {
+            got.push(match r.content(&line, &buf, Encoding::Utf8) {
+                LineContent::Text(t) => format!("text {t}"),
+                LineContent::Blank => "blank".into(),
+                LineContent::Rejected { reason, detail } => format!("{reason} / {detail}"),
+            });
+        }
+        assert_eq!(
+            got,
+            [
+                "blank",
+                "text A,1",
+                "line: not UTF-8 / not UTF-8: byte 0xff at column 1: \u{fffd},2",
+                "line: longer than 10 bytes / 20 bytes",
+                "line: truncated (no end of line) / the file ends inside this line: B,",
+            ]
+        );
+        let long = [b'y'; 20];
+        let err = LineReader::new(&long[..], 10)
+            .header(&mut buf, "g.csv", Encoding::Utf8, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("g.csv, line 1: header longer than 10 bytes"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::config::{BelowZero, Config};
 use crate::error::{Error, Result};
 use crate::pipeline::quarantine::RejectFile;
 use crate::sink::{ColumnDef, Sink, TableDef};
-use crate::source::csv::{LineReader, MAX_LINE, decode, detect_delimiter, shown, split_record};
+use crate::source::csv::{Encoding, LineContent, LineReader, MAX_LINE, shown, split_record};
 use crate::source::header_key;
 use crate::transform::Reject;
 use crate::transform::clean::is_ean13;
@@ -573,43 +573,17 @@ fn import_file(cfg: &Config, path: &Path, dry_run: bool) -> Result<ScanReport> {
             .map_err(|e| Error::input(format!("{file}: cannot open: {e}")))?;
         let mut lines = LineReader::new(f, MAX_LINE);
         let mut buf = Vec::new();
-        let (lay, delim) = loop {
-            let Some(line) = lines
-                .next_line(&mut buf)
-                .map_err(|e| Error::input(format!("{file}: {e}")))?
-            else {
-                return Err(Error::input(format!("{file}: empty file, no header")));
-            };
-            let bytes = buf.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&buf);
-            let text = decode(bytes, crate::source::csv::Encoding::Utf8)
-                .map_err(|e| Error::input(format!("{file}, line {}: header {e}", line.number)))?;
-            if text.trim().is_empty() {
-                continue;
-            }
-            let delim = detect_delimiter(&text);
-            break (layout(&split_record(&text, delim), &file)?, delim);
-        };
+        let (header, delim) = lines.header(&mut buf, &file, Encoding::Utf8, None)?;
+        let lay = layout(&header, &file)?;
         while let Some(line) = lines
             .next_line(&mut buf)
             .map_err(|e| Error::input(format!("{file}: {e}")))?
         {
             let raw = || vec![("line".to_string(), Some(shown(&buf)))];
-            let checked = if line.too_long {
-                Err((
-                    format!("line: longer than {MAX_LINE} bytes"),
-                    format!("{} bytes", line.length),
-                ))
-            } else if !line.terminated {
-                Err((
-                    "line: truncated (no end of line)".to_string(),
-                    format!("the file ends inside this line: {}", shown(&buf)),
-                ))
-            } else {
-                match decode(&buf, crate::source::csv::Encoding::Utf8) {
-                    Err(e) => Err(("line: not UTF-8".to_string(), e)),
-                    Ok(text) if text.trim().is_empty() => continue,
-                    Ok(text) => check_line(&text, delim, &lay, &imp.parts, &barcodes),
-                }
+            let checked = match lines.content(&line, &buf, Encoding::Utf8) {
+                LineContent::Rejected { reason, detail } => Err((reason, detail)),
+                LineContent::Blank => continue,
+                LineContent::Text(text) => check_line(&text, delim, &lay, &imp.parts, &barcodes),
             };
             imp.report.lines += 1;
             match checked {
