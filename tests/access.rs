@@ -512,30 +512,25 @@ fn fixed_length_text_is_read_not_lost() {
 
 #[test]
 fn a_column_type_repaero_cannot_decode_is_named_never_read_as_null() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path();
-    std::fs::create_dir_all(p.join("jobs")).unwrap();
-    std::fs::create_dir_all(p.join("mappings")).unwrap();
-    std::fs::write(
-        p.join("repaero.toml"),
-        format!(
+    let dir = project(
+        &format!(
             "[sources.odd]\nkind = \"access\"\npath = \"{}\"\n",
             shared()
                 .join("corpus/access/unsupportedFieldsTestV2007.accdb")
                 .display()
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        p.join("jobs/odd.toml"),
-        "source = \"odd\"\n[[tables]]\nmapping = \"odd\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        p.join("mappings/odd.toml"),
-        "[source]\ntable = \"Test\"\n[target]\ntable = \"odd\"\n[[columns]]\nname = \"id\"\nfrom = \"ID\"\ntype = \"integer\"\n[[columns]]\nname = \"unknown_var\"\nfrom = \"UnknownVar\"\ntype = \"binary\"\n",
-    )
-    .unwrap();
+        &[
+            (
+                "jobs/odd.toml",
+                "source = \"odd\"\n[[tables]]\nmapping = \"odd\"\n",
+            ),
+            (
+                "mappings/odd.toml",
+                "[source]\ntable = \"Test\"\n[target]\ntable = \"odd\"\n[[columns]]\nname = \"id\"\nfrom = \"ID\"\ntype = \"integer\"\n[[columns]]\nname = \"unknown_var\"\nfrom = \"UnknownVar\"\ntype = \"binary\"\n",
+            ),
+        ],
+    );
+    let p = dir.path();
     let out = repaero_in(p, &["migrate", "odd"]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     let err = stderr(&out);

@@ -10,24 +10,9 @@ use std::path::Path;
 use common::*;
 use rusqlite::Connection;
 
-/// A throw-away project: repaero.toml + the given files.
-fn project(workbook: &Path, files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path();
-    std::fs::create_dir_all(p.join("jobs")).unwrap();
-    std::fs::create_dir_all(p.join("mappings")).unwrap();
-    std::fs::write(
-        p.join("repaero.toml"),
-        format!(
-            "[sources.stock]\nkind = \"excel\"\npath = \"{}\"\n",
-            workbook.display()
-        ),
-    )
-    .unwrap();
-    for (name, text) in files {
-        std::fs::write(p.join(name), text).unwrap();
-    }
-    dir
+/// A throw-away project reading `workbook`, with the given files.
+fn stock_project(workbook: &Path, files: &[(&str, &str)]) -> tempfile::TempDir {
+    project(&excel_stock_config(workbook), files)
 }
 
 fn fixture() -> std::path::PathBuf {
@@ -126,7 +111,7 @@ fn password_protected_workbook() {
 #[test]
 fn unknown_sheet_lists_the_sheets() {
     let m = mapping("stock_parts").replace("sheet = \"Stock\"", "sheet = \"stock\"");
-    let p = project(
+    let p = stock_project(
         &fixture(),
         &[
             ("jobs/stock.toml", STOCK_JOB),
@@ -148,7 +133,7 @@ fn missing_mapped_column_says_what_to_change() {
         "from = [\"Quantité\", \"Qté\"]",
         "from = \"Quantité en stock\"",
     );
-    let p = project(
+    let p = stock_project(
         &fixture(),
         &[
             ("jobs/stock.toml", STOCK_JOB),
@@ -176,7 +161,7 @@ fn missing_mapped_column_says_what_to_change() {
 
 #[test]
 fn unknown_configuration_key_names_file_line_and_key() {
-    let p = project(&fixture(), &[("jobs/stock.toml", STOCK_JOB)]);
+    let p = stock_project(&fixture(), &[("jobs/stock.toml", STOCK_JOB)]);
     std::fs::write(
         p.path().join("repaero.toml"),
         "[target]\nurl = \"sqlite://x.db\"\nbatch = 10\n",
@@ -191,7 +176,7 @@ fn unknown_configuration_key_names_file_line_and_key() {
     );
     // and in a mapping
     let m = mapping("stock_parts").replace("fill_down = true", "fill_dwn = true");
-    let p = project(
+    let p = stock_project(
         &fixture(),
         &[
             ("jobs/stock.toml", STOCK_JOB),
@@ -218,7 +203,7 @@ fn unknown_configuration_key_names_file_line_and_key() {
 #[test]
 fn a_failure_in_the_second_table_leaves_the_target_as_it_was() {
     let receipts = mapping("stock_receipts").replace("sheet = \"Entrées\"", "sheet = \"Sorties\"");
-    let p = project(
+    let p = stock_project(
         &fixture(),
         &[
             ("jobs/stock.toml", STOCK_JOB),
@@ -325,7 +310,7 @@ fn a_users_own_workbook_with_other_headers() {
     let wb = dir.path().join("inventaire.xlsx");
     users_workbook(&wb);
     let job = "source = \"stock\"\n[[tables]]\nmapping = \"inv\"\n";
-    let p = project(
+    let p = stock_project(
         &wb,
         &[("jobs/inv.toml", job), ("mappings/inv.toml", USER_MAPPING)],
     );
@@ -354,7 +339,7 @@ fn a_users_own_workbook_with_other_headers() {
     assert_eq!((q, price), (15, 0.12));
 
     // a header the mapping does not know: the message says what to add
-    let p = project(
+    let p = stock_project(
         &wb,
         &[
             ("jobs/inv.toml", job),
@@ -412,7 +397,7 @@ type = "integer"
 key = ["*"]
 "#;
     let job = "source = \"stock\"\n[[tables]]\nmapping = \"inv\"\n";
-    let p = project(
+    let p = stock_project(
         &wb_path,
         &[("jobs/inv.toml", job), ("mappings/inv.toml", mapping)],
     );

@@ -10,27 +10,23 @@ use common::*;
 
 /// A project using the repository's mappings with the given job text.
 fn project(job: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path();
-    std::fs::create_dir_all(p.join("jobs")).unwrap();
-    std::fs::create_dir_all(p.join("mappings")).unwrap();
-    std::fs::write(
-        p.join("repaero.toml"),
-        format!(
-            "[sources.stock]\nkind = \"excel\"\npath = \"{}\"\n",
-            root().join("fixtures/stock/stock.xlsx").display()
-        ),
+    let mappings: Vec<(String, String)> = ["stock_parts", "stock_receipts"]
+        .iter()
+        .map(|m| {
+            let name = format!("mappings/{m}.toml");
+            let text = std::fs::read_to_string(root().join(&name)).unwrap();
+            (name, text)
+        })
+        .collect();
+    let mut files: Vec<(&str, &str)> = mappings
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    files.push(("jobs/stock.toml", job));
+    common::project(
+        &excel_stock_config(&root().join("fixtures/stock/stock.xlsx")),
+        &files,
     )
-    .unwrap();
-    for m in ["stock_parts", "stock_receipts"] {
-        std::fs::copy(
-            root().join(format!("mappings/{m}.toml")),
-            p.join(format!("mappings/{m}.toml")),
-        )
-        .unwrap();
-    }
-    std::fs::write(p.join("jobs/stock.toml"), job).unwrap();
-    dir
 }
 
 const MODES_JOB: &str = "source = \"stock\"\n[[tables]]\nmapping = \"stock_parts\"\nmode = \"upsert\"\n[[tables]]\nmapping = \"stock_receipts\"\nmode = \"append\"\n";

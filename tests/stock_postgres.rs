@@ -164,27 +164,18 @@ fn connection_errors_name_the_target_and_hide_the_password() {
 /// A project whose parts mapping has no [dedupe]: the duplicate reference
 /// reaches the target, which refuses it; its neighbours are written.
 fn project_without_dedupe() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path();
-    std::fs::create_dir_all(p.join("jobs")).unwrap();
-    std::fs::create_dir_all(p.join("mappings")).unwrap();
-    std::fs::write(
-        p.join("repaero.toml"),
-        format!(
-            "[sources.stock]\nkind = \"excel\"\npath = \"{}\"\n",
-            root().join("fixtures/stock/stock.xlsx").display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        p.join("jobs/parts.toml"),
-        "source = \"stock\"\n[[tables]]\nmapping = \"parts\"\n",
-    )
-    .unwrap();
     let mapping = std::fs::read_to_string(root().join("mappings/stock_parts.toml")).unwrap();
     let cut = mapping.find("[dedupe]").unwrap();
-    std::fs::write(p.join("mappings/parts.toml"), &mapping[..cut]).unwrap();
-    dir
+    project(
+        &excel_stock_config(&root().join("fixtures/stock/stock.xlsx")),
+        &[
+            (
+                "jobs/parts.toml",
+                "source = \"stock\"\n[[tables]]\nmapping = \"parts\"\n",
+            ),
+            ("mappings/parts.toml", &mapping[..cut]),
+        ],
+    )
 }
 
 fn refused_run(url: &str, dir: &std::path::Path) -> Value {

@@ -1243,33 +1243,36 @@ fn an_excel_supplier_catalogue_goes_through_the_same_rules() {
 
     // a project of its own: the same target, an Excel source, the
     // project's two mappings reading the sheet
-    let p = d.join("project");
-    std::fs::create_dir_all(p.join("jobs")).unwrap();
-    std::fs::create_dir_all(p.join("mappings")).unwrap();
-    std::fs::write(
-        p.join("repaero.toml"),
-        format!(
+    let mappings: Vec<(String, String)> = ["suppliers", "supplier_parts"]
+        .iter()
+        .map(|m| {
+            let name = format!("mappings/{m}.toml");
+            let text = std::fs::read_to_string(root().join(&name)).unwrap();
+            assert!(text.contains("table = \"catalogue_*.csv\""));
+            (
+                name,
+                text.replace("table = \"catalogue_*.csv\"", "sheet = \"Catalogue\""),
+            )
+        })
+        .collect();
+    let mut files: Vec<(&str, &str)> = mappings
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    files.push((
+        "jobs/suppliers_xlsx.toml",
+        "source = \"catalogue\"\n[[tables]]\nmapping = \"suppliers\"\n[[tables]]\nmapping = \"supplier_parts\"\n",
+    ));
+    let project = project(
+        &format!(
             "[target]\nurl = \"{}\"\n[sources.catalogue]\nkind = \"excel\"\npath = \"{}\"\n",
             db.url(),
             xlsx.display()
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        p.join("jobs/suppliers_xlsx.toml"),
-        "source = \"catalogue\"\n[[tables]]\nmapping = \"suppliers\"\n[[tables]]\nmapping = \"supplier_parts\"\n",
-    )
-    .unwrap();
-    for m in ["suppliers", "supplier_parts"] {
-        let text = std::fs::read_to_string(root().join(format!("mappings/{m}.toml"))).unwrap();
-        assert!(text.contains("table = \"catalogue_*.csv\""));
-        std::fs::write(
-            p.join(format!("mappings/{m}.toml")),
-            text.replace("table = \"catalogue_*.csv\"", "sheet = \"Catalogue\""),
-        )
-        .unwrap();
-    }
-    let out = repaero_in(&p, &["migrate", "suppliers_xlsx", "--json"]);
+        &files,
+    );
+    let p = project.path();
+    let out = repaero_in(p, &["migrate", "suppliers_xlsx", "--json"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let sp = &report["runs"][0]["tables"][1];

@@ -193,3 +193,25 @@ impl Db {
             .unwrap_or_default()
     }
 }
+
+/// A throw-away project: `repaero.toml` with `config`, empty `jobs/` and
+/// `mappings/`, then `files` (path relative to the project, text).
+pub fn project(config: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::create_dir_all(p.join("jobs")).unwrap();
+    std::fs::create_dir_all(p.join("mappings")).unwrap();
+    std::fs::write(p.join("repaero.toml"), config).unwrap();
+    for (name, text) in files {
+        std::fs::write(p.join(name), text).unwrap();
+    }
+    dir
+}
+
+/// The `repaero.toml` of a project whose source `stock` is `workbook`.
+pub fn excel_stock_config(workbook: &Path) -> String {
+    format!(
+        "[sources.stock]\nkind = \"excel\"\npath = \"{}\"\n",
+        workbook.display()
+    )
+}
