@@ -489,11 +489,15 @@ fn bad_access_input() {
 }
 
 #[test]
+#[cfg_attr(
+    not(repaero_corpus),
+    ignore = "no corpus of real files: set REPAERO_CORPUS (README, \"The corpus\")"
+)]
 fn fixed_length_text_is_read_not_lost() {
     // jetdb 0.4.0 returns NULL for this fixed-length Text column; repaero
     // reads the value from the row
     for file in ["fixedTextTestV2000.mdb", "fixedTextTestV2010.accdb"] {
-        let path = shared().join("corpus/access").join(file);
+        let path = corpus().join("access").join(file);
         let src = repaero::source::Source::open_path(&path).unwrap();
         let mut reader = src
             .read(repaero::source::TableRequest::all("users"))
@@ -511,12 +515,16 @@ fn fixed_length_text_is_read_not_lost() {
 }
 
 #[test]
+#[cfg_attr(
+    not(repaero_corpus),
+    ignore = "no corpus of real files: set REPAERO_CORPUS (README, \"The corpus\")"
+)]
 fn a_column_type_repaero_cannot_decode_is_named_never_read_as_null() {
     let dir = project(
         &format!(
             "[sources.odd]\nkind = \"access\"\npath = \"{}\"\n",
-            shared()
-                .join("corpus/access/unsupportedFieldsTestV2007.accdb")
+            corpus()
+                .join("access/unsupportedFieldsTestV2007.accdb")
                 .display()
         ),
         &[
@@ -541,9 +549,13 @@ fn a_column_type_repaero_cannot_decode_is_named_never_read_as_null() {
 }
 
 #[test]
+#[cfg_attr(
+    not(repaero_corpus),
+    ignore = "no corpus of real files: set REPAERO_CORPUS (README, \"The corpus\")"
+)]
 fn complex_columns_keep_their_values() {
     // attachments, multiple values and memo versions come as JSON text
-    let path = shared().join("corpus/access/complexDataTestV2010.accdb");
+    let path = corpus().join("access/complexDataTestV2010.accdb");
     let src = repaero::source::Source::open_path(&path).unwrap();
     let mut reader = src
         .read(repaero::source::TableRequest::all("Table1"))

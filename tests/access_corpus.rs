@@ -1,4 +1,4 @@
-//! Every table of every file of ../shared/corpus/access (61 real files,
+//! Every table of every file of the Access corpus (`REPAERO_CORPUS`/access, 61 real files,
 //! Access 97 to 2019, from the Jackcess test suite) is read through
 //! repaero's Access source and compared value by value with `mdb-export`
 //! (mdbtools). mdbtools is wrong in known ways (fixtures/access/README.md,
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use common::shared;
+use common::corpus;
 use repaero::source::access::{AccessColumn, AccessSource};
 use repaero::source::{Source, TableRequest};
 
@@ -242,8 +242,12 @@ fn compare(
 }
 
 #[test]
+#[cfg_attr(
+    not(repaero_corpus),
+    ignore = "no corpus of real files: set REPAERO_CORPUS (README, \"The corpus\")"
+)]
 fn every_corpus_table_reads_as_mdbtools_reads_it_or_the_difference_is_explained() {
-    let dir = shared().join("corpus/access");
+    let dir = corpus().join("access");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))

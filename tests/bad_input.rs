@@ -91,8 +91,12 @@ fn corrupt_and_foreign_files() {
 }
 
 #[test]
+#[cfg_attr(
+    not(repaero_corpus),
+    ignore = "no corpus of real files: set REPAERO_CORPUS (README, \"The corpus\")"
+)]
 fn password_protected_workbook() {
-    let locked = shared().join("corpus/excel/calamine__pass_protected.xlsx");
+    let locked = corpus().join("excel/calamine__pass_protected.xlsx");
     let out = repaero(&[
         "--set",
         &format!("sources.stock.path={}", locked.display()),

@@ -1,4 +1,4 @@
-//! Every spreadsheet of ../shared/corpus/excel (242 real files written by
+//! Every spreadsheet of the Excel corpus (`REPAERO_CORPUS`/excel, 242 real files written by
 //! Excel, LibreOffice, Google Sheets, Numbers, Gnumeric…) reads correctly or
 //! fails cleanly, through the same code the migrations use.
 //!
@@ -14,7 +14,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::shared;
+use common::corpus;
 use repaero::source::excel::{CellKind, ExcelSource, ScannedCell, scan};
 use serde_json::Value;
 
@@ -169,7 +169,7 @@ fn duration_secs(text: &str) -> Option<i64> {
 }
 
 fn check_file(name: &str, entry: &Value, out: &mut Outcome) {
-    let path = shared().join("corpus/excel").join(name);
+    let path = corpus().join("excel").join(name);
     let expect = entry["expect"].as_str().unwrap_or("open");
     let mut diffs = Vec::new();
     let opened = ExcelSource::open(&path);
@@ -362,9 +362,13 @@ fn col_index(letters: &str) -> u32 {
 }
 
 #[test]
+#[cfg_attr(
+    not(repaero_corpus),
+    ignore = "no corpus of real files: set REPAERO_CORPUS (README, \"The corpus\")"
+)]
 fn every_corpus_spreadsheet_reads_correctly_or_fails_cleanly() {
-    let text = std::fs::read_to_string(shared().join("corpus/excel/reference.json"))
-        .expect("corpus reference");
+    let text =
+        std::fs::read_to_string(corpus().join("excel/reference.json")).expect("corpus reference");
     let reference: Value = serde_json::from_str(&text).unwrap();
     let files = reference["files"].as_object().unwrap();
     let mut out = Outcome::default();

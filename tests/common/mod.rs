@@ -10,8 +10,18 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn shared() -> PathBuf {
-    root().join("..").join("shared")
+/// The corpus of real files written by other software (not in the
+/// repository): `REPAERO_CORPUS`, default `../shared/corpus`, found by
+/// `build.rs`. Tests that read it carry
+/// `#[cfg_attr(not(repaero_corpus), ignore = "…")]`, so without a corpus they
+/// are listed as ignored with the reason, never passed silently.
+pub fn corpus() -> PathBuf {
+    match option_env!("REPAERO_CORPUS_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => panic!(
+            "no corpus: set REPAERO_CORPUS to a folder holding access/ and excel/ (default ../shared/corpus)"
+        ),
+    }
 }
 
 /// Run `repaero` with the project's repaero.toml and extra arguments.
