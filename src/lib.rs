@@ -4,7 +4,8 @@
 //! [`transform`]s clean them and reject what cannot be kept, a [`sink`]
 //! writes them, and the [`pipeline`] accounts for every row. What a
 //! migration does is declared in TOML ([`config`]); the code holds the
-//! mechanisms.
+//! mechanisms. The modules stand on floors ([`FLOORS`]); docs/architecture.md
+//! walks through them.
 
 pub mod batch;
 pub mod cli;
@@ -20,3 +21,50 @@ pub mod transform;
 pub mod validate;
 
 pub use error::{Error, Result};
+
+/// One floor of `src/`: its top-level modules.
+pub struct Floor {
+    pub name: &'static str,
+    pub modules: &'static [&'static str],
+    /// The modules of this floor never use each other (the stages).
+    pub siblings_apart: bool,
+}
+
+/// The floors of `src/`, bottom first. A module uses modules of its own
+/// floor and of the floors below, never of a floor above; the stages never
+/// use each other; no two modules use each other, even through others.
+/// `tests/layers.rs` reads every `crate::…` path of `src/` and fails on a
+/// module that breaks this, naming the file and the import.
+pub const FLOORS: &[Floor] = &[
+    Floor {
+        name: "vocabulary",
+        // errors, configuration, batches and row outcomes, value parsing,
+        // database connections and the SQL dialect
+        modules: &["error", "config", "batch", "db"],
+        siblings_apart: false,
+    },
+    Floor {
+        name: "stages",
+        // read; clean and check; write; send mail and SMS
+        modules: &["source", "transform", "sink", "notify"],
+        siblings_apart: true,
+    },
+    Floor {
+        name: "run",
+        // a job: source → transforms → sink, with the tally
+        modules: &["pipeline"],
+        siblings_apart: false,
+    },
+    Floor {
+        name: "services",
+        // what runs after or beside a migration
+        modules: &["validate", "inspect", "stock", "daemon", "fixtures"],
+        siblings_apart: false,
+    },
+    Floor {
+        name: "top",
+        // the command line
+        modules: &["cli"],
+        siblings_apart: false,
+    },
+];

@@ -13,13 +13,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
+use crate::batch::{MergeOp, Reject};
 use crate::config::mapping::{Deletes, Mapping, Mode, WriteMode};
 use crate::config::{Config, Job};
 use crate::error::{Error, Result};
 use crate::sink::{self, ColumnDef, RunRecord, Sink, SyncState, TableDef, WriteOutcome};
 use crate::source::{Source, TableRequest, UpdateKey, WantedColumn};
-use crate::transform::dedupe::{Dedupe, MergeOp};
-use crate::transform::{Mapper, Reject};
+use crate::transform::Mapper;
+use crate::transform::dedupe::Dedupe;
 use quarantine::RejectFile;
 pub use tally::{Skipped, Tally, Watermark};
 

@@ -7,9 +7,9 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
+use crate::batch::MergeRecord;
+use crate::batch::Reject;
 use crate::error::{Error, Result};
-use crate::transform::Reject;
-use crate::transform::dedupe::MergeRecord;
 
 /// Writes the rejects of one table.
 pub struct RejectFile {

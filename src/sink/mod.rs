@@ -14,10 +14,10 @@ use std::collections::HashSet;
 use polars::prelude::DataFrame;
 use serde::Serialize;
 
+use crate::batch::Reject;
+use crate::batch::{MergeOp, MergeRecord};
 use crate::config::mapping::{ColumnType, Mapping, Merge, WriteMode};
 use crate::error::{Error, Result};
-use crate::transform::Reject;
-use crate::transform::dedupe::{MergeOp, MergeRecord};
 
 /// A target column.
 #[derive(Debug, Clone, Serialize)]

@@ -365,15 +365,15 @@ mod imp {
     use polars::prelude::DataFrame;
 
     use super::*;
+    use crate::batch::Reject;
     use crate::batch::{Cursor, ValueRef, cursors};
+    use crate::batch::{MergeOp, MergeRecord};
     use crate::config::mapping::WriteMode;
     use crate::sink::Dialect;
     use crate::sink::{
         MERGES_TABLE, REJECTS_TABLE, RUNS_TABLE, RunRecord, STATE_TABLE, Sink, SyncState,
         WriteOutcome, column_order, merge_sql as update_sql, record_json, refused_rejects,
     };
-    use crate::transform::Reject;
-    use crate::transform::dedupe::{MergeOp, MergeRecord};
 
     /// A NULL of any type (the bind's type is set before).
     static NULL: Option<i64> = None;
@@ -1084,7 +1084,7 @@ mod tests {
             "MERGE INTO \"INVOICE_KEYS\" t USING (SELECT :1 AS \"ID\" FROM dual) s ON (t.\"ID\" = s.\"ID\") WHEN NOT MATCHED THEN INSERT (\"ID\") VALUES (s.\"ID\")"
         );
         // dedupe merges: UPDATE with positional binds
-        let op = crate::transform::dedupe::MergeOp {
+        let op = crate::batch::MergeOp {
             key: vec![("id".into(), crate::batch::Value::Int(7))],
             sets: vec![(
                 "total_incl_tax".into(),

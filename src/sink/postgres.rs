@@ -25,12 +25,12 @@ use super::{
     Dialect, KEYS_TABLE, MERGES_TABLE, REJECTS_TABLE, RUNS_TABLE, RunRecord, STATE_TABLE, Sink,
     SyncState, TableDef, WriteOutcome, merge_sql, record_json, staging_name,
 };
+use crate::batch::Reject;
 use crate::batch::{Cursor, ValueRef, cursors};
+use crate::batch::{MergeOp, MergeRecord};
 use crate::config::mapping::{ColumnType, WriteMode};
 use crate::config::redact_url;
 use crate::error::{Error, Result, chain};
-use crate::transform::Reject;
-use crate::transform::dedupe::{MergeOp, MergeRecord};
 
 /// Render a PostgreSQL error with the server's message, code, detail and hint.
 pub fn pg_error(e: &tokio_postgres::Error) -> String {
@@ -709,8 +709,7 @@ fn encode_numeric(buf: &mut BytesMut, x: f64, scale: u8) {
     // x × 10^(4·fg) as an integer, fg the base-10000 fraction digits: the
     // decimal point then falls between two base-10000 digits
     let fg = (scale as u32).div_ceil(4);
-    let scaled =
-        crate::transform::parse::round_half_away(x.abs() * crate::transform::parse::pow10(scale));
+    let scaled = crate::batch::parse::round_half_away(x.abs() * crate::batch::parse::pow10(scale));
     let mut digits = [0i16; 40]; // least significant first
     let mut n = 0;
     if scaled < 1e15 {

@@ -15,11 +15,11 @@ use super::{
     Dialect, KEYS_TABLE, MERGES_TABLE, REJECTS_TABLE, RUNS_TABLE, RunRecord, STATE_TABLE, Sink,
     SyncState, TableDef, WriteOutcome, merge_sql, record_json, staging_name,
 };
+use crate::batch::Reject;
+use crate::batch::{MergeOp, MergeRecord};
 use crate::batch::{ValueRef, cursors, date_text};
 use crate::config::mapping::WriteMode;
 use crate::error::{Error, Result};
-use crate::transform::Reject;
-use crate::transform::dedupe::{MergeOp, MergeRecord};
 
 pub struct SqliteSink {
     conn: Connection,

@@ -25,9 +25,10 @@ use jetdb::{
 };
 
 use super::{
-    BatchBuilder, CellKinds, Message, ReadStats, SourceColumn, TableInfo, TableReader,
-    TableRequest, header_key, select_columns,
+    CellKinds, Message, ReadStats, SourceColumn, TableInfo, TableReader, TableRequest, header_key,
+    select_columns,
 };
+use crate::batch::BatchBuilder;
 use crate::error::{Error, Result};
 
 /// An opened Access database file.

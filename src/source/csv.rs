@@ -19,9 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
 
 use super::{
-    BatchBuilder, CellKinds, Message, ReadStats, SourceColumn, TableInfo, TableReader,
-    TableRequest, select_columns,
+    CellKinds, Message, ReadStats, SourceColumn, TableInfo, TableReader, TableRequest,
+    select_columns,
 };
+use crate::batch::BatchBuilder;
 use crate::error::{Error, Result};
 
 /// Longest line kept, in bytes.

@@ -19,11 +19,12 @@ use std::sync::{Arc, Mutex};
 use calamine::{Data, DataRef, Ods, Reader, SheetType, SheetVisible, Xls, Xlsb, Xlsx};
 
 use super::{
-    BatchBuilder, CellKinds, Message, ReadStats, SourceColumn, TableInfo, TableReader,
-    TableRequest, header_key, resolve_columns,
+    CellKinds, Message, ReadStats, SourceColumn, TableInfo, TableReader, TableRequest, header_key,
+    resolve_columns,
 };
+use crate::batch::BatchBuilder;
+use crate::batch::parse::looks_numeric;
 use crate::error::{Error, Result};
-use crate::transform::parse::looks_numeric;
 
 /// Spreadsheet container formats, recognised by content, not extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

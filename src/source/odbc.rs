@@ -11,9 +11,10 @@ use std::sync::mpsc::SyncSender;
 use odbc_api::{ConnectionOptions, Cursor, DataType, Environment, ResultSetMetadata};
 
 use super::{
-    BatchBuilder, CellKinds, Message, ReadStats, SourceColumn, TableInfo, TableReader,
-    TableRequest, select_columns,
+    CellKinds, Message, ReadStats, SourceColumn, TableInfo, TableReader, TableRequest,
+    select_columns,
 };
+use crate::batch::BatchBuilder;
 use crate::error::{Error, Result};
 
 pub struct OdbcSource {

@@ -10,9 +10,10 @@ use futures_util::StreamExt;
 use tokio_postgres::types::Type;
 
 use super::{
-    BatchBuilder, CellKinds, Message, ReadStats, SourceColumn, TableInfo, TableReader,
-    TableRequest, select_columns,
+    CellKinds, Message, ReadStats, SourceColumn, TableInfo, TableReader, TableRequest,
+    select_columns,
 };
+use crate::batch::BatchBuilder;
 use crate::config::redact_url;
 use crate::error::{Error, Result};
 use crate::sink::postgres::{PgConn, pg_error};

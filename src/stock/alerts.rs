@@ -9,13 +9,13 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use crate::batch::MergeOp;
+use crate::batch::parse::epoch_millis;
 use crate::batch::{Value, dtype_of, frame_from_rows};
 use crate::config::mapping::{ColumnType, Merge, WriteMode};
 use crate::config::{AlertsConfig, Config};
 use crate::error::{Error, Result};
 use crate::sink::{ColumnDef, Sink, TableDef};
-use crate::transform::dedupe::MergeOp;
-use crate::transform::parse::epoch_millis;
 
 use super::int as num;
 

@@ -18,6 +18,9 @@ use chrono::NaiveDateTime;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::batch::MergeOp;
+use crate::batch::Reject;
+use crate::batch::parse::{epoch_millis, parse_datetime};
 use crate::batch::{Value, dtype_of, frame_from_rows};
 use crate::config::mapping::{ColumnType, Merge, WriteMode};
 use crate::config::{BelowZero, Config};
@@ -26,10 +29,7 @@ use crate::pipeline::quarantine::RejectFile;
 use crate::sink::{ColumnDef, Sink, TableDef};
 use crate::source::csv::{Encoding, LineContent, LineReader, MAX_LINE, shown, split_record};
 use crate::source::header_key;
-use crate::transform::Reject;
 use crate::transform::clean::is_ean13;
-use crate::transform::dedupe::MergeOp;
-use crate::transform::parse::{epoch_millis, parse_datetime};
 
 /// Target tables.
 pub const MOVEMENTS: &str = "stock_movements";

@@ -17,40 +17,10 @@ use std::hash::{DefaultHasher, Hasher};
 use polars::prelude::*;
 
 use crate::batch::{Cursor, Value, ValueRef, is_internal};
+use crate::batch::{MergeOp, MergeRecord, ROW_COLUMN, Reject};
 use crate::config::mapping::{KeyNormalize, Mapping, Merge, OnDuplicate};
 use crate::error::{Error, Result};
-use crate::source::ROW_COLUMN;
-use crate::transform::Reject;
 use crate::transform::clean::fold_key;
-
-/// One row folded into another.
-#[derive(Debug, Clone)]
-pub struct MergeRecord {
-    /// The key, as text.
-    pub key: String,
-    /// Source row kept.
-    pub kept_row: u64,
-    /// Source row merged into it.
-    pub merged_row: u64,
-    /// With `[dedupe] id`: the identity of the kept and of the merged row.
-    pub kept_id: Option<String>,
-    pub merged_id: Option<String>,
-}
-
-/// A duplicate row to fold into the row already written with its key.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MergeOp {
-    /// The key columns and values that find the written row.
-    pub key: Vec<(String, Value)>,
-    /// Columns to update: how, and with which (non-NULL) value.
-    pub sets: Vec<(String, Merge, Value)>,
-    /// Source row of the duplicate.
-    pub row: u64,
-    /// Source row of the first row with this key (the one written).
-    pub kept_row: u64,
-    /// The duplicate as values, for the quarantine if its row is missing.
-    pub record: Vec<(String, Option<String>)>,
-}
 
 /// What is remembered of the first row of each key.
 struct Kept {

@@ -11,7 +11,6 @@
 
 pub mod clean;
 pub mod dedupe;
-pub mod parse;
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -20,29 +19,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use polars::prelude::*;
 use regex::Regex;
 
-use crate::batch::{Cursor, ValueRef, date_text, dtype_of, format_float, row_numbers};
-use crate::config::mapping::{ColumnSpec, ColumnType, Mapping, PhoneFormat};
-use crate::error::{Error, Result};
-use crate::source::ROW_COLUMN;
-use clean::{TextRules, clean_text};
-use parse::{
+use crate::batch::parse::{
     NumberError, epoch_days, epoch_millis, parse_bool, parse_date, parse_datetime, parse_number,
     parse_time_of_day, round_to, to_integer,
 };
-
-/// A row that is not written, with why.
-#[derive(Debug, Clone)]
-pub struct Reject {
-    /// Position in the source (sheet row number, or record ordinal).
-    pub row: u64,
-    /// Short reason, the same for every row failing the same rule: this is
-    /// what the run's tally counts.
-    pub reason: String,
-    /// The reason with the offending value, and any further failures.
-    pub detail: String,
-    /// The row as read from the source (before cleaning).
-    pub record: Vec<(String, Option<String>)>,
-}
+use crate::batch::{Cursor, ValueRef, date_text, dtype_of, format_float, row_numbers};
+use crate::batch::{ROW_COLUMN, Reject};
+use crate::config::mapping::{ColumnSpec, ColumnType, Mapping, PhoneFormat};
+use crate::error::{Error, Result};
+use clean::{TextRules, clean_text};
 
 /// Outcome of mapping one batch.
 pub struct Mapped {
@@ -299,7 +284,7 @@ impl Mapper {
             };
             // typed cells (numbers, dates) hold canonical text
             let typed: Vec<bool> = raw
-                .column(&crate::source::typed_column(&name))
+                .column(&crate::batch::typed_column(&name))
                 .ok()
                 .and_then(|c| c.bool().ok())
                 .map(|t| t.iter().map(|v| v.unwrap_or(false)).collect())
@@ -408,8 +393,8 @@ impl Mapper {
         self.check_rows(&mut out, &mut errors)?;
         // a line the source could not read is rejected for that alone
         if let (Ok(reason), Ok(detail)) = (
-            raw.column(crate::source::ERROR_COLUMN),
-            raw.column(crate::source::ERROR_DETAIL_COLUMN),
+            raw.column(crate::batch::ERROR_COLUMN),
+            raw.column(crate::batch::ERROR_DETAIL_COLUMN),
         ) {
             let (reason, detail) = (
                 reason
@@ -1000,8 +985,8 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::typed_column;
     use crate::config::mapping::Mapping;
-    use crate::source::typed_column;
 
     fn mapping(columns: &str) -> Mapping {
         let text = format!("[source]\nsheet = \"S\"\n[target]\ntable = \"t\"\n{columns}");

@@ -24,13 +24,13 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::batch::parse;
 use crate::config::mapping::{ColumnType, Mapping};
 use crate::config::{Config, Env, Job};
 use crate::error::{Error, Result};
 use crate::sink::{Dialect, Sink};
 use crate::source::{Source, TableRequest, WantedColumn, header_key};
 use crate::transform::clean::{TextRules, clean_text};
-use crate::transform::parse;
 
 /// `validation/<job>.toml`.
 #[derive(Debug, Clone, Deserialize)]

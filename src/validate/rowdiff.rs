@@ -50,7 +50,7 @@ pub fn canonical(c: &ColumnDef, v: ValueRef<'_>) -> String {
         ValueRef::Float(f) => match c.ty {
             ColumnType::Decimal => {
                 let s = c.scale as usize;
-                let r = crate::transform::parse::round_to(f, c.scale);
+                let r = crate::batch::parse::round_to(f, c.scale);
                 format!("{:.s$}", if r == 0.0 { 0.0 } else { r })
             }
             ColumnType::Integer => format!("{}", f as i64),

@@ -6,6 +6,13 @@
 //! Datetime(ms)). Columns whose name starts with `__` (the source row
 //! number) travel with the rows but are never written.
 
+pub mod outcome;
+pub mod parse;
+pub mod raw;
+
+pub use outcome::{MergeOp, MergeRecord, Reject};
+pub use raw::{BatchBuilder, ERROR_COLUMN, ERROR_DETAIL_COLUMN, ROW_COLUMN, typed_column};
+
 use std::fmt::Write as _;
 
 use polars::prelude::*;
@@ -30,7 +37,7 @@ pub fn dtype_of(ty: ColumnType) -> DataType {
 /// A value of a target column read back from a database as text (the
 /// form `select_text` returns); `Null` when it does not parse.
 pub fn value_from_text(ty: ColumnType, s: &str) -> Value {
-    use crate::transform::parse;
+    use crate::batch::parse;
     let v = match ty {
         ColumnType::Text => Some(Value::Text(s.to_string())),
         ColumnType::Integer => s.parse().ok().map(Value::Int),
@@ -331,7 +338,7 @@ pub fn cursors(df: &DataFrame) -> Result<(Vec<String>, Vec<Cursor<'_>>)> {
 
 /// The source row numbers of a batch.
 pub fn row_numbers(df: &DataFrame) -> Vec<u64> {
-    df.column(crate::source::ROW_COLUMN)
+    df.column(ROW_COLUMN)
         .ok()
         .and_then(|c| c.u64().ok())
         .map(|ca| ca.iter().map(|v| v.unwrap_or(0)).collect())
