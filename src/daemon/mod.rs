@@ -7,4 +7,5 @@
 //! subject of later issues.
 
 pub mod mail;
+pub mod queue;
 pub mod sms;
