@@ -475,6 +475,11 @@ pub trait Sink {
     fn dialect(&self) -> Dialect;
     /// Start the unit of work and make sure repaero's own tables exist.
     fn begin(&mut self) -> Result<()>;
+    /// Refuse every write on this connection from now on: validation and
+    /// rowdiff only read, whatever SQL a validation file holds. SQLite:
+    /// `query_only`; PostgreSQL: every transaction of the session read-only;
+    /// Oracle: a read-only transaction, until [`Sink::rollback`].
+    fn begin_read_only(&mut self) -> Result<()>;
     /// Prepare `def` for writing in `mode`.
     fn start_table(&mut self, def: &TableDef, mode: WriteMode) -> Result<()>;
     /// Write a typed batch into the table being written. The outcome may

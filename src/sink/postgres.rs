@@ -777,6 +777,15 @@ impl Sink for PgSink {
         ))
     }
 
+    fn begin_read_only(&mut self) -> Result<()> {
+        self.settle()?;
+        // the session's default, not one transaction: each statement is its
+        // own read-only transaction (a failed metric does not abort the
+        // others), and a COMMIT in a metric's SQL opens no writable one
+        self.conn
+            .batch("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    }
+
     fn start_table(&mut self, def: &TableDef, mode: WriteMode) -> Result<()> {
         let q = |s: &str| Dialect::Postgres.quote(s);
         let mut created = mode == WriteMode::Replace;

@@ -185,6 +185,12 @@ impl Sink for SqliteSink {
             .map_err(|e| Error::runtime(format!("{}: cannot start a transaction: {e}", self.label)))
     }
 
+    fn begin_read_only(&mut self) -> Result<()> {
+        self.conn
+            .execute_batch("PRAGMA query_only = ON")
+            .map_err(db_err(&self.label))
+    }
+
     fn start_table(&mut self, def: &TableDef, mode: WriteMode) -> Result<()> {
         let q = |s: &str| Dialect::Sqlite.quote(s);
         let into = match mode {

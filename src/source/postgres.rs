@@ -81,8 +81,11 @@ impl PgSource {
             .map_err(|_| Error::runtime("the source's query connection was poisoned"))?;
         if guard.is_none() {
             let conn = PgConn::connect_local(&self.url)?;
+            // these queries only read (validation, rowdiff), whatever SQL
+            // a validation file holds: every transaction read-only
             conn.batch(
-                "SET DateStyle = ISO, YMD; SET TimeZone = 'UTC'; SET extra_float_digits = 3",
+                "SET DateStyle = ISO, YMD; SET TimeZone = 'UTC'; SET extra_float_digits = 3; \
+                 SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
             )?;
             *guard = Some(conn);
         }

@@ -1317,6 +1317,20 @@ fn reconcile(
     }
 }
 
+/// A database's refusal to write, said in the validation's words.
+fn explain_refusal(message: String) -> String {
+    let read_only = [
+        "SQLSTATE 25006",                       // PostgreSQL: read_only_sql_transaction
+        "attempt to write a readonly database", // SQLite: query_only
+        "ORA-01456",                            // Oracle: DML in a READ ONLY transaction
+    ];
+    if read_only.iter().any(|m| message.contains(m)) {
+        format!("{message} (validation is read-only: the SQL of a metric may read, never write)")
+    } else {
+        message
+    }
+}
+
 /// The latest committed (not dry) run of `job` in the target.
 fn latest_run(sink: &mut dyn Sink, job: &str) -> Result<Option<String>> {
     let d = sink.dialect();
@@ -1363,6 +1377,7 @@ pub fn validate(cfg: &Config, v: &Validation) -> Result<Report> {
     })?;
     let mut sink = crate::sink::open(&cfg.target.url, true)
         .map_err(|e| e.context(format!("validation of {}, target", job.name)))?;
+    sink.begin_read_only()?;
     let run_id = latest_run(sink.as_mut(), &job.name)?;
     if run_id.is_none() {
         return Err(Error::config(format!(
@@ -1502,7 +1517,7 @@ pub fn validate(cfg: &Config, v: &Validation) -> Result<Report> {
                 merged: 0.0,
                 reconciliation: String::new(),
                 verdict: Verdict::Error,
-                differences: vec![e.to_string()],
+                differences: vec![explain_refusal(e.to_string())],
                 source_digest: String::new(),
                 target_digest: String::new(),
             },

@@ -1,0 +1,168 @@
+//! What a validation file, a report file and a report path can no longer do
+//! (issue 15): validation SQL cannot write, a misspelled column is an error
+//! instead of a string, `diff` cannot be fooled, and a failed report write
+//! leaves nothing half-written. Needs the local PostgreSQL.
+
+mod common;
+
+use common::pg::TempDb;
+use common::*;
+use serde_json::Value;
+
+/// A PostgreSQL source holding `things` (3 rows), the job `things` copying
+/// it into the target's `things`, and an empty `validation/`.
+struct Tiny {
+    src: TempDb,
+    dir: tempfile::TempDir,
+}
+
+const MAPPING: &str = r#"[source]
+table = "things"
+[target]
+table = "things"
+key = ["id"]
+[[columns]]
+name = "id"
+type = "integer"
+[[columns]]
+name = "name"
+[[columns]]
+name = "category"
+"#;
+
+impl Tiny {
+    fn new(prefix: &str) -> Tiny {
+        let src = TempDb::new(prefix);
+        src.query(
+            "CREATE TABLE things (id integer PRIMARY KEY, name text, category text);
+             INSERT INTO things VALUES (1, 'a', 'x'), (2, 'b', 'y'), (3, 'c', 'x')",
+        );
+        let dir = project(
+            &format!(
+                "[sources.src]\nkind = \"postgres\"\nurl = \"{}\"\n",
+                src.url()
+            ),
+            &[
+                ("mappings/things.toml", MAPPING),
+                (
+                    "jobs/things.toml",
+                    "source = \"src\"\n[[tables]]\nmapping = \"things\"\n",
+                ),
+            ],
+        );
+        std::fs::create_dir_all(dir.path().join("validation")).unwrap();
+        Tiny { src, dir }
+    }
+
+    fn sqlite(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("t.db").display())
+    }
+
+    fn run(&self, target: &str, args: &[&str]) -> std::process::Output {
+        let t = format!("target.url={target}");
+        let mut all = vec!["--set", &t];
+        all.extend_from_slice(args);
+        repaero_in(self.dir.path(), &all)
+    }
+
+    fn migrate(&self, target: &str) {
+        let out = self.run(target, &["migrate", "things"]);
+        assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    }
+
+    fn validation(&self, text: &str) {
+        std::fs::write(self.dir.path().join("validation/things.toml"), text).unwrap();
+    }
+
+    /// `validate things --json`: exit code, the report, stderr.
+    fn validate(&self, target: &str) -> (i32, Value, String) {
+        let out = self.run(target, &["validate", "things", "--json"]);
+        let report = serde_json::from_str(&stdout(&out)).unwrap_or(Value::Null);
+        (code(&out), report, stderr(&out))
+    }
+}
+
+fn metric<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["reports"][0]["metrics"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no metrics in {report}"))
+        .iter()
+        .find(|m| m["id"] == id)
+        .unwrap_or_else(|| panic!("no metric {id} in {report}"))
+}
+
+/// The metric failed because the validation may not write.
+fn refused_as_read_only(report: &Value, id: &str) {
+    let m = metric(report, id);
+    assert_eq!(m["verdict"], "error", "{m}");
+    let why = m["differences"][0].as_str().unwrap_or_default();
+    assert!(why.contains("read-only"), "{why}");
+}
+
+const DELETE_ON_TARGET: &str = r#"[[metrics]]
+id = "D1"
+title = "a metric that deletes"
+kind = "count"
+explain = "things"
+target = { sql = "DELETE FROM things RETURNING 1" }
+"#;
+
+const DELETE_ON_SOURCE: &str = r#"[[metrics]]
+id = "D2"
+title = "a metric that deletes in the source"
+kind = "count"
+explain = "things"
+source = { sql = "DELETE FROM things RETURNING 1" }
+"#;
+
+#[test]
+fn validation_sql_cannot_write_into_a_sqlite_target() {
+    let t = Tiny::new("ro_lite");
+    let target = t.sqlite();
+    t.migrate(&target);
+    t.validation(DELETE_ON_TARGET);
+    let (c, report, err) = t.validate(&target);
+    assert_eq!(c, 3, "{report}\n{err}");
+    refused_as_read_only(&report, "D1");
+    let db = Db::Sqlite(t.dir.path().join("t.db"));
+    assert_eq!(db.one("SELECT count(*) FROM things"), "3");
+}
+
+#[test]
+fn validation_sql_cannot_write_into_a_postgres_target_or_source() {
+    let t = Tiny::new("ro_pg_src");
+    let target_db = TempDb::new("ro_pg_tgt");
+    let target = target_db.url();
+    t.migrate(&target);
+    t.validation(DELETE_ON_TARGET);
+    let (c, report, err) = t.validate(&target);
+    assert_eq!(c, 3, "{report}\n{err}");
+    refused_as_read_only(&report, "D1");
+    assert_eq!(target_db.query("SELECT count(*) FROM things"), "3");
+
+    // a statement that ends the transaction first gains nothing
+    t.validation(&DELETE_ON_TARGET.replace("DELETE", "COMMIT; DELETE"));
+    let (c, report, err) = t.validate(&target);
+    assert_eq!(c, 3, "{report}\n{err}");
+    refused_as_read_only(&report, "D1");
+    assert_eq!(target_db.query("SELECT count(*) FROM things"), "3");
+
+    // the source is read-only too
+    t.validation(DELETE_ON_SOURCE);
+    let (c, report, err) = t.validate(&target);
+    assert_eq!(c, 3, "{report}\n{err}");
+    refused_as_read_only(&report, "D2");
+    assert_eq!(t.src.query("SELECT count(*) FROM things"), "3");
+}
+
+#[test]
+fn validation_sql_on_a_sqlite_target_and_a_postgres_source_cannot_write_the_source() {
+    let t = Tiny::new("ro_lite_src");
+    let target = t.sqlite();
+    t.migrate(&target);
+    t.validation(DELETE_ON_SOURCE);
+    let (c, report, err) = t.validate(&target);
+    assert_eq!(c, 3, "{report}\n{err}");
+    refused_as_read_only(&report, "D2");
+    assert_eq!(t.src.query("SELECT count(*) FROM things"), "3");
+}
