@@ -166,3 +166,127 @@ fn validation_sql_on_a_sqlite_target_and_a_postgres_source_cannot_write_the_sour
     refused_as_read_only(&report, "D2");
     assert_eq!(t.src.query("SELECT count(*) FROM things"), "3");
 }
+
+// ---------------------------------------------------------------------
+// A misspelled column is an error, never a string (SQLite) or a metric
+// that quietly fails
+
+const VALUE_TYPO: &str = r#"[[metrics]]
+id = "T1"
+title = "a sum of a column that does not exist"
+kind = "sum"
+explain = "things"
+value = { source = "id", target = "no_such_col", type = "integer", scale = 0 }
+"#;
+
+const WHERE_TYPO: &str = r#"[[metrics]]
+id = "T2"
+title = "a filter on a column that does not exist"
+kind = "count"
+explain = "things"
+target = { where = { categroy = "categroy" } }
+"#;
+
+const SOURCE_TYPO: &str = r#"[[metrics]]
+id = "T3"
+title = "a source column that does not exist"
+kind = "count_distinct"
+explain = "things"
+value = { source = "no_such_src", target = "category" }
+"#;
+
+fn no_such_column(t: &Tiny, target: &str, id: &str, col: &str) {
+    let (c, report, err) = t.validate(target);
+    assert_eq!(c, 2, "{report}\n{err}");
+    assert!(
+        err.contains("validation/things.toml")
+            && err.contains(&format!("metric {id}"))
+            && err.contains(&format!("no such column `{col}`")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_misspelled_column_is_an_error_in_sqlite() {
+    let t = Tiny::new("typo_lite");
+    let target = t.sqlite();
+    t.migrate(&target);
+    // the same file without the typos passes
+    t.validation(&WHERE_TYPO.replace(
+        "target = { where = { categroy = \"categroy\" } }",
+        "source = { where = { category = \"x\" } }\ntarget = { where = { category = \"x\" } }",
+    ));
+    let (c, report, err) = t.validate(&target);
+    assert_eq!(c, 0, "{report}\n{err}");
+    assert_eq!(metric(&report, "T2")["target"], 2.0);
+    t.validation(VALUE_TYPO);
+    no_such_column(&t, &target, "T1", "no_such_col");
+    // SQLite read "categroy" as the string 'categroy': always true, so the
+    // count matched and the typo passed
+    t.validation(WHERE_TYPO);
+    no_such_column(&t, &target, "T2", "categroy");
+    t.validation(SOURCE_TYPO);
+    no_such_column(&t, &target, "T3", "no_such_src");
+    // a typo in raw SQL is refused by SQLite, not read as a string
+    t.validation(
+        r#"[[metrics]]
+id = "T4"
+title = "raw SQL with a typo"
+kind = "count"
+explain = "things"
+target = { sql = "SELECT count(*) FROM things WHERE \"categroy\" = 'categroy'" }
+"#,
+    );
+    let (c, report, _) = t.validate(&target);
+    assert_eq!(c, 3);
+    let m = metric(&report, "T4");
+    assert_eq!(m["verdict"], "error", "{m}");
+    assert!(
+        m["differences"][0]
+            .as_str()
+            .unwrap()
+            .contains("no such column: \"categroy\""),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_misspelled_column_is_an_error_in_postgres() {
+    let t = Tiny::new("typo_pg_src");
+    let target_db = TempDb::new("typo_pg_tgt");
+    let target = target_db.url();
+    t.migrate(&target);
+    t.validation(VALUE_TYPO);
+    no_such_column(&t, &target, "T1", "no_such_col");
+    t.validation(WHERE_TYPO);
+    no_such_column(&t, &target, "T2", "categroy");
+    t.validation(SOURCE_TYPO);
+    no_such_column(&t, &target, "T3", "no_such_src");
+}
+
+#[test]
+fn a_misspelled_column_of_a_workbook_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, q) = sqlite_target(dir.path());
+    let v = format!("paths.validation={}", dir.path().display());
+    let out = repaero(&["--set", &t, "--set", &q, "migrate", "stock"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    std::fs::write(
+        dir.path().join("stock.toml"),
+        r#"[[metrics]]
+id = "S1"
+title = "a header that is not in the sheet"
+kind = "sum"
+explain = "parts"
+value = { source = "Quantitée", target = "quantity", type = "integer", scale = 0 }
+"#,
+    )
+    .unwrap();
+    let out = repaero(&["--set", &t, "--set", &q, "--set", &v, "validate", "stock"]);
+    assert_eq!(code(&out), 2, "{}\n{}", stdout(&out), stderr(&out));
+    assert!(
+        stderr(&out).contains("metric S1") && stderr(&out).contains("no such column `Quantitée`"),
+        "{}",
+        stderr(&out)
+    );
+}
