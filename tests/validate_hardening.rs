@@ -290,3 +290,81 @@ value = { source = "Quantitée", target = "quantity", type = "integer", scale = 
         stderr(&out)
     );
 }
+// ---------------------------------------------------------------------
+// diff: reports of different jobs, metrics that disappeared
+
+fn report_file(job: &str, ids: &[&str]) -> String {
+    let metrics: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            serde_json::json!({
+                "id": id, "title": format!("metric {id}"), "kind": "count",
+                "source": 3.0, "target": 3.0, "rejected": 0.0, "merged": 0.0,
+                "reconciliation": "source 3 = target 3 + merged 0 + rejected 0",
+                "verdict": "ok", "differences": [],
+                "source_digest": "a", "target_digest": "a"
+            })
+        })
+        .collect();
+    serde_json::json!({ "reports": [{
+        "job": job, "source": "s", "target": "t", "run_id": "r",
+        "generated_at": "2026-11-29T00:00:00Z", "params": {}, "metrics": metrics
+    }]})
+    .to_string()
+}
+
+#[test]
+fn diff_refuses_reports_of_different_jobs_and_counts_lost_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let stock = file("stock.json", report_file("stock", &["M5", "M6", "M7"]));
+    let clients = file("clients.json", report_file("clients", &["M1", "M2", "M4"]));
+    let empty = file("empty.json", report_file("stock", &[]));
+    let fewer = file("fewer.json", report_file("stock", &["M5", "M7"]));
+
+    let out = repaero(&["diff", &stock, &clients]);
+    assert_eq!(code(&out), 2, "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("stock") && stderr(&out).contains("clients"),
+        "{}",
+        stderr(&out)
+    );
+    // validation lost all its metrics: each is a regression
+    let out = repaero(&["diff", &stock, &empty]);
+    assert_eq!(code(&out), 3, "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        stdout(&out).matches("REGRESSION stock").count(),
+        3,
+        "{}",
+        stdout(&out)
+    );
+    let out = repaero(&["diff", &stock, &fewer, "--json"]);
+    assert_eq!(code(&out), 3);
+    let changes: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(changes[0]["metric"], "M6");
+    assert_eq!(changes[0]["what"], "removed");
+    assert_eq!(changes[0]["regression"], true);
+    // a metric added is not a regression, and nothing changed is no change
+    let out = repaero(&["diff", &fewer, &stock]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    let out = repaero(&["diff", &stock, &stock]);
+    assert_eq!((code(&out), stdout(&out)), (0, "no change\n".to_string()));
+}
+
+#[test]
+fn a_validation_file_without_metrics_is_an_error() {
+    let t = Tiny::new("no_metrics");
+    let target = t.sqlite();
+    t.migrate(&target);
+    t.validation("[params]\nas_of = \"2026-11-14\"\n");
+    let (c, report, err) = t.validate(&target);
+    assert_eq!(c, 2, "{report}\n{err}");
+    assert!(
+        err.contains("validation/things.toml: no [[metrics]]"),
+        "{err}"
+    );
+}

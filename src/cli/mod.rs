@@ -544,7 +544,14 @@ fn run(cli: Cli) -> Result<u8> {
                     })?;
                 Ok(f.reports)
             };
-            let changes = crate::validate::report::diff(&read(old)?, &read(new)?);
+            let (before, after) = (read(old)?, read(new)?);
+            crate::validate::report::check_comparable(
+                &before,
+                &after,
+                &old.display().to_string(),
+                &new.display().to_string(),
+            )?;
+            let changes = crate::validate::report::diff(&before, &after);
             if *json {
                 print_json(&changes)?;
             } else {

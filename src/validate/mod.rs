@@ -312,6 +312,11 @@ impl Validation {
         let vf: ValidationFile = crate::config::read_declarative(&file, env)?;
         let job = Job::load(cfg, job, env)?;
         let params = resolve_params(&vf.params, &label)?;
+        if vf.metrics.is_empty() {
+            return Err(Error::config(format!(
+                "{label}: no [[metrics]]: a validation file checks at least one metric"
+            )));
+        }
         let mut metrics = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for mut m in vf.metrics {

@@ -260,6 +260,38 @@ fn metric_changes(job: &str, a: &MetricResult, b: &MetricResult, out: &mut Vec<C
     }
 }
 
+/// Whether two report files can be compared: both hold reports, of the
+/// same jobs. `old_name` and `new_name` name the files in the error.
+pub fn check_comparable(
+    old: &[Report],
+    new: &[Report],
+    old_name: &str,
+    new_name: &str,
+) -> crate::error::Result<()> {
+    let jobs = |r: &[Report]| {
+        let mut j: Vec<String> = r.iter().map(|r| r.job.clone()).collect();
+        j.sort();
+        j.dedup();
+        j
+    };
+    let (a, b) = (jobs(old), jobs(new));
+    for (name, j) in [(old_name, &a), (new_name, &b)] {
+        if j.is_empty() {
+            return Err(crate::error::Error::config(format!(
+                "{name} holds no validation report: nothing to compare"
+            )));
+        }
+    }
+    if a != b {
+        return Err(crate::error::Error::config(format!(
+            "{old_name} reports on job(s) {} and {new_name} on job(s) {}: diff compares two reports of the same jobs",
+            a.join(", "),
+            b.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 /// What changed from `old` to `new`.
 pub fn diff(old: &[Report], new: &[Report]) -> Vec<Change> {
     let mut out = Vec::new();
@@ -282,12 +314,14 @@ pub fn diff(old: &[Report], new: &[Report]) -> Vec<Change> {
         let n = new.iter().find(|n| n.job == o.job);
         for m in &o.metrics {
             if n.is_none_or(|n| !n.metrics.iter().any(|x| x.id == m.id)) {
+                // a metric that is no longer checked passes no more: a gate
+                // on diff must not pass when validation loses its metrics
                 out.push(Change {
                     job: o.job.clone(),
                     metric: m.id.clone(),
                     what: "removed".into(),
                     detail: m.title.clone(),
-                    regression: false,
+                    regression: true,
                 });
             }
         }
@@ -372,9 +406,20 @@ mod tests {
              clients M1: value target 570 → 569\n\
              clients M1: difference new: expected 570 in the target (source 600 − merged 30 − rejected 0), found 569\n\
              clients M9: added metric M9 (ok)\n\
-             clients M8: removed metric M8\n"
+             REGRESSION clients M8: removed metric M8\n"
         );
         assert!(diff(&old, &old).is_empty());
+        // reports of other jobs, or none, are not compared
+        let mut other = old.clone();
+        other[0].job = "stock".into();
+        let err = check_comparable(&old, &other, "a.json", "b.json").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a.json reports on job(s) clients and b.json on job(s) stock: diff compares two reports of the same jobs"
+        );
+        assert_eq!(err.exit_code(), 2);
+        assert!(check_comparable(&old, &[], "a.json", "b.json").is_err());
+        assert!(check_comparable(&old, &new, "a.json", "b.json").is_ok());
     }
 
     #[test]
