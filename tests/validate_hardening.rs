@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::pg::TempDb;
 use common::*;
 use serde_json::Value;
@@ -367,4 +369,140 @@ fn a_validation_file_without_metrics_is_an_error() {
         err.contains("validation/things.toml: no [[metrics]]"),
         "{err}"
     );
+}
+// ---------------------------------------------------------------------
+// A report written whole or not at all
+
+const FIVE_METRICS: &str = r#"
+[[metrics]]
+id = "C1"
+title = "things"
+kind = "count"
+explain = "things"
+
+[[metrics]]
+id = "C2"
+title = "categories"
+kind = "count_distinct"
+explain = "things"
+value = { source = "category", target = "category" }
+
+[[metrics]]
+id = "C3"
+title = "names"
+kind = "set"
+explain = "things"
+columns = [{ source = "name", target = "name" }]
+
+[[metrics]]
+id = "C4"
+title = "per category"
+kind = "grouped"
+explain = "things"
+key = { source = "category", target = "category" }
+
+[[metrics]]
+id = "C5"
+title = "sum of ids"
+kind = "sum"
+explain = "things"
+value = { source = "id", target = "id", type = "integer", scale = 0 }
+"#;
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_failed_report_write_leaves_no_partial_file() {
+    let t = Tiny::new("atomic");
+    let target = t.sqlite();
+    t.migrate(&target);
+    t.validation(FIVE_METRICS);
+    let reports = t.dir.path().join("reports");
+    std::fs::create_dir_all(reports.join("a_directory")).unwrap();
+    let out_json = reports.join("r.json").display().to_string();
+    let out_html = reports.join("r.html").display().to_string();
+    let out = t.run(
+        &target,
+        &[
+            "validate", "things", "--out", &out_json, "--html", &out_html,
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    let before_json = std::fs::read(&out_json).unwrap();
+    let before_html = std::fs::read(&out_html).unwrap();
+    // larger than the limit below
+    assert!(
+        before_json.len() > 1024 && before_html.len() > 1024,
+        "{} {}",
+        before_json.len(),
+        before_html.len()
+    );
+    let before = listing(&reports);
+
+    // the disk fills up while writing (a file size limit of 512 bytes):
+    // the existing reports stay whole, no temporary file stays behind
+    let t_set = format!("target.url={target}");
+    let limited = std::process::Command::new("sh")
+        .current_dir(t.dir.path())
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 1; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_repaero"))
+        .args(["--set", &t_set, "validate", "things", "--out", &out_json])
+        .output()
+        .unwrap();
+    assert_eq!(code(&limited), 1, "{}", stderr(&limited));
+    assert!(
+        stderr(&limited).contains(&format!("writing {out_json}")),
+        "{}",
+        stderr(&limited)
+    );
+    let after = std::fs::read(&out_json).unwrap();
+    assert!(
+        after == before_json,
+        "the report was cut: {} bytes, was {}",
+        after.len(),
+        before_json.len()
+    );
+    let limited = std::process::Command::new("sh")
+        .current_dir(t.dir.path())
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 1; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_repaero"))
+        .args(["--set", &t_set, "validate", "things", "--html", &out_html])
+        .output()
+        .unwrap();
+    assert_eq!(code(&limited), 1, "{}", stderr(&limited));
+    let after = std::fs::read(&out_html).unwrap();
+    assert!(
+        after == before_html,
+        "the report was cut: {} bytes, was {}",
+        after.len(),
+        before_html.len()
+    );
+    assert_eq!(listing(&reports), before);
+
+    // the final name is a directory; the directory cannot be written
+    for bad in [
+        reports.join("a_directory").display().to_string(),
+        "/proc/repaero-report.json".to_string(),
+        reports.join("no_such_dir/r.md").display().to_string(),
+    ] {
+        let out = t.run(&target, &["validate", "things", "--md", &bad]);
+        assert_eq!(code(&out), 1, "{bad}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("writing {bad}")),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(listing(&reports), before, "{bad}");
+        assert!(listing(&reports.join("a_directory")).is_empty());
+    }
+    assert!(!Path::new("/proc/repaero-report.json").exists());
 }

@@ -182,6 +182,57 @@ pub fn render_html(reports: &[Report]) -> String {
     s
 }
 
+/// Write a report file whole or not at all: into a temporary file beside
+/// it, synced, then renamed over it. A failed write (a full disk, a name
+/// that is a directory) leaves the previous file as it was and no partial
+/// one. A symbolic link is followed (the file it names is replaced); a
+/// device or a pipe (`/dev/stdout`) is written to as it is.
+pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> crate::error::Result<()> {
+    use std::io::Write as _;
+    let fail = |e: std::io::Error| {
+        crate::error::Error::runtime(format!("writing {}: {e}", path.display()))
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            return Err(crate::error::Error::runtime(format!(
+                "writing {}: it is a directory; name a file",
+                path.display()
+            )));
+        }
+        Ok(m) if !m.is_file() => return std::fs::write(path, bytes).map_err(fail),
+        _ => {}
+    }
+    // /dev/stdout redirected to a file is a regular file too: written to as
+    // it is, not replaced under the shell that opened it
+    if path.starts_with("/dev") || path.starts_with("/proc") {
+        return std::fs::write(path, bytes).map_err(fail);
+    }
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let name = target.file_name().ok_or_else(|| {
+        crate::error::Error::runtime(format!("writing {}: not a file name", path.display()))
+    })?;
+    let tmp = target.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &target)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail(e));
+    }
+    Ok(())
+}
+
 /// A file of one or more reports (what `--out` writes, `diff` reads).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ReportFile {
@@ -420,6 +471,32 @@ mod tests {
         assert_eq!(err.exit_code(), 2);
         assert!(check_comparable(&old, &[], "a.json", "b.json").is_err());
         assert!(check_comparable(&old, &new, "a.json", "b.json").is_ok());
+    }
+
+    #[test]
+    fn a_report_file_is_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.json");
+        write_file(&p, b"first").unwrap();
+        write_file(&p, b"second").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"second");
+        // a link is followed: the file it names gets the report
+        let link = dir.path().join("latest.json");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        write_file(&link, b"third").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"third");
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        // a directory is refused, and nothing is left behind
+        let err = write_file(dir.path(), b"x").unwrap_err();
+        assert!(err.to_string().contains("it is a directory"), "{err}");
+        let err = write_file(&dir.path().join("no/r.json"), b"x").unwrap_err();
+        assert!(err.to_string().starts_with("writing "), "{err}");
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["latest.json", "r.json"]);
     }
 
     #[test]
