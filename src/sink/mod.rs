@@ -560,7 +560,10 @@ pub fn open(url: &str, dry_run: bool) -> Result<Box<dyn Sink>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         return Ok(Box::new(sqlite::SqliteSink::open(path, dry_run)?));
     }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if url.starts_with("postgres://")
+        || url.starts_with("postgresql://")
+        || crate::config::is_conninfo(url)
+    {
         return Ok(Box::new(postgres::PgSink::connect(url)?));
     }
     if url.starts_with("oracle://") {
@@ -573,7 +576,7 @@ pub fn open(url: &str, dry_run: bool) -> Result<Box<dyn Sink>> {
         )));
     }
     Err(Error::config(format!(
-        "target.url {:?} is not supported; use sqlite://path/to/file.db, postgres://user@host/db or oracle://user@host:1521/service",
+        "target.url {:?} is not supported; use sqlite://path/to/file.db, postgres://user@host/db (or host=… dbname=…) or oracle://user@host:1521/service",
         crate::config::redact_url(url)
     )))
 }
