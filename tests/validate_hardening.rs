@@ -169,6 +169,33 @@ fn validation_sql_on_a_sqlite_target_and_a_postgres_source_cannot_write_the_sour
     assert_eq!(t.src.query("SELECT count(*) FROM things"), "3");
 }
 
+#[test]
+fn rowdiff_cannot_write_into_a_postgres_source() {
+    let t = Tiny::new("ro_rowdiff");
+    let target = t.sqlite();
+    t.migrate(&target);
+    // a mapping query calling a function that deletes
+    t.src.query(
+        "CREATE FUNCTION zap() RETURNS bigint LANGUAGE sql AS 'DELETE FROM things RETURNING 1'",
+    );
+    std::fs::write(
+        t.dir.path().join("mappings/things.toml"),
+        MAPPING.replace(
+            "table = \"things\"\n[target]",
+            "table = \"things\"\nquery = \"SELECT t.*, zap() AS z FROM things t\"\n[target]",
+        ),
+    )
+    .unwrap();
+    let out = t.run(&target, &["rowdiff", "things", "things"]);
+    assert_ne!(code(&out), 0, "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("read-only transaction"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(t.src.query("SELECT count(*) FROM things"), "3");
+}
+
 // ---------------------------------------------------------------------
 // A misspelled column is an error, never a string (SQLite) or a metric
 // that quietly fails
