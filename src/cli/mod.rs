@@ -544,7 +544,14 @@ fn run(cli: Cli) -> Result<u8> {
                     })?;
                 Ok(f.reports)
             };
-            let changes = crate::validate::report::diff(&read(old)?, &read(new)?);
+            let (before, after) = (read(old)?, read(new)?);
+            crate::validate::report::check_comparable(
+                &before,
+                &after,
+                &old.display().to_string(),
+                &new.display().to_string(),
+            )?;
+            let changes = crate::validate::report::diff(&before, &after);
             if *json {
                 print_json(&changes)?;
             } else {
@@ -578,8 +585,7 @@ fn write_truth<T: Serialize>(path: &std::path::Path, truth: &T) -> Result<()> {
     }
     let json = serde_json::to_string_pretty(truth)
         .map_err(|e| Error::runtime(format!("ground truth: {e}")))?;
-    std::fs::write(path, json + "\n")
-        .map_err(|e| Error::runtime(format!("writing {}: {e}", path.display())))
+    crate::validate::report::write_file(path, (json + "\n").as_bytes())
 }
 
 fn print_json<T: Serialize>(v: &T) -> Result<()> {
@@ -620,8 +626,7 @@ fn validate(cfg: &Config, args: &ValidateArgs) -> Result<u8> {
     }
     let write = |path: &Option<PathBuf>, text: String| -> Result<()> {
         if let Some(p) = path {
-            std::fs::write(p, text)
-                .map_err(|e| Error::runtime(format!("writing {}: {e}", p.display())))?;
+            report::write_file(p, text.as_bytes())?;
         }
         Ok(())
     };

@@ -527,6 +527,12 @@ impl Mapping {
             )));
         }
         check_identifier(&self.target.table, f, "target.table")?;
+        if is_reserved_table(&self.target.table) {
+            return Err(Error::config(format!(
+                "{f}: target.table `{}` is reserved for repaero's own tables ({}); name the table differently",
+                self.target.table, RESERVED_TABLES_TEXT
+            )));
+        }
         let mut seen = std::collections::HashSet::new();
         for c in &self.columns {
             check_identifier(&c.name, f, "columns.name")?;
@@ -678,6 +684,34 @@ impl Mapping {
     }
 }
 
+/// Tables repaero writes itself, which no mapping may name as its target:
+/// run records and watermarks (`_repaero_…`), rejects and merges, the
+/// daemons' dead letters, the staging table of a `replace` load
+/// (`<table>__repaero_new`), and the stock service's ledger, imported
+/// files and alerts. Compared case-insensitively.
+pub const RESERVED_TABLES: &[&str] = &[
+    "_rejects",
+    "_merges",
+    "_dead_letters",
+    "stock_movements",
+    "scan_files",
+    "stock_alerts",
+];
+/// Every name starting with it is reserved (`_repaero_runs`, `_repaero_state`…).
+pub const RESERVED_PREFIX: &str = "_repaero";
+/// Every name ending with it is reserved (a `replace` load's staging table).
+pub const RESERVED_SUFFIX: &str = "__repaero_new";
+const RESERVED_TABLES_TEXT: &str = "_repaero*, _rejects, _merges, _dead_letters, *__repaero_new, and the stock service's stock_movements, scan_files, stock_alerts";
+
+/// Whether `name` is one of repaero's own tables ([`RESERVED_TABLES`],
+/// [`RESERVED_PREFIX`], [`RESERVED_SUFFIX`]).
+pub fn is_reserved_table(name: &str) -> bool {
+    let n = name.to_lowercase();
+    RESERVED_TABLES.contains(&n.as_str())
+        || n.starts_with(RESERVED_PREFIX)
+        || n.ends_with(RESERVED_SUFFIX)
+}
+
 /// Target identifiers are plain snake_case so that they need no quoting in
 /// any dialect and fit Oracle's 128-character limit.
 fn check_identifier(name: &str, file: &str, what: &str) -> Result<()> {
@@ -752,6 +786,37 @@ type = "integer"
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.starts_with("m.toml:10:1:"), "{err}");
         assert!(err.contains("requird"), "{err}");
+    }
+
+    #[test]
+    fn repaeros_own_tables_are_reserved() {
+        for t in [
+            "_rejects",
+            "_merges",
+            "_dead_letters",
+            "_repaero_runs",
+            "_repaero_heartbeats",
+            "_repaero",
+            "parts__repaero_new",
+            "stock_movements",
+        ] {
+            let text = BASE.replace("table = \"parts\"", &format!("table = \"{t}\""));
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("target.table `{t}` is reserved")),
+                "{t}: {err}"
+            );
+        }
+        assert!(is_reserved_table("_REJECTS") && is_reserved_table("_Repaero_State"));
+        for t in [
+            "rejects",
+            "merges",
+            "parts",
+            "repaero_runs",
+            "parts_repaero_new",
+        ] {
+            assert!(!is_reserved_table(t), "{t}");
+        }
     }
 
     #[test]

@@ -579,8 +579,13 @@ pub fn apply_set(root: &mut toml::Value, set: &str) -> Result<()> {
     Ok(())
 }
 
-/// Print a URL with any password replaced, for logs, errors and reports.
+/// Print a URL, or a libpq key=value connection string, with any password
+/// replaced, for logs, errors and reports.
 pub fn redact_url(url: &str) -> String {
+    // host=db password='s3cr3t' → host=db password=***
+    if !url.contains("://") {
+        return redact_conninfo(url);
+    }
     // scheme://user:password@host → scheme://user:***@host
     if let Some(scheme_end) = url.find("://") {
         let rest = &url[scheme_end + 3..];
@@ -600,6 +605,132 @@ pub fn redact_url(url: &str) -> String {
         }
     }
     redact_query(url)
+}
+
+/// One `key=value` of a libpq connection string, with where its value is.
+struct ConninfoPair {
+    key: String,
+    value: String,
+    /// Byte range of the value as written (quotes included).
+    span: std::ops::Range<usize>,
+}
+
+/// Read a libpq key=value connection string (`host=db dbname=x
+/// password='a b'`): keys, values unquoted and unescaped, and whether every
+/// token was a `key=value`. Tolerant: a token without `=` is skipped, an
+/// unterminated quote runs to the end.
+fn scan_conninfo(s: &str) -> (Vec<ConninfoPair>, bool) {
+    let chars: Vec<(usize, char)> = s.char_indices().collect();
+    let at = |i: usize| chars.get(i).map_or(s.len(), |(b, _)| *b);
+    let mut pairs = Vec::new();
+    let mut well_formed = true;
+    let mut i = 0;
+    let skip_ws = |i: &mut usize| {
+        while chars.get(*i).is_some_and(|(_, c)| c.is_whitespace()) {
+            *i += 1;
+        }
+    };
+    loop {
+        skip_ws(&mut i);
+        if i >= chars.len() {
+            break;
+        }
+        let key_start = i;
+        while chars
+            .get(i)
+            .is_some_and(|(_, c)| *c != '=' && !c.is_whitespace())
+        {
+            i += 1;
+        }
+        let key = s[at(key_start)..at(i)].to_string();
+        skip_ws(&mut i);
+        if chars.get(i).is_none_or(|(_, c)| *c != '=') {
+            well_formed = false;
+            continue;
+        }
+        i += 1;
+        skip_ws(&mut i);
+        let start = i;
+        let mut value = String::new();
+        if chars.get(i).is_some_and(|(_, c)| *c == '\'') {
+            i += 1;
+            loop {
+                match chars.get(i) {
+                    None => {
+                        well_formed = false;
+                        break;
+                    }
+                    Some((_, '\\')) if i + 1 < chars.len() => {
+                        value.push(chars[i + 1].1);
+                        i += 2;
+                    }
+                    Some((_, '\'')) => {
+                        i += 1;
+                        break;
+                    }
+                    Some((_, c)) => {
+                        value.push(*c);
+                        i += 1;
+                    }
+                }
+            }
+        } else {
+            while let Some((_, c)) = chars.get(i).filter(|(_, c)| !c.is_whitespace()) {
+                if *c == '\\' && i + 1 < chars.len() {
+                    value.push(chars[i + 1].1);
+                    i += 2;
+                } else {
+                    value.push(*c);
+                    i += 1;
+                }
+            }
+        }
+        if key.is_empty() {
+            well_formed = false;
+        }
+        pairs.push(ConninfoPair {
+            key,
+            value,
+            span: at(start)..at(i),
+        });
+    }
+    (pairs, well_formed)
+}
+
+/// Whether `s` is a libpq key=value connection string (`host=… dbname=…`),
+/// which PostgreSQL accepts wherever it accepts a `postgres://` URL.
+pub fn is_conninfo(s: &str) -> bool {
+    if s.contains("://") {
+        return false;
+    }
+    let (pairs, well_formed) = scan_conninfo(s);
+    well_formed && !pairs.is_empty()
+}
+
+/// The `(key, value)` pairs of a libpq key=value connection string, values
+/// unquoted.
+pub fn conninfo_pairs(s: &str) -> Vec<(String, String)> {
+    scan_conninfo(s)
+        .0
+        .into_iter()
+        .map(|p| (p.key, p.value))
+        .collect()
+}
+
+/// A libpq key=value string with each password value (`password`,
+/// `sslpassword`, any case) replaced by `***`.
+fn redact_conninfo(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut from = 0;
+    for p in scan_conninfo(s).0 {
+        if p.key.to_ascii_lowercase().ends_with("password") {
+            out.push_str(&s[from..p.span.start]);
+            out.push_str("***");
+            from = p.span.end;
+        }
+    }
+    out.push_str(&s[from..]);
+    out
 }
 
 fn redact_query(url: &str) -> String {
@@ -716,5 +847,41 @@ mod tests {
             "postgres://db/x?user=a&password=***"
         );
         assert_eq!(redact_url("sqlite://repaero.db"), "sqlite://repaero.db");
+    }
+
+    #[test]
+    fn key_value_passwords_are_redacted() {
+        let cases = [
+            (
+                "host=db user=app password=s3cr3t dbname=x",
+                "host=db user=app password=*** dbname=x",
+            ),
+            ("password='s3 cr\\'et' host=db", "password=*** host=db"),
+            ("host=db  PassWord =  s3cr3t", "host=db  PassWord =  ***"),
+            ("host=db sslpassword=k3y", "host=db sslpassword=***"),
+            (
+                "host=db password='unterminated s3cr3t",
+                "host=db password=***",
+            ),
+            ("host=db password=", "host=db password=***"),
+            ("hots=db password=s3cr3t junk", "hots=db password=*** junk"),
+            ("repaero.db", "repaero.db"),
+        ];
+        for (raw, shown) in cases {
+            assert_eq!(redact_url(raw), shown, "{raw}");
+        }
+        assert!(is_conninfo("host=127.0.0.1 dbname=x password='a b'"));
+        assert!(is_conninfo("dbname = x"));
+        assert!(!is_conninfo("postgres://u@h/db?password=x"));
+        assert!(!is_conninfo("repaero.db"));
+        assert!(!is_conninfo("host=db junk"));
+        assert!(!is_conninfo(""));
+        assert_eq!(
+            conninfo_pairs("host=db password='a \\'b\\\\'"),
+            vec![
+                ("host".to_string(), "db".to_string()),
+                ("password".to_string(), "a 'b\\".to_string())
+            ]
+        );
     }
 }

@@ -475,6 +475,11 @@ pub trait Sink {
     fn dialect(&self) -> Dialect;
     /// Start the unit of work and make sure repaero's own tables exist.
     fn begin(&mut self) -> Result<()>;
+    /// Refuse every write on this connection from now on: validation and
+    /// rowdiff only read, whatever SQL a validation file holds. SQLite:
+    /// `query_only`; PostgreSQL: every transaction of the session read-only;
+    /// Oracle: a read-only transaction, until [`Sink::rollback`].
+    fn begin_read_only(&mut self) -> Result<()>;
     /// Prepare `def` for writing in `mode`.
     fn start_table(&mut self, def: &TableDef, mode: WriteMode) -> Result<()>;
     /// Write a typed batch into the table being written. The outcome may
@@ -555,7 +560,10 @@ pub fn open(url: &str, dry_run: bool) -> Result<Box<dyn Sink>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         return Ok(Box::new(sqlite::SqliteSink::open(path, dry_run)?));
     }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if url.starts_with("postgres://")
+        || url.starts_with("postgresql://")
+        || crate::config::is_conninfo(url)
+    {
         return Ok(Box::new(postgres::PgSink::connect(url)?));
     }
     if url.starts_with("oracle://") {
@@ -568,7 +576,7 @@ pub fn open(url: &str, dry_run: bool) -> Result<Box<dyn Sink>> {
         )));
     }
     Err(Error::config(format!(
-        "target.url {:?} is not supported; use sqlite://path/to/file.db, postgres://user@host/db or oracle://user@host:1521/service",
+        "target.url {:?} is not supported; use sqlite://path/to/file.db, postgres://user@host/db (or host=… dbname=…) or oracle://user@host:1521/service",
         crate::config::redact_url(url)
     )))
 }

@@ -578,6 +578,12 @@ mod imp {
             Ok(())
         }
 
+        fn begin_read_only(&mut self) -> Result<()> {
+            // the first statement of the transaction; it ends at rollback
+            self.exec("SET TRANSACTION READ ONLY", &[])?;
+            Ok(())
+        }
+
         fn start_table(&mut self, def: &TableDef, mode: WriteMode) -> Result<()> {
             let created = !self.exists(&def.name)?;
             if created {

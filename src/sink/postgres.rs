@@ -67,35 +67,32 @@ struct TlsWish {
     root_cert: Option<String>,
 }
 
-/// Take `sslmode` and `sslrootcert` out of the URL (tokio-postgres knows
-/// neither `verify-*` nor `sslrootcert`).
+/// Take `sslmode` and `sslrootcert` out of the URL or key=value string
+/// (tokio-postgres knows neither `verify-*` nor `sslrootcert`).
 fn split_tls(url: &str) -> (String, TlsWish) {
     let mut wish = TlsWish {
         mode: SslMode::Prefer,
         verify: false,
         root_cert: None,
     };
+    if crate::config::is_conninfo(url) {
+        let mut kept = Vec::new();
+        for (k, v) in crate::config::conninfo_pairs(url) {
+            if !tls_param(&mut wish, &k, &v) {
+                let quoted = v.replace('\\', "\\\\").replace('\'', "\\'");
+                kept.push(format!("{k}='{quoted}'"));
+            }
+        }
+        return (kept.join(" "), wish);
+    }
     let Some((base, query)) = url.split_once('?') else {
         return (url.to_string(), wish);
     };
     let mut kept = Vec::new();
     for kv in query.split('&') {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        match k {
-            "sslmode" => match v {
-                "disable" => wish.mode = SslMode::Disable,
-                "allow" | "prefer" => wish.mode = SslMode::Prefer,
-                "require" => wish.mode = SslMode::Require,
-                "verify-ca" | "verify-full" => {
-                    wish.mode = SslMode::Require;
-                    wish.verify = true;
-                }
-                _ => kept.push(kv.to_string()),
-            },
-            "sslrootcert" => {
-                wish.root_cert = Some(v.to_string());
-            }
-            _ => kept.push(kv.to_string()),
+        if !tls_param(&mut wish, k, v) {
+            kept.push(kv.to_string());
         }
     }
     let url = if kept.is_empty() {
@@ -104,6 +101,26 @@ fn split_tls(url: &str) -> (String, TlsWish) {
         format!("{base}?{}", kept.join("&"))
     };
     (url, wish)
+}
+
+/// Take one TLS parameter into `wish`; false when `k = v` is not one.
+fn tls_param(wish: &mut TlsWish, k: &str, v: &str) -> bool {
+    match k {
+        "sslmode" => match v {
+            "disable" => wish.mode = SslMode::Disable,
+            "allow" | "prefer" => wish.mode = SslMode::Prefer,
+            "require" => wish.mode = SslMode::Require,
+            "verify-ca" | "verify-full" => {
+                wish.mode = SslMode::Require;
+                wish.verify = true;
+            }
+            // left for tokio-postgres to refuse, naming it
+            _ => return false,
+        },
+        "sslrootcert" => wish.root_cert = Some(v.to_string()),
+        _ => return false,
+    }
+    true
 }
 
 mod no_verify {
@@ -776,6 +793,15 @@ impl Sink for PgSink {
         ))
     }
 
+    fn begin_read_only(&mut self) -> Result<()> {
+        self.settle()?;
+        // the session's default, not one transaction: each statement is its
+        // own read-only transaction (a failed metric does not abort the
+        // others), and a COMMIT in a metric's SQL opens no writable one
+        self.conn
+            .batch("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    }
+
     fn start_table(&mut self, def: &TableDef, mode: WriteMode) -> Result<()> {
         let q = |s: &str| Dialect::Postgres.quote(s);
         let mut created = mode == WriteMode::Replace;
@@ -1243,5 +1269,21 @@ mod tests {
                 root_cert: None
             }
         );
+        // the libpq key=value form, values re-quoted for tokio-postgres
+        let (kv, w) = split_tls(
+            "host=h dbname=db sslmode=verify-ca sslrootcert='/c a.pem' password='it\\'s'",
+        );
+        assert_eq!(kv, "host='h' dbname='db' password='it\\'s'");
+        assert_eq!(
+            w,
+            TlsWish {
+                mode: SslMode::Require,
+                verify: true,
+                root_cert: Some("/c a.pem".into())
+            }
+        );
+        let config: tokio_postgres::Config = kv.parse().unwrap();
+        assert_eq!(config.get_password(), Some(&b"it's"[..]));
+        assert_eq!(config.get_dbname(), Some("db"));
     }
 }

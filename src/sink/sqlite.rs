@@ -69,6 +69,15 @@ impl SqliteSink {
              PRAGMA cache_size = -65536;",
         )
         .map_err(db_err(&label))?;
+        // A double-quoted name SQLite does not know is an error, never the
+        // string literal it falls back to by default (a misspelled column
+        // in a filter would compare a string with itself)
+        for c in [
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_DQS_DML,
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_DQS_DDL,
+        ] {
+            conn.set_db_config(c, false).map_err(db_err(&label))?;
+        }
         // rowdiff's row hash, as PostgreSQL and Oracle compute it in SQL
         conn.create_scalar_function(
             "repaero_hash40",
@@ -183,6 +192,12 @@ impl Sink for SqliteSink {
                    PRIMARY KEY (job, table_name));"
             ))
             .map_err(|e| Error::runtime(format!("{}: cannot start a transaction: {e}", self.label)))
+    }
+
+    fn begin_read_only(&mut self) -> Result<()> {
+        self.conn
+            .execute_batch("PRAGMA query_only = ON")
+            .map_err(db_err(&self.label))
     }
 
     fn start_table(&mut self, def: &TableDef, mode: WriteMode) -> Result<()> {
@@ -686,6 +701,38 @@ mod tests {
 
     fn count(s: &SqliteSink, sql: &str) -> i64 {
         s.connection().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn an_unknown_double_quoted_name_is_an_error_not_a_string() {
+        let mut s = SqliteSink::open(":memory:", false).unwrap();
+        s.begin().unwrap();
+        s.start_table(&def(), WriteMode::Append).unwrap();
+        let err = s
+            .query_text("SELECT count(*) FROM \"parts\" WHERE \"categroy\" = 'categroy'")
+            .unwrap_err();
+        assert!(err.to_string().contains("no such column"), "{err}");
+        assert_eq!(
+            s.query_text("SELECT count(*) FROM \"parts\" WHERE \"reference\" = 'A'")
+                .unwrap(),
+            vec![vec![Some("0".to_string())]]
+        );
+    }
+
+    #[test]
+    fn read_only_refuses_writes() {
+        let mut s = SqliteSink::open(":memory:", false).unwrap();
+        s.begin().unwrap();
+        s.start_table(&def(), WriteMode::Append).unwrap();
+        s.write(&batch(&[("A", 1)])).unwrap();
+        s.finish_table().unwrap();
+        s.commit().unwrap();
+        s.begin_read_only().unwrap();
+        let err = s
+            .query_text("DELETE FROM \"parts\" RETURNING 1")
+            .unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
+        assert_eq!(count(&s, "SELECT count(*) FROM parts"), 1);
     }
 
     #[test]

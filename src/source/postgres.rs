@@ -82,8 +82,11 @@ impl PgSource {
             .map_err(|_| Error::runtime("the source's query connection was poisoned"))?;
         if guard.is_none() {
             let conn = PgConn::connect_local(&self.url)?;
+            // these queries only read (validation, rowdiff), whatever SQL
+            // a validation file holds: every transaction read-only
             conn.batch(
-                "SET DateStyle = ISO, YMD; SET TimeZone = 'UTC'; SET extra_float_digits = 3",
+                "SET DateStyle = ISO, YMD; SET TimeZone = 'UTC'; SET extra_float_digits = 3; \
+                 SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
             )?;
             *guard = Some(conn);
         }
@@ -177,10 +180,12 @@ fn above(order: Order, a: &str, b: &str) -> bool {
 fn read_table(url: &str, origin: &str, req: TableRequest, tx: &SyncSender<Message>) -> Result<()> {
     let conn = PgConn::connect_local(url)?;
     // canonical text forms whatever the server's settings: ISO dates,
-    // timestamptz in UTC, floats that read back exactly, bytea as hex
+    // timestamptz in UTC, floats that read back exactly, bytea as hex; and
+    // a source is only read (a mapping's query cannot write, whoever runs it)
     conn.batch(
         "SET DateStyle = ISO, YMD; SET TimeZone = 'UTC'; SET extra_float_digits = 3; \
-         SET bytea_output = hex; SET IntervalStyle = iso_8601",
+         SET bytea_output = hex; SET IntervalStyle = iso_8601; \
+         SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
     )?;
     let mut select = select_sql(&req);
     // a query the server refuses is the configuration's fault (exit 2)

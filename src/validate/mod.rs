@@ -312,6 +312,11 @@ impl Validation {
         let vf: ValidationFile = crate::config::read_declarative(&file, env)?;
         let job = Job::load(cfg, job, env)?;
         let params = resolve_params(&vf.params, &label)?;
+        if vf.metrics.is_empty() {
+            return Err(Error::config(format!(
+                "{label}: no [[metrics]]: a validation file checks at least one metric"
+            )));
+        }
         let mut metrics = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for mut m in vf.metrics {
@@ -841,6 +846,37 @@ fn needed_columns(m: &MetricSpec, w: Which) -> Vec<String> {
     cols
 }
 
+/// The read of a streamed source side: these columns of `table`, the
+/// sheet read as its mapping reads it (header row, footer).
+fn source_request(
+    cols: &[String],
+    table: &str,
+    mapping: Option<&Mapping>,
+    batch: usize,
+    optional: bool,
+) -> Result<TableRequest> {
+    let mut req = TableRequest::all(table);
+    req.batch_size = batch;
+    req.columns = Some(
+        cols.iter()
+            .map(|c| WantedColumn {
+                name: c.clone(),
+                headers: vec![c.clone()],
+                optional,
+            })
+            .collect(),
+    );
+    if let Some(mp) = mapping {
+        let mreq = crate::pipeline::table_request(mp, batch)?;
+        if mreq.table == table {
+            req.header_row = mreq.header_row;
+            req.header_scan_rows = mreq.header_scan_rows;
+            req.footer = mreq.footer;
+        }
+    }
+    Ok(req)
+}
+
 /// Compute the source side by streaming the source table.
 fn stream_source(
     src: &Source,
@@ -850,27 +886,7 @@ fn stream_source(
     batch: usize,
 ) -> Result<Value> {
     let cols = needed_columns(m, Which::Source);
-    let mut req = TableRequest::all(table);
-    req.batch_size = batch;
-    req.columns = Some(
-        cols.iter()
-            .map(|c| WantedColumn {
-                name: c.clone(),
-                headers: vec![c.clone()],
-                optional: false,
-            })
-            .collect(),
-    );
-    // the sheet is read as its mapping reads it (header row, footer)
-    if let Some(mp) = mapping {
-        let mreq = crate::pipeline::table_request(mp, batch)?;
-        if mreq.table == table {
-            req.header_row = mreq.header_row;
-            req.header_scan_rows = mreq.header_scan_rows;
-            req.footer = mreq.footer;
-        }
-    }
-    let mut reader = src.read(req)?;
+    let mut reader = src.read(source_request(&cols, table, mapping, batch, false)?)?;
     let mut acc = Stream::new(m, &m.source.filter);
     while let Some(df) = reader.next_batch()? {
         let columns: Vec<(String, Vec<Option<String>>)> = cols
@@ -1317,6 +1333,20 @@ fn reconcile(
     }
 }
 
+/// A database's refusal to write, said in the validation's words.
+fn explain_refusal(message: String) -> String {
+    let read_only = [
+        "SQLSTATE 25006",                       // PostgreSQL: read_only_sql_transaction
+        "attempt to write a readonly database", // SQLite: query_only
+        "ORA-01456",                            // Oracle: DML in a READ ONLY transaction
+    ];
+    if read_only.iter().any(|m| message.contains(m)) {
+        format!("{message} (validation is read-only: the SQL of a metric may read, never write)")
+    } else {
+        message
+    }
+}
+
 /// The latest committed (not dry) run of `job` in the target.
 fn latest_run(sink: &mut dyn Sink, job: &str) -> Result<Option<String>> {
     let d = sink.dialect();
@@ -1351,6 +1381,127 @@ fn latest_run(sink: &mut dyn Sink, job: &str) -> Result<Option<String>> {
         .map(|(_, run)| run))
 }
 
+/// The source and target tables of a metric: its own, else the explained
+/// mapping's.
+fn tables_of(m: &MetricSpec, mapping: Option<&Mapping>) -> (String, String) {
+    let src = m
+        .source
+        .table
+        .clone()
+        .or_else(|| {
+            mapping.and_then(|mp| mp.source.table.clone().or_else(|| mp.source.sheet.clone()))
+        })
+        .unwrap_or_default();
+    let tgt = m
+        .target
+        .table
+        .clone()
+        .or_else(|| m.explain.clone())
+        .unwrap_or_default();
+    (src, tgt)
+}
+
+/// Check that every column a metric names exists, on both sides, before
+/// any metric runs: a misspelled column is a configuration error naming
+/// the file and the metric, never a metric that quietly fails or (SQLite)
+/// compares a string. Sides given as `sql` are the database's to check.
+fn check_columns(cfg: &Config, v: &Validation, source: &Source, sink: &mut dyn Sink) -> Result<()> {
+    let label = v.file.display().to_string();
+    for m in &v.metrics {
+        let at = format!("{label}: metric {}", m.id);
+        let mapping = explained_mapping(m, &v.job);
+        let (src_table, tgt_table) = tables_of(m, mapping);
+        if m.source.sql.is_none() {
+            let cols = needed_columns(m, Which::Source);
+            let side = format!("the source table `{src_table}` ({})", source.describe());
+            let found = match source {
+                Source::Postgres(pg) => probe_columns(
+                    &mut |sql| pg.query_text(sql).map(drop),
+                    Dialect::Postgres,
+                    &src_table,
+                    &cols,
+                ),
+                _ => {
+                    // the mapping's headers too: the header row is found by
+                    // the texts it holds, and a misspelled one is not there
+                    let mut wanted = cols.clone();
+                    for h in mapping
+                        .iter()
+                        .flat_map(|mp| &mp.columns)
+                        .flat_map(|c| c.sources())
+                    {
+                        if !wanted.iter().any(|w| header_key(w) == header_key(&h)) {
+                            wanted.push(h);
+                        }
+                    }
+                    let req =
+                        source_request(&wanted, &src_table, mapping, cfg.run.batch_size, true)?;
+                    let reader = source.read(req).map_err(|e| e.context(&at))?;
+                    let headers: std::collections::HashSet<String> = reader
+                        .columns
+                        .iter()
+                        .map(|c| header_key(&c.header))
+                        .collect();
+                    match cols.iter().find(|c| !headers.contains(&header_key(c))) {
+                        Some(c) => Err(Missing::Column(c.clone())),
+                        None => Ok(()),
+                    }
+                }
+            };
+            found.map_err(|e| e.error(&at, &side))?;
+        }
+        if m.target.sql.is_none() {
+            let cols = needed_columns(m, Which::Target);
+            let d = sink.dialect();
+            let side = format!("the target table `{tgt_table}` ({})", sink.describe());
+            probe_columns(
+                &mut |sql| sink.query_text(sql).map(drop),
+                d,
+                &tgt_table,
+                &cols,
+            )
+            .map_err(|e| e.error(&at, &side))?;
+        }
+    }
+    Ok(())
+}
+
+/// What a metric names and a side does not have.
+enum Missing {
+    /// The table cannot be read, with the database's reason.
+    Table(String),
+    Column(String),
+}
+
+impl Missing {
+    fn error(self, at: &str, side: &str) -> Error {
+        Error::config(match self {
+            Missing::Table(why) => format!("{at}: cannot read {side}: {why}"),
+            Missing::Column(c) => {
+                format!("{at}: no such column `{c}` in {side}; check its spelling")
+            }
+        })
+    }
+}
+
+/// Read no row of `table`, then no row of each column: the first one the
+/// database refuses is missing.
+fn probe_columns(
+    run: &mut dyn FnMut(&str) -> Result<()>,
+    d: Dialect,
+    table: &str,
+    cols: &[String],
+) -> std::result::Result<(), Missing> {
+    let t = d.quote(table);
+    run(&format!("SELECT 1 FROM {t} WHERE 1 = 0")).map_err(|e| Missing::Table(e.to_string()))?;
+    for c in cols {
+        if run(&format!("SELECT {} FROM {t} WHERE 1 = 0", d.quote(c))).is_err() {
+            return Err(Missing::Column(c.clone()));
+        }
+    }
+    Ok(())
+}
+
 /// Validate one job against the configured target.
 pub fn validate(cfg: &Config, v: &Validation) -> Result<Report> {
     let job = &v.job;
@@ -1363,6 +1514,7 @@ pub fn validate(cfg: &Config, v: &Validation) -> Result<Report> {
     })?;
     let mut sink = crate::sink::open(&cfg.target.url, true)
         .map_err(|e| e.context(format!("validation of {}, target", job.name)))?;
+    sink.begin_read_only()?;
     let run_id = latest_run(sink.as_mut(), &job.name)?;
     if run_id.is_none() {
         return Err(Error::config(format!(
@@ -1372,6 +1524,7 @@ pub fn validate(cfg: &Config, v: &Validation) -> Result<Report> {
             job.name
         )));
     }
+    check_columns(cfg, v, &source, sink.as_mut())?;
     let mut report = Report {
         job: job.name.clone(),
         source: source.describe(),
@@ -1385,21 +1538,7 @@ pub fn validate(cfg: &Config, v: &Validation) -> Result<Report> {
     for m in &v.metrics {
         let result = (|| -> Result<MetricResult> {
             let mapping = explained_mapping(m, job);
-            let src_table = m
-                .source
-                .table
-                .clone()
-                .or_else(|| {
-                    mapping
-                        .and_then(|mp| mp.source.table.clone().or_else(|| mp.source.sheet.clone()))
-                })
-                .unwrap_or_default();
-            let tgt_table = m
-                .target
-                .table
-                .clone()
-                .or_else(|| m.explain.clone())
-                .unwrap_or_default();
+            let (src_table, tgt_table) = tables_of(m, mapping);
             let source_value = match &source {
                 Source::Postgres(pg) => value_of_rows(
                     m,
@@ -1502,7 +1641,7 @@ pub fn validate(cfg: &Config, v: &Validation) -> Result<Report> {
                 merged: 0.0,
                 reconciliation: String::new(),
                 verdict: Verdict::Error,
-                differences: vec![e.to_string()],
+                differences: vec![explain_refusal(e.to_string())],
                 source_digest: String::new(),
                 target_digest: String::new(),
             },

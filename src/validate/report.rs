@@ -182,6 +182,57 @@ pub fn render_html(reports: &[Report]) -> String {
     s
 }
 
+/// Write a report file whole or not at all: into a temporary file beside
+/// it, synced, then renamed over it. A failed write (a full disk, a name
+/// that is a directory) leaves the previous file as it was and no partial
+/// one. A symbolic link is followed (the file it names is replaced); a
+/// device or a pipe (`/dev/stdout`) is written to as it is.
+pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> crate::error::Result<()> {
+    use std::io::Write as _;
+    let fail = |e: std::io::Error| {
+        crate::error::Error::runtime(format!("writing {}: {e}", path.display()))
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            return Err(crate::error::Error::runtime(format!(
+                "writing {}: it is a directory; name a file",
+                path.display()
+            )));
+        }
+        Ok(m) if !m.is_file() => return std::fs::write(path, bytes).map_err(fail),
+        _ => {}
+    }
+    // /dev/stdout redirected to a file is a regular file too: written to as
+    // it is, not replaced under the shell that opened it
+    if path.starts_with("/dev") || path.starts_with("/proc") {
+        return std::fs::write(path, bytes).map_err(fail);
+    }
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let name = target.file_name().ok_or_else(|| {
+        crate::error::Error::runtime(format!("writing {}: not a file name", path.display()))
+    })?;
+    let tmp = target.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &target)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail(e));
+    }
+    Ok(())
+}
+
 /// A file of one or more reports (what `--out` writes, `diff` reads).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ReportFile {
@@ -260,6 +311,38 @@ fn metric_changes(job: &str, a: &MetricResult, b: &MetricResult, out: &mut Vec<C
     }
 }
 
+/// Whether two report files can be compared: both hold reports, of the
+/// same jobs. `old_name` and `new_name` name the files in the error.
+pub fn check_comparable(
+    old: &[Report],
+    new: &[Report],
+    old_name: &str,
+    new_name: &str,
+) -> crate::error::Result<()> {
+    let jobs = |r: &[Report]| {
+        let mut j: Vec<String> = r.iter().map(|r| r.job.clone()).collect();
+        j.sort();
+        j.dedup();
+        j
+    };
+    let (a, b) = (jobs(old), jobs(new));
+    for (name, j) in [(old_name, &a), (new_name, &b)] {
+        if j.is_empty() {
+            return Err(crate::error::Error::config(format!(
+                "{name} holds no validation report: nothing to compare"
+            )));
+        }
+    }
+    if a != b {
+        return Err(crate::error::Error::config(format!(
+            "{old_name} reports on job(s) {} and {new_name} on job(s) {}: diff compares two reports of the same jobs",
+            a.join(", "),
+            b.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 /// What changed from `old` to `new`.
 pub fn diff(old: &[Report], new: &[Report]) -> Vec<Change> {
     let mut out = Vec::new();
@@ -282,12 +365,14 @@ pub fn diff(old: &[Report], new: &[Report]) -> Vec<Change> {
         let n = new.iter().find(|n| n.job == o.job);
         for m in &o.metrics {
             if n.is_none_or(|n| !n.metrics.iter().any(|x| x.id == m.id)) {
+                // a metric that is no longer checked passes no more: a gate
+                // on diff must not pass when validation loses its metrics
                 out.push(Change {
                     job: o.job.clone(),
                     metric: m.id.clone(),
                     what: "removed".into(),
                     detail: m.title.clone(),
-                    regression: false,
+                    regression: true,
                 });
             }
         }
@@ -372,9 +457,46 @@ mod tests {
              clients M1: value target 570 → 569\n\
              clients M1: difference new: expected 570 in the target (source 600 − merged 30 − rejected 0), found 569\n\
              clients M9: added metric M9 (ok)\n\
-             clients M8: removed metric M8\n"
+             REGRESSION clients M8: removed metric M8\n"
         );
         assert!(diff(&old, &old).is_empty());
+        // reports of other jobs, or none, are not compared
+        let mut other = old.clone();
+        other[0].job = "stock".into();
+        let err = check_comparable(&old, &other, "a.json", "b.json").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a.json reports on job(s) clients and b.json on job(s) stock: diff compares two reports of the same jobs"
+        );
+        assert_eq!(err.exit_code(), 2);
+        assert!(check_comparable(&old, &[], "a.json", "b.json").is_err());
+        assert!(check_comparable(&old, &new, "a.json", "b.json").is_ok());
+    }
+
+    #[test]
+    fn a_report_file_is_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.json");
+        write_file(&p, b"first").unwrap();
+        write_file(&p, b"second").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"second");
+        // a link is followed: the file it names gets the report
+        let link = dir.path().join("latest.json");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        write_file(&link, b"third").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"third");
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        // a directory is refused, and nothing is left behind
+        let err = write_file(dir.path(), b"x").unwrap_err();
+        assert!(err.to_string().contains("it is a directory"), "{err}");
+        let err = write_file(&dir.path().join("no/r.json"), b"x").unwrap_err();
+        assert!(err.to_string().starts_with("writing "), "{err}");
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["latest.json", "r.json"]);
     }
 
     #[test]

@@ -331,6 +331,7 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
     }
     let source = Source::open(&job.source, cfg.source(&job.source)?)?;
     let mut sink = crate::sink::open(&cfg.target.url, true)?;
+    sink.begin_read_only()?;
     let d = sink.dialect();
     let target_rows = sink.count_rows(table)?.ok_or_else(|| {
         Error::config(format!(
