@@ -12,6 +12,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
@@ -1418,4 +1419,311 @@ fn a_dry_run_import_counts_everything_and_changes_nothing() {
     // and the real import afterwards is not "already imported"
     let r = &import(&url, d, &[], &[&scans_fixture()])[0];
     assert_eq!(r["status"], "imported");
+}
+
+// ---------------------------------------------------------------------------
+// A mail server that never answers.
+
+/// A TCP listener that accepts and never says a word: a mail server that
+/// hangs, or STARTTLS spoken to a port that expects TLS (each side waits
+/// for the other). Each connection accepted is signalled, and held open.
+fn silent_listener() -> (u16, std::sync::mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+            let _ = tx.send(());
+        }
+    });
+    (port, rx)
+}
+
+/// Wait for `child` at most `limit`: past it, kill it and fail.
+fn wait_at_most(mut child: std::process::Child, limit: Duration, what: &str) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "{what}: still running after {limit:?}\n{}\n{}",
+                stdout(&o),
+                stderr(&o)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn mail_sets(server: String, timeout: u64) -> Vec<String> {
+    vec![
+        format!("alerts.email.server={server}"),
+        "alerts.email.from=repaero@repaero.fr".into(),
+        "alerts.email.to=[\"magasin@repaero.fr\"]".into(),
+        format!("alerts.send_timeout={timeout}"),
+    ]
+}
+
+fn references(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// `alerts check` waiting on a mail server that accepts and never greets:
+/// the stock job, a scans import that raises an alert and a second check
+/// all go through meanwhile; the check ends within its send bound, the
+/// send recorded as failed, and the next check with a live server sends
+/// every open alert once.
+fn a_dead_mail_server_delays_only_its_own_send(db: &Db, dir: &Path) {
+    const BOUND: u64 = 15;
+    let url = db.url();
+    let (port, accepted) = silent_listener();
+    let dead = mail_sets(format!("smtp://127.0.0.1:{port}"), BOUND);
+    ok(run(&url, dir, &[], &[], &["migrate", "stock"]));
+    let t0 = Instant::now();
+    let check = spawn(&url, dir, &dead, &["alerts", "check", "--json"]);
+    accepted
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the check connects to the server");
+    // while it waits for a greeting, the writers go through
+    ok(wait_at_most(
+        spawn(&url, dir, &[], &["migrate", "stock"]),
+        Duration::from_secs(BOUND),
+        "migrate stock during the send",
+    ));
+    let f = scan_file(
+        dir,
+        "dead.csv",
+        &["2026-11-24T08:00:00;MOT-1002;8;OUT;J. Martin;A-02"],
+    );
+    let out = ok(wait_at_most(
+        spawn(
+            &url,
+            dir,
+            &[],
+            &["scans", "import", "--json", f.to_str().unwrap()],
+        ),
+        Duration::from_secs(BOUND),
+        "scans import during the send",
+    ));
+    let r: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(r[0]["accepted"], 1, "{out}");
+    assert_eq!(r[0]["alerts_raised"].as_array().unwrap().len(), 1, "{out}");
+    // a second check does not wait for the first: the alert the first is
+    // sending is left to it, the next one is tried (and fails alike)
+    let t2 = Instant::now();
+    let check2 = spawn(&url, dir, &dead, &["alerts", "check", "--json"]);
+    let mut check = check;
+    assert!(
+        check.try_wait().unwrap().is_none(),
+        "the first check ended before the writers were done: the test proves nothing"
+    );
+    let o1 = wait_at_most(check, Duration::from_secs(3 * BOUND), "alerts check");
+    let took = t0.elapsed();
+    assert_eq!(code(&o1), 1, "{}\n{}", stdout(&o1), stderr(&o1));
+    assert!(
+        took >= Duration::from_secs(BOUND - 1) && took < Duration::from_secs(BOUND + 10),
+        "the check took {took:?} for a bound of {BOUND} s"
+    );
+    assert!(
+        stderr(&o1).contains(&format!("no answer within {BOUND} s")),
+        "{}",
+        stderr(&o1)
+    );
+    let first: Value = serde_json::from_str(&stdout(&o1)).unwrap();
+    assert_eq!(first["sent"]["email"], serde_json::json!([]));
+    // one send tried and timed out; the others not tried (the server is dead)
+    let failed: Vec<&str> = first["sent"]["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failed
+            .iter()
+            .filter(|f| f.contains("no answer within"))
+            .count(),
+        1,
+        "{first}"
+    );
+    assert!(
+        failed[1..].iter().all(|f| f.contains("not tried")),
+        "{first}"
+    );
+    let o2 = wait_at_most(
+        check2,
+        Duration::from_secs(3 * BOUND),
+        "second alerts check",
+    );
+    assert_eq!(code(&o2), 1, "{}\n{}", stdout(&o2), stderr(&o2));
+    let second: Value = serde_json::from_str(&stdout(&o2)).unwrap();
+    assert!(
+        t2.elapsed() < Duration::from_secs(BOUND + 10),
+        "the second check took {:?}",
+        t2.elapsed()
+    );
+    assert_eq!(second["raised"], serde_json::json!([]), "{second}");
+    // each check tried one send and gave the channel up; never the same
+    // alert at once
+    let tried = |v: &Value| -> Vec<String> {
+        v["sent"]["failed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .filter(|f| f.contains("no answer within"))
+            .map(|f| {
+                f["mail for ".len()..]
+                    .split(':')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let (tried1, tried2) = (tried(&first), tried(&second));
+    assert_eq!((tried1.len(), tried2.len()), (1, 1), "{first}\n{second}");
+    assert_ne!(tried1, tried2, "{first}\n{second}");
+
+    // nothing was sent; each failure is on its alert, to retry
+    let list: Vec<Value> =
+        serde_json::from_str(&ok(run(&url, dir, &[], &[], &["alerts", "list", "--json"]))).unwrap();
+    assert!(list.len() >= 2, "{list:?}");
+    assert!(
+        list.iter().all(|a| a["email_sent_at"].is_null()),
+        "{list:?}"
+    );
+    let failed: Vec<&Value> = list
+        .iter()
+        .filter(|a| a["email_error"].is_string())
+        .collect();
+    assert_eq!(failed.len(), 2, "{list:?}");
+    assert!(
+        failed.iter().all(|a| a["email_error"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within")),
+        "{list:?}"
+    );
+    let open: Vec<String> = {
+        let mut v: Vec<String> = list
+            .iter()
+            .map(|a| a["reference"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+
+    // the server is back: every open alert goes, once
+    let (smtp, mails) = smtp_listener();
+    let live = mail_sets(format!("smtp+plain://127.0.0.1:{smtp}"), BOUND);
+    let out: Value = serde_json::from_str(&ok(run(
+        &url,
+        dir,
+        &live,
+        &[],
+        &["alerts", "check", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(references(&out["sent"]["email"]), open, "{out}");
+    assert_eq!(mails.lock().unwrap().len(), open.len());
+    ok(run(&url, dir, &live, &[], &["alerts", "check"]));
+    assert_eq!(mails.lock().unwrap().len(), open.len());
+}
+
+#[test]
+fn a_dead_mail_server_delays_only_its_own_send_in_sqlite() {
+    on_sqlite(a_dead_mail_server_delays_only_its_own_send);
+}
+
+#[test]
+fn a_dead_mail_server_delays_only_its_own_send_in_postgres() {
+    on_postgres(
+        "alerts_dead_smtp",
+        a_dead_mail_server_delays_only_its_own_send,
+    );
+}
+
+/// A check killed in the middle of a send: the send was claimed, not
+/// stamped. Another check leaves it alone while the claim may still be
+/// alive (the other alerts go), and sends it once the claim has lapsed:
+/// interrupted sends are retried (at least once), sent ones never repeat.
+#[test]
+fn a_send_cut_short_by_a_kill_is_retried_once_its_claim_lapses() {
+    const BOUND: u64 = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = Db::Sqlite(d.join("t.db"));
+    let url = db.url();
+    let (port, accepted) = silent_listener();
+    ok(run(&url, d, &[], &[], &["migrate", "stock"]));
+    let mut check = spawn(
+        &url,
+        d,
+        &mail_sets(format!("smtp://127.0.0.1:{port}"), BOUND),
+        &["alerts", "check"],
+    );
+    accepted
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the check connects to the server");
+    check.kill().unwrap();
+    let killed = Instant::now();
+    let _ = check.wait();
+    let (smtp, mails) = smtp_listener();
+    let live = mail_sets(format!("smtp+plain://127.0.0.1:{smtp}"), BOUND);
+    let out: Value = serde_json::from_str(&ok(run(
+        &url,
+        d,
+        &live,
+        &[],
+        &["alerts", "check", "--json"],
+    )))
+    .unwrap();
+    let busy = references(&out["sent"]["busy"]);
+    assert_eq!(busy.len(), 1, "{out}");
+    let mut open = references(&out["sent"]["email"]);
+    assert!(!open.contains(&busy[0]), "{out}");
+    // the claim of a check with a 2 s bound lapses 2 + 10 s after it
+    std::thread::sleep(
+        (killed + Duration::from_secs(13)).saturating_duration_since(Instant::now()),
+    );
+    let out: Value = serde_json::from_str(&ok(run(
+        &url,
+        d,
+        &live,
+        &[],
+        &["alerts", "check", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(references(&out["sent"]["email"]), busy, "{out}");
+    open.extend(busy);
+    open.sort();
+    let mut mailed: Vec<String> = mails
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            open.iter()
+                .find(|r| m.data.contains(r.as_str()))
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    mailed.sort();
+    assert_eq!(mailed, open);
+    ok(run(&url, d, &live, &[], &["alerts", "check"]));
+    assert_eq!(mails.lock().unwrap().len(), open.len());
 }

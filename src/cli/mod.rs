@@ -470,18 +470,23 @@ fn run(cli: Cli) -> Result<u8> {
                     println!("cleared: {c}");
                 }
                 println!(
-                    "sent: {} by mail, {} by SMS{}",
+                    "sent: {} by mail, {} by SMS{}{}",
                     sent.email.len(),
                     sent.sms.len(),
                     if sent.failed.is_empty() {
                         String::new()
                     } else {
                         format!(", {} failed", sent.failed.len())
+                    },
+                    if sent.busy.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} being sent by another check", sent.busy.len())
                     }
                 );
-                for f in &sent.failed {
-                    eprintln!("error: {f}");
-                }
+            }
+            for f in &sent.failed {
+                eprintln!("error: {f}");
             }
             Ok(if sent.failed.is_empty() { 0 } else { 1 })
         }
@@ -510,11 +515,16 @@ fn run(cli: Cli) -> Result<u8> {
                             .unwrap_or_default(),
                         a.email_sent_at
                             .as_ref()
-                            .map(|_| ", mailed")
+                            .map(|_| ", mailed".to_string())
+                            .or_else(|| a
+                                .email_error
+                                .as_ref()
+                                .map(|e| format!(", mail failed ({e})")))
                             .unwrap_or_default(),
                         a.sms_sent_at
                             .as_ref()
-                            .map(|_| ", SMS sent")
+                            .map(|_| ", SMS sent".to_string())
+                            .or_else(|| a.sms_error.as_ref().map(|e| format!(", SMS failed ({e})")))
                             .unwrap_or_default(),
                     );
                 }
