@@ -224,6 +224,7 @@ fn scans_match_the_truth(db: &Db, dir: &Path) {
     );
     assert_eq!(r2[0]["accepted"], 1);
     assert_eq!(quantities(db)["MOT-1001"], after["MOT-1001"] - 2);
+    assert_ledger(db, &before);
 }
 
 #[test]
@@ -273,6 +274,7 @@ fn below_zero_accept_applies_the_movement_and_reports_it() {
         quantities(&db)["HYD-2040"],
         before["HYD-2040"] + net - 100_000
     );
+    assert_ledger(&db, &before);
 }
 
 // ---------------------------------------------------------------------------
@@ -924,7 +926,8 @@ fn supplier_catalogues_match_the_truth_and_orders_pick_cheapest_and_fastest() {
 fn concurrent_imports_lose_nothing(db: &Db, dir: &Path) {
     let url = db.url();
     ok(run(&url, dir, &[], &[], &["migrate", "stock"]));
-    let before = quantities(db)["MOT-1001"];
+    let start = quantities(db);
+    let before = start["MOT-1001"];
     let files: Vec<PathBuf> = (0..2)
         .map(|f| {
             let lines: Vec<String> = (0..300)
@@ -950,6 +953,7 @@ fn concurrent_imports_lose_nothing(db: &Db, dir: &Path) {
     assert_eq!(quantities(db)["MOT-1001"], before + 600);
     assert_eq!(db.one("SELECT count(*) FROM stock_movements"), "600");
     assert_eq!(db.one("SELECT count(*) FROM scan_files"), "2");
+    assert_ledger(db, &start);
 }
 
 #[test]
@@ -967,7 +971,8 @@ fn concurrent_imports_into_postgres_lose_nothing() {
 fn a_repeat_in_a_later_batch_is_applied_once(db: &Db, dir: &Path) {
     let url = db.url();
     ok(run(&url, dir, &[], &[], &["migrate", "stock"]));
-    let before = quantities(db)["CON-4001"];
+    let start = quantities(db);
+    let before = start["CON-4001"];
     let mut lines: Vec<String> = (0..10_050)
         .map(|i| {
             format!(
@@ -986,6 +991,7 @@ fn a_repeat_in_a_later_batch_is_applied_once(db: &Db, dir: &Path) {
     assert_eq!(r["accepted"], 10_050);
     assert_eq!(r["already"], 1);
     assert_eq!(quantities(db)["CON-4001"], before + 10_050);
+    assert_ledger(db, &start);
 }
 
 #[test]
@@ -1422,7 +1428,112 @@ fn a_dry_run_import_counts_everything_and_changes_nothing() {
 }
 
 // ---------------------------------------------------------------------------
-// A mail server that never answers.
+// The ledger, bad files among good ones, and a mail server that never answers.
+
+/// The ledger and the stock agree: each part's quantity moved from
+/// `before` by exactly the sum of its movements (IN less OUT), and no
+/// movement names something that is not a part.
+fn assert_ledger(db: &Db, before: &BTreeMap<String, i64>) {
+    let net: BTreeMap<String, i64> = db
+        .rows(
+            "SELECT reference, SUM(CASE WHEN direction = 'IN' THEN quantity ELSE -quantity END) \
+             FROM stock_movements GROUP BY reference",
+        )
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].clone().unwrap(),
+                r[1].as_deref().unwrap().parse::<f64>().unwrap() as i64,
+            )
+        })
+        .collect();
+    let after = quantities(db);
+    for (reference, q) in before {
+        assert_eq!(
+            after[reference],
+            q + net.get(reference).copied().unwrap_or(0),
+            "{reference}: parts.quantity against the sum of its stock_movements"
+        );
+    }
+    for reference in net.keys() {
+        assert!(before.contains_key(reference), "a movement of {reference}");
+    }
+}
+
+/// A line holding a value the target cannot store (a NUL byte: PostgreSQL
+/// text refuses it) is a rejected line with the target's reason, in the
+/// quarantine and `_rejects`, counted; the stock moves only by the
+/// movements written, and the movements after it record the stock as it
+/// really is.
+fn a_value_the_target_cannot_store_is_a_rejected_line(db: &Db, dir: &Path) {
+    let url = db.url();
+    ok(run(&url, dir, &[], &[], &["migrate", "stock"]));
+    let before = quantities(db);
+    let start = before["MOT-1003"];
+    let path = dir.join("nul.csv");
+    std::fs::write(
+        &path,
+        "horodatage;code;quantité;sens;opérateur;emplacement\n\
+         2026-11-02T08:31:10;MOT-1003;2;IN;J. Martin;B-02\n\
+         2026-11-02T08:31:14;MOT-1003;5;IN;Z\0Z;B-02\n\
+         2026-11-02T08:31:20;MOT-1003;1;OUT;J. Martin;B-02\n",
+    )
+    .unwrap();
+    let r = &import(&url, dir, &[], &[&path])[0];
+    assert_eq!(r["status"], "imported", "{r}");
+    assert_eq!(r["lines"], 3, "{r}");
+    let (accepted, rejected) = (
+        r["accepted"].as_u64().unwrap(),
+        r["rejected"].as_u64().unwrap(),
+    );
+    assert_eq!(accepted + rejected, 3, "{r}");
+    if matches!(db, Db::Pg(_)) {
+        assert_eq!((accepted, rejected), (2, 1), "{r}");
+        let reasons = r["reasons"].as_object().unwrap();
+        assert_eq!(reasons.len(), 1, "{r}");
+        let (reason, n) = reasons.iter().next().unwrap();
+        assert!(reason.starts_with("target refused"), "{reason}");
+        assert_eq!(n, 1);
+        assert_eq!(
+            db.rows("SELECT source_row, reason FROM _rejects WHERE job = 'scans'"),
+            vec![vec![Some("3".into()), Some(reason.clone())]]
+        );
+        let q = std::fs::read_to_string(r["quarantine"].as_str().expect("a quarantine")).unwrap();
+        assert_eq!(q.lines().count(), 2, "{q}");
+        assert!(q.contains("target refused"), "{q}");
+        assert_eq!(quantities(db)["MOT-1003"], start + 1);
+        // the OUT after the refused line left 2 - 1 above the start
+        assert_eq!(
+            db.rows("SELECT line, stock_after FROM stock_movements ORDER BY line"),
+            vec![
+                vec![Some("2".into()), Some((start + 2).to_string())],
+                vec![Some("4".into()), Some((start + 1).to_string())],
+            ]
+        );
+    }
+    assert_eq!(
+        db.one("SELECT rejected FROM scan_files"),
+        rejected.to_string()
+    );
+    assert_eq!(
+        db.one("SELECT count(*) FROM stock_movements"),
+        accepted.to_string()
+    );
+    assert_ledger(db, &before);
+}
+
+#[test]
+fn a_value_postgres_cannot_store_is_a_rejected_line() {
+    on_postgres(
+        "scans_nul",
+        a_value_the_target_cannot_store_is_a_rejected_line,
+    );
+}
+
+#[test]
+fn a_value_in_a_scan_line_keeps_the_ledger_in_sqlite() {
+    on_sqlite(a_value_the_target_cannot_store_is_a_rejected_line);
+}
 
 /// A TCP listener that accepts and never says a word: a mail server that
 /// hangs, or STARTTLS spoken to a port that expects TLS (each side waits
@@ -1503,6 +1614,7 @@ fn a_dead_mail_server_delays_only_its_own_send(db: &Db, dir: &Path) {
         Duration::from_secs(BOUND),
         "migrate stock during the send",
     ));
+    let before = quantities(db);
     let f = scan_file(
         dir,
         "dead.csv",
@@ -1642,6 +1754,7 @@ fn a_dead_mail_server_delays_only_its_own_send(db: &Db, dir: &Path) {
     assert_eq!(mails.lock().unwrap().len(), open.len());
     ok(run(&url, dir, &live, &[], &["alerts", "check"]));
     assert_eq!(mails.lock().unwrap().len(), open.len());
+    assert_ledger(db, &before);
 }
 
 #[test]

@@ -9,6 +9,11 @@
 //! of the file commit together. A file already imported (same SHA-256) is
 //! skipped, and a line already imported from any file (same content) is
 //! counted, not applied twice: importing twice changes nothing.
+//!
+//! A movement the target refuses
+//! to store is a rejected line with the target's reason: the file is
+//! imported again without it, so that the stock never moves by a movement
+//! that is not in `stock_movements`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -100,6 +105,7 @@ pub struct ScanReport {
     pub checksum: String,
     /// `imported`, `already imported`, or `rolled back (dry run)`.
     pub status: String,
+    /// Lines read: `accepted + already + rejected`.
     pub lines: u64,
     pub accepted: u64,
     /// Lines whose movement was already imported (from this or another file).
@@ -360,9 +366,35 @@ struct Import<'a> {
     parts: HashMap<String, (i64, Option<i64>)>,
     changed: HashSet<String>,
     pending: Vec<Candidate>,
+    /// Lines whose movement the target refused in an earlier attempt at
+    /// this file, with its reason and detail: rejected this time.
+    refused_before: &'a HashMap<u64, (String, String)>,
+    /// Lines whose movement the target refuses in this attempt.
+    refused_now: Vec<(u64, (String, String))>,
 }
 
 impl Import<'_> {
+    /// Note the movements the target refused (whenever it reports them:
+    /// PostgreSQL's COPY tells at a later write or at the flush).
+    fn note_refused(&mut self, out: crate::sink::WriteOutcome) -> Result<()> {
+        for r in out.refused {
+            let line = r
+                .record
+                .iter()
+                .find(|(k, _)| k == "line")
+                .and_then(|(_, v)| v.as_deref())
+                .and_then(|v| v.parse::<f64>().ok())
+                .ok_or_else(|| {
+                    Error::runtime(format!(
+                        "{}: the target refused a movement without its line: {}",
+                        self.file, r.detail
+                    ))
+                })? as u64;
+            self.refused_now.push((line, (r.reason, r.detail)));
+        }
+        Ok(())
+    }
+
     fn reject(
         &mut self,
         line: u64,
@@ -450,6 +482,15 @@ impl Import<'_> {
                 self.report.already += 1;
                 continue;
             }
+            if let Some((reason, detail)) = self.refused_before.get(&c.line) {
+                self.reject(
+                    c.line,
+                    reason.clone(),
+                    detail.clone(),
+                    vec![("line".to_string(), Some(shown(c.line_text.as_bytes())))],
+                )?;
+                continue;
+            }
             let Some(stock) = self.parts.get_mut(&c.reference) else {
                 self.reject(
                     c.line,
@@ -503,12 +544,7 @@ impl Import<'_> {
         if !rows.is_empty() {
             let df = frame_from_rows(&schema(&movements_def()), &rows)?;
             let out = self.sink.write(&df)?;
-            if !out.refused.is_empty() {
-                return Err(Error::runtime(format!(
-                    "{}: the target refused a movement: {}",
-                    self.file, out.refused[0].detail
-                )));
-            }
+            self.note_refused(out)?;
         }
         Ok(())
     }
@@ -523,19 +559,74 @@ pub fn import(cfg: &Config, files: &[PathBuf], dry_run: bool) -> Result<Vec<Scan
     Ok(reports)
 }
 
+/// How one attempt at a file ended.
+enum Attempt {
+    Done(Box<ScanReport>),
+    /// The target refused these lines' movements: the attempt was rolled
+    /// back, to be made again with them rejected.
+    Refused(Vec<(u64, (String, String))>),
+}
+
 fn import_file(cfg: &Config, path: &Path, dry_run: bool) -> Result<ScanReport> {
     let t0 = Instant::now();
     let file = path.display().to_string();
     let sum = checksum(path)?;
     let run_id = crate::pipeline::new_run_id();
+    let rejects_path = RejectFile::new(&cfg.quarantine_dir().join(&run_id), JOB, MOVEMENTS)
+        .path()
+        .to_path_buf();
+    let mut refused: HashMap<u64, (String, String)> = HashMap::new();
+    loop {
+        let attempt = attempt_file(cfg, path, &sum, &run_id, dry_run, &refused);
+        match attempt {
+            Ok(Attempt::Done(mut report)) => {
+                report.seconds = t0.elapsed().as_secs_f64();
+                return Ok(*report);
+            }
+            Ok(Attempt::Refused(lines)) => {
+                // each attempt refuses at least one line more, or stops
+                let known = refused.len();
+                refused.extend(lines);
+                if refused.len() == known {
+                    return Err(Error::runtime(format!(
+                        "importing {file}: the target refused lines it had refused before; nothing imported"
+                    )));
+                }
+                tracing::info!(
+                    file,
+                    refused = refused.len(),
+                    "the target refused movements: importing the file again without them"
+                );
+                let _ = std::fs::remove_file(&rejects_path);
+            }
+            Err(e) => {
+                // nothing of the file is in the target: nor in the quarantine
+                let _ = std::fs::remove_file(&rejects_path);
+                return Err(e.context(format!("importing {file}")));
+            }
+        }
+    }
+}
+
+/// One attempt at importing a file, in one transaction.
+fn attempt_file(
+    cfg: &Config,
+    path: &Path,
+    sum: &str,
+    run_id: &str,
+    dry_run: bool,
+    refused_before: &HashMap<u64, (String, String)>,
+) -> Result<Attempt> {
+    let file = path.display().to_string();
+    let sum = sum.to_string();
+    let mut report = ScanReport {
+        file: file.clone(),
+        checksum: sum.clone(),
+        ..Default::default()
+    };
     let mut sink = crate::sink::open(&cfg.target.url, dry_run)?;
     sink.begin()?;
-    let result = (|| -> Result<ScanReport> {
-        let mut report = ScanReport {
-            file: file.clone(),
-            checksum: sum.clone(),
-            ..Default::default()
-        };
+    let result = (|| -> Result<Attempt> {
         let d = sink.dialect();
         // imports of other files (or any other stock writer) wait until
         // this one commits: the tables it creates, the files and the stock
@@ -552,22 +643,24 @@ fn import_file(cfg: &Config, path: &Path, dry_run: bool) -> Result<ScanReport> {
         ))?;
         if let Some(at) = done.first().and_then(|r| r.first().cloned().flatten()) {
             report.status = format!("already imported ({at})");
-            return Ok(report);
+            return Ok(Attempt::Done(Box::new(report)));
         }
         let parts = load_parts(sink.as_mut())?;
         let barcodes = load_barcodes(sink.as_mut())?;
         sink.start_table(&movements_def(), WriteMode::Append)?;
-        let qdir = cfg.quarantine_dir().join(&run_id);
+        let qdir = cfg.quarantine_dir().join(run_id);
         let mut imp = Import {
             sink: sink.as_mut(),
             cfg,
             file: file.clone(),
-            run_id: run_id.clone(),
+            run_id: run_id.to_string(),
             rejects: RejectFile::new(&qdir, JOB, MOVEMENTS),
             report,
             parts,
             changed: HashSet::new(),
             pending: Vec::new(),
+            refused_before,
+            refused_now: Vec::new(),
         };
         let f = std::fs::File::open(path)
             .map_err(|e| Error::input(format!("{file}: cannot open: {e}")))?;
@@ -601,7 +694,11 @@ fn import_file(cfg: &Config, path: &Path, dry_run: bool) -> Result<ScanReport> {
             }
         }
         imp.flush()?;
-        imp.sink.flush()?;
+        let out = imp.sink.flush()?;
+        imp.note_refused(out)?;
+        if !imp.refused_now.is_empty() {
+            return Ok(Attempt::Refused(std::mem::take(&mut imp.refused_now)));
+        }
         imp.sink.finish_table()?;
         // the stock the movements changed
         let changed: Vec<String> = {
@@ -660,8 +757,14 @@ fn import_file(cfg: &Config, path: &Path, dry_run: bool) -> Result<ScanReport> {
             Value::Int(report.already as i64),
             Value::Int(report.rejected as i64),
         ]];
-        sink.write(&frame_from_rows(&schema(&files_def()), &row)?)?;
-        sink.flush()?;
+        let mut out = sink.write(&frame_from_rows(&schema(&files_def()), &row)?)?;
+        out.refused.extend(sink.flush()?.refused);
+        if let Some(r) = out.refused.first() {
+            return Err(Error::runtime(format!(
+                "recording the file in {FILES}: {}",
+                r.detail
+            )));
+        }
         sink.finish_table()?;
         report.quarantine = quarantine.map(|p| p.display().to_string());
         report.status = if dry_run {
@@ -669,22 +772,25 @@ fn import_file(cfg: &Config, path: &Path, dry_run: bool) -> Result<ScanReport> {
         } else {
             "imported".into()
         };
-        Ok(report)
+        Ok(Attempt::Done(Box::new(report)))
     })();
     match result {
-        Ok(mut report) => {
+        Ok(Attempt::Done(report)) => {
             if dry_run || report.status.starts_with("already") {
                 sink.rollback()?;
             } else {
                 sink.check_integrity()?;
                 sink.commit()?;
             }
-            report.seconds = t0.elapsed().as_secs_f64();
-            Ok(report)
+            Ok(Attempt::Done(report))
+        }
+        Ok(refused) => {
+            sink.rollback()?;
+            Ok(refused)
         }
         Err(e) => {
             let _ = sink.rollback();
-            Err(e.context(format!("importing {file}")))
+            Err(e)
         }
     }
 }
