@@ -1535,6 +1535,84 @@ fn a_value_in_a_scan_line_keeps_the_ledger_in_sqlite() {
     on_sqlite(a_value_the_target_cannot_store_is_a_rejected_line);
 }
 
+/// `scans import a.csv empty.csv b.csv`: each file is its own unit. The
+/// empty one fails and is reported; the others are imported and reported;
+/// the exit code is the worst failure's.
+#[test]
+fn a_bad_file_among_several_is_reported_and_the_others_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = Db::Sqlite(d.join("t.db"));
+    let url = db.url();
+    ok(run(&url, d, &[], &[], &["migrate", "stock"]));
+    let before = quantities(&db);
+    let a = scan_file(
+        d,
+        "a.csv",
+        &["2026-11-26T08:00:00;MOT-1001;1;IN;J. Martin;A-01"],
+    );
+    let empty = d.join("empty.csv");
+    std::fs::write(&empty, "").unwrap();
+    let b = scan_file(
+        d,
+        "b.csv",
+        &["2026-11-26T09:00:00;MOT-1001;2;IN;J. Martin;A-01"],
+    );
+    let files = [&a, &empty, &b].map(|p| p.to_str().unwrap().to_string());
+    let mut args = vec!["scans", "import", "--json"];
+    args.extend(files.iter().map(String::as_str));
+    let out = run(&url, d, &[], &[], &args);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let r: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        r.iter()
+            .map(|r| r["status"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["imported", "failed", "imported"],
+        "{r:?}"
+    );
+    assert!(
+        r[1]["error"].as_str().unwrap().contains("empty file"),
+        "{r:?}"
+    );
+    assert_eq!(
+        (r[0]["accepted"].as_u64(), r[2]["accepted"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(stderr(&out).contains("empty.csv"), "{}", stderr(&out));
+    assert_eq!(quantities(&db)["MOT-1001"], before["MOT-1001"] + 3);
+    assert_eq!(db.one("SELECT count(*) FROM scan_files"), "2");
+
+    // the text report names every file; a missing file fails alone too
+    let c = scan_file(
+        d,
+        "c.csv",
+        &["2026-11-26T10:00:00;MOT-1001;4;IN;J. Martin;A-01"],
+    );
+    let missing = d.join("missing.csv");
+    let out = run(
+        &url,
+        d,
+        &[],
+        &[],
+        &[
+            "scans",
+            "import",
+            missing.to_str().unwrap(),
+            a.to_str().unwrap(),
+            c.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("missing.csv: failed"), "{text}");
+    assert!(text.contains("a.csv: already imported"), "{text}");
+    assert!(text.contains("c.csv: imported"), "{text}");
+    assert!(stderr(&out).contains("missing.csv"), "{}", stderr(&out));
+    assert_eq!(quantities(&db)["MOT-1001"], before["MOT-1001"] + 7);
+    assert_ledger(&db, &before);
+}
+
 /// A TCP listener that accepts and never says a word: a mail server that
 /// hangs, or STARTTLS spoken to a port that expects TLS (each side waits
 /// for the other). Each connection accepted is signalled, and held open.

@@ -13,7 +13,8 @@
 //! A movement the target refuses
 //! to store is a rejected line with the target's reason: the file is
 //! imported again without it, so that the stock never moves by a movement
-//! that is not in `stock_movements`.
+//! that is not in `stock_movements`. Each file is its own unit: one that
+//! fails is reported and the next file goes on.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -103,7 +104,8 @@ fn schema(def: &TableDef) -> Vec<(String, polars::prelude::DataType)> {
 pub struct ScanReport {
     pub file: String,
     pub checksum: String,
-    /// `imported`, `already imported`, or `rolled back (dry run)`.
+    /// `imported`, `already imported (…)`, `rolled back (dry run)`, or
+    /// `failed`.
     pub status: String,
     /// Lines read: `accepted + already + rejected`.
     pub lines: u64,
@@ -120,6 +122,16 @@ pub struct ScanReport {
     pub alerts_cleared: Vec<String>,
     pub quarantine: Option<String>,
     pub seconds: f64,
+    /// Why the file failed (`status = "failed"`); nothing of it is imported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The exit code its failure stands for (0 when it did not fail).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub exit_code: u8,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 /// A checked line, before it is known whether it was imported already.
@@ -550,13 +562,29 @@ impl Import<'_> {
     }
 }
 
-/// Import scan files into the configured target.
-pub fn import(cfg: &Config, files: &[PathBuf], dry_run: bool) -> Result<Vec<ScanReport>> {
-    let mut reports = Vec::new();
-    for path in files {
-        reports.push(import_file(cfg, path, dry_run)?);
-    }
-    Ok(reports)
+/// Import scan files into the configured target, each file on its own:
+/// one that fails is reported (`status = "failed"`, its error and exit
+/// code) and the next file goes on.
+pub fn import(cfg: &Config, files: &[PathBuf], dry_run: bool) -> Vec<ScanReport> {
+    files
+        .iter()
+        .map(|path| {
+            let t0 = Instant::now();
+            import_file(cfg, path, dry_run).unwrap_or_else(|e| ScanReport {
+                file: path.display().to_string(),
+                status: "failed".into(),
+                seconds: t0.elapsed().as_secs_f64(),
+                error: Some(e.to_string()),
+                exit_code: e.exit_code(),
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
+/// The exit code of an import: the worst failure's, 0 when none failed.
+pub fn exit_code(reports: &[ScanReport]) -> u8 {
+    reports.iter().map(|r| r.exit_code).max().unwrap_or(0)
 }
 
 /// How one attempt at a file ended.
@@ -812,6 +840,15 @@ pub fn render(reports: &[ScanReport]) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     for r in reports {
+        if r.error.is_some() {
+            // the error itself goes to stderr
+            let _ = writeln!(
+                s,
+                "{}: failed, nothing imported ({:.2}s)",
+                r.file, r.seconds
+            );
+            continue;
+        }
         let _ = writeln!(s, "{}: {} ({:.2}s)", r.file, r.status, r.seconds);
         if r.lines == 0 && r.status.starts_with("already") {
             continue;
