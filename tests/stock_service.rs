@@ -123,7 +123,7 @@ fn scans_match_the_truth(db: &Db, dir: &Path) {
     assert_eq!(reports.len(), 1);
     let r = &reports[0];
     assert_eq!(r["status"], "imported");
-    for k in ["lines", "accepted", "already"] {
+    for k in ["lines", "accepted", "already", "incomplete"] {
         assert_eq!(r[k], truth[k], "{k}");
     }
     let want: BTreeMap<String, u64> = serde_json::from_value(truth["rejected"].clone()).unwrap();
@@ -1315,8 +1315,9 @@ fn an_excel_supplier_catalogue_goes_through_the_same_rules() {
 }
 
 /// A file imported while the scanner was still writing it, then again
-/// once complete: the cut line is rejected the first time, applied the
-/// second, and nothing is applied twice.
+/// once complete: the cut last line is not a line yet (no end of line): it
+/// is neither applied nor rejected but reported as waiting; the complete
+/// file applies it, once, under its own line number.
 #[test]
 fn a_file_caught_half_written_is_completed_by_the_next_import() {
     let dir = tempfile::tempdir().unwrap();
@@ -1324,32 +1325,176 @@ fn a_file_caught_half_written_is_completed_by_the_next_import() {
     let db = Db::Sqlite(d.join("t.db"));
     let url = db.url();
     ok(run(&url, d, &[], &[], &["migrate", "stock"]));
-    let before = quantities(&db)["CON-4002"];
+    let start = quantities(&db);
+    let before = start["CON-4002"];
     let full = "horodatage;code;quantité;sens;opérateur;emplacement\n\
                 2026-11-25T08:00:00;CON-4002;1;OUT;J. Martin;C-02\n\
                 2026-11-25T08:00:10;CON-4002;2;OUT;J. Martin;C-02\n\
                 2026-11-25T08:00:20;CON-4002;4;OUT;J. Martin;C-02\n";
     let path = d.join("export.csv");
+    // caught writing its header: nothing to read yet, nothing recorded
+    std::fs::write(&path, &full[..20]).unwrap();
+    let r = &import(&url, d, &[], &[&path])[0];
+    assert_eq!(r["status"], "waiting (no complete line yet)", "{r}");
+    assert_eq!(
+        (r["lines"].as_u64(), r["incomplete"].as_u64()),
+        (Some(0), Some(1))
+    );
     // cut inside the third line
     std::fs::write(&path, &full[..full.len() - 12]).unwrap();
     let r = &import(&url, d, &[], &[&path])[0];
     assert_eq!(
-        (r["accepted"].as_u64(), r["rejected"].as_u64()),
-        (Some(2), Some(1))
+        (
+            r["lines"].as_u64(),
+            r["accepted"].as_u64(),
+            r["rejected"].as_u64(),
+            r["incomplete"].as_u64()
+        ),
+        (Some(2), Some(2), Some(0), Some(1)),
+        "{r}"
     );
-    assert_eq!(r["reasons"]["line: truncated (no end of line)"], 1);
+    assert_eq!(r["quarantine"], Value::Null, "{r}");
     assert_eq!(quantities(&db)["CON-4002"], before - 3);
+    // the same half-written file again: nothing new, the cut line still waits
+    let r = &import(&url, d, &[], &[&path])[0];
+    assert!(
+        r["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("already imported"),
+        "{r}"
+    );
+    assert_eq!(r["incomplete"], 1, "{r}");
+    let out = ok(run(
+        &url,
+        d,
+        &[],
+        &[],
+        &["scans", "import", path.to_str().unwrap()],
+    ));
+    assert!(out.contains("line 4 has no end of line yet"), "{out}");
     std::fs::write(&path, full).unwrap();
     let r = &import(&url, d, &[], &[&path])[0];
     assert_eq!(
         (
             r["accepted"].as_u64(),
             r["already"].as_u64(),
-            r["rejected"].as_u64()
+            r["rejected"].as_u64(),
+            r["incomplete"].as_u64()
         ),
-        (Some(1), Some(2), Some(0))
+        (Some(1), Some(2), Some(0), Some(0))
     );
     assert_eq!(quantities(&db)["CON-4002"], before - 7);
+    assert_eq!(
+        db.rows("SELECT line, quantity, stock_after FROM stock_movements ORDER BY line"),
+        [(2, 1), (3, 2), (4, 4)]
+            .iter()
+            .scan(before, |q, (line, n)| {
+                *q -= n;
+                Some(vec![
+                    Some(line.to_string()),
+                    Some(n.to_string()),
+                    Some(q.to_string()),
+                ])
+            })
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        db.one("SELECT count(*) FROM sqlite_master WHERE name = '_rejects'"),
+        "1"
+    );
+    assert_eq!(
+        db.one("SELECT count(*) FROM _rejects WHERE job = 'scans'"),
+        "0"
+    );
+    assert_ledger(&db, &start);
+}
+
+/// A file that grows while it is imported (the scanner appends while the
+/// import waits for the database): the import reads the file as it was
+/// when its checksum was taken, up to its last complete line, so a line
+/// is never cut in two and line numbers never shift; the next import
+/// takes the rest.
+#[test]
+fn a_file_growing_during_its_import_is_read_up_to_its_last_complete_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = Db::Sqlite(d.join("t.db"));
+    let url = db.url();
+    ok(run(&url, d, &[], &[], &["migrate", "stock"]));
+    let start = quantities(&db);
+    let head = "horodatage;code;quantité;sens;opérateur;emplacement\n\
+                2026-11-25T09:00:00;CON-4002;1;IN;J. Martin;C-02\n\
+                2026-11-25T09:00:10;CON-4002;2;IN;J. Martin;C-02\n\
+                2026-11-25T09:00:20;CON-";
+    let rest = "4002;4;IN;J. Martin;C-02\n\
+                2026-11-25T09:00:30;CON-4002;8;IN;J. Martin;C-02\n";
+    let path = d.join("growing.csv");
+    std::fs::write(&path, head).unwrap();
+    // the import's transaction waits for this one; it has read the file's
+    // checksum by the time it opens the database
+    let lock = rusqlite::Connection::open(d.join("t.db")).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let child = spawn(
+        &url,
+        d,
+        &[],
+        &["scans", "import", "--json", path.to_str().unwrap()],
+    );
+    let fd_dir = PathBuf::from(format!("/proc/{}/fd", child.id()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_dir(&fd_dir)
+        .map(|fds| {
+            fds.flatten()
+                .any(|f| std::fs::read_link(f.path()).is_ok_and(|t| t.ends_with("t.db")))
+        })
+        .unwrap_or(false)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the import never opened the database"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(rest.as_bytes())
+        .unwrap();
+    lock.execute_batch("ROLLBACK").unwrap();
+    let out = ok(child.wait_with_output().unwrap());
+    let r: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            r[0]["lines"].as_u64(),
+            r[0]["accepted"].as_u64(),
+            r[0]["rejected"].as_u64(),
+            r[0]["incomplete"].as_u64()
+        ),
+        (Some(2), Some(2), Some(0), Some(1)),
+        "{out}"
+    );
+    let r = &import(&url, d, &[], &[&path])[0];
+    assert_eq!(
+        (
+            r["lines"].as_u64(),
+            r["accepted"].as_u64(),
+            r["already"].as_u64(),
+            r["incomplete"].as_u64()
+        ),
+        (Some(4), Some(2), Some(2), Some(0)),
+        "{r}"
+    );
+    assert_eq!(
+        db.rows("SELECT line, quantity FROM stock_movements ORDER BY line"),
+        [(2, 1), (3, 2), (4, 4), (5, 8)]
+            .iter()
+            .map(|(l, q)| vec![Some(l.to_string()), Some(q.to_string())])
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(quantities(&db)["CON-4002"], start["CON-4002"] + 15);
+    assert_ledger(&db, &start);
 }
 
 /// Two `alerts check` at once (cron and a hand, or two hosts): each

@@ -10,14 +10,20 @@
 //! skipped, and a line already imported from any file (same content) is
 //! counted, not applied twice: importing twice changes nothing.
 //!
-//! A movement the target refuses
+//! A file is read as it was when its checksum was taken, up to the end of
+//! its last complete line: a scanner still appending to it cannot cut a
+//! line in two, and a last line without its end of line waits for the
+//! next import (reported as `incomplete`). A movement the target refuses
 //! to store is a rejected line with the target's reason: the file is
 //! imported again without it, so that the stock never moves by a movement
 //! that is not in `stock_movements`. Each file is its own unit: one that
 //! fails is reported and the next file goes on.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
 use chrono::NaiveDateTime;
@@ -103,9 +109,10 @@ fn schema(def: &TableDef) -> Vec<(String, polars::prelude::DataType)> {
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct ScanReport {
     pub file: String,
+    /// SHA-256 of the file up to the end of its last complete line.
     pub checksum: String,
-    /// `imported`, `already imported (…)`, `rolled back (dry run)`, or
-    /// `failed`.
+    /// `imported`, `already imported (…)`, `rolled back (dry run)`,
+    /// `waiting (no complete line yet)`, or `failed`.
     pub status: String,
     /// Lines read: `accepted + already + rejected`.
     pub lines: u64,
@@ -113,6 +120,12 @@ pub struct ScanReport {
     /// Lines whose movement was already imported (from this or another file).
     pub already: u64,
     pub rejected: u64,
+    /// A last line without its end of line (the file still being written):
+    /// not read, left for the next import of the file.
+    pub incomplete: u64,
+    /// Its line number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete_line: Option<u64>,
     pub reasons: BTreeMap<String, u64>,
     /// OUT movements accepted although they took the stock below zero
     /// (`below_zero = "accept"`).
@@ -187,12 +200,27 @@ fn layout(header: &[String], file: &str) -> Result<Layout> {
     })
 }
 
-/// SHA-256 of a file, streamed.
-pub fn checksum(path: &Path) -> Result<String> {
-    use std::io::Read;
+/// What of a file an import reads: its bytes up to the end of its last
+/// complete line, as they were when it started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// SHA-256 of those bytes: the file's identity in `scan_files`.
+    pub checksum: String,
+    /// How many bytes.
+    pub complete: u64,
+    /// The number of a last line without its end of line (not blank).
+    pub incomplete_line: Option<u64>,
+}
+
+/// Take a file's [`Snapshot`], streamed.
+pub fn snapshot(path: &Path) -> Result<Snapshot> {
     let mut f = std::fs::File::open(path)
         .map_err(|e| Error::input(format!("{}: cannot open: {e}", path.display())))?;
     let mut h = Sha256::new();
+    // the hash as it stood at the last end of line seen
+    let mut at_line_end = h.clone();
+    let (mut read, mut complete, mut line_ends) = (0u64, 0u64, 0u64);
+    let mut tail_blank = true;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = f
@@ -201,9 +229,44 @@ pub fn checksum(path: &Path) -> Result<String> {
         if n == 0 {
             break;
         }
-        h.update(&buf[..n]);
+        let chunk = &buf[..n];
+        let blank = |b: &[u8]| b.iter().all(u8::is_ascii_whitespace);
+        match chunk.iter().rposition(|b| *b == b'\n') {
+            Some(i) => {
+                h.update(&chunk[..=i]);
+                at_line_end = h.clone();
+                h.update(&chunk[i + 1..]);
+                complete = read + i as u64 + 1;
+                line_ends += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+                tail_blank = blank(&chunk[i + 1..]);
+            }
+            None => {
+                h.update(chunk);
+                tail_blank = tail_blank && blank(chunk);
+            }
+        }
+        read += n as u64;
     }
-    Ok(hex::encode(h.finalize()))
+    Ok(Snapshot {
+        checksum: hex::encode(at_line_end.finalize()),
+        complete,
+        incomplete_line: (!tail_blank).then_some(line_ends + 1),
+    })
+}
+
+/// A reader of the first bytes of a file that hashes what it reads, so
+/// that the import can check it read what the snapshot saw.
+struct Hashing<R> {
+    inner: R,
+    hash: Rc<RefCell<Sha256>>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.borrow_mut().update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// The parts' stock and minimum, by upper-case reference.
@@ -598,14 +661,14 @@ enum Attempt {
 fn import_file(cfg: &Config, path: &Path, dry_run: bool) -> Result<ScanReport> {
     let t0 = Instant::now();
     let file = path.display().to_string();
-    let sum = checksum(path)?;
+    let snap = snapshot(path)?;
     let run_id = crate::pipeline::new_run_id();
     let rejects_path = RejectFile::new(&cfg.quarantine_dir().join(&run_id), JOB, MOVEMENTS)
         .path()
         .to_path_buf();
     let mut refused: HashMap<u64, (String, String)> = HashMap::new();
     loop {
-        let attempt = attempt_file(cfg, path, &sum, &run_id, dry_run, &refused);
+        let attempt = attempt_file(cfg, path, &snap, &run_id, dry_run, &refused);
         match attempt {
             Ok(Attempt::Done(mut report)) => {
                 report.seconds = t0.elapsed().as_secs_f64();
@@ -640,18 +703,25 @@ fn import_file(cfg: &Config, path: &Path, dry_run: bool) -> Result<ScanReport> {
 fn attempt_file(
     cfg: &Config,
     path: &Path,
-    sum: &str,
+    snap: &Snapshot,
     run_id: &str,
     dry_run: bool,
     refused_before: &HashMap<u64, (String, String)>,
 ) -> Result<Attempt> {
     let file = path.display().to_string();
-    let sum = sum.to_string();
+    let sum = snap.checksum.clone();
     let mut report = ScanReport {
         file: file.clone(),
         checksum: sum.clone(),
+        incomplete: u64::from(snap.incomplete_line.is_some()),
+        incomplete_line: snap.incomplete_line,
         ..Default::default()
     };
+    if snap.complete == 0 && snap.incomplete_line.is_some() {
+        // a header still being written: nothing to read yet, nothing recorded
+        report.status = "waiting (no complete line yet)".into();
+        return Ok(Attempt::Done(Box::new(report)));
+    }
     let mut sink = crate::sink::open(&cfg.target.url, dry_run)?;
     sink.begin()?;
     let result = (|| -> Result<Attempt> {
@@ -690,9 +760,18 @@ fn attempt_file(
             refused_before,
             refused_now: Vec::new(),
         };
+        // the bytes the snapshot saw, and no more: a scanner appending now
+        // cannot cut the last line in two
+        let hash = Rc::new(RefCell::new(Sha256::new()));
         let f = std::fs::File::open(path)
             .map_err(|e| Error::input(format!("{file}: cannot open: {e}")))?;
-        let mut lines = LineReader::new(f, MAX_LINE);
+        let mut lines = LineReader::new(
+            Hashing {
+                inner: f.take(snap.complete),
+                hash: hash.clone(),
+            },
+            MAX_LINE,
+        );
         let mut buf = Vec::new();
         let (header, delim) = lines.header(&mut buf, &file, Encoding::Utf8, None)?;
         let lay = layout(&header, &file)?;
@@ -720,6 +799,12 @@ fn attempt_file(
                     imp.reject(line.number, reason, detail, record)?;
                 }
             }
+        }
+        let read = hex::encode(hash.borrow().clone().finalize());
+        if read != sum {
+            return Err(Error::input(format!(
+                "{file}: the file changed while it was read (rewritten, not only appended to); nothing of it is imported: import it again"
+            )));
         }
         imp.flush()?;
         let out = imp.sink.flush()?;
@@ -850,7 +935,13 @@ pub fn render(reports: &[ScanReport]) -> String {
             continue;
         }
         let _ = writeln!(s, "{}: {} ({:.2}s)", r.file, r.status, r.seconds);
-        if r.lines == 0 && r.status.starts_with("already") {
+        if let Some(n) = r.incomplete_line {
+            let _ = writeln!(
+                s,
+                "  line {n} has no end of line yet: not read; the next import takes it once the file is complete (a complete file ends its last line)"
+            );
+        }
+        if r.lines == 0 && !r.status.starts_with("imported") && !r.status.starts_with("rolled") {
             continue;
         }
         let _ = writeln!(
@@ -909,6 +1000,37 @@ mod tests {
         let codes: HashMap<String, String> =
             [("4006381333931".to_string(), "HYD-2040".to_string())].into();
         check_line(line, ';', &lay(), &parts(), &codes).map_err(|(r, _)| r)
+    }
+
+    #[test]
+    fn a_snapshot_ends_at_the_last_complete_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.csv");
+        let sha = |b: &[u8]| hex::encode(Sha256::digest(b));
+        let snap = |bytes: &[u8]| {
+            std::fs::write(&p, bytes).unwrap();
+            snapshot(&p).unwrap()
+        };
+        let s = snap(b"h\na\r\nb\n");
+        assert_eq!((s.complete, s.incomplete_line), (7, None));
+        assert_eq!(s.checksum, sha(b"h\na\r\nb\n"));
+        // a cut last line is left out of the checksum and reported
+        let s = snap(b"h\na\nb;2;I");
+        assert_eq!((s.complete, s.incomplete_line), (4, Some(3)));
+        assert_eq!(s.checksum, sha(b"h\na\n"));
+        // trailing spaces are not a line
+        let s = snap(b"h\na\n \r");
+        assert_eq!((s.complete, s.incomplete_line), (4, None));
+        let s = snap(b"horodatage;co");
+        assert_eq!((s.complete, s.incomplete_line), (0, Some(1)));
+        assert_eq!(s.checksum, sha(b""));
+        // lines across read chunks
+        let mut big = vec![b'x'; 300 * 1024];
+        big.push(b'\n');
+        big.extend_from_slice(b"yy");
+        let s = snap(&big);
+        assert_eq!((s.complete, s.incomplete_line), (300 * 1024 + 1, Some(2)));
+        assert_eq!(s.checksum, sha(&big[..300 * 1024 + 1]));
     }
 
     #[test]
