@@ -65,6 +65,7 @@ fn a_mapping_cannot_write_into_repaeros_own_tables() {
         "stock_movements",
         "scan_files",
         "stock_alerts",
+        "stock_alert_sends",
     ] {
         let dir = csv_project(table);
         let p = dir.path();
@@ -109,6 +110,7 @@ fn every_table_repaero_keeps_is_reserved() {
         repaero::stock::scans::MOVEMENTS,
         repaero::stock::scans::FILES,
         repaero::stock::alerts::ALERTS,
+        repaero::stock::alerts::SENDS,
         &staging,
     ] {
         assert!(is_reserved_table(t), "{t} is not reserved");

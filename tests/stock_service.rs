@@ -12,6 +12,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
@@ -122,7 +123,7 @@ fn scans_match_the_truth(db: &Db, dir: &Path) {
     assert_eq!(reports.len(), 1);
     let r = &reports[0];
     assert_eq!(r["status"], "imported");
-    for k in ["lines", "accepted", "already"] {
+    for k in ["lines", "accepted", "already", "incomplete"] {
         assert_eq!(r[k], truth[k], "{k}");
     }
     let want: BTreeMap<String, u64> = serde_json::from_value(truth["rejected"].clone()).unwrap();
@@ -223,6 +224,7 @@ fn scans_match_the_truth(db: &Db, dir: &Path) {
     );
     assert_eq!(r2[0]["accepted"], 1);
     assert_eq!(quantities(db)["MOT-1001"], after["MOT-1001"] - 2);
+    assert_ledger(db, &before);
 }
 
 #[test]
@@ -272,6 +274,7 @@ fn below_zero_accept_applies_the_movement_and_reports_it() {
         quantities(&db)["HYD-2040"],
         before["HYD-2040"] + net - 100_000
     );
+    assert_ledger(&db, &before);
 }
 
 // ---------------------------------------------------------------------------
@@ -923,7 +926,8 @@ fn supplier_catalogues_match_the_truth_and_orders_pick_cheapest_and_fastest() {
 fn concurrent_imports_lose_nothing(db: &Db, dir: &Path) {
     let url = db.url();
     ok(run(&url, dir, &[], &[], &["migrate", "stock"]));
-    let before = quantities(db)["MOT-1001"];
+    let start = quantities(db);
+    let before = start["MOT-1001"];
     let files: Vec<PathBuf> = (0..2)
         .map(|f| {
             let lines: Vec<String> = (0..300)
@@ -949,6 +953,7 @@ fn concurrent_imports_lose_nothing(db: &Db, dir: &Path) {
     assert_eq!(quantities(db)["MOT-1001"], before + 600);
     assert_eq!(db.one("SELECT count(*) FROM stock_movements"), "600");
     assert_eq!(db.one("SELECT count(*) FROM scan_files"), "2");
+    assert_ledger(db, &start);
 }
 
 #[test]
@@ -966,7 +971,8 @@ fn concurrent_imports_into_postgres_lose_nothing() {
 fn a_repeat_in_a_later_batch_is_applied_once(db: &Db, dir: &Path) {
     let url = db.url();
     ok(run(&url, dir, &[], &[], &["migrate", "stock"]));
-    let before = quantities(db)["CON-4001"];
+    let start = quantities(db);
+    let before = start["CON-4001"];
     let mut lines: Vec<String> = (0..10_050)
         .map(|i| {
             format!(
@@ -985,6 +991,7 @@ fn a_repeat_in_a_later_batch_is_applied_once(db: &Db, dir: &Path) {
     assert_eq!(r["accepted"], 10_050);
     assert_eq!(r["already"], 1);
     assert_eq!(quantities(db)["CON-4001"], before + 10_050);
+    assert_ledger(db, &start);
 }
 
 #[test]
@@ -1308,8 +1315,9 @@ fn an_excel_supplier_catalogue_goes_through_the_same_rules() {
 }
 
 /// A file imported while the scanner was still writing it, then again
-/// once complete: the cut line is rejected the first time, applied the
-/// second, and nothing is applied twice.
+/// once complete: the cut last line is not a line yet (no end of line): it
+/// is neither applied nor rejected but reported as waiting; the complete
+/// file applies it, once, under its own line number.
 #[test]
 fn a_file_caught_half_written_is_completed_by_the_next_import() {
     let dir = tempfile::tempdir().unwrap();
@@ -1317,32 +1325,176 @@ fn a_file_caught_half_written_is_completed_by_the_next_import() {
     let db = Db::Sqlite(d.join("t.db"));
     let url = db.url();
     ok(run(&url, d, &[], &[], &["migrate", "stock"]));
-    let before = quantities(&db)["CON-4002"];
+    let start = quantities(&db);
+    let before = start["CON-4002"];
     let full = "horodatage;code;quantité;sens;opérateur;emplacement\n\
                 2026-11-25T08:00:00;CON-4002;1;OUT;J. Martin;C-02\n\
                 2026-11-25T08:00:10;CON-4002;2;OUT;J. Martin;C-02\n\
                 2026-11-25T08:00:20;CON-4002;4;OUT;J. Martin;C-02\n";
     let path = d.join("export.csv");
+    // caught writing its header: nothing to read yet, nothing recorded
+    std::fs::write(&path, &full[..20]).unwrap();
+    let r = &import(&url, d, &[], &[&path])[0];
+    assert_eq!(r["status"], "waiting (no complete line yet)", "{r}");
+    assert_eq!(
+        (r["lines"].as_u64(), r["incomplete"].as_u64()),
+        (Some(0), Some(1))
+    );
     // cut inside the third line
     std::fs::write(&path, &full[..full.len() - 12]).unwrap();
     let r = &import(&url, d, &[], &[&path])[0];
     assert_eq!(
-        (r["accepted"].as_u64(), r["rejected"].as_u64()),
-        (Some(2), Some(1))
+        (
+            r["lines"].as_u64(),
+            r["accepted"].as_u64(),
+            r["rejected"].as_u64(),
+            r["incomplete"].as_u64()
+        ),
+        (Some(2), Some(2), Some(0), Some(1)),
+        "{r}"
     );
-    assert_eq!(r["reasons"]["line: truncated (no end of line)"], 1);
+    assert_eq!(r["quarantine"], Value::Null, "{r}");
     assert_eq!(quantities(&db)["CON-4002"], before - 3);
+    // the same half-written file again: nothing new, the cut line still waits
+    let r = &import(&url, d, &[], &[&path])[0];
+    assert!(
+        r["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("already imported"),
+        "{r}"
+    );
+    assert_eq!(r["incomplete"], 1, "{r}");
+    let out = ok(run(
+        &url,
+        d,
+        &[],
+        &[],
+        &["scans", "import", path.to_str().unwrap()],
+    ));
+    assert!(out.contains("line 4 has no end of line yet"), "{out}");
     std::fs::write(&path, full).unwrap();
     let r = &import(&url, d, &[], &[&path])[0];
     assert_eq!(
         (
             r["accepted"].as_u64(),
             r["already"].as_u64(),
-            r["rejected"].as_u64()
+            r["rejected"].as_u64(),
+            r["incomplete"].as_u64()
         ),
-        (Some(1), Some(2), Some(0))
+        (Some(1), Some(2), Some(0), Some(0))
     );
     assert_eq!(quantities(&db)["CON-4002"], before - 7);
+    assert_eq!(
+        db.rows("SELECT line, quantity, stock_after FROM stock_movements ORDER BY line"),
+        [(2, 1), (3, 2), (4, 4)]
+            .iter()
+            .scan(before, |q, (line, n)| {
+                *q -= n;
+                Some(vec![
+                    Some(line.to_string()),
+                    Some(n.to_string()),
+                    Some(q.to_string()),
+                ])
+            })
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        db.one("SELECT count(*) FROM sqlite_master WHERE name = '_rejects'"),
+        "1"
+    );
+    assert_eq!(
+        db.one("SELECT count(*) FROM _rejects WHERE job = 'scans'"),
+        "0"
+    );
+    assert_ledger(&db, &start);
+}
+
+/// A file that grows while it is imported (the scanner appends while the
+/// import waits for the database): the import reads the file as it was
+/// when its checksum was taken, up to its last complete line, so a line
+/// is never cut in two and line numbers never shift; the next import
+/// takes the rest.
+#[test]
+fn a_file_growing_during_its_import_is_read_up_to_its_last_complete_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = Db::Sqlite(d.join("t.db"));
+    let url = db.url();
+    ok(run(&url, d, &[], &[], &["migrate", "stock"]));
+    let start = quantities(&db);
+    let head = "horodatage;code;quantité;sens;opérateur;emplacement\n\
+                2026-11-25T09:00:00;CON-4002;1;IN;J. Martin;C-02\n\
+                2026-11-25T09:00:10;CON-4002;2;IN;J. Martin;C-02\n\
+                2026-11-25T09:00:20;CON-";
+    let rest = "4002;4;IN;J. Martin;C-02\n\
+                2026-11-25T09:00:30;CON-4002;8;IN;J. Martin;C-02\n";
+    let path = d.join("growing.csv");
+    std::fs::write(&path, head).unwrap();
+    // the import's transaction waits for this one; it has read the file's
+    // checksum by the time it opens the database
+    let lock = rusqlite::Connection::open(d.join("t.db")).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let child = spawn(
+        &url,
+        d,
+        &[],
+        &["scans", "import", "--json", path.to_str().unwrap()],
+    );
+    let fd_dir = PathBuf::from(format!("/proc/{}/fd", child.id()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_dir(&fd_dir)
+        .map(|fds| {
+            fds.flatten()
+                .any(|f| std::fs::read_link(f.path()).is_ok_and(|t| t.ends_with("t.db")))
+        })
+        .unwrap_or(false)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the import never opened the database"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(rest.as_bytes())
+        .unwrap();
+    lock.execute_batch("ROLLBACK").unwrap();
+    let out = ok(child.wait_with_output().unwrap());
+    let r: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            r[0]["lines"].as_u64(),
+            r[0]["accepted"].as_u64(),
+            r[0]["rejected"].as_u64(),
+            r[0]["incomplete"].as_u64()
+        ),
+        (Some(2), Some(2), Some(0), Some(1)),
+        "{out}"
+    );
+    let r = &import(&url, d, &[], &[&path])[0];
+    assert_eq!(
+        (
+            r["lines"].as_u64(),
+            r["accepted"].as_u64(),
+            r["already"].as_u64(),
+            r["incomplete"].as_u64()
+        ),
+        (Some(4), Some(2), Some(2), Some(0)),
+        "{r}"
+    );
+    assert_eq!(
+        db.rows("SELECT line, quantity FROM stock_movements ORDER BY line"),
+        [(2, 1), (3, 2), (4, 4), (5, 8)]
+            .iter()
+            .map(|(l, q)| vec![Some(l.to_string()), Some(q.to_string())])
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(quantities(&db)["CON-4002"], start["CON-4002"] + 15);
+    assert_ledger(&db, &start);
 }
 
 /// Two `alerts check` at once (cron and a hand, or two hosts): each
@@ -1418,4 +1570,496 @@ fn a_dry_run_import_counts_everything_and_changes_nothing() {
     // and the real import afterwards is not "already imported"
     let r = &import(&url, d, &[], &[&scans_fixture()])[0];
     assert_eq!(r["status"], "imported");
+}
+
+// ---------------------------------------------------------------------------
+// The ledger, bad files among good ones, and a mail server that never answers.
+
+/// The ledger and the stock agree: each part's quantity moved from
+/// `before` by exactly the sum of its movements (IN less OUT), and no
+/// movement names something that is not a part.
+fn assert_ledger(db: &Db, before: &BTreeMap<String, i64>) {
+    let net: BTreeMap<String, i64> = db
+        .rows(
+            "SELECT reference, SUM(CASE WHEN direction = 'IN' THEN quantity ELSE -quantity END) \
+             FROM stock_movements GROUP BY reference",
+        )
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].clone().unwrap(),
+                r[1].as_deref().unwrap().parse::<f64>().unwrap() as i64,
+            )
+        })
+        .collect();
+    let after = quantities(db);
+    for (reference, q) in before {
+        assert_eq!(
+            after[reference],
+            q + net.get(reference).copied().unwrap_or(0),
+            "{reference}: parts.quantity against the sum of its stock_movements"
+        );
+    }
+    for reference in net.keys() {
+        assert!(before.contains_key(reference), "a movement of {reference}");
+    }
+}
+
+/// A line holding a value the target cannot store (a NUL byte: PostgreSQL
+/// text refuses it) is a rejected line with the target's reason, in the
+/// quarantine and `_rejects`, counted; the stock moves only by the
+/// movements written, and the movements after it record the stock as it
+/// really is.
+fn a_value_the_target_cannot_store_is_a_rejected_line(db: &Db, dir: &Path) {
+    let url = db.url();
+    ok(run(&url, dir, &[], &[], &["migrate", "stock"]));
+    let before = quantities(db);
+    let start = before["MOT-1003"];
+    let path = dir.join("nul.csv");
+    std::fs::write(
+        &path,
+        "horodatage;code;quantité;sens;opérateur;emplacement\n\
+         2026-11-02T08:31:10;MOT-1003;2;IN;J. Martin;B-02\n\
+         2026-11-02T08:31:14;MOT-1003;5;IN;Z\0Z;B-02\n\
+         2026-11-02T08:31:20;MOT-1003;1;OUT;J. Martin;B-02\n",
+    )
+    .unwrap();
+    let r = &import(&url, dir, &[], &[&path])[0];
+    assert_eq!(r["status"], "imported", "{r}");
+    assert_eq!(r["lines"], 3, "{r}");
+    let (accepted, rejected) = (
+        r["accepted"].as_u64().unwrap(),
+        r["rejected"].as_u64().unwrap(),
+    );
+    assert_eq!(accepted + rejected, 3, "{r}");
+    if matches!(db, Db::Pg(_)) {
+        assert_eq!((accepted, rejected), (2, 1), "{r}");
+        let reasons = r["reasons"].as_object().unwrap();
+        assert_eq!(reasons.len(), 1, "{r}");
+        let (reason, n) = reasons.iter().next().unwrap();
+        assert!(reason.starts_with("target refused"), "{reason}");
+        assert_eq!(n, 1);
+        assert_eq!(
+            db.rows("SELECT source_row, reason FROM _rejects WHERE job = 'scans'"),
+            vec![vec![Some("3".into()), Some(reason.clone())]]
+        );
+        let q = std::fs::read_to_string(r["quarantine"].as_str().expect("a quarantine")).unwrap();
+        assert_eq!(q.lines().count(), 2, "{q}");
+        assert!(q.contains("target refused"), "{q}");
+        assert_eq!(quantities(db)["MOT-1003"], start + 1);
+        // the OUT after the refused line left 2 - 1 above the start
+        assert_eq!(
+            db.rows("SELECT line, stock_after FROM stock_movements ORDER BY line"),
+            vec![
+                vec![Some("2".into()), Some((start + 2).to_string())],
+                vec![Some("4".into()), Some((start + 1).to_string())],
+            ]
+        );
+    }
+    assert_eq!(
+        db.one("SELECT rejected FROM scan_files"),
+        rejected.to_string()
+    );
+    assert_eq!(
+        db.one("SELECT count(*) FROM stock_movements"),
+        accepted.to_string()
+    );
+    assert_ledger(db, &before);
+}
+
+#[test]
+fn a_value_postgres_cannot_store_is_a_rejected_line() {
+    on_postgres(
+        "scans_nul",
+        a_value_the_target_cannot_store_is_a_rejected_line,
+    );
+}
+
+#[test]
+fn a_value_in_a_scan_line_keeps_the_ledger_in_sqlite() {
+    on_sqlite(a_value_the_target_cannot_store_is_a_rejected_line);
+}
+
+/// `scans import a.csv empty.csv b.csv`: each file is its own unit. The
+/// empty one fails and is reported; the others are imported and reported;
+/// the exit code is the worst failure's.
+#[test]
+fn a_bad_file_among_several_is_reported_and_the_others_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = Db::Sqlite(d.join("t.db"));
+    let url = db.url();
+    ok(run(&url, d, &[], &[], &["migrate", "stock"]));
+    let before = quantities(&db);
+    let a = scan_file(
+        d,
+        "a.csv",
+        &["2026-11-26T08:00:00;MOT-1001;1;IN;J. Martin;A-01"],
+    );
+    let empty = d.join("empty.csv");
+    std::fs::write(&empty, "").unwrap();
+    let b = scan_file(
+        d,
+        "b.csv",
+        &["2026-11-26T09:00:00;MOT-1001;2;IN;J. Martin;A-01"],
+    );
+    let files = [&a, &empty, &b].map(|p| p.to_str().unwrap().to_string());
+    let mut args = vec!["scans", "import", "--json"];
+    args.extend(files.iter().map(String::as_str));
+    let out = run(&url, d, &[], &[], &args);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let r: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        r.iter()
+            .map(|r| r["status"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["imported", "failed", "imported"],
+        "{r:?}"
+    );
+    assert!(
+        r[1]["error"].as_str().unwrap().contains("empty file"),
+        "{r:?}"
+    );
+    assert_eq!(
+        (r[0]["accepted"].as_u64(), r[2]["accepted"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(stderr(&out).contains("empty.csv"), "{}", stderr(&out));
+    assert_eq!(quantities(&db)["MOT-1001"], before["MOT-1001"] + 3);
+    assert_eq!(db.one("SELECT count(*) FROM scan_files"), "2");
+
+    // the text report names every file; a missing file fails alone too
+    let c = scan_file(
+        d,
+        "c.csv",
+        &["2026-11-26T10:00:00;MOT-1001;4;IN;J. Martin;A-01"],
+    );
+    let missing = d.join("missing.csv");
+    let out = run(
+        &url,
+        d,
+        &[],
+        &[],
+        &[
+            "scans",
+            "import",
+            missing.to_str().unwrap(),
+            a.to_str().unwrap(),
+            c.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("missing.csv: failed"), "{text}");
+    assert!(text.contains("a.csv: already imported"), "{text}");
+    assert!(text.contains("c.csv: imported"), "{text}");
+    assert!(stderr(&out).contains("missing.csv"), "{}", stderr(&out));
+    assert_eq!(quantities(&db)["MOT-1001"], before["MOT-1001"] + 7);
+    assert_ledger(&db, &before);
+}
+
+/// A TCP listener that accepts and never says a word: a mail server that
+/// hangs, or STARTTLS spoken to a port that expects TLS (each side waits
+/// for the other). Each connection accepted is signalled, and held open.
+fn silent_listener() -> (u16, std::sync::mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+            let _ = tx.send(());
+        }
+    });
+    (port, rx)
+}
+
+/// Wait for `child` at most `limit`: past it, kill it and fail.
+fn wait_at_most(mut child: std::process::Child, limit: Duration, what: &str) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "{what}: still running after {limit:?}\n{}\n{}",
+                stdout(&o),
+                stderr(&o)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn mail_sets(server: String, timeout: u64) -> Vec<String> {
+    vec![
+        format!("alerts.email.server={server}"),
+        "alerts.email.from=repaero@repaero.fr".into(),
+        "alerts.email.to=[\"magasin@repaero.fr\"]".into(),
+        format!("alerts.send_timeout={timeout}"),
+    ]
+}
+
+fn references(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// `alerts check` waiting on a mail server that accepts and never greets:
+/// the stock job, a scans import that raises an alert and a second check
+/// all go through meanwhile; the check ends within its send bound, the
+/// send recorded as failed, and the next check with a live server sends
+/// every open alert once.
+fn a_dead_mail_server_delays_only_its_own_send(db: &Db, dir: &Path) {
+    const BOUND: u64 = 15;
+    let url = db.url();
+    let (port, accepted) = silent_listener();
+    let dead = mail_sets(format!("smtp://127.0.0.1:{port}"), BOUND);
+    ok(run(&url, dir, &[], &[], &["migrate", "stock"]));
+    let t0 = Instant::now();
+    let check = spawn(&url, dir, &dead, &["alerts", "check", "--json"]);
+    accepted
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the check connects to the server");
+    // while it waits for a greeting, the writers go through
+    ok(wait_at_most(
+        spawn(&url, dir, &[], &["migrate", "stock"]),
+        Duration::from_secs(BOUND),
+        "migrate stock during the send",
+    ));
+    let before = quantities(db);
+    let f = scan_file(
+        dir,
+        "dead.csv",
+        &["2026-11-24T08:00:00;MOT-1002;8;OUT;J. Martin;A-02"],
+    );
+    let out = ok(wait_at_most(
+        spawn(
+            &url,
+            dir,
+            &[],
+            &["scans", "import", "--json", f.to_str().unwrap()],
+        ),
+        Duration::from_secs(BOUND),
+        "scans import during the send",
+    ));
+    let r: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(r[0]["accepted"], 1, "{out}");
+    assert_eq!(r[0]["alerts_raised"].as_array().unwrap().len(), 1, "{out}");
+    // a second check does not wait for the first: the alert the first is
+    // sending is left to it, the next one is tried (and fails alike)
+    let t2 = Instant::now();
+    let check2 = spawn(&url, dir, &dead, &["alerts", "check", "--json"]);
+    let mut check = check;
+    assert!(
+        check.try_wait().unwrap().is_none(),
+        "the first check ended before the writers were done: the test proves nothing"
+    );
+    let o1 = wait_at_most(check, Duration::from_secs(3 * BOUND), "alerts check");
+    let took = t0.elapsed();
+    assert_eq!(code(&o1), 1, "{}\n{}", stdout(&o1), stderr(&o1));
+    assert!(
+        took >= Duration::from_secs(BOUND - 1) && took < Duration::from_secs(BOUND + 10),
+        "the check took {took:?} for a bound of {BOUND} s"
+    );
+    assert!(
+        stderr(&o1).contains(&format!("no answer within {BOUND} s")),
+        "{}",
+        stderr(&o1)
+    );
+    let first: Value = serde_json::from_str(&stdout(&o1)).unwrap();
+    assert_eq!(first["sent"]["email"], serde_json::json!([]));
+    // one send tried and timed out; the others not tried (the server is dead)
+    let failed: Vec<&str> = first["sent"]["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failed
+            .iter()
+            .filter(|f| f.contains("no answer within"))
+            .count(),
+        1,
+        "{first}"
+    );
+    assert!(
+        failed[1..].iter().all(|f| f.contains("not tried")),
+        "{first}"
+    );
+    let o2 = wait_at_most(
+        check2,
+        Duration::from_secs(3 * BOUND),
+        "second alerts check",
+    );
+    assert_eq!(code(&o2), 1, "{}\n{}", stdout(&o2), stderr(&o2));
+    let second: Value = serde_json::from_str(&stdout(&o2)).unwrap();
+    assert!(
+        t2.elapsed() < Duration::from_secs(BOUND + 10),
+        "the second check took {:?}",
+        t2.elapsed()
+    );
+    assert_eq!(second["raised"], serde_json::json!([]), "{second}");
+    // each check tried one send and gave the channel up; never the same
+    // alert at once
+    let tried = |v: &Value| -> Vec<String> {
+        v["sent"]["failed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .filter(|f| f.contains("no answer within"))
+            .map(|f| {
+                f["mail for ".len()..]
+                    .split(':')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let (tried1, tried2) = (tried(&first), tried(&second));
+    assert_eq!((tried1.len(), tried2.len()), (1, 1), "{first}\n{second}");
+    assert_ne!(tried1, tried2, "{first}\n{second}");
+
+    // nothing was sent; each failure is on its alert, to retry
+    let list: Vec<Value> =
+        serde_json::from_str(&ok(run(&url, dir, &[], &[], &["alerts", "list", "--json"]))).unwrap();
+    assert!(list.len() >= 2, "{list:?}");
+    assert!(
+        list.iter().all(|a| a["email_sent_at"].is_null()),
+        "{list:?}"
+    );
+    let failed: Vec<&Value> = list
+        .iter()
+        .filter(|a| a["email_error"].is_string())
+        .collect();
+    assert_eq!(failed.len(), 2, "{list:?}");
+    assert!(
+        failed.iter().all(|a| a["email_error"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within")),
+        "{list:?}"
+    );
+    let open: Vec<String> = {
+        let mut v: Vec<String> = list
+            .iter()
+            .map(|a| a["reference"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+
+    // the server is back: every open alert goes, once
+    let (smtp, mails) = smtp_listener();
+    let live = mail_sets(format!("smtp+plain://127.0.0.1:{smtp}"), BOUND);
+    let out: Value = serde_json::from_str(&ok(run(
+        &url,
+        dir,
+        &live,
+        &[],
+        &["alerts", "check", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(references(&out["sent"]["email"]), open, "{out}");
+    assert_eq!(mails.lock().unwrap().len(), open.len());
+    ok(run(&url, dir, &live, &[], &["alerts", "check"]));
+    assert_eq!(mails.lock().unwrap().len(), open.len());
+    assert_ledger(db, &before);
+}
+
+#[test]
+fn a_dead_mail_server_delays_only_its_own_send_in_sqlite() {
+    on_sqlite(a_dead_mail_server_delays_only_its_own_send);
+}
+
+#[test]
+fn a_dead_mail_server_delays_only_its_own_send_in_postgres() {
+    on_postgres(
+        "alerts_dead_smtp",
+        a_dead_mail_server_delays_only_its_own_send,
+    );
+}
+
+/// A check killed in the middle of a send: the send was claimed, not
+/// stamped. Another check leaves it alone while the claim may still be
+/// alive (the other alerts go), and sends it once the claim has lapsed:
+/// interrupted sends are retried (at least once), sent ones never repeat.
+#[test]
+fn a_send_cut_short_by_a_kill_is_retried_once_its_claim_lapses() {
+    const BOUND: u64 = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = Db::Sqlite(d.join("t.db"));
+    let url = db.url();
+    let (port, accepted) = silent_listener();
+    ok(run(&url, d, &[], &[], &["migrate", "stock"]));
+    let mut check = spawn(
+        &url,
+        d,
+        &mail_sets(format!("smtp://127.0.0.1:{port}"), BOUND),
+        &["alerts", "check"],
+    );
+    accepted
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the check connects to the server");
+    check.kill().unwrap();
+    let killed = Instant::now();
+    let _ = check.wait();
+    let (smtp, mails) = smtp_listener();
+    let live = mail_sets(format!("smtp+plain://127.0.0.1:{smtp}"), BOUND);
+    let out: Value = serde_json::from_str(&ok(run(
+        &url,
+        d,
+        &live,
+        &[],
+        &["alerts", "check", "--json"],
+    )))
+    .unwrap();
+    let busy = references(&out["sent"]["busy"]);
+    assert_eq!(busy.len(), 1, "{out}");
+    let mut open = references(&out["sent"]["email"]);
+    assert!(!open.contains(&busy[0]), "{out}");
+    // the claim of a check with a 2 s bound lapses 2 + 10 s after it
+    std::thread::sleep(
+        (killed + Duration::from_secs(13)).saturating_duration_since(Instant::now()),
+    );
+    let out: Value = serde_json::from_str(&ok(run(
+        &url,
+        d,
+        &live,
+        &[],
+        &["alerts", "check", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(references(&out["sent"]["email"]), busy, "{out}");
+    open.extend(busy);
+    open.sort();
+    let mut mailed: Vec<String> = mails
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            open.iter()
+                .find(|r| m.data.contains(r.as_str()))
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    mailed.sort();
+    assert_eq!(mailed, open);
+    ok(run(&url, d, &live, &[], &["alerts", "check"]));
+    assert_eq!(mails.lock().unwrap().len(), open.len());
 }

@@ -440,20 +440,32 @@ fn run(cli: Cli) -> Result<u8> {
             json,
         }) => {
             let cfg = load(&cli)?;
-            let reports = crate::stock::scans::import(&cfg, files, *dry_run)?;
+            // each file on its own: a failed one is reported, the next goes on
+            let reports = crate::stock::scans::import(&cfg, files, *dry_run);
+            for e in reports.iter().filter_map(|r| r.error.as_ref()) {
+                eprintln!("error: {e}");
+            }
             if *json {
                 print_json(&reports)?;
             } else {
                 print!("{}", crate::stock::scans::render(&reports));
             }
+            let mut code = crate::stock::scans::exit_code(&reports);
             // alerts raised by the import go out now, when channels are set
             if !dry_run && reports.iter().any(|r| !r.alerts_raised.is_empty()) {
-                let sent = crate::stock::alerts::notify(&cfg)?;
-                for f in &sent.failed {
-                    eprintln!("warning: alert not sent: {f}");
+                match crate::stock::alerts::notify(&cfg) {
+                    Ok(sent) => {
+                        for f in &sent.failed {
+                            eprintln!("warning: alert not sent: {f}");
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("warning: alerts not sent: {e}");
+                        code = code.max(e.exit_code());
+                    }
                 }
             }
-            Ok(0)
+            Ok(code)
         }
         Command::Alerts(AlertsCommand::Check { json }) => {
             let cfg = load(&cli)?;
@@ -470,18 +482,23 @@ fn run(cli: Cli) -> Result<u8> {
                     println!("cleared: {c}");
                 }
                 println!(
-                    "sent: {} by mail, {} by SMS{}",
+                    "sent: {} by mail, {} by SMS{}{}",
                     sent.email.len(),
                     sent.sms.len(),
                     if sent.failed.is_empty() {
                         String::new()
                     } else {
                         format!(", {} failed", sent.failed.len())
+                    },
+                    if sent.busy.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} being sent by another check", sent.busy.len())
                     }
                 );
-                for f in &sent.failed {
-                    eprintln!("error: {f}");
-                }
+            }
+            for f in &sent.failed {
+                eprintln!("error: {f}");
             }
             Ok(if sent.failed.is_empty() { 0 } else { 1 })
         }
@@ -510,11 +527,16 @@ fn run(cli: Cli) -> Result<u8> {
                             .unwrap_or_default(),
                         a.email_sent_at
                             .as_ref()
-                            .map(|_| ", mailed")
+                            .map(|_| ", mailed".to_string())
+                            .or_else(|| a
+                                .email_error
+                                .as_ref()
+                                .map(|e| format!(", mail failed ({e})")))
                             .unwrap_or_default(),
                         a.sms_sent_at
                             .as_ref()
-                            .map(|_| ", SMS sent")
+                            .map(|_| ", SMS sent".to_string())
+                            .or_else(|| a.sms_error.as_ref().map(|e| format!(", SMS failed ({e})")))
                             .unwrap_or_default(),
                     );
                 }

@@ -245,7 +245,7 @@ impl SmsConfig {
 }
 
 /// `[alerts]`: stock levels under their minimum.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsConfig {
     /// Minimum of a part without a "Seuil mini" (default 0).
@@ -254,8 +254,36 @@ pub struct AlertsConfig {
     /// Minimums that override the workbook's, per part reference.
     #[serde(default)]
     pub minimums: BTreeMap<String, i64>,
+    /// Seconds one send (one alert on one channel, every recipient, from
+    /// the connection to the server's last answer) may take before it is
+    /// given up as failed and left for the next check (default 30).
+    #[serde(default = "AlertsConfig::default_send_timeout")]
+    pub send_timeout: u64,
     pub email: Option<EmailConfig>,
     pub sms: Option<SmsConfig>,
+}
+
+impl AlertsConfig {
+    fn default_send_timeout() -> u64 {
+        30
+    }
+
+    /// [`AlertsConfig::send_timeout`] as a duration.
+    pub fn send_bound(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.send_timeout)
+    }
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            default_minimum: 0,
+            minimums: BTreeMap::new(),
+            send_timeout: Self::default_send_timeout(),
+            email: None,
+            sms: None,
+        }
+    }
 }
 
 /// `[orders]`: how much to order.
@@ -390,6 +418,12 @@ impl Config {
                     }
                 }
             }
+        }
+        if self.alerts.send_timeout == 0 || self.alerts.send_timeout > 3600 {
+            return Err(Error::config(format!(
+                "{label}: alerts.send_timeout = {}: give the seconds a send may take, 1 to 3600 (default 30)",
+                self.alerts.send_timeout
+            )));
         }
         if self.run.batch_size == 0 {
             return Err(Error::config(format!(
@@ -824,6 +858,25 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("key=value"), "{err}");
+    }
+
+    #[test]
+    fn an_alert_send_is_bounded_30_s_by_default() {
+        let cfg = Config::from_text("", "repaero.toml", Path::new("."), &[], &no_env).unwrap();
+        assert_eq!(cfg.alerts.send_bound(), std::time::Duration::from_secs(30));
+        let set = |v: &str| {
+            Config::from_text(
+                "",
+                "repaero.toml",
+                Path::new("."),
+                &[format!("alerts.send_timeout={v}")],
+                &no_env,
+            )
+        };
+        assert_eq!(set("5").unwrap().alerts.send_timeout, 5);
+        let err = set("0").unwrap_err();
+        assert!(err.to_string().contains("alerts.send_timeout"), "{err}");
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]

@@ -50,8 +50,15 @@ pub fn parse_server(url: &str) -> Result<(Security, String, u16)> {
     Ok((sec, host, port))
 }
 
-/// Send one text message to the configured recipients.
-pub async fn send(cfg: &EmailConfig, subject: &str, body: &str) -> Result<()> {
+/// Send one text message to the configured recipients. `bound` limits
+/// each network operation (lettre's timeout); the caller bounds the whole
+/// send, which a server that answers slowly could otherwise stretch.
+pub async fn send(
+    cfg: &EmailConfig,
+    subject: &str,
+    body: &str,
+    bound: std::time::Duration,
+) -> Result<()> {
     let (sec, host, port) = parse_server(&cfg.server)?;
     let smtp_err =
         |e: lettre::transport::smtp::Error| Error::runtime(format!("SMTP {host}:{port}: {e}"));
@@ -74,9 +81,7 @@ pub async fn send(cfg: &EmailConfig, subject: &str, body: &str) -> Result<()> {
         Security::StartTls => Tls::Required(tls()?),
         Security::Plain => Tls::None,
     });
-    let mut builder = builder
-        .port(port)
-        .timeout(Some(std::time::Duration::from_secs(30)));
+    let mut builder = builder.port(port).timeout(Some(bound));
     if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
         builder = builder.credentials(Credentials::new(u.clone(), p.clone()));
     }
@@ -102,7 +107,7 @@ pub async fn send(cfg: &EmailConfig, subject: &str, body: &str) -> Result<()> {
 }
 
 /// The mail of a stock alert.
-pub async fn send_alert(cfg: &EmailConfig, a: &Alert) -> Result<()> {
+pub async fn send_alert(cfg: &EmailConfig, a: &Alert, bound: std::time::Duration) -> Result<()> {
     let subject = fill(&cfg.subject, a, "", false);
     let body = format!(
         "La pièce {} ({}) est à {} en stock, pour un minimum de {}.\n\
@@ -114,7 +119,7 @@ pub async fn send_alert(cfg: &EmailConfig, a: &Alert) -> Result<()> {
         a.minimum,
         a.raised_at
     );
-    send(cfg, &subject, &body).await
+    send(cfg, &subject, &body, bound).await
 }
 
 #[cfg(test)]

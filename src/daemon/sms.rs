@@ -7,10 +7,12 @@ use crate::config::SmsConfig;
 use crate::error::{Error, Result};
 use crate::stock::alerts::{Alert, fill};
 
-/// Send an alert to every configured recipient.
-pub async fn send_alert(cfg: &SmsConfig, a: &Alert) -> Result<()> {
+/// Send an alert to every configured recipient. `bound` limits each
+/// request, from connecting to the end of the answer; the caller bounds
+/// the whole send (every recipient).
+pub async fn send_alert(cfg: &SmsConfig, a: &Alert, bound: std::time::Duration) -> Result<()> {
     let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
+        .timeout(bound)
         .build()
         .map_err(|e| Error::runtime(format!("SMS client: {e}")))?;
     let json = cfg.content_type.contains("json");

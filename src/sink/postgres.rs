@@ -981,14 +981,26 @@ impl Sink for PgSink {
         rejects: &[Reject],
     ) -> Result<()> {
         self.settle()?;
+        // PostgreSQL text (and jsonb) cannot hold a NUL character, which is
+        // often why the row was rejected: it is recorded as ␀ (U+2400)
+        fn no_nul(s: &str) -> String {
+            s.replace('\0', "\u{2400}")
+        }
+        let origin = no_nul(origin);
         for r in rejects {
-            let record = record_json(&r.record);
+            let record: Vec<(String, Option<String>)> = r
+                .record
+                .iter()
+                .map(|(k, v)| (no_nul(k), v.as_deref().map(no_nul)))
+                .collect();
+            let record = record_json(&record);
+            let (reason, detail) = (no_nul(&r.reason), no_nul(&r.detail));
             self.conn.execute(
                 &format!(
                     "INSERT INTO {REJECTS_TABLE} (run_id, job, table_name, source, source_row, reason, detail, record)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb)"
                 ),
-                &[&run_id, &job, &table, &origin, &(r.row as i64), &r.reason, &r.detail, &record],
+                &[&run_id, &job, &table, &origin, &(r.row as i64), &reason, &detail, &record],
             )?;
         }
         Ok(())

@@ -2,15 +2,22 @@
 //! `stock_alerts` until the part is back above its minimum; it is not
 //! raised again in between, however many movements follow. Raising and
 //! clearing happen in the transaction of whatever changed the stock;
-//! sending (mail, SMS) happens after, and each channel's send is recorded
-//! on the alert so that it is sent once.
+//! sending (mail, SMS) happens after it, outside any transaction: each
+//! send is claimed (a short transaction), made within a bounded time, then
+//! stamped (another short one), so that a channel that hangs delays only
+//! itself, never a writer. A send that succeeded is stamped and never
+//! made again; one cut short before its stamp (the process killed) is
+//! made again once its claim lapses: at least once (docs/decisions.md 25).
 
 use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
 
 use serde::Serialize;
 
 use crate::batch::MergeOp;
-use crate::batch::parse::epoch_millis;
+use crate::batch::parse::{epoch_millis, parse_datetime};
 use crate::batch::{Value, dtype_of, frame_from_rows};
 use crate::config::mapping::{ColumnType, Merge, WriteMode};
 use crate::config::{AlertsConfig, Config};
@@ -20,6 +27,7 @@ use crate::sink::{ColumnDef, Sink, TableDef};
 use super::int as num;
 
 pub const ALERTS: &str = "stock_alerts";
+pub const SENDS: &str = "stock_alert_sends";
 
 fn col(name: &str, ty: ColumnType, not_null: bool) -> ColumnDef {
     ColumnDef::new(name, ty, not_null)
@@ -47,6 +55,28 @@ pub fn alerts_def() -> TableDef {
     }
 }
 
+/// `stock_alert_sends`: for each alert and channel tried, the send in
+/// flight (`busy_until`: the claim of the check sending it, which lapses
+/// then), how many tries, and the last failure. The sent stamp itself is
+/// on the alert (`email_sent_at`, `sms_sent_at`).
+pub fn sends_def() -> TableDef {
+    use ColumnType::*;
+    TableDef {
+        name: SENDS.into(),
+        columns: vec![
+            col("alert_id", Text, true),
+            col("channel", Text, true),
+            col("attempts", Integer, true),
+            col("tried_at", Datetime, true),
+            col("busy_until", Datetime, false),
+            col("error", Text, false),
+        ],
+        key: vec!["alert_id".into(), "channel".into()],
+        foreign_keys: Vec::new(),
+        soft_delete: None,
+    }
+}
+
 /// One alert.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Alert {
@@ -59,6 +89,86 @@ pub struct Alert {
     pub cleared_at: Option<String>,
     pub email_sent_at: Option<String>,
     pub sms_sent_at: Option<String>,
+    /// Why the last mail failed, while it is not sent.
+    pub email_error: Option<String>,
+    /// Why the last SMS failed, while it is not sent.
+    pub sms_error: Option<String>,
+}
+
+/// A way of sending alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Channel {
+    Email,
+    Sms,
+}
+
+impl Channel {
+    fn name(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+        }
+    }
+
+    /// As messages say it.
+    fn what(self) -> &'static str {
+        match self {
+            Channel::Email => "mail",
+            Channel::Sms => "SMS",
+        }
+    }
+
+    fn sent_column(self) -> &'static str {
+        match self {
+            Channel::Email => "email_sent_at",
+            Channel::Sms => "sms_sent_at",
+        }
+    }
+
+    fn sent(self, a: &Alert) -> bool {
+        match self {
+            Channel::Email => a.email_sent_at.is_some(),
+            Channel::Sms => a.sms_sent_at.is_some(),
+        }
+    }
+
+    /// The server, for messages.
+    fn peer(self, cfg: &Config) -> String {
+        match self {
+            Channel::Email => cfg.alerts.email.as_ref().map_or_else(String::new, |m| {
+                crate::daemon::mail::parse_server(&m.server)
+                    .map(|(_, host, port)| format!("SMTP {host}:{port}"))
+                    .unwrap_or_else(|_| m.server.clone())
+            }),
+            Channel::Sms => cfg
+                .alerts
+                .sms
+                .as_ref()
+                .map_or_else(String::new, |s| format!("SMS gateway {}", s.url)),
+        }
+    }
+
+    /// One send of `a`, within `bound` from the first connection to the
+    /// last answer.
+    async fn send(self, cfg: &Config, a: &Alert, bound: Duration) -> Result<()> {
+        let sending = async {
+            match (self, &cfg.alerts.email, &cfg.alerts.sms) {
+                (Channel::Email, Some(mail), _) => {
+                    crate::daemon::mail::send_alert(mail, a, bound).await
+                }
+                (Channel::Sms, _, Some(sms)) => crate::daemon::sms::send_alert(sms, a, bound).await,
+                _ => Ok(()),
+            }
+        };
+        match tokio::time::timeout(bound, sending).await {
+            Ok(done) => done,
+            Err(_) => Err(Error::runtime(format!(
+                "{}: no answer within {} s (alerts.send_timeout)",
+                self.peer(cfg),
+                bound.as_secs()
+            ))),
+        }
+    }
 }
 
 /// A part's minimum: the configured one, else the workbook's, else the
@@ -95,9 +205,30 @@ pub fn list(sink: &mut dyn Sink) -> Result<Vec<Alert>> {
             cleared_at: r[6].clone(),
             email_sent_at: r[7].clone(),
             sms_sent_at: r[8].clone(),
+            email_error: None,
+            sms_error: None,
         })
         .collect();
     out.sort_by(|a, b| (&a.raised_at, &a.id).cmp(&(&b.raised_at, &b.id)));
+    if sink.count_rows(SENDS)?.is_some() {
+        let errors: HashMap<(String, String), String> = sink
+            .select_text(
+                SENDS,
+                &["alert_id".into(), "channel".into(), "error".into()],
+            )?
+            .into_iter()
+            .filter_map(|r| Some(((r[0].clone()?, r[1].clone()?), r[2].clone()?)))
+            .collect();
+        for a in &mut out {
+            let error = |ch: Channel| errors.get(&(a.id.clone(), ch.name().to_string())).cloned();
+            if a.email_sent_at.is_none() {
+                a.email_error = error(Channel::Email);
+            }
+            if a.sms_sent_at.is_none() {
+                a.sms_error = error(Channel::Sms);
+            }
+        }
+    }
     Ok(out)
 }
 
@@ -179,9 +310,14 @@ pub fn evaluate(sink: &mut dyn Sink, cfg: &Config) -> Result<(Vec<String>, Vec<S
 /// What sending did.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Sent {
+    /// References mailed.
     pub email: Vec<String>,
+    /// References texted.
     pub sms: Vec<String>,
+    /// Sends that failed or were not tried, with why: left for the next check.
     pub failed: Vec<String>,
+    /// References another check is sending now (left to it).
+    pub busy: Vec<String>,
 }
 
 /// Fill a template's `{name}` placeholders.
@@ -205,17 +341,33 @@ pub fn fill(template: &str, a: &Alert, to: &str, json: bool) -> String {
         .replace("{to}", &esc(to))
 }
 
-/// Send the open alerts not sent yet on each configured channel; records
-/// each send. A channel that fails is retried at the next check.
+/// Send the open alerts not sent yet on each configured channel. No
+/// transaction is open while a message goes: each send is claimed in a
+/// short transaction, made within `alerts.send_timeout`, then stamped in
+/// another. A channel that fails is not tried again in the same check (a
+/// dead server costs one bound, not one per alert); what it did not send
+/// is retried at the next check.
 pub fn notify(cfg: &Config) -> Result<Sent> {
     let mut sent = Sent::default();
-    if cfg.alerts.email.is_none() && cfg.alerts.sms.is_none() {
+    let channels: Vec<Channel> = [
+        (Channel::Email, cfg.alerts.email.is_some()),
+        (Channel::Sms, cfg.alerts.sms.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(c, on)| on.then_some(c))
+    .collect();
+    if channels.is_empty() {
         return Ok(sent);
     }
+    let bound = cfg.alerts.send_bound();
+    // a claim outlives its send by the bound again (at least 10 s: SQLite
+    // may make the stamp wait that long for the write lock), so that a
+    // live sender always stamps before another check may take its send
+    let lease = bound + bound.max(Duration::from_secs(10));
     let mut sink = crate::sink::open(&cfg.target.url, false)?;
-    sink.begin()?;
-    // one sender at a time: a second one waits, then finds them sent
-    super::lock(sink.as_mut(), ALERTS)?;
+    if sink.count_rows(ALERTS)?.is_none() {
+        return Ok(sent);
+    }
     let pending: Vec<Alert> = list(sink.as_mut())?
         .into_iter()
         .filter(|a| a.cleared_at.is_none())
@@ -224,53 +376,247 @@ pub fn notify(cfg: &Config) -> Result<Sent> {
         .enable_all()
         .build()
         .map_err(|e| Error::runtime(format!("cannot start the I/O runtime: {e}")))?;
-    let stamp = epoch_millis(chrono::Utc::now().naive_utc());
-    let mut ops = Vec::new();
-    for a in &pending {
-        let mut sets = Vec::new();
-        if let (Some(mail), None) = (&cfg.alerts.email, &a.email_sent_at) {
-            match rt.block_on(crate::daemon::mail::send_alert(mail, a)) {
-                Ok(()) => {
-                    sent.email.push(a.reference.clone());
-                    sets.push((
-                        "email_sent_at".to_string(),
-                        Merge::Last,
-                        Value::Datetime(stamp),
-                    ));
+    // when each send was last tried
+    let tried: HashMap<(String, String), NaiveDateTime> = if sink.count_rows(SENDS)?.is_some() {
+        sink.select_text(
+            SENDS,
+            &["alert_id".into(), "channel".into(), "tried_at".into()],
+        )?
+        .into_iter()
+        .filter_map(|r| {
+            let at = parse_datetime(r[2].as_deref()?, &[])?;
+            Some(((r[0].clone()?, r[1].clone()?), at))
+        })
+        .collect()
+    } else {
+        HashMap::new()
+    };
+    for &ch in &channels {
+        // the sends never tried first, then those tried longest ago: one
+        // that keeps failing does not hold the others back
+        let mut todo: Vec<&Alert> = pending.iter().filter(|a| !ch.sent(a)).collect();
+        todo.sort_by_key(|a| tried.get(&(a.id.clone(), ch.name().to_string())));
+        // once the channel failed, the rest waits for the next check
+        let mut dead: Option<String> = None;
+        for a in todo {
+            if let Some(why) = &dead {
+                sent.failed.push(format!(
+                    "{} for {}: not tried, {why}",
+                    ch.what(),
+                    a.reference
+                ));
+                continue;
+            }
+            match claim(sink.as_mut(), a, ch, lease)? {
+                Claim::Done => continue,
+                Claim::Busy => {
+                    sent.busy.push(a.reference.clone());
+                    continue;
                 }
-                Err(e) => sent.failed.push(format!("mail for {}: {e}", a.reference)),
+                Claim::Taken => {}
+            }
+            let error = rt
+                .block_on(ch.send(cfg, a, bound))
+                .err()
+                .map(|e| e.to_string());
+            stamp(sink.as_mut(), a, ch, error.as_deref())?;
+            match error {
+                None => match ch {
+                    Channel::Email => sent.email.push(a.reference.clone()),
+                    Channel::Sms => sent.sms.push(a.reference.clone()),
+                },
+                Some(e) => {
+                    sent.failed
+                        .push(format!("{} for {}: {e}", ch.what(), a.reference));
+                    dead = Some(format!("{} failed earlier in this check", ch.peer(cfg)));
+                }
             }
         }
-        if let (Some(sms), None) = (&cfg.alerts.sms, &a.sms_sent_at) {
-            match rt.block_on(crate::daemon::sms::send_alert(sms, a)) {
-                Ok(()) => {
-                    sent.sms.push(a.reference.clone());
-                    sets.push((
-                        "sms_sent_at".to_string(),
-                        Merge::Last,
-                        Value::Datetime(stamp),
-                    ));
+    }
+    Ok(sent)
+}
+
+/// Whether a check may make a send.
+enum Claim {
+    /// It is this check's to make.
+    Taken,
+    /// Another check claimed it and its claim has not lapsed.
+    Busy,
+    /// Sent meanwhile, or the alert is cleared or gone.
+    Done,
+}
+
+/// Run `f` in a transaction of its own.
+fn in_transaction<T>(sink: &mut dyn Sink, f: impl FnOnce(&mut dyn Sink) -> Result<T>) -> Result<T> {
+    sink.begin()?;
+    match f(sink) {
+        Ok(v) => {
+            sink.commit()?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = sink.rollback();
+            Err(e)
+        }
+    }
+}
+
+/// A text as an SQL literal.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn now() -> NaiveDateTime {
+    chrono::Utc::now().naive_utc()
+}
+
+/// The claim on one send (`Some(busy_until)`), when it was tried before.
+fn send_row(sink: &mut dyn Sink, id: &str, ch: Channel) -> Result<Option<Option<NaiveDateTime>>> {
+    let d = sink.dialect();
+    let rows = sink.query_text(&format!(
+        "SELECT {} FROM {} WHERE {} = {} AND {} = {}",
+        d.quote("busy_until"),
+        d.quote(SENDS),
+        d.quote("alert_id"),
+        literal(id),
+        d.quote("channel"),
+        literal(ch.name())
+    ))?;
+    Ok(rows.into_iter().next().map(|r| {
+        r.into_iter()
+            .next()
+            .flatten()
+            .and_then(|t| parse_datetime(&t, &[]))
+    }))
+}
+
+fn sends_key(a: &Alert, ch: Channel) -> Vec<(String, Value)> {
+    vec![
+        ("alert_id".into(), Value::Text(a.id.clone())),
+        ("channel".into(), Value::Text(ch.name().into())),
+    ]
+}
+
+/// Claim the send of `a` on `ch` until `lease` from now, unless it is
+/// done or another check holds it.
+fn claim(sink: &mut dyn Sink, a: &Alert, ch: Channel, lease: Duration) -> Result<Claim> {
+    in_transaction(sink, |sink| {
+        // one claimer at a time (SQLite: the write lock of BEGIN IMMEDIATE)
+        super::lock(sink, ALERTS)?;
+        let d = sink.dialect();
+        let now = now();
+        let state = sink.query_text(&format!(
+            "SELECT {}, {} FROM {} WHERE {} = {}",
+            d.quote(ch.sent_column()),
+            d.quote("cleared_at"),
+            d.quote(ALERTS),
+            d.quote("id"),
+            literal(&a.id)
+        ))?;
+        match state.first() {
+            Some(r) if r.iter().all(Option::is_none) => {}
+            _ => return Ok(Claim::Done),
+        }
+        sink.start_table(&sends_def(), WriteMode::Append)?;
+        // the lease is at most two hours (send_timeout ≤ 3600 s)
+        let until = now + chrono::TimeDelta::milliseconds(lease.as_millis() as i64);
+        match send_row(sink, &a.id, ch)? {
+            Some(Some(busy)) if busy > now => {
+                sink.finish_table()?;
+                return Ok(Claim::Busy);
+            }
+            Some(_) => {
+                sink.merge(&[MergeOp {
+                    key: sends_key(a, ch),
+                    sets: vec![
+                        ("attempts".into(), Merge::Sum, Value::Int(1)),
+                        (
+                            "tried_at".into(),
+                            Merge::Last,
+                            Value::Datetime(epoch_millis(now)),
+                        ),
+                        (
+                            "busy_until".into(),
+                            Merge::Last,
+                            Value::Datetime(epoch_millis(until)),
+                        ),
+                    ],
+                    row: 0,
+                    kept_row: 0,
+                    record: Vec::new(),
+                }])?;
+            }
+            None => {
+                let def = sends_def();
+                let schema: Vec<_> = def
+                    .columns
+                    .iter()
+                    .map(|c| (c.name.clone(), dtype_of(c.ty)))
+                    .collect();
+                let row = vec![
+                    Value::Text(a.id.clone()),
+                    Value::Text(ch.name().into()),
+                    Value::Int(1),
+                    Value::Datetime(epoch_millis(now)),
+                    Value::Datetime(epoch_millis(until)),
+                    Value::Null,
+                ];
+                let mut out = sink.write(&frame_from_rows(&schema, &[row])?)?;
+                let flushed = sink.flush()?;
+                out.refused.extend(flushed.refused);
+                if let Some(r) = out.refused.first() {
+                    return Err(Error::runtime(format!(
+                        "{}: recording the {} of alert {}: {}",
+                        sink.describe(),
+                        ch.what(),
+                        a.id,
+                        r.detail
+                    )));
                 }
-                Err(e) => sent.failed.push(format!("SMS for {}: {e}", a.reference)),
             }
         }
-        if !sets.is_empty() {
-            ops.push(MergeOp {
+        sink.finish_table()?;
+        Ok(Claim::Taken)
+    })
+}
+
+/// Record how the send of `a` on `ch` ended: sent (stamped on the alert),
+/// or failed (`error`, kept for `alerts list`); the claim is released.
+fn stamp(sink: &mut dyn Sink, a: &Alert, ch: Channel, error: Option<&str>) -> Result<()> {
+    in_transaction(sink, |sink| {
+        super::lock(sink, ALERTS)?;
+        if error.is_none() {
+            sink.start_table(&alerts_def(), WriteMode::Append)?;
+            sink.merge(&[MergeOp {
                 key: vec![("id".into(), Value::Text(a.id.clone()))],
-                sets,
+                sets: vec![(
+                    ch.sent_column().into(),
+                    Merge::Last,
+                    Value::Datetime(epoch_millis(now())),
+                )],
                 row: 0,
                 kept_row: 0,
                 record: Vec::new(),
-            });
+            }])?;
+            sink.finish_table()?;
         }
-    }
-    if !ops.is_empty() {
-        sink.start_table(&alerts_def(), WriteMode::Append)?;
-        sink.merge(&ops)?;
-        sink.finish_table()?;
-    }
-    sink.commit()?;
-    Ok(sent)
+        sink.start_table(&sends_def(), WriteMode::Append)?;
+        sink.merge(&[MergeOp {
+            key: sends_key(a, ch),
+            sets: vec![
+                ("busy_until".into(), Merge::Last, Value::Null),
+                (
+                    "error".into(),
+                    Merge::Last,
+                    error.map_or(Value::Null, |e| Value::Text(e.to_string())),
+                ),
+            ],
+            row: 0,
+            kept_row: 0,
+            record: Vec::new(),
+        }])?;
+        sink.finish_table()
+    })
 }
 
 /// What `alerts check` did: references raised, references cleared, sends.
@@ -307,6 +653,8 @@ mod tests {
             cleared_at: None,
             email_sent_at: None,
             sms_sent_at: None,
+            email_error: None,
+            sms_error: None,
         }
     }
 

@@ -9,9 +9,21 @@
 //! of the file commit together. A file already imported (same SHA-256) is
 //! skipped, and a line already imported from any file (same content) is
 //! counted, not applied twice: importing twice changes nothing.
+//!
+//! A file is read as it was when its checksum was taken, up to the end of
+//! its last complete line: a scanner still appending to it cannot cut a
+//! line in two, and a last line without its end of line waits for the
+//! next import (reported as `incomplete`). A movement the target refuses
+//! to store is a rejected line with the target's reason: the file is
+//! imported again without it, so that the stock never moves by a movement
+//! that is not in `stock_movements`. Each file is its own unit: one that
+//! fails is reported and the next file goes on.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
 use chrono::NaiveDateTime;
@@ -97,14 +109,23 @@ fn schema(def: &TableDef) -> Vec<(String, polars::prelude::DataType)> {
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct ScanReport {
     pub file: String,
+    /// SHA-256 of the file up to the end of its last complete line.
     pub checksum: String,
-    /// `imported`, `already imported`, or `rolled back (dry run)`.
+    /// `imported`, `already imported (…)`, `rolled back (dry run)`,
+    /// `waiting (no complete line yet)`, or `failed`.
     pub status: String,
+    /// Lines read: `accepted + already + rejected`.
     pub lines: u64,
     pub accepted: u64,
     /// Lines whose movement was already imported (from this or another file).
     pub already: u64,
     pub rejected: u64,
+    /// A last line without its end of line (the file still being written):
+    /// not read, left for the next import of the file.
+    pub incomplete: u64,
+    /// Its line number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete_line: Option<u64>,
     pub reasons: BTreeMap<String, u64>,
     /// OUT movements accepted although they took the stock below zero
     /// (`below_zero = "accept"`).
@@ -114,6 +135,16 @@ pub struct ScanReport {
     pub alerts_cleared: Vec<String>,
     pub quarantine: Option<String>,
     pub seconds: f64,
+    /// Why the file failed (`status = "failed"`); nothing of it is imported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The exit code its failure stands for (0 when it did not fail).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub exit_code: u8,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 /// A checked line, before it is known whether it was imported already.
@@ -169,12 +200,27 @@ fn layout(header: &[String], file: &str) -> Result<Layout> {
     })
 }
 
-/// SHA-256 of a file, streamed.
-pub fn checksum(path: &Path) -> Result<String> {
-    use std::io::Read;
+/// What of a file an import reads: its bytes up to the end of its last
+/// complete line, as they were when it started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// SHA-256 of those bytes: the file's identity in `scan_files`.
+    pub checksum: String,
+    /// How many bytes.
+    pub complete: u64,
+    /// The number of a last line without its end of line (not blank).
+    pub incomplete_line: Option<u64>,
+}
+
+/// Take a file's [`Snapshot`], streamed.
+pub fn snapshot(path: &Path) -> Result<Snapshot> {
     let mut f = std::fs::File::open(path)
         .map_err(|e| Error::input(format!("{}: cannot open: {e}", path.display())))?;
     let mut h = Sha256::new();
+    // the hash as it stood at the last end of line seen
+    let mut at_line_end = h.clone();
+    let (mut read, mut complete, mut line_ends) = (0u64, 0u64, 0u64);
+    let mut tail_blank = true;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = f
@@ -183,9 +229,44 @@ pub fn checksum(path: &Path) -> Result<String> {
         if n == 0 {
             break;
         }
-        h.update(&buf[..n]);
+        let chunk = &buf[..n];
+        let blank = |b: &[u8]| b.iter().all(u8::is_ascii_whitespace);
+        match chunk.iter().rposition(|b| *b == b'\n') {
+            Some(i) => {
+                h.update(&chunk[..=i]);
+                at_line_end = h.clone();
+                h.update(&chunk[i + 1..]);
+                complete = read + i as u64 + 1;
+                line_ends += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+                tail_blank = blank(&chunk[i + 1..]);
+            }
+            None => {
+                h.update(chunk);
+                tail_blank = tail_blank && blank(chunk);
+            }
+        }
+        read += n as u64;
     }
-    Ok(hex::encode(h.finalize()))
+    Ok(Snapshot {
+        checksum: hex::encode(at_line_end.finalize()),
+        complete,
+        incomplete_line: (!tail_blank).then_some(line_ends + 1),
+    })
+}
+
+/// A reader of the first bytes of a file that hashes what it reads, so
+/// that the import can check it read what the snapshot saw.
+struct Hashing<R> {
+    inner: R,
+    hash: Rc<RefCell<Sha256>>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.borrow_mut().update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// The parts' stock and minimum, by upper-case reference.
@@ -360,9 +441,35 @@ struct Import<'a> {
     parts: HashMap<String, (i64, Option<i64>)>,
     changed: HashSet<String>,
     pending: Vec<Candidate>,
+    /// Lines whose movement the target refused in an earlier attempt at
+    /// this file, with its reason and detail: rejected this time.
+    refused_before: &'a HashMap<u64, (String, String)>,
+    /// Lines whose movement the target refuses in this attempt.
+    refused_now: Vec<(u64, (String, String))>,
 }
 
 impl Import<'_> {
+    /// Note the movements the target refused (whenever it reports them:
+    /// PostgreSQL's COPY tells at a later write or at the flush).
+    fn note_refused(&mut self, out: crate::sink::WriteOutcome) -> Result<()> {
+        for r in out.refused {
+            let line = r
+                .record
+                .iter()
+                .find(|(k, _)| k == "line")
+                .and_then(|(_, v)| v.as_deref())
+                .and_then(|v| v.parse::<f64>().ok())
+                .ok_or_else(|| {
+                    Error::runtime(format!(
+                        "{}: the target refused a movement without its line: {}",
+                        self.file, r.detail
+                    ))
+                })? as u64;
+            self.refused_now.push((line, (r.reason, r.detail)));
+        }
+        Ok(())
+    }
+
     fn reject(
         &mut self,
         line: u64,
@@ -450,6 +557,15 @@ impl Import<'_> {
                 self.report.already += 1;
                 continue;
             }
+            if let Some((reason, detail)) = self.refused_before.get(&c.line) {
+                self.reject(
+                    c.line,
+                    reason.clone(),
+                    detail.clone(),
+                    vec![("line".to_string(), Some(shown(c.line_text.as_bytes())))],
+                )?;
+                continue;
+            }
             let Some(stock) = self.parts.get_mut(&c.reference) else {
                 self.reject(
                     c.line,
@@ -503,39 +619,112 @@ impl Import<'_> {
         if !rows.is_empty() {
             let df = frame_from_rows(&schema(&movements_def()), &rows)?;
             let out = self.sink.write(&df)?;
-            if !out.refused.is_empty() {
-                return Err(Error::runtime(format!(
-                    "{}: the target refused a movement: {}",
-                    self.file, out.refused[0].detail
-                )));
-            }
+            self.note_refused(out)?;
         }
         Ok(())
     }
 }
 
-/// Import scan files into the configured target.
-pub fn import(cfg: &Config, files: &[PathBuf], dry_run: bool) -> Result<Vec<ScanReport>> {
-    let mut reports = Vec::new();
-    for path in files {
-        reports.push(import_file(cfg, path, dry_run)?);
-    }
-    Ok(reports)
+/// Import scan files into the configured target, each file on its own:
+/// one that fails is reported (`status = "failed"`, its error and exit
+/// code) and the next file goes on.
+pub fn import(cfg: &Config, files: &[PathBuf], dry_run: bool) -> Vec<ScanReport> {
+    files
+        .iter()
+        .map(|path| {
+            let t0 = Instant::now();
+            import_file(cfg, path, dry_run).unwrap_or_else(|e| ScanReport {
+                file: path.display().to_string(),
+                status: "failed".into(),
+                seconds: t0.elapsed().as_secs_f64(),
+                error: Some(e.to_string()),
+                exit_code: e.exit_code(),
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
+/// The exit code of an import: the worst failure's, 0 when none failed.
+pub fn exit_code(reports: &[ScanReport]) -> u8 {
+    reports.iter().map(|r| r.exit_code).max().unwrap_or(0)
+}
+
+/// How one attempt at a file ended.
+enum Attempt {
+    Done(Box<ScanReport>),
+    /// The target refused these lines' movements: the attempt was rolled
+    /// back, to be made again with them rejected.
+    Refused(Vec<(u64, (String, String))>),
 }
 
 fn import_file(cfg: &Config, path: &Path, dry_run: bool) -> Result<ScanReport> {
     let t0 = Instant::now();
     let file = path.display().to_string();
-    let sum = checksum(path)?;
+    let snap = snapshot(path)?;
     let run_id = crate::pipeline::new_run_id();
+    let rejects_path = RejectFile::new(&cfg.quarantine_dir().join(&run_id), JOB, MOVEMENTS)
+        .path()
+        .to_path_buf();
+    let mut refused: HashMap<u64, (String, String)> = HashMap::new();
+    loop {
+        let attempt = attempt_file(cfg, path, &snap, &run_id, dry_run, &refused);
+        match attempt {
+            Ok(Attempt::Done(mut report)) => {
+                report.seconds = t0.elapsed().as_secs_f64();
+                return Ok(*report);
+            }
+            Ok(Attempt::Refused(lines)) => {
+                // each attempt refuses at least one line more, or stops
+                let known = refused.len();
+                refused.extend(lines);
+                if refused.len() == known {
+                    return Err(Error::runtime(format!(
+                        "importing {file}: the target refused lines it had refused before; nothing imported"
+                    )));
+                }
+                tracing::info!(
+                    file,
+                    refused = refused.len(),
+                    "the target refused movements: importing the file again without them"
+                );
+                let _ = std::fs::remove_file(&rejects_path);
+            }
+            Err(e) => {
+                // nothing of the file is in the target: nor in the quarantine
+                let _ = std::fs::remove_file(&rejects_path);
+                return Err(e.context(format!("importing {file}")));
+            }
+        }
+    }
+}
+
+/// One attempt at importing a file, in one transaction.
+fn attempt_file(
+    cfg: &Config,
+    path: &Path,
+    snap: &Snapshot,
+    run_id: &str,
+    dry_run: bool,
+    refused_before: &HashMap<u64, (String, String)>,
+) -> Result<Attempt> {
+    let file = path.display().to_string();
+    let sum = snap.checksum.clone();
+    let mut report = ScanReport {
+        file: file.clone(),
+        checksum: sum.clone(),
+        incomplete: u64::from(snap.incomplete_line.is_some()),
+        incomplete_line: snap.incomplete_line,
+        ..Default::default()
+    };
+    if snap.complete == 0 && snap.incomplete_line.is_some() {
+        // a header still being written: nothing to read yet, nothing recorded
+        report.status = "waiting (no complete line yet)".into();
+        return Ok(Attempt::Done(Box::new(report)));
+    }
     let mut sink = crate::sink::open(&cfg.target.url, dry_run)?;
     sink.begin()?;
-    let result = (|| -> Result<ScanReport> {
-        let mut report = ScanReport {
-            file: file.clone(),
-            checksum: sum.clone(),
-            ..Default::default()
-        };
+    let result = (|| -> Result<Attempt> {
         let d = sink.dialect();
         // imports of other files (or any other stock writer) wait until
         // this one commits: the tables it creates, the files and the stock
@@ -552,26 +741,37 @@ fn import_file(cfg: &Config, path: &Path, dry_run: bool) -> Result<ScanReport> {
         ))?;
         if let Some(at) = done.first().and_then(|r| r.first().cloned().flatten()) {
             report.status = format!("already imported ({at})");
-            return Ok(report);
+            return Ok(Attempt::Done(Box::new(report)));
         }
         let parts = load_parts(sink.as_mut())?;
         let barcodes = load_barcodes(sink.as_mut())?;
         sink.start_table(&movements_def(), WriteMode::Append)?;
-        let qdir = cfg.quarantine_dir().join(&run_id);
+        let qdir = cfg.quarantine_dir().join(run_id);
         let mut imp = Import {
             sink: sink.as_mut(),
             cfg,
             file: file.clone(),
-            run_id: run_id.clone(),
+            run_id: run_id.to_string(),
             rejects: RejectFile::new(&qdir, JOB, MOVEMENTS),
             report,
             parts,
             changed: HashSet::new(),
             pending: Vec::new(),
+            refused_before,
+            refused_now: Vec::new(),
         };
+        // the bytes the snapshot saw, and no more: a scanner appending now
+        // cannot cut the last line in two
+        let hash = Rc::new(RefCell::new(Sha256::new()));
         let f = std::fs::File::open(path)
             .map_err(|e| Error::input(format!("{file}: cannot open: {e}")))?;
-        let mut lines = LineReader::new(f, MAX_LINE);
+        let mut lines = LineReader::new(
+            Hashing {
+                inner: f.take(snap.complete),
+                hash: hash.clone(),
+            },
+            MAX_LINE,
+        );
         let mut buf = Vec::new();
         let (header, delim) = lines.header(&mut buf, &file, Encoding::Utf8, None)?;
         let lay = layout(&header, &file)?;
@@ -600,8 +800,18 @@ fn import_file(cfg: &Config, path: &Path, dry_run: bool) -> Result<ScanReport> {
                 }
             }
         }
+        let read = hex::encode(hash.borrow().clone().finalize());
+        if read != sum {
+            return Err(Error::input(format!(
+                "{file}: the file changed while it was read (rewritten, not only appended to); nothing of it is imported: import it again"
+            )));
+        }
         imp.flush()?;
-        imp.sink.flush()?;
+        let out = imp.sink.flush()?;
+        imp.note_refused(out)?;
+        if !imp.refused_now.is_empty() {
+            return Ok(Attempt::Refused(std::mem::take(&mut imp.refused_now)));
+        }
         imp.sink.finish_table()?;
         // the stock the movements changed
         let changed: Vec<String> = {
@@ -660,8 +870,14 @@ fn import_file(cfg: &Config, path: &Path, dry_run: bool) -> Result<ScanReport> {
             Value::Int(report.already as i64),
             Value::Int(report.rejected as i64),
         ]];
-        sink.write(&frame_from_rows(&schema(&files_def()), &row)?)?;
-        sink.flush()?;
+        let mut out = sink.write(&frame_from_rows(&schema(&files_def()), &row)?)?;
+        out.refused.extend(sink.flush()?.refused);
+        if let Some(r) = out.refused.first() {
+            return Err(Error::runtime(format!(
+                "recording the file in {FILES}: {}",
+                r.detail
+            )));
+        }
         sink.finish_table()?;
         report.quarantine = quarantine.map(|p| p.display().to_string());
         report.status = if dry_run {
@@ -669,22 +885,25 @@ fn import_file(cfg: &Config, path: &Path, dry_run: bool) -> Result<ScanReport> {
         } else {
             "imported".into()
         };
-        Ok(report)
+        Ok(Attempt::Done(Box::new(report)))
     })();
     match result {
-        Ok(mut report) => {
+        Ok(Attempt::Done(report)) => {
             if dry_run || report.status.starts_with("already") {
                 sink.rollback()?;
             } else {
                 sink.check_integrity()?;
                 sink.commit()?;
             }
-            report.seconds = t0.elapsed().as_secs_f64();
-            Ok(report)
+            Ok(Attempt::Done(report))
+        }
+        Ok(refused) => {
+            sink.rollback()?;
+            Ok(refused)
         }
         Err(e) => {
             let _ = sink.rollback();
-            Err(e.context(format!("importing {file}")))
+            Err(e)
         }
     }
 }
@@ -706,8 +925,23 @@ pub fn render(reports: &[ScanReport]) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     for r in reports {
+        if r.error.is_some() {
+            // the error itself goes to stderr
+            let _ = writeln!(
+                s,
+                "{}: failed, nothing imported ({:.2}s)",
+                r.file, r.seconds
+            );
+            continue;
+        }
         let _ = writeln!(s, "{}: {} ({:.2}s)", r.file, r.status, r.seconds);
-        if r.lines == 0 && r.status.starts_with("already") {
+        if let Some(n) = r.incomplete_line {
+            let _ = writeln!(
+                s,
+                "  line {n} has no end of line yet: not read; the next import takes it once the file is complete (a complete file ends its last line)"
+            );
+        }
+        if r.lines == 0 && !r.status.starts_with("imported") && !r.status.starts_with("rolled") {
             continue;
         }
         let _ = writeln!(
@@ -766,6 +1000,37 @@ mod tests {
         let codes: HashMap<String, String> =
             [("4006381333931".to_string(), "HYD-2040".to_string())].into();
         check_line(line, ';', &lay(), &parts(), &codes).map_err(|(r, _)| r)
+    }
+
+    #[test]
+    fn a_snapshot_ends_at_the_last_complete_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.csv");
+        let sha = |b: &[u8]| hex::encode(Sha256::digest(b));
+        let snap = |bytes: &[u8]| {
+            std::fs::write(&p, bytes).unwrap();
+            snapshot(&p).unwrap()
+        };
+        let s = snap(b"h\na\r\nb\n");
+        assert_eq!((s.complete, s.incomplete_line), (7, None));
+        assert_eq!(s.checksum, sha(b"h\na\r\nb\n"));
+        // a cut last line is left out of the checksum and reported
+        let s = snap(b"h\na\nb;2;I");
+        assert_eq!((s.complete, s.incomplete_line), (4, Some(3)));
+        assert_eq!(s.checksum, sha(b"h\na\n"));
+        // trailing spaces are not a line
+        let s = snap(b"h\na\n \r");
+        assert_eq!((s.complete, s.incomplete_line), (4, None));
+        let s = snap(b"horodatage;co");
+        assert_eq!((s.complete, s.incomplete_line), (0, Some(1)));
+        assert_eq!(s.checksum, sha(b""));
+        // lines across read chunks
+        let mut big = vec![b'x'; 300 * 1024];
+        big.push(b'\n');
+        big.extend_from_slice(b"yy");
+        let s = snap(&big);
+        assert_eq!((s.complete, s.incomplete_line), (300 * 1024 + 1, Some(2)));
+        assert_eq!(s.checksum, sha(&big[..300 * 1024 + 1]));
     }
 
     #[test]
