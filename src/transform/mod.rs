@@ -787,7 +787,10 @@ impl Plan {
                                     errors,
                                     i,
                                     format!("{name}: not a date"),
-                                    format!("{name} = {s:?} is not a date"),
+                                    match parse::not_a_date_note(s) {
+                                        Some(why) => format!("{name} = {s:?}: {why}"),
+                                        None => format!("{name} = {s:?} is not a date"),
+                                    },
                                 );
                                 None
                             }
@@ -874,7 +877,10 @@ impl Plan {
                                     errors,
                                     i,
                                     format!("{name}: not a date-time"),
-                                    format!("{name} = {s:?} is not a date-time"),
+                                    match parse::not_a_date_note(s) {
+                                        Some(why) => format!("{name} = {s:?}: {why}"),
+                                        None => format!("{name} = {s:?} is not a date-time"),
+                                    },
                                 );
                                 None
                             }
