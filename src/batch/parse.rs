@@ -244,20 +244,92 @@ const FRENCH_MONTHS: [(&str, u32); 16] = [
     ("dec", 12),
 ];
 
-/// Excel's day 0 (1900 date system, after the 1900-02-29 bug).
-fn excel_epoch() -> NaiveDate {
-    NaiveDate::from_ymd_opt(1899, 12, 30).unwrap_or_default()
+/// Why an Excel serial number is not a date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SerialError {
+    /// NaN or an infinity.
+    NotFinite,
+    /// 60 in the 1900 date system: 29/02/1900, a day that never was.
+    Feb29Of1900,
+    /// Before the year 1 or after 9999.
+    OutOfRange,
 }
 
-/// An Excel serial number as a date-time (1900 date system).
+impl SerialError {
+    /// What is wrong with `serial`, said for people.
+    pub fn describe(self, serial: f64) -> String {
+        match self {
+            SerialError::NotFinite => {
+                format!("the date cell holds {serial:?}, which is not a number")
+            }
+            SerialError::Feb29Of1900 => format!(
+                "Excel serial {serial} stands for 29/02/1900, a day that does not exist (Excel's 1900 leap-year bug, kept from Lotus 1-2-3); enter the intended date"
+            ),
+            SerialError::OutOfRange => {
+                format!("serial {serial:?} is not a date of the years 1 to 9999")
+            }
+        }
+    }
+}
+
+/// An Excel serial number as a date-time.
+///
+/// 1900 date system (Excel's default): 1 is 1900-01-01 and 59 is
+/// 1900-02-28; 60 is the 29/02/1900 Excel invented (refused); from 61
+/// (1900-03-01) on, days count from 1899-12-30. A fraction below 1 is a
+/// time of that day 0 (1899-12-31, as calamine reads it); a negative
+/// serial (LibreOffice) counts back from 1899-12-30. 1904 date system: days
+/// from 1904-01-01. All arithmetic is checked: NaN, infinities and values
+/// outside the years 1–9999 are errors, never a panic nor a made-up date.
+pub fn excel_datetime(serial: f64, is_1904: bool) -> Result<NaiveDateTime, SerialError> {
+    use chrono::Datelike;
+    if !serial.is_finite() {
+        return Err(SerialError::NotFinite);
+    }
+    // the years 1 to 9999 lie within 3,000,000 days of 1900: this bound
+    // keeps the millisecond count far inside an i64
+    if serial.abs() >= 3.0e6 {
+        return Err(SerialError::OutOfRange);
+    }
+    let epoch = if is_1904 {
+        (1904, 1, 1)
+    } else if (60.0..61.0).contains(&serial) {
+        return Err(SerialError::Feb29Of1900);
+    } else if (0.0..60.0).contains(&serial) {
+        (1899, 12, 31)
+    } else {
+        (1899, 12, 30)
+    };
+    let ms = (serial * 86_400_000.0).round() as i64;
+    let dt = NaiveDate::from_ymd_opt(epoch.0, epoch.1, epoch.2)
+        .map(|d| d.and_time(NaiveTime::MIN))
+        .zip(chrono::TimeDelta::try_milliseconds(ms))
+        .and_then(|(d, delta)| d.checked_add_signed(delta))
+        .ok_or(SerialError::OutOfRange)?;
+    if !(1..=9999).contains(&dt.year()) {
+        return Err(SerialError::OutOfRange);
+    }
+    Ok(dt)
+}
+
+/// An Excel serial number written as text (`46096`, `46096,5`) as a
+/// date-time (1900 date system, from 1 = 1900-01-01); `None` for anything
+/// else, the nonexistent 29/02/1900 (60) included.
 pub fn excel_serial(v: f64) -> Option<NaiveDateTime> {
     if !(1.0..2_958_466.0).contains(&v) {
         return None;
     }
-    let days = v.trunc() as i64;
-    let ms = ((v - v.trunc()) * 86_400_000.0).round() as i64;
-    let date = excel_epoch().checked_add_signed(chrono::Duration::days(days))?;
-    Some(date.and_time(NaiveTime::MIN) + chrono::Duration::milliseconds(ms))
+    excel_datetime(v, false).ok()
+}
+
+/// Why a text that is not a date may look like one, for a reject's
+/// detail: the serial 60 of Excel's invented 29/02/1900.
+pub fn not_a_date_note(s: &str) -> Option<String> {
+    let v: f64 = s.trim().replace(',', ".").parse().ok()?;
+    match excel_datetime(v, false) {
+        Err(e @ SerialError::Feb29Of1900) => Some(e.describe(v)),
+        _ => None,
+    }
 }
 
 fn two_digit_year(y: i32) -> i32 {
@@ -313,7 +385,7 @@ pub fn parse_datetime(s: &str, formats: &[String]) -> Option<NaiveDateTime> {
         // timestamptz): the value is brought to UTC
         let (tp, offset) = split_offset(tp)?;
         let dt = d.and_time(parse_time(tp)?);
-        return Some(dt - chrono::Duration::seconds(offset));
+        return dt.checked_sub_signed(chrono::TimeDelta::try_seconds(offset)?);
     }
     // dd/mm/yyyy [HH:MM[:SS]]
     let (date_part, time_part) = match t.split_once(' ') {
@@ -416,11 +488,7 @@ fn iso_datetime(b: &[u8]) -> Option<NaiveDateTime> {
         _ => return None,
     };
     let dt = date.and_time(NaiveTime::from_hms_nano_opt(h, m, sec, nanos)?);
-    Some(if offset == 0 {
-        dt
-    } else {
-        dt - chrono::Duration::seconds(offset)
-    })
+    dt.checked_sub_signed(chrono::TimeDelta::try_seconds(offset)?)
 }
 
 fn iso_date(s: &str) -> Option<NaiveDate> {
@@ -489,7 +557,10 @@ pub fn parse_time_of_day(s: &str) -> Option<i64> {
         return parse_datetime(t, &[]).map(|dt| time_ns(dt.time()));
     }
     match t.replace(',', ".").parse::<f64>() {
-        Ok(f) if (0.0..1.0).contains(&f) => Some((f * 86_400_000.0).round() as i64 * 1_000_000),
+        // 0.99999999 rounds to 24:00:00, which is no time of day
+        Ok(f) if (0.0..1.0).contains(&f) => {
+            Some(((f * 86_400_000.0).round() as i64).min(86_399_999) * 1_000_000)
+        }
         _ => None,
     }
 }
@@ -595,6 +666,44 @@ mod tests {
     }
 
     #[test]
+    fn excel_serials_of_1900_and_1904() {
+        let d = |s: f64, is_1904: bool| excel_datetime(s, is_1904).map(|d| d.to_string());
+        assert_eq!(d(1.0, false).as_deref(), Ok("1900-01-01 00:00:00"));
+        assert_eq!(d(59.0, false).as_deref(), Ok("1900-02-28 00:00:00"));
+        assert_eq!(d(60.0, false), Err(SerialError::Feb29Of1900));
+        assert_eq!(d(60.5, false), Err(SerialError::Feb29Of1900));
+        assert_eq!(d(61.0, false).as_deref(), Ok("1900-03-01 00:00:00"));
+        assert_eq!(d(46096.5, false).as_deref(), Ok("2026-03-15 12:00:00"));
+        assert_eq!(d(0.375, false).as_deref(), Ok("1899-12-31 09:00:00"));
+        assert_eq!(d(-1.25, false).as_deref(), Ok("1899-12-28 18:00:00"));
+        assert_eq!(d(60.0, true).as_deref(), Ok("1904-03-01 00:00:00"));
+        assert_eq!(d(44634.0, true).as_deref(), Ok("2026-03-15 00:00:00"));
+        assert_eq!(d(2_958_465.0, false).as_deref(), Ok("9999-12-31 00:00:00"));
+        assert_eq!(d(2_958_466.0, false), Err(SerialError::OutOfRange));
+        assert_eq!(d(-700_000.0, false), Err(SerialError::OutOfRange));
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert_eq!(d(bad, false), Err(SerialError::NotFinite), "{bad}");
+        }
+        assert_eq!(d(1e308, false), Err(SerialError::OutOfRange));
+        assert_eq!(d(-1e308, true), Err(SerialError::OutOfRange));
+    }
+
+    #[test]
+    fn excel_serials_written_as_text() {
+        let d = |y, m, dd| NaiveDate::from_ymd_opt(y, m, dd);
+        assert_eq!(parse_date("1", &[]), d(1900, 1, 1));
+        assert_eq!(parse_date("59", &[]), d(1900, 2, 28));
+        assert_eq!(parse_date("60", &[]), None, "29/02/1900 never was");
+        assert_eq!(parse_date("61", &[]), d(1900, 3, 1));
+        assert_eq!(parse_date("NaN", &[]), None);
+        assert_eq!(parse_date("-inf", &[]), None);
+        assert_eq!(parse_date("1e308", &[]), None);
+        assert!(not_a_date_note("60").is_some_and(|n| n.contains("29/02/1900")));
+        assert_eq!(not_a_date_note("59"), None);
+        assert_eq!(not_a_date_note("bientôt"), None);
+    }
+
+    #[test]
     fn datetimes_with_offsets_are_brought_to_utc() {
         let utc = |s: &str| parse_datetime(s, &[]).map(|d| d.to_string());
         assert_eq!(
@@ -640,6 +749,11 @@ mod tests {
         assert_eq!(parse_time_of_day("8h30"), h(8, 30, 0));
         assert_eq!(parse_time_of_day("1899-12-30T22:00:00"), h(22, 0, 0));
         assert_eq!(parse_time_of_day("0.5"), h(12, 0, 0));
+        assert_eq!(
+            parse_time_of_day("0.999999999"),
+            Some(86_399_999_000_000),
+            "not 24:00:00"
+        );
         assert_eq!(parse_time_of_day("25:00"), None);
         assert_eq!(parse_time_of_day("midi"), None);
     }

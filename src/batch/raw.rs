@@ -34,8 +34,15 @@ pub struct BatchBuilder {
     capacity: usize,
 }
 
+/// Cells a batch holds at most: a sheet thousands of columns wide gets
+/// fewer rows per batch, so that memory stays flat in both directions.
+const MAX_BATCH_CELLS: usize = 1 << 20;
+
 impl BatchBuilder {
+    /// A builder of batches of `capacity` rows (fewer for a very wide
+    /// table: at most [`MAX_BATCH_CELLS`] cells).
     pub fn new(names: Vec<String>, capacity: usize) -> Self {
+        let capacity = capacity.min((MAX_BATCH_CELLS / names.len().max(1)).max(1));
         let cols = names
             .iter()
             .map(|n| StringChunkedBuilder::new(n.as_str().into(), capacity))
@@ -54,8 +61,21 @@ impl BatchBuilder {
     /// A row the source could not read: its values are NULL and the
     /// mapper rejects it with `reason`.
     pub fn push_error(&mut self, row: u64, reason: String, detail: String) {
+        self.push_row_error(row, std::iter::empty(), reason, detail);
+    }
+
+    /// A row read, but holding a value the source could not hand over (a
+    /// date that is no date, a cell above the size cap): its other values
+    /// are kept for the quarantine and the mapper rejects it with `reason`.
+    pub fn push_row_error<'a>(
+        &mut self,
+        row: u64,
+        values: impl IntoIterator<Item = Option<(&'a str, bool)>>,
+        reason: String,
+        detail: String,
+    ) {
         self.errors.resize(self.rows.len(), None);
-        self.push_row(row, std::iter::empty());
+        self.push_row(row, values);
         self.errors.push(Some((reason, detail)));
     }
 
@@ -156,5 +176,26 @@ impl BatchBuilder {
         );
         DataFrame::new(height, columns)
             .map_err(|e| Error::runtime(format!("building a batch: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_very_wide_table_gets_fewer_rows_per_batch() {
+        let wide: Vec<String> = (0..16_384).map(|i| format!("c{i}")).collect();
+        let mut b = BatchBuilder::new(wide, 10_000);
+        for r in 0..64 {
+            assert!(!b.is_full(), "row {r}");
+            b.push_row(r, std::iter::empty());
+        }
+        assert!(
+            b.is_full(),
+            "64 rows × 16,384 columns is a batch of 1 Mi cells"
+        );
+        let narrow = BatchBuilder::new(vec!["a".into()], 10_000);
+        assert_eq!(narrow.capacity, 10_000);
     }
 }

@@ -76,6 +76,11 @@ pub struct TargetSpec {
     /// `snapshot`: column holding the run's time on each copy of the
     /// source (default `snapshot_at`).
     pub snapshot_column: Option<String>,
+    /// `replace`: a source that yields no row at all empties the table
+    /// only when this is true; otherwise the job fails and nothing is
+    /// committed (a workbook saved with its headers but no rows).
+    #[serde(default)]
+    pub allow_empty: bool,
 }
 
 /// How a table is loaded (the mapping's `mode`).

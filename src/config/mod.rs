@@ -110,6 +110,10 @@ pub struct SourceConfig {
     /// `windows-1252` or `latin-1`.
     #[serde(default)]
     pub encoding: crate::source::csv::Encoding,
+    /// Largest cell (Excel), value (Access memo, OLE object) or field (CSV)
+    /// handed over, in bytes; a row holding a larger one is rejected.
+    /// Default 4 MiB.
+    pub max_cell_bytes: Option<usize>,
     /// Free text shown by `repaero jobs`.
     pub description: Option<String>,
 }

@@ -438,6 +438,14 @@ impl JobRun<'_> {
             t_write += tk.elapsed().as_secs_f64();
             tk = Instant::now();
         }
+        // replacing with nothing empties the table: only when asked (rows
+        // read and all rejected are another matter, shown in the tally)
+        if mode == Mode::Replace && tally.read == 0 && !mapping.target.allow_empty {
+            return Err(Error::input(format!(
+                "{origin}: the source has no data row, and mode = \"replace\" would empty table {table}; nothing was committed. If an empty {table} is intended, set allow_empty = true in the [target] of {}",
+                mapping.file
+            )));
+        }
         out.flush(&mut tally)?;
         tracing::debug!(
             table,

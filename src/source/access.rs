@@ -25,8 +25,8 @@ use jetdb::{
 };
 
 use super::{
-    CellKinds, Message, ReadStats, SourceColumn, TableInfo, TableReader, TableRequest, header_key,
-    select_columns,
+    BadValue, CellKinds, DEFAULT_MAX_CELL_BYTES, Message, ReadStats, SourceColumn, TableInfo,
+    TableReader, TableRequest, check_size, header_key, select_columns,
 };
 use crate::batch::BatchBuilder;
 use crate::error::{Error, Result};
@@ -36,6 +36,9 @@ pub struct AccessSource {
     path: PathBuf,
     password: Option<String>,
     tables: Vec<TableInfo>,
+    /// Largest value handed over, in bytes (memo, OLE object…); a row with
+    /// a larger one is rejected.
+    max_cell: usize,
 }
 
 /// A column of an Access table, for `inspect`.
@@ -120,6 +123,11 @@ fn user_tables(catalog: &[jetdb::CatalogEntry]) -> Vec<&jetdb::CatalogEntry> {
 impl AccessSource {
     /// Open the database and list its tables with their row counts.
     pub fn open(path: &Path, password: Option<&str>) -> Result<AccessSource> {
+        // a file that is there but is not Access: say so, not what jetdb
+        // makes of its first page
+        if path.is_file() && !super::is_access_file(path) {
+            return Err(super::not_access(path));
+        }
         let tables = guarded(path, || {
             let mut reader = open_reader(path, password)?;
             let catalog = jetdb::read_catalog(&mut reader).map_err(|e| file_error(path, e))?;
@@ -139,7 +147,14 @@ impl AccessSource {
             path: path.to_path_buf(),
             password: password.map(|s| s.to_string()),
             tables,
+            max_cell: DEFAULT_MAX_CELL_BYTES,
         })
+    }
+
+    /// Reject rows holding a value larger than `max` bytes.
+    pub fn max_cell_bytes(mut self, max: usize) -> Self {
+        self.max_cell = max;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -219,9 +234,10 @@ impl AccessSource {
         let path = self.path.clone();
         let password = self.password.clone();
         let origin2 = origin.clone();
+        let max_cell = self.max_cell;
         TableReader::spawn(origin, estimate, move |tx| {
             guarded(&path.clone(), || {
-                read_table(&path, password.as_deref(), &origin2, req, tx)
+                read_table(&path, password.as_deref(), &origin2, req, max_cell, tx)
             })
         })
     }
@@ -267,6 +283,7 @@ fn read_table(
     password: Option<&str>,
     origin: &str,
     req: TableRequest,
+    max_cell: usize,
     tx: &SyncSender<Message>,
 ) -> Result<()> {
     let mut reader = open_reader(path, password)?;
@@ -332,6 +349,9 @@ fn read_table(
     {
         n += 1;
         text.clear();
+        // the first mapped value that cannot be handed over: the row is
+        // rejected for it
+        let mut bad: Option<(usize, &str, BadValue)> = None;
         for (slot, sel) in selected.iter().enumerate() {
             slots[slot] = None;
             let Some(i) = sel else {
@@ -354,9 +374,17 @@ fn read_table(
             let start = text.len();
             // a text value read from the row goes to the batch as it is,
             // without a copy into the row buffer
-            if direct && matches!(value, Value::Text(_)) {
-                kinds[slot].text += 1;
-                slots[slot] = Some((DIRECT, *i, false));
+            if let (true, Value::Text(v)) = (direct, value) {
+                match check_size(v.len(), max_cell) {
+                    Ok(()) => {
+                        kinds[slot].text += 1;
+                        slots[slot] = Some((DIRECT, *i, false));
+                    }
+                    Err(why) => {
+                        kinds[slot].error += 1;
+                        bad.get_or_insert((slot, col.name.as_str(), why));
+                    }
+                }
                 continue;
             }
             let typed = match value {
@@ -365,23 +393,38 @@ fn read_table(
                     let vals = cc.values(&mut reader, *id).map_err(|e| {
                         file_error(path, e).context(format!("{origin}, column {}", col.name))
                     })?;
-                    write_complex(&mut text, &vals);
-                    kinds[slot].text += 1;
-                    Some(false)
+                    let written = write_complex(&mut text, &vals, max_cell)
+                        .and_then(|()| check_size(text.len() - start, max_cell));
+                    if written.is_ok() {
+                        kinds[slot].text += 1;
+                    }
+                    written.map(|()| Some(false))
                 }
-                other => write_value(&mut text, other, &mut kinds[slot]),
+                other => write_value(&mut text, other, &mut kinds[slot], max_cell),
             };
-            slots[slot] = typed.map(|t| (start, text.len(), t));
+            match typed {
+                Ok(t) => slots[slot] = t.map(|t| (start, text.len(), t)),
+                Err(why) => {
+                    text.truncate(start);
+                    kinds[slot].error += 1;
+                    bad.get_or_insert((slot, col.name.as_str(), why));
+                }
+            }
         }
-        builder.push_row(
-            n,
-            slots.iter().map(|s| {
-                s.map(|(a, b, t)| match (a, row.values.get(b)) {
-                    (DIRECT, Some(Value::Text(v))) => (v.as_str(), t),
-                    _ => (&text[a..b], t),
-                })
-            }),
-        );
+        let values = slots.iter().map(|s| {
+            s.map(|(a, b, t)| match (a, row.values.get(b)) {
+                (DIRECT, Some(Value::Text(v))) => (v.as_str(), t),
+                _ => (&text[a..b], t),
+            })
+        });
+        match bad {
+            None => builder.push_row(n, values),
+            Some((slot, column, why)) => {
+                let reason = why.reason(&names[slot]);
+                let detail = format!("{origin}, row {n}, column {column}: {}", why.detail());
+                builder.push_row_error(n, values, reason, detail);
+            }
+        }
         if builder.is_full() {
             let df = builder.take()?;
             if tx.send(Message::Batch(df)).is_err() {
@@ -410,91 +453,142 @@ fn read_table(
     Ok(())
 }
 
-/// Append a value's canonical text; returns whether it is typed, or `None`
-/// for NULL.
-fn write_value(b: &mut String, v: &Value, k: &mut CellKinds) -> Option<bool> {
+/// One Access value as the batch text every read hands over: the text and
+/// whether it is typed (canonical), `None` for NULL, or why the row holding
+/// it is rejected. (The entry point of the Access value fuzz target,
+/// tests/fuzz.rs.)
+pub fn value_text(v: &Value, max_cell: usize) -> Result<Option<(String, bool)>, BadValue> {
+    let mut s = String::new();
+    let typed = write_value(&mut s, v, &mut CellKinds::default(), max_cell)?;
+    Ok(typed.map(|t| (s, t)))
+}
+
+/// Append a value's canonical text; returns whether it is typed, `None`
+/// for NULL, or why it cannot be handed over (then nothing is counted and
+/// `b` may hold part of it: the caller truncates).
+fn write_value(
+    b: &mut String,
+    v: &Value,
+    k: &mut CellKinds,
+    max_cell: usize,
+) -> Result<Option<bool>, BadValue> {
+    let finite = |x: f64| {
+        if x.is_finite() {
+            Ok(())
+        } else {
+            Err(BadValue::NotFinite(x))
+        }
+    };
     match v {
         Value::Null => {
             k.empty += 1;
-            return None;
+            return Ok(None);
         }
         Value::Text(s) => {
+            check_size(s.len(), max_cell)?;
             k.text += 1;
             b.push_str(s);
-            return Some(false);
+            return Ok(Some(false));
         }
         Value::Bool(x) => {
             k.boolean += 1;
             b.push_str(if *x { "true" } else { "false" });
+            return Ok(Some(true));
         }
         Value::Byte(x) => b.push_str(itoa::Buffer::new().format(*x)),
         Value::Int(x) => b.push_str(itoa::Buffer::new().format(*x)),
         Value::Long(x) => b.push_str(itoa::Buffer::new().format(*x)),
         Value::BigInt(x) => b.push_str(itoa::Buffer::new().format(*x)),
         Value::Float(x) => {
-            if x.is_finite() {
-                b.push_str(ryu::Buffer::new().format_finite(*x));
-            } else {
-                let _ = write!(b, "{x}");
-            }
+            finite(*x as f64)?;
+            b.push_str(ryu::Buffer::new().format_finite(*x));
         }
         Value::Double(x) => {
+            finite(*x)?;
             if x.fract() == 0.0 && x.abs() < 9.0e15 {
                 b.push_str(itoa::Buffer::new().format(*x as i64));
-            } else if x.is_finite() {
-                b.push_str(ryu::Buffer::new().format_finite(*x));
             } else {
-                let _ = write!(b, "{x}");
+                b.push_str(ryu::Buffer::new().format_finite(*x));
             }
         }
-        Value::Money(s) | Value::Numeric(s) => b.push_str(s),
+        Value::Money(s) | Value::Numeric(s) => {
+            check_size(s.len(), max_cell)?;
+            b.push_str(s);
+        }
         Value::Guid(s) => {
+            check_size(s.len(), max_cell)?;
             k.text += 1;
             b.push_str(s);
-            return Some(true);
+            return Ok(Some(true));
         }
         Value::Timestamp(x) => {
+            write_ole_date(b, *x)?;
             k.date += 1;
-            write_ole_date(b, *x);
-            return Some(true);
+            return Ok(Some(true));
         }
         Value::DateTimeExtended(s) => {
+            check_size(s.len(), max_cell)?;
             k.date += 1;
             b.push_str(s);
-            return Some(true);
+            return Ok(Some(true));
         }
         Value::Binary(bytes) => {
+            // the cap is on the value, not on its hex text
+            check_size(bytes.len(), max_cell)?;
             k.text += 1;
             b.push_str(&hex::encode(bytes));
-            return Some(true);
+            return Ok(Some(true));
         }
         // a kind of value a later jetdb may add: its debug form, typed
         other => {
-            k.text += 1;
             let _ = write!(b, "{other:?}");
-            return Some(true);
+            k.text += 1;
+            return Ok(Some(true));
         }
     }
-    if !matches!(v, Value::Bool(_)) {
-        k.number += 1;
-    }
-    Some(true)
+    k.number += 1;
+    Ok(Some(true))
 }
 
+/// The days Access stores: 100-01-01 (-657,434) to 9999-12-31 (2,958,465
+/// and a fraction), counted from 1899-12-30.
+const OLE_DAYS: std::ops::Range<f64> = -657_434.0..2_958_466.0;
+
 /// An OLE Automation date (days since 1899-12-30; for negative values the
-/// fraction still counts forward from midnight) as ISO 8601 text.
-fn write_ole_date(b: &mut String, v: f64) {
+/// fraction still counts forward from midnight) as ISO 8601 text. A value
+/// that is no date (NaN, an infinity, out of Access's years 100 to 9999: a
+/// damaged row) is refused, never a panic nor a made-up date.
+fn write_ole_date(b: &mut String, v: f64) -> Result<(), BadValue> {
     use chrono::{Datelike, Timelike};
+    if !v.is_finite() {
+        return Err(BadValue::Date(format!(
+            "the Date/Time value is {v:?}, not a number (a damaged row?)"
+        )));
+    }
+    if !OLE_DAYS.contains(&v) {
+        return Err(BadValue::Date(format!(
+            "the Date/Time value {v:?} (days from 1899-12-30) is outside Access's years 100 to 9999 (a damaged row?)"
+        )));
+    }
     let days = v.trunc();
     let ms = ((v - days).abs() * 86_400_000.0).round() as i64;
     let Some(dt) = chrono::NaiveDate::from_ymd_opt(1899, 12, 30)
-        .and_then(|d| d.checked_add_signed(chrono::Duration::days(days as i64)))
+        .zip(chrono::TimeDelta::try_days(days as i64))
+        .and_then(|(d, delta)| d.checked_add_signed(delta))
         .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .and_then(|d| d.checked_add_signed(chrono::Duration::milliseconds(ms)))
+        .zip(chrono::TimeDelta::try_milliseconds(ms))
+        .and_then(|(d, delta)| d.checked_add_signed(delta))
     else {
-        let _ = write!(b, "{v}");
-        return;
+        return Err(BadValue::Date(format!(
+            "the Date/Time value {v:?} is not a date"
+        )));
     };
+    // the last millisecond of 9999-12-31 rounds up into the year 10000
+    if dt.year() > 9999 {
+        return Err(BadValue::Date(format!(
+            "the Date/Time value {v:?} rounds past 9999-12-31"
+        )));
+    }
     let push = |b: &mut String, v: u32, width: usize| {
         let mut digits = itoa::Buffer::new();
         let d = digits.format(v);
@@ -503,11 +597,7 @@ fn write_ole_date(b: &mut String, v: f64) {
         }
         b.push_str(d);
     };
-    if dt.year() < 0 {
-        let _ = write!(b, "{:05}", dt.year());
-    } else {
-        push(b, dt.year() as u32, 4);
-    }
+    push(b, dt.year().unsigned_abs(), 4);
     b.push('-');
     push(b, dt.month(), 2);
     b.push('-');
@@ -525,42 +615,50 @@ fn write_ole_date(b: &mut String, v: f64) {
             push(b, frac, 3);
         }
     }
+    Ok(())
 }
 
 /// A complex column's values as JSON text: a list of values, of files
 /// (`name`, `type`, `data` in base64), or of versions (`modified`, `value`).
-fn write_complex(b: &mut String, vals: &ComplexValues) {
-    let text = |v: &Value| -> serde_json::Value {
+/// A value inside that cannot be handed over refuses the whole.
+fn write_complex(b: &mut String, vals: &ComplexValues, max_cell: usize) -> Result<(), BadValue> {
+    let text = |v: &Value| -> Result<serde_json::Value, BadValue> {
         let mut s = String::new();
         let mut k = CellKinds::default();
-        match write_value(&mut s, v, &mut k) {
+        Ok(match write_value(&mut s, v, &mut k, max_cell)? {
             None => serde_json::Value::Null,
             Some(_) => serde_json::Value::String(s),
-        }
+        })
     };
     let json = match vals {
-        ComplexValues::MultiValue(vs) => serde_json::Value::Array(vs.iter().map(text).collect()),
+        ComplexValues::MultiValue(vs) => {
+            serde_json::Value::Array(vs.iter().map(text).collect::<Result<_, _>>()?)
+        }
         ComplexValues::Attachment(files) => serde_json::Value::Array(
             files
                 .iter()
                 .map(|f| {
                     let data = match &f.data {
-                        Value::Binary(bytes) => serde_json::Value::String(base64(bytes)),
+                        Value::Binary(bytes) => {
+                            check_size(bytes.len(), max_cell)?;
+                            serde_json::Value::String(base64(bytes))
+                        }
                         _ => serde_json::Value::Null,
                     };
-                    serde_json::json!({ "name": text(&f.name), "type": text(&f.file_type), "data": data })
+                    Ok(serde_json::json!({ "name": text(&f.name)?, "type": text(&f.file_type)?, "data": data }))
                 })
-                .collect(),
+                .collect::<Result<_, BadValue>>()?,
         ),
         ComplexValues::VersionHistory(versions) => serde_json::Value::Array(
             versions
                 .iter()
-                .map(|v| serde_json::json!({ "modified": text(&v.modified), "value": text(&v.value) }))
-                .collect(),
+                .map(|v| Ok(serde_json::json!({ "modified": text(&v.modified)?, "value": text(&v.value)? })))
+                .collect::<Result<_, BadValue>>()?,
         ),
         _ => serde_json::Value::Null,
     };
     b.push_str(&json.to_string());
+    Ok(())
 }
 
 fn base64(bytes: &[u8]) -> String {
@@ -633,8 +731,10 @@ mod tests {
     fn ole_dates() {
         let t = |v: f64| {
             let mut s = String::new();
-            write_ole_date(&mut s, v);
-            s
+            match write_ole_date(&mut s, v) {
+                Ok(()) => s,
+                Err(e) => format!("bad: {}", e.detail()),
+            }
         };
         assert_eq!(t(45000.0), "2023-03-15");
         assert_eq!(t(45000.5), "2023-03-15T12:00:00");
@@ -642,6 +742,61 @@ mod tests {
         assert_eq!(t(2.0), "1900-01-01");
         // OLE: -1.25 is 1899-12-29 06:00 (the fraction counts forward)
         assert_eq!(t(-1.25), "1899-12-29T06:00:00");
+        assert_eq!(t(-657_434.0), "0100-01-01");
+        assert_eq!(t(2_958_465.5), "9999-12-31T12:00:00");
+        // found by the fuzz target: 23:59:59.9999996 rounds to the year 10000
+        assert!(t(2_958_465.999_999_995).starts_with("bad: "));
+        // a damaged row: said, never a panic (TimeDelta::days out of
+        // bounds) nor 1899-12-30 for NaN
+        for v in [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1.3e308,
+            -4e18,
+            2_958_466.0,
+        ] {
+            assert!(
+                t(v).starts_with("bad: the Date/Time value"),
+                "{v}: {}",
+                t(v)
+            );
+        }
+    }
+
+    #[test]
+    fn values_above_the_cap_or_not_numbers_are_refused() {
+        let max = 8;
+        assert_eq!(
+            value_text(&Value::Text("12345678".into()), max),
+            Ok(Some(("12345678".into(), false)))
+        );
+        assert_eq!(
+            value_text(&Value::Text("123456789".into()), max),
+            Err(BadValue::TooLarge { bytes: 9, max })
+        );
+        // the cap counts an OLE object's bytes, not its hex text
+        assert_eq!(
+            value_text(&Value::Binary(vec![0xab; 8]), max),
+            Ok(Some(("ab".repeat(8), true)))
+        );
+        assert_eq!(
+            value_text(&Value::Binary(vec![0; 9]), max),
+            Err(BadValue::TooLarge { bytes: 9, max })
+        );
+        assert_eq!(
+            value_text(&Value::Double(f64::NAN), max).map_err(|e| e.reason("x")),
+            Err("x: not a number".into())
+        );
+        assert_eq!(
+            value_text(&Value::Timestamp(f64::NAN), max).map_err(|e| e.reason("d")),
+            Err("d: not a date".into())
+        );
+        assert_eq!(value_text(&Value::Null, max), Ok(None));
+        assert_eq!(
+            value_text(&Value::Double(45000.0), max),
+            Ok(Some(("45000".into(), true)))
+        );
     }
 
     #[test]

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
 
 use super::{
-    CellKinds, Message, ReadStats, SourceColumn, TableInfo, TableReader, TableRequest,
-    select_columns,
+    CellKinds, DEFAULT_MAX_CELL_BYTES, Message, ReadStats, SourceColumn, TableInfo, TableReader,
+    TableRequest, check_size, select_columns,
 };
 use crate::batch::BatchBuilder;
 use crate::error::{Error, Result};
@@ -342,9 +342,18 @@ pub struct CsvSource {
     single: Option<String>,
     delimiter: Option<char>,
     encoding: Encoding,
+    /// Largest field handed over, in bytes (a line is capped at
+    /// [`MAX_LINE`] anyway); a row with a larger one is rejected.
+    max_cell: usize,
 }
 
 impl CsvSource {
+    /// Reject rows holding a field larger than `max` bytes.
+    pub fn max_cell_bytes(mut self, max: usize) -> Self {
+        self.max_cell = max;
+        self
+    }
+
     pub fn open(path: &Path, delimiter: Option<char>, encoding: Encoding) -> Result<CsvSource> {
         if path.is_dir() {
             return Ok(CsvSource {
@@ -352,6 +361,7 @@ impl CsvSource {
                 single: None,
                 delimiter,
                 encoding,
+                max_cell: DEFAULT_MAX_CELL_BYTES,
             });
         }
         if !path.is_file() {
@@ -365,6 +375,7 @@ impl CsvSource {
             single: path.file_name().map(|n| n.to_string_lossy().into_owned()),
             delimiter,
             encoding,
+            max_cell: DEFAULT_MAX_CELL_BYTES,
         })
     }
 
@@ -418,10 +429,10 @@ impl CsvSource {
             )));
         }
         let origin = format!("{} › {}", self.dir.display(), req.table);
-        let (delimiter, encoding) = (self.delimiter, self.encoding);
+        let (delimiter, encoding, max_cell) = (self.delimiter, self.encoding, self.max_cell);
         let origin2 = origin.clone();
         TableReader::spawn(origin, None, move |tx| {
-            read_files(&files, &origin2, delimiter, encoding, req, tx)
+            read_files(&files, &origin2, delimiter, encoding, req, max_cell, tx)
         })
     }
 }
@@ -433,6 +444,7 @@ fn read_files(
     delimiter: Option<char>,
     encoding: Encoding,
     req: TableRequest,
+    max_cell: usize,
     tx: &SyncSender<Message>,
 ) -> Result<()> {
     let mut builder: Option<BatchBuilder> = None;
@@ -505,6 +517,28 @@ fn read_files(
                                 fields.len(),
                                 header.len(),
                                 shown(&buf)
+                            ),
+                        );
+                    } else if let Some((slot, i, why)) =
+                        selected.iter().enumerate().find_map(|(slot, s)| {
+                            let i = (*s)?;
+                            let len = fields.get(i)?.len();
+                            check_size(len, max_cell).err().map(|why| (slot, i, why))
+                        })
+                    {
+                        b.push_row_error(
+                            n,
+                            selected.iter().enumerate().map(|(k, s)| {
+                                s.filter(|_| k != slot)
+                                    .and_then(|j| fields.get(j))
+                                    .map(|v| (v.as_str(), false))
+                            }),
+                            why.reason(&names[slot]),
+                            format!(
+                                "{at}, field {} ({:?}): {}",
+                                i + 1,
+                                header.get(i).map(String::as_str).unwrap_or(""),
+                                why.detail()
                             ),
                         );
                     } else {

@@ -16,14 +16,17 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 
-use calamine::{Data, DataRef, Ods, Reader, SheetType, SheetVisible, Xls, Xlsb, Xlsx};
+use calamine::{
+    CellErrorType, Data, DataRef, ExcelDateTime, ExcelDateTimeType, Ods, Reader, SheetType,
+    SheetVisible, Xls, Xlsb, Xlsx,
+};
 
 use super::{
-    CellKinds, Message, ReadStats, SourceColumn, TableInfo, TableReader, TableRequest, header_key,
-    resolve_columns,
+    BadValue, CellKinds, DEFAULT_MAX_CELL_BYTES, Message, ReadStats, SourceColumn, TableInfo,
+    TableReader, TableRequest, UniqueNames, check_size, column_letter, header_key, resolve_columns,
 };
 use crate::batch::BatchBuilder;
-use crate::batch::parse::looks_numeric;
+use crate::batch::parse::{excel_datetime, looks_numeric};
 use crate::error::{Error, Result};
 
 /// Spreadsheet container formats, recognised by content, not extension.
@@ -44,6 +47,9 @@ pub struct ExcelSource {
     /// the whole shared-string table, which costs as much as reading
     /// 30,000 rows.
     book: Arc<Mutex<Option<Book>>>,
+    /// Largest cell handed over, in bytes; a row with a larger one is
+    /// rejected.
+    max_cell: usize,
 }
 
 struct SheetInfo {
@@ -75,7 +81,14 @@ impl ExcelSource {
             format,
             sheets,
             book: Arc::new(Mutex::new(Some(book))),
+            max_cell: DEFAULT_MAX_CELL_BYTES,
         })
+    }
+
+    /// Reject rows holding a cell larger than `max` bytes.
+    pub fn max_cell_bytes(mut self, max: usize) -> Self {
+        self.max_cell = max;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -148,6 +161,7 @@ impl ExcelSource {
         let format = self.format;
         let origin2 = origin.clone();
         let book = Arc::clone(&self.book);
+        let max_cell = self.max_cell;
         TableReader::spawn(origin, None, move |tx| {
             // a read that ended in a panic leaves no book behind: reopen
             let lent = book.lock().ok().and_then(|mut b| b.take());
@@ -155,7 +169,7 @@ impl ExcelSource {
                 Some(b) => b,
                 None => open_book(&path, format)?,
             };
-            let result = read_sheet(&mut wb, &path, format, &origin2, req, tx);
+            let result = read_sheet(&mut wb, &path, format, &origin2, req, max_cell, tx);
             if let Ok(mut slot) = book.lock() {
                 *slot = Some(wb);
             }
@@ -164,17 +178,29 @@ impl ExcelSource {
     }
 }
 
+/// Bytes looked at to tell a text file from a binary one.
+const SNIFF_BYTES: usize = 4096;
+
+/// Whether a file's first bytes read as text (any encoding): no control
+/// byte but tab, line feed, form feed and carriage return. Random bytes
+/// hold one within a few dozen bytes; 4 KiB of them never pass.
+fn looks_like_text(head: &[u8]) -> bool {
+    head.iter()
+        .all(|&b| b >= 0x20 || matches!(b, b'\t' | b'\n' | b'\r' | 0x0c))
+}
+
 /// Recognise the container by its first bytes.
 pub fn sniff(path: &Path) -> Result<Format> {
     let name = path.display();
-    let mut f = File::open(path).map_err(|e| {
+    let f = File::open(path).map_err(|e| {
         Error::input(format!(
             "{name}: cannot open: {e}. Check `path` in the source configuration"
         ))
     })?;
-    let mut head = [0u8; 8];
+    let mut head = Vec::with_capacity(SNIFF_BYTES);
     let n = f
-        .read(&mut head)
+        .take(SNIFF_BYTES as u64)
+        .read_to_end(&mut head)
         .map_err(|e| Error::input(format!("{name}: cannot read: {e}")))?;
     let head = &head[..n];
     let ext = path
@@ -239,12 +265,14 @@ pub fn sniff(path: &Path) -> Result<Format> {
     if n == 0 {
         return Err(Error::input(format!("{name}: the file is empty")));
     }
-    let text_like = head
-        .iter()
-        .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace() || *b >= 0x80);
-    if text_like {
+    if looks_like_text(head) {
         return Err(Error::input(format!(
             "{name}: this is a text file, not a spreadsheet (a CSV saved with a .{ext} name?); configure it as a csv source or save it as .xlsx"
+        )));
+    }
+    if matches!(ext.as_str(), "xlsx" | "xlsm" | "xlsb") {
+        return Err(Error::input(format!(
+            "{name}: not an Excel workbook: a .{ext} file is a zip archive and this one is not (damaged, or another kind of file renamed); open it in Excel or LibreOffice and save it as .xlsx"
         )));
     }
     Err(Error::input(format!(
@@ -310,6 +338,9 @@ pub enum CellKind {
     Error,
     /// A text cell holding only spaces: empty, but counted.
     Blank,
+    /// A value that cannot be handed over (a date that is no date, a cell
+    /// above the size cap): the row holding it is rejected.
+    Invalid,
 }
 
 /// A cell of a [`Row`]: its column, kind, and where its text lies in the
@@ -328,82 +359,164 @@ struct CellVal {
 struct Row {
     text: String,
     cells: Vec<CellVal>,
+    /// Why each `Invalid` cell is, by column.
+    bad: Vec<(u32, BadValue)>,
+}
+
+/// A cell value as calamine gives it, borrowed from either of its forms.
+enum CellRef<'a> {
+    Empty,
+    Str(&'a str),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    DateTime(&'a ExcelDateTime),
+    Iso(&'a str),
+    Error(&'a CellErrorType),
+}
+
+impl<'a> From<&'a DataRef<'_>> for CellRef<'a> {
+    fn from(v: &'a DataRef<'_>) -> Self {
+        match v {
+            DataRef::Empty => CellRef::Empty,
+            DataRef::String(s) => CellRef::Str(s),
+            DataRef::SharedString(s) => CellRef::Str(s),
+            DataRef::Int(i) => CellRef::Int(*i),
+            DataRef::Float(f) => CellRef::Float(*f),
+            DataRef::Bool(x) => CellRef::Bool(*x),
+            DataRef::DateTime(dt) => CellRef::DateTime(dt),
+            DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => CellRef::Iso(s),
+            DataRef::Error(e) => CellRef::Error(e),
+        }
+    }
+}
+
+impl<'a> From<&'a Data> for CellRef<'a> {
+    fn from(v: &'a Data) -> Self {
+        match v {
+            Data::Empty => CellRef::Empty,
+            Data::String(s) => CellRef::Str(s),
+            Data::Int(i) => CellRef::Int(*i),
+            Data::Float(f) => CellRef::Float(*f),
+            Data::Bool(x) => CellRef::Bool(*x),
+            Data::DateTime(dt) => CellRef::DateTime(dt),
+            Data::DateTimeIso(s) | Data::DurationIso(s) => CellRef::Iso(s),
+            Data::Error(e) => CellRef::Error(e),
+        }
+    }
+}
+
+/// A string cell holding only whitespace reads as empty.
+fn is_blank(s: &str) -> bool {
+    s.chars()
+        .all(|c| c.is_whitespace() || c == '\u{200b}' || c == '\u{feff}')
+}
+
+/// Append a cell's canonical text to `b`: its kind, `None` when empty, or
+/// why it cannot be read (then `b` may hold a partial text: the caller
+/// truncates it). The size cap is checked before anything is copied.
+fn convert(v: CellRef<'_>, max_cell: usize, b: &mut String) -> Result<Option<CellKind>, BadValue> {
+    Ok(Some(match v {
+        CellRef::Empty => return Ok(None),
+        CellRef::Str(s) => {
+            check_size(s.len(), max_cell)?;
+            if is_blank(s) {
+                CellKind::Blank
+            } else {
+                b.push_str(s);
+                CellKind::Text
+            }
+        }
+        CellRef::Int(i) => {
+            write_int(b, i);
+            CellKind::Number
+        }
+        CellRef::Float(f) => {
+            if !f.is_finite() {
+                return Err(BadValue::NotFinite(f));
+            }
+            write_number(b, f);
+            CellKind::Number
+        }
+        CellRef::Bool(x) => {
+            b.push_str(if x { "true" } else { "false" });
+            CellKind::Bool
+        }
+        CellRef::DateTime(dt) => {
+            write_datetime(b, dt)?;
+            CellKind::Date
+        }
+        CellRef::Iso(s) => {
+            check_size(s.len(), max_cell)?;
+            b.push_str(s);
+            CellKind::Date
+        }
+        CellRef::Error(e) => {
+            let _ = write!(b, "{e}");
+            CellKind::Error
+        }
+    }))
 }
 
 impl Row {
     fn clear(&mut self) {
         self.text.clear();
         self.cells.clear();
+        self.bad.clear();
     }
 
     fn text(&self, c: &CellVal) -> &str {
         &self.text[c.start as usize..c.end as usize]
     }
 
-    fn push_with(&mut self, col: u32, kind: CellKind, write: impl FnOnce(&mut String)) {
-        let start = self.text.len() as u32;
-        write(&mut self.text);
-        let end = self.text.len() as u32;
+    /// Why the `Invalid` cell of column `col` is.
+    fn bad(&self, col: u32) -> Option<&BadValue> {
+        self.bad.iter().find(|(c, _)| *c == col).map(|(_, b)| b)
+    }
+
+    fn push(&mut self, col: u32, v: CellRef<'_>, max_cell: usize) {
+        let start = self.text.len();
+        let kind = match convert(v, max_cell, &mut self.text) {
+            Ok(Some(kind)) => kind,
+            Ok(None) => return,
+            Err(bad) => {
+                self.text.truncate(start);
+                self.bad.push((col, bad));
+                CellKind::Invalid
+            }
+        };
         self.cells.push(CellVal {
             col,
-            start,
-            end,
+            start: start as u32,
+            end: self.text.len() as u32,
             kind,
         });
     }
 
-    /// A string cell; one holding only whitespace is `Blank` (empty).
-    fn push_str(&mut self, col: u32, s: &str) {
-        if s.chars()
-            .all(|c| c.is_whitespace() || c == '\u{200b}' || c == '\u{feff}')
-        {
-            self.push_with(col, CellKind::Blank, |_| {});
-        } else {
-            self.push_with(col, CellKind::Text, |b| b.push_str(s));
-        }
+    fn push_ref(&mut self, col: u32, v: &DataRef<'_>, max_cell: usize) {
+        self.push(col, v.into(), max_cell);
     }
 
-    fn push_ref(&mut self, col: u32, v: &DataRef<'_>) {
-        match v {
-            DataRef::Empty => {}
-            DataRef::String(s) => self.push_str(col, s),
-            DataRef::SharedString(s) => self.push_str(col, s),
-            DataRef::Int(i) => self.push_with(col, CellKind::Number, |b| write_int(b, *i)),
-            DataRef::Float(f) => self.push_with(col, CellKind::Number, |b| write_number(b, *f)),
-            DataRef::Bool(x) => self.push_with(col, CellKind::Bool, |b| {
-                b.push_str(if *x { "true" } else { "false" })
-            }),
-            DataRef::DateTime(dt) => self.push_with(col, CellKind::Date, |b| write_datetime(b, dt)),
-            DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => {
-                self.push_with(col, CellKind::Date, |b| b.push_str(s))
+    fn push_data(&mut self, col: u32, v: &Data, max_cell: usize) {
+        if let Data::String(s) = v {
+            if let Some(fixed) = repair_nul_interleaved(s) {
+                return self.push(col, CellRef::Str(&fixed), max_cell);
             }
-            DataRef::Error(e) => self.push_with(col, CellKind::Error, |b| {
-                let _ = write!(b, "{e}");
-            }),
         }
+        self.push(col, v.into(), max_cell);
     }
+}
 
-    fn push_data(&mut self, col: u32, v: &Data) {
-        match v {
-            Data::Empty => {}
-            Data::String(s) => match repair_nul_interleaved(s) {
-                Some(fixed) => self.push_str(col, &fixed),
-                None => self.push_str(col, s),
-            },
-            Data::Int(i) => self.push_with(col, CellKind::Number, |b| write_int(b, *i)),
-            Data::Float(f) => self.push_with(col, CellKind::Number, |b| write_number(b, *f)),
-            Data::Bool(x) => self.push_with(col, CellKind::Bool, |b| {
-                b.push_str(if *x { "true" } else { "false" })
-            }),
-            Data::DateTime(dt) => self.push_with(col, CellKind::Date, |b| write_datetime(b, dt)),
-            Data::DateTimeIso(s) | Data::DurationIso(s) => {
-                self.push_with(col, CellKind::Date, |b| b.push_str(s))
-            }
-            Data::Error(e) => self.push_with(col, CellKind::Error, |b| {
-                let _ = write!(b, "{e}");
-            }),
-        }
+/// One cell through the conversion every read uses: its kind and text,
+/// `None` when empty, or why the row holding it is rejected. (The entry
+/// point of the Excel cell fuzz target, tests/fuzz.rs.)
+pub fn cell_text(v: &Data, max_cell: usize) -> Result<Option<(CellKind, String)>, BadValue> {
+    let mut row = Row::default();
+    row.push_data(0, v, max_cell);
+    if let Some((_, bad)) = row.bad.pop() {
+        return Err(bad);
     }
+    Ok(row.cells.first().map(|c| (c.kind, row.text(c).to_string())))
 }
 
 fn write_int(b: &mut String, i: i64) {
@@ -412,45 +525,50 @@ fn write_int(b: &mut String, i: i64) {
 
 /// Shortest text that reads back as the same number; whole numbers without
 /// a fraction. (`ryu` may write an exponent, `1e-7`: canonical text is
-/// only ever read back by Rust's float parser.)
+/// only ever read back by Rust's float parser.) Finite numbers only.
 fn write_number(b: &mut String, f: f64) {
     if f.fract() == 0.0 && f.abs() < 9.0e15 {
         write_int(b, f as i64);
-    } else if f.is_finite() {
-        b.push_str(ryu::Buffer::new().format_finite(f));
     } else {
-        let _ = write!(b, "{f}");
+        b.push_str(ryu::Buffer::new().format_finite(f));
     }
 }
 
+/// Longest duration read, in days (about 27,000 years): beyond it a
+/// duration cell is damage, not a time.
+const MAX_DURATION_DAYS: f64 = 1.0e7;
+
 /// ISO 8601 text of an Excel date (`2026-03-15`, `2026-03-15T14:05:00`,
 /// with milliseconds when there are some), or `[h]:mm:ss` for a duration.
-fn write_datetime(b: &mut String, dt: &calamine::ExcelDateTime) {
+/// A serial that is no date (NaN, an infinity, out of the years 1–9999,
+/// or the 29/02/1900 Excel invented) is refused, never guessed.
+fn write_datetime(b: &mut String, dt: &ExcelDateTime) -> Result<(), BadValue> {
     use chrono::{Datelike, Timelike};
-    if dt.is_duration() {
-        let ms = (dt.as_f64() * 86_400_000.0).round() as i64;
-        let s = ms / 1000;
-        let _ = write!(b, "{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60);
-        return;
-    }
     let serial = dt.as_f64();
+    if dt.is_duration() {
+        if !serial.is_finite() || serial.abs() >= MAX_DURATION_DAYS {
+            return Err(BadValue::Date(format!(
+                "the duration cell holds {serial:?} days, which is not a duration"
+            )));
+        }
+        let ms = (serial * 86_400_000.0).round() as i64;
+        let s = ms.abs() / 1000;
+        let sign = if ms < 0 { "-" } else { "" };
+        let _ = write!(
+            b,
+            "{sign}{:02}:{:02}:{:02}",
+            s / 3600,
+            (s / 60) % 60,
+            s % 60
+        );
+        return Ok(());
+    }
+    // calamine keeps the workbook's date system to itself; a value made
+    // with the 1900 system compares equal to this one only if it is one
+    let is_1904 = *dt != ExcelDateTime::new(serial, ExcelDateTimeType::DateTime, false);
     // A negative serial has no Excel meaning (Excel shows #####); LibreOffice
     // writes them and counts from 1899-12-30, which is what it displayed.
-    // calamine's own conversions clamp or shift such values.
-    let n = if serial < 0.0 {
-        chrono::NaiveDate::from_ymd_opt(1899, 12, 30).and_then(|d| {
-            d.and_hms_opt(0, 0, 0)?
-                .checked_add_signed(chrono::Duration::milliseconds(
-                    (serial * 86_400_000.0).round() as i64,
-                ))
-        })
-    } else {
-        dt.as_datetime()
-    };
-    let Some(n) = n else {
-        write_number(b, serial);
-        return;
-    };
+    let n = excel_datetime(serial, is_1904).map_err(|e| BadValue::Date(e.describe(serial)))?;
     let _ = write!(b, "{:04}-{:02}-{:02}", n.year(), n.month(), n.day());
     let ms = n.nanosecond() / 1_000_000;
     if n.num_seconds_from_midnight() != 0 || ms != 0 {
@@ -459,13 +577,16 @@ fn write_datetime(b: &mut String, dt: &calamine::ExcelDateTime) {
             let _ = write!(b, ".{ms:03}");
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
-fn datetime_text(dt: &calamine::ExcelDateTime) -> String {
+fn datetime_text(dt: &ExcelDateTime) -> String {
     let mut s = String::new();
-    write_datetime(&mut s, dt);
-    s
+    match write_datetime(&mut s, dt) {
+        Ok(()) => s,
+        Err(e) => format!("bad: {}", e.detail()),
+    }
 }
 
 /// calamine 0.38 decodes some BIFF8 strings byte by byte, leaving the
@@ -487,6 +608,7 @@ fn read_sheet(
     format: Format,
     origin: &str,
     req: TableRequest,
+    max_cell: usize,
     tx: &SyncSender<Message>,
 ) -> Result<()> {
     let hidden_cols = if format == Format::Xlsx {
@@ -496,7 +618,10 @@ fn read_sheet(
     };
     let name = req.table.clone();
     let mut walker = Walker::new(origin.to_string(), req, hidden_cols, tx.clone());
-    if for_each_row(book, &name, origin, &mut |r, row| walker.row(r, row))? == Flow::Stop {
+    if for_each_row(book, &name, origin, max_cell, &mut |r, row| {
+        walker.row(r, row)
+    })? == Flow::Stop
+    {
         return Ok(());
     }
     walker.finish()
@@ -508,6 +633,7 @@ fn for_each_row(
     book: &mut Book,
     name: &str,
     origin: &str,
+    max_cell: usize,
     f: &mut dyn FnMut(u32, &mut Row) -> Result<Flow>,
 ) -> Result<Flow> {
     let mut row = Row::default();
@@ -533,7 +659,7 @@ fn for_each_row(
                     row.clear();
                     row_idx = Some(r);
                 }
-                row.push_ref(c, cell.get_value());
+                row.push_ref(c, cell.get_value(), max_cell);
             }
             if let Some(prev) = row_idx {
                 row.cells.sort_by_key(|c| c.col);
@@ -549,7 +675,7 @@ fn for_each_row(
             for (i, cells) in range.rows().enumerate() {
                 row.clear();
                 for (j, v) in cells.iter().enumerate() {
-                    row.push_data(c0 + j as u32, v);
+                    row.push_data(c0 + j as u32, v, max_cell);
                 }
                 if f(r0 + i as u32, &mut row)? == Flow::Stop {
                     return Ok(Flow::Stop);
@@ -566,7 +692,8 @@ pub struct ScannedCell {
     /// 0-based row and column.
     pub row: u32,
     pub col: u32,
-    /// The value as text (numbers in shortest form, dates in ISO 8601).
+    /// The value as text (numbers in shortest form, dates in ISO 8601);
+    /// for an `Invalid` cell, why it is.
     pub text: String,
     pub kind: CellKind,
 }
@@ -580,17 +707,27 @@ pub fn scan(path: &Path, sheet: &str, f: &mut dyn FnMut(ScannedCell)) -> Result<
     let format = sniff(path)?;
     let mut book = open_book(path, format)?;
     let run = std::panic::AssertUnwindSafe(|| {
-        for_each_row(&mut book, sheet, &origin, &mut |r, row| {
-            for c in &row.cells {
-                f(ScannedCell {
-                    row: r,
-                    col: c.col,
-                    text: row.text(c).to_string(),
-                    kind: c.kind,
-                });
-            }
-            Ok(Flow::Go)
-        })
+        for_each_row(
+            &mut book,
+            sheet,
+            &origin,
+            DEFAULT_MAX_CELL_BYTES,
+            &mut |r, row| {
+                for c in &row.cells {
+                    let text = match row.bad(c.col) {
+                        Some(bad) if c.kind == CellKind::Invalid => bad.detail(),
+                        _ => row.text(c).to_string(),
+                    };
+                    f(ScannedCell {
+                        row: r,
+                        col: c.col,
+                        text,
+                        kind: c.kind,
+                    });
+                }
+                Ok(Flow::Go)
+            },
+        )
     });
     match std::panic::catch_unwind(run) {
         Ok(r) => r.map(|_| ()),
@@ -625,6 +762,8 @@ struct Walker {
     slots: Vec<Option<usize>>,
     /// Per source column index, the batch columns it feeds.
     feeds: Vec<Vec<usize>>,
+    /// Per source column index, its header text (for reject details).
+    header_of: std::collections::HashMap<u32, String>,
 }
 
 impl Walker {
@@ -647,6 +786,7 @@ impl Walker {
             kinds: Vec::new(),
             slots: Vec::new(),
             feeds: Vec::new(),
+            header_of: std::collections::HashMap::new(),
         }
     }
 
@@ -688,7 +828,7 @@ impl Walker {
         let headers: Vec<SourceColumn> = header
             .cells
             .iter()
-            .filter(|c| c.kind != CellKind::Blank)
+            .filter(|c| !matches!(c.kind, CellKind::Blank | CellKind::Invalid))
             .map(|c| SourceColumn {
                 header: header.text(c).trim().to_string(),
                 index: c.col,
@@ -715,18 +855,13 @@ impl Walker {
             None => {
                 let mut names = Vec::new();
                 let mut sel = Vec::new();
-                let mut used = HashSet::new();
+                let mut unique = UniqueNames::default();
                 let mut headers = headers;
                 for h in headers.iter_mut() {
                     if h.hidden || h.header.is_empty() {
                         continue;
                     }
-                    let mut name = h.header.clone();
-                    let mut k = 2;
-                    while !used.insert(name.clone()) {
-                        name = format!("{} ({k})", h.header);
-                        k += 1;
-                    }
+                    let name = unique.name(&h.header);
                     h.feeds = Some(name.clone());
                     names.push(name);
                     sel.push(Some(h.index));
@@ -735,6 +870,11 @@ impl Walker {
             }
         };
         headers.sort_by_key(|h| h.index);
+        self.header_of = headers
+            .iter()
+            .filter(|h| h.feeds.is_some())
+            .map(|h| (h.index, h.header.clone()))
+            .collect();
         self.kinds = vec![CellKinds::default(); names.len()];
         self.slots = vec![None; names.len()];
         let width = selected
@@ -828,6 +968,9 @@ impl Walker {
             return Ok(Flow::Go);
         }
         self.slots.iter_mut().for_each(|s| *s = None);
+        // the first mapped cell that cannot be handed over: the row is
+        // rejected for it
+        let mut bad: Option<(usize, u32)> = None;
         for (ci, c) in row.cells.iter().enumerate() {
             let Some(slots) = self.feeds.get(c.col as usize) else {
                 continue;
@@ -849,6 +992,11 @@ impl Walker {
                         k.whitespace_only += 1;
                         continue;
                     }
+                    CellKind::Invalid => {
+                        k.error += 1;
+                        bad.get_or_insert((slot, c.col));
+                        continue;
+                    }
                 }
                 self.slots[slot] = Some(ci);
             }
@@ -859,18 +1007,33 @@ impl Walker {
             }
         }
         self.stats.data_rows += 1;
-        let builder = self.builder.as_mut().expect("builder set with the header");
-        builder.push_row(
-            r as u64 + 1,
-            self.slots.iter().map(|s| {
-                s.map(|ci| {
-                    let c = &row.cells[ci];
-                    // typed cells hold canonical text (numbers with a dot,
-                    // ISO dates): the mapper must not read them as French
-                    (row.text(c), !matches!(c.kind, CellKind::Text))
-                })
-            }),
-        );
+        let builder = self
+            .builder
+            .as_mut()
+            .ok_or_else(|| Error::runtime(format!("{}: no header before data", self.origin)))?;
+        let values = self.slots.iter().map(|s| {
+            s.map(|ci| {
+                let c = &row.cells[ci];
+                // typed cells hold canonical text (numbers with a dot,
+                // ISO dates): the mapper must not read them as French
+                (row.text(c), !matches!(c.kind, CellKind::Text))
+            })
+        });
+        match bad.and_then(|(slot, col)| Some((slot, col, row.bad(col)?))) {
+            None => builder.push_row(r as u64 + 1, values),
+            Some((slot, col, why)) => {
+                let reason = why.reason(&builder.names()[slot]);
+                let detail = format!(
+                    "{}, row {}, column {} ({:?}): {}",
+                    self.origin,
+                    r as u64 + 1,
+                    column_letter(col),
+                    self.header_of.get(&col).map(String::as_str).unwrap_or(""),
+                    why.detail()
+                );
+                builder.push_row_error(r as u64 + 1, values, reason, detail);
+            }
+        }
         if builder.is_full() {
             let df = builder.take()?;
             if self.tx.send(Message::Batch(df)).is_err() {
@@ -1031,6 +1194,61 @@ mod tests {
         assert_eq!(datetime_text(&dt(1.0, false)), "1900-01-01");
         let dur = ExcelDateTime::new(10.632060185185185, ExcelDateTimeType::TimeDelta, false);
         assert_eq!(datetime_text(&dur), "255:10:10");
+        // Excel's 1900 system: 59 is 28/02, 60 the 29/02 that never was
+        assert_eq!(datetime_text(&dt(59.0, false)), "1900-02-28");
+        assert!(datetime_text(&dt(60.0, false)).contains("29/02/1900"));
+        assert_eq!(datetime_text(&dt(61.0, false)), "1900-03-01");
+        assert_eq!(datetime_text(&dt(60.0, true)), "1904-03-01");
+        // damage: reported, never a panic nor 1899-12-30
+        for (v, said) in [
+            (f64::NAN, "holds NaN"),
+            (f64::NEG_INFINITY, "holds -inf"),
+            (f64::INFINITY, "holds inf"),
+            (1e300, "not a date of the years 1 to 9999"),
+            (-1e300, "not a date of the years 1 to 9999"),
+        ] {
+            let text = datetime_text(&dt(v, false));
+            assert!(
+                text.starts_with("bad: ") && text.contains(said),
+                "{v}: {text}"
+            );
+        }
+        let dur = |v| ExcelDateTime::new(v, ExcelDateTimeType::TimeDelta, false);
+        assert!(datetime_text(&dur(f64::NAN)).starts_with("bad: "));
+        assert!(datetime_text(&dur(-1e300)).starts_with("bad: "));
+        assert_eq!(datetime_text(&dur(-0.5)), "-12:00:00");
+    }
+
+    #[test]
+    fn cells_that_cannot_be_handed_over() {
+        assert_eq!(
+            cell_text(&Data::Float(1.5), 10),
+            Ok(Some((CellKind::Number, "1.5".into())))
+        );
+        assert_eq!(cell_text(&Data::Empty, 10), Ok(None));
+        assert_eq!(
+            cell_text(&Data::String("   ".into()), 10),
+            Ok(Some((CellKind::Blank, String::new())))
+        );
+        assert_eq!(
+            cell_text(&Data::Float(f64::NEG_INFINITY), 10),
+            Err(BadValue::NotFinite(f64::NEG_INFINITY))
+        );
+        assert_eq!(
+            cell_text(&Data::String("x".repeat(11)), 10),
+            Err(BadValue::TooLarge { bytes: 11, max: 10 })
+        );
+        assert_eq!(
+            cell_text(&Data::String("x".repeat(10)), 10),
+            Ok(Some((CellKind::Text, "x".repeat(10))))
+        );
+        let nan = Data::DateTime(ExcelDateTime::new(
+            f64::NAN,
+            ExcelDateTimeType::DateTime,
+            false,
+        ));
+        let err = cell_text(&nan, 10).unwrap_err();
+        assert_eq!(err.reason("received_at"), "received_at: not a date");
     }
 
     #[test]
@@ -1048,5 +1266,25 @@ mod tests {
                 .to_string()
                 .contains("not a spreadsheet")
         );
+        // random bytes whose first 8 happen to be printable: still binary
+        let mut random: Vec<u8> = b"Q9#kx~R!".to_vec();
+        let mut x: u32 = 0x9e37_79b9;
+        random.extend((0..4096).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        }));
+        std::fs::write(&p, &random).unwrap();
+        let err = sniff(&p).unwrap_err().to_string();
+        assert!(err.contains("not a spreadsheet"), "{err}");
+        let xlsx = dir.path().join("random.xlsx");
+        std::fs::write(&xlsx, &random).unwrap();
+        let err = sniff(&xlsx).unwrap_err().to_string();
+        assert!(err.contains("not an Excel workbook"), "{err}");
+        // text stays text, in any encoding
+        std::fs::write(&xlsx, "Réf;Qté\r\nA-1;3\r\n\x0cB;\t4\n").unwrap();
+        let err = sniff(&xlsx).unwrap_err().to_string();
+        assert!(err.contains("this is a text file"), "{err}");
     }
 }

@@ -158,6 +158,8 @@ pub fn inspect(
                 .collect(),
         };
         let ddl = ddl.map(|d| {
+            // `Prix` and `prix` are one snake_case name: the second is prix_2
+            let mut unique = super::UniqueNames::default();
             let def = TableDef {
                 name: snake_case(&t.name),
                 columns: columns
@@ -174,7 +176,7 @@ pub fn inspect(
                             _ => ColumnType::Text,
                         };
                         ColumnDef {
-                            name: snake_case(&c.name),
+                            name: snake_case(&unique.name(&snake_case(&c.name))),
                             ty,
                             precision: 19,
                             scale: 4,

@@ -25,6 +25,55 @@ use serde::Serialize;
 use crate::config::{SourceConfig, SourceKind};
 use crate::error::{Error, Result};
 
+/// Largest value a source hands over, in bytes, unless its
+/// `max_cell_bytes` says otherwise: a row with a larger cell (a 200 MB
+/// text pasted in a workbook) is rejected, not written.
+pub const DEFAULT_MAX_CELL_BYTES: usize = 4 * 1024 * 1024;
+
+/// A source value that cannot become batch text: the row holding it is
+/// rejected with [`BadValue::reason`] and [`BadValue::detail`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum BadValue {
+    /// Above the source's `max_cell_bytes`.
+    TooLarge { bytes: usize, max: usize },
+    /// A date (or time) that is no date: NaN, an infinity, out of the years
+    /// 1 to 9999, or Excel's 29/02/1900. What it is, said for people.
+    Date(String),
+    /// A number cell holding NaN or an infinity.
+    NotFinite(f64),
+}
+
+impl BadValue {
+    /// The reject reason, counted in the report (`column: not a date`).
+    pub fn reason(&self, column: &str) -> String {
+        match self {
+            BadValue::TooLarge { .. } => format!("{column}: cell too large"),
+            BadValue::Date(_) => format!("{column}: not a date"),
+            BadValue::NotFinite(_) => format!("{column}: not a number"),
+        }
+    }
+
+    /// What is wrong with the value and what to do.
+    pub fn detail(&self) -> String {
+        match self {
+            BadValue::TooLarge { bytes, max } => format!(
+                "{bytes} bytes, above max_cell_bytes = {max}; shorten the value, or raise `max_cell_bytes` in the source's [sources.…] if it is meant"
+            ),
+            BadValue::Date(what) => what.clone(),
+            BadValue::NotFinite(v) => format!("the cell holds {v:?}, which is not a number"),
+        }
+    }
+}
+
+/// The cap check shared by the sources.
+pub fn check_size(bytes: usize, max: usize) -> std::result::Result<(), BadValue> {
+    if bytes > max {
+        Err(BadValue::TooLarge { bytes, max })
+    } else {
+        Ok(())
+    }
+}
+
 /// A column a reader should extract, by header text.
 #[derive(Debug, Clone)]
 pub struct WantedColumn {
@@ -269,6 +318,26 @@ pub fn is_access_file(path: &Path) -> bool {
         .is_ok_and(|_| &head[4..19] == b"Standard Jet DB" || &head[4..19] == b"Standard ACE DB")
 }
 
+/// Whether a file's name says Access (`.mdb`, `.accdb` and their kin).
+pub fn has_access_extension(path: &Path) -> bool {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    matches!(
+        ext.as_str(),
+        "mdb" | "accdb" | "mde" | "accde" | "mda" | "accda"
+    )
+}
+
+/// The error for a file that exists but has no Jet/ACE header.
+pub fn not_access(path: &Path) -> Error {
+    Error::input(format!(
+        "{}: not an Access database (no Jet/ACE header); expected a .mdb or .accdb file saved by Access",
+        path.display()
+    ))
+}
+
 impl Source {
     /// Open a configured source.
     pub fn open(name: &str, cfg: &SourceConfig) -> Result<Source> {
@@ -277,12 +346,15 @@ impl Source {
                 .clone()
                 .ok_or_else(|| Error::config(format!("source `{name}` needs a path")))
         };
+        let max_cell = cfg.max_cell_bytes.unwrap_or(DEFAULT_MAX_CELL_BYTES);
         match cfg.kind {
-            SourceKind::Excel => Ok(Source::Excel(excel::ExcelSource::open(&path()?)?)),
-            SourceKind::Access => Ok(Source::Access(access::AccessSource::open(
-                &path()?,
-                cfg.password.as_deref(),
-            )?)),
+            SourceKind::Excel => Ok(Source::Excel(
+                excel::ExcelSource::open(&path()?)?.max_cell_bytes(max_cell),
+            )),
+            SourceKind::Access => Ok(Source::Access(
+                access::AccessSource::open(&path()?, cfg.password.as_deref())?
+                    .max_cell_bytes(max_cell),
+            )),
             #[cfg(feature = "odbc")]
             SourceKind::Odbc => Ok(Source::Odbc(odbc::OdbcSource::open(
                 cfg.connection.as_deref().unwrap_or_default(),
@@ -290,11 +362,10 @@ impl Source {
             SourceKind::Postgres => Ok(Source::Postgres(postgres::PgSource::open(
                 cfg.url.as_deref().unwrap_or_default(),
             )?)),
-            SourceKind::Csv => Ok(Source::Csv(csv::CsvSource::open(
-                &path()?,
-                cfg.delimiter,
-                cfg.encoding,
-            )?)),
+            SourceKind::Csv => Ok(Source::Csv(
+                csv::CsvSource::open(&path()?, cfg.delimiter, cfg.encoding)?
+                    .max_cell_bytes(max_cell),
+            )),
             #[cfg(not(feature = "odbc"))]
             SourceKind::Odbc => Err(Error::config(format!(
                 "source `{name}` is an ODBC source, and this repaero was built without ODBC; build it with `cargo build --release --features odbc` (needs unixodbc-dev)"
@@ -306,6 +377,9 @@ impl Source {
     pub fn open_path(path: &Path) -> Result<Source> {
         if is_access_file(path) {
             return Ok(Source::Access(access::AccessSource::open(path, None)?));
+        }
+        if has_access_extension(path) && path.is_file() {
+            return Err(not_access(path));
         }
         Ok(Source::Excel(excel::ExcelSource::open(path)?))
     }
@@ -401,13 +475,46 @@ pub fn select_columns(
             Ok((wanted.iter().map(|w| w.name.clone()).collect(), found))
         }
         None => {
+            let mut unique = UniqueNames::default();
             for h in headers.iter_mut() {
-                h.feeds = Some(h.header.clone());
+                h.feeds = Some(unique.name(&h.header));
             }
             Ok((
-                headers.iter().map(|h| h.header.clone()).collect(),
+                headers.iter().filter_map(|h| h.feeds.clone()).collect(),
                 (0..headers.len()).map(Some).collect(),
             ))
+        }
+    }
+}
+
+/// Batch column names for headers read as they are (`inspect`, `profile`):
+/// a header seen again becomes `Name (2)`, `Name (3)`… In time linear in
+/// the number of headers: each base name remembers its next number, so
+/// 8,000 identical headers cost 8,000 lookups, not 32 million.
+#[derive(Debug, Default)]
+pub struct UniqueNames {
+    used: std::collections::HashSet<String>,
+    next: std::collections::HashMap<String, usize>,
+    /// Names tried so far (the work done, for tests).
+    pub probes: u64,
+}
+
+impl UniqueNames {
+    /// `header`, or the first `header (k)` not given yet.
+    pub fn name(&mut self, header: &str) -> String {
+        self.probes += 1;
+        if self.used.insert(header.to_string()) {
+            return header.to_string();
+        }
+        let k = self.next.entry(header.to_string()).or_insert(2);
+        loop {
+            self.probes += 1;
+            let name = format!("{header} ({k})");
+            *k += 1;
+            // a header written `Name (2)` in the file takes that name first
+            if self.used.insert(name.clone()) {
+                return name;
+            }
         }
     }
 }
@@ -420,19 +527,22 @@ pub fn resolve_columns(
     headers: &[SourceColumn],
     wanted: &[WantedColumn],
 ) -> Result<Vec<Option<usize>>> {
-    let keys: Vec<String> = headers.iter().map(|h| header_key(&h.header)).collect();
+    // header key → the headers holding it, in order: one pass over the
+    // headers, whatever the number of wanted columns
+    let mut by_key: std::collections::HashMap<String, Vec<usize>> =
+        std::collections::HashMap::new();
+    for (i, h) in headers.iter().enumerate() {
+        by_key.entry(header_key(&h.header)).or_default().push(i);
+    }
     let mut out = Vec::with_capacity(wanted.len());
     let mut missing = Vec::new();
     for w in wanted {
         let mut found = None;
         'alts: for alt in &w.headers {
-            let k = header_key(alt);
-            let hits: Vec<usize> = keys
-                .iter()
-                .enumerate()
-                .filter(|(_, hk)| **hk == k)
-                .map(|(i, _)| i)
-                .collect();
+            let hits: &[usize] = by_key
+                .get(&header_key(alt))
+                .map(|v| v.as_slice())
+                .unwrap_or_default();
             let visible: Vec<usize> = hits
                 .iter()
                 .copied()
@@ -558,6 +668,41 @@ mod tests {
         assert!(msg.contains("\"Réf\""), "{msg}");
         assert!(msg.contains("stock.xlsx › Stock"), "{msg}");
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn identical_headers_get_numbers_in_linear_work() {
+        let n = 8_000;
+        let mut unique = UniqueNames::default();
+        let names: Vec<String> = (0..n).map(|_| unique.name("Réf")).collect();
+        assert_eq!(names[0], "Réf");
+        assert_eq!(names[1], "Réf (2)");
+        assert_eq!(names[n - 1], format!("Réf ({n})"));
+        let distinct: std::collections::HashSet<&String> = names.iter().collect();
+        assert_eq!(distinct.len(), n);
+        // one probe per header, one more per repeat: the numbering used to
+        // try every taken number again, n²/2 = 32 million probes here
+        assert_eq!(unique.probes, 2 * n as u64 - 1);
+        // a header already written `X (2)` keeps its name, the next X skips it
+        let mut unique = UniqueNames::default();
+        let got: Vec<String> = ["X", "X (2)", "X", "X"]
+            .iter()
+            .map(|h| unique.name(h))
+            .collect();
+        assert_eq!(got, ["X", "X (2)", "X (3)", "X (4)"]);
+    }
+
+    #[test]
+    fn headers_read_as_they_are_get_unique_batch_names() {
+        let mut headers = vec![
+            col("Prix", 0, false),
+            col("Prix", 1, false),
+            col("Qté", 2, false),
+        ];
+        let (names, sel) = select_columns("f", &mut headers, None).unwrap();
+        assert_eq!(names, ["Prix", "Prix (2)", "Qté"]);
+        assert_eq!(sel, [Some(0), Some(1), Some(2)]);
+        assert_eq!(headers[1].feeds.as_deref(), Some("Prix (2)"));
     }
 
     #[test]

@@ -772,7 +772,10 @@ impl Plan {
                                     errors,
                                     i,
                                     format!("{name}: not a date"),
-                                    format!("{name} = {s:?} is not a date"),
+                                    match crate::batch::parse::not_a_date_note(s) {
+                                        Some(why) => format!("{name} = {s:?}: {why}"),
+                                        None => format!("{name} = {s:?} is not a date"),
+                                    },
                                 );
                                 None
                             }
@@ -859,7 +862,10 @@ impl Plan {
                                     errors,
                                     i,
                                     format!("{name}: not a date-time"),
-                                    format!("{name} = {s:?} is not a date-time"),
+                                    match crate::batch::parse::not_a_date_note(s) {
+                                        Some(why) => format!("{name} = {s:?}: {why}"),
+                                        None => format!("{name} = {s:?} is not a date-time"),
+                                    },
                                 );
                                 None
                             }
