@@ -11,6 +11,7 @@ pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod db;
 pub mod error;
 pub mod fixtures;
 pub mod pipeline;

@@ -102,10 +102,10 @@ fn every_table_repaero_keeps_is_reserved() {
     use repaero::config::mapping::is_reserved_table;
     let staging = repaero::sink::staging_name("parts");
     for t in [
-        repaero::sink::REJECTS_TABLE,
-        repaero::sink::MERGES_TABLE,
-        repaero::sink::RUNS_TABLE,
-        repaero::sink::STATE_TABLE,
+        repaero::sink::ledger::REJECTS_TABLE,
+        repaero::sink::ledger::MERGES_TABLE,
+        repaero::sink::ledger::RUNS_TABLE,
+        repaero::sink::ledger::STATE_TABLE,
         repaero::sink::KEYS_TABLE,
         repaero::stock::scans::MOVEMENTS,
         repaero::stock::scans::FILES,

@@ -252,10 +252,10 @@ fn fuzz(target: &str, check: &dyn Fn(&[u8])) {
 /// `<kind> <payload>` (as the corpus files are written), or the kind
 /// chosen by the first byte when the word is none the target knows.
 fn split_kind<'a>(input: &'a [u8], kinds: &[&str]) -> (usize, &'a [u8]) {
-    if let Some(sp) = input.iter().position(|b| *b == b' ') {
-        if let Some(k) = kinds.iter().position(|k| k.as_bytes() == &input[..sp]) {
-            return (k, &input[sp + 1..]);
-        }
+    if let Some(sp) = input.iter().position(|b| *b == b' ')
+        && let Some(k) = kinds.iter().position(|k| k.as_bytes() == &input[..sp])
+    {
+        return (k, &input[sp + 1..]);
     }
     match input.split_first() {
         Some((b, rest)) => (*b as usize % kinds.len(), rest),

@@ -61,7 +61,7 @@ fn without_the_client_libraries_the_error_says_what_to_install() {
 
 /// A connection for checking what landed.
 fn connect(url: &str) -> oracle::Connection {
-    let u = repaero::sink::oracle::parse_url(url).unwrap();
+    let u = repaero::db::oracle::parse_url(url).unwrap();
     oracle::Connection::connect(&u.user, &u.password, &u.connect).unwrap()
 }
 

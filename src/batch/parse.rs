@@ -358,10 +358,10 @@ pub fn parse_datetime(s: &str, formats: &[String]) -> Option<NaiveDateTime> {
     if t.is_empty() {
         return None;
     }
-    if formats.is_empty() {
-        if let Some(dt) = iso_datetime(t.as_bytes()) {
-            return Some(dt);
-        }
+    if formats.is_empty()
+        && let Some(dt) = iso_datetime(t.as_bytes())
+    {
+        return Some(dt);
     }
     for f in formats {
         if let Ok(dt) = NaiveDateTime::parse_from_str(t, f) {

@@ -388,18 +388,18 @@ fn run(cli: Cli) -> Result<u8> {
                 }
             };
             let dialect = ddl.map(|d| match d {
-                DdlDialect::Sqlite => crate::sink::Dialect::Sqlite,
-                DdlDialect::Postgres => crate::sink::Dialect::Postgres,
-                DdlDialect::Oracle => crate::sink::Dialect::Oracle,
+                DdlDialect::Sqlite => crate::db::Dialect::Sqlite,
+                DdlDialect::Postgres => crate::db::Dialect::Postgres,
+                DdlDialect::Oracle => crate::db::Dialect::Oracle,
             });
             let tables = crate::source::inspect::inspect(&src, table.as_deref(), dialect)?;
-            if let Some(t) = table {
-                if tables.is_empty() {
-                    return Err(Error::input(format!(
-                        "{}: no table or sheet named {t:?}",
-                        src.describe()
-                    )));
-                }
+            if let Some(t) = table
+                && tables.is_empty()
+            {
+                return Err(Error::input(format!(
+                    "{}: no table or sheet named {t:?}",
+                    src.describe()
+                )));
             }
             if *json {
                 print_json(&tables)?;

@@ -644,12 +644,12 @@ impl Mapping {
                 }
             }
         }
-        if let Some(id) = self.dedupe.as_ref().and_then(|d| d.id.as_ref()) {
-            if !has(id) {
-                return Err(Error::config(format!(
-                    "{f}: dedupe.id names `{id}`, which is not a declared column"
-                )));
-            }
+        if let Some(id) = self.dedupe.as_ref().and_then(|d| d.id.as_ref())
+            && !has(id)
+        {
+            return Err(Error::config(format!(
+                "{f}: dedupe.id names `{id}`, which is not a declared column"
+            )));
         }
         for c in &self.columns {
             if c.flag_only() && self.columns.iter().any(|o| o.name == c.valid_column()) {

@@ -562,13 +562,13 @@ fn resolve_relative_paths(root: &mut toml::Value, base: &Path) {
             }
         }
     }
-    if let Some(toml::Value::String(url)) = root.get_mut("target").and_then(|t| t.get_mut("url")) {
-        if let Some(rest) = url.strip_prefix("sqlite://") {
-            let mut p = rest.to_string();
-            if p != ":memory:" {
-                join(&mut p);
-                *url = format!("sqlite://{p}");
-            }
+    if let Some(toml::Value::String(url)) = root.get_mut("target").and_then(|t| t.get_mut("url"))
+        && let Some(rest) = url.strip_prefix("sqlite://")
+    {
+        let mut p = rest.to_string();
+        if p != ":memory:" {
+            join(&mut p);
+            *url = format!("sqlite://{p}");
         }
     }
     if let Some(toml::Value::String(p)) = root

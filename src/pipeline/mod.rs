@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 use crate::batch::{MergeOp, Reject};
 use crate::config::mapping::{Deletes, Mapping, Mode, WriteMode};
 use crate::config::{Config, Job};
+use crate::db::{ColumnDef, TableDef};
 use crate::error::{Error, Result};
-use crate::sink::{self, ColumnDef, RunRecord, Sink, SyncState, TableDef, WriteOutcome};
+use crate::sink::ledger::{self, RunRecord, SyncState};
+use crate::sink::{self, Sink, WriteOutcome};
 use crate::source::{Source, TableRequest, UpdateKey, WantedColumn};
 use crate::transform::Mapper;
 use crate::transform::dedupe::Dedupe;
@@ -214,17 +216,17 @@ pub fn dry_run_jobs(
                 .ok_or_else(|| Error::runtime("dry run: no target"))?;
             run_job_in(cfg, job, opts, run_id, s.as_mut(), source)
         })();
-        if result.is_err() {
-            if let Some(mut s) = sink.take() {
-                let _ = s.rollback();
-            }
+        if result.is_err()
+            && let Some(mut s) = sink.take()
+        {
+            let _ = s.rollback();
         }
         out.push(result);
     }
-    if let Some(mut s) = sink.take() {
-        if let Err(e) = s.rollback() {
-            tracing::warn!("dry run: rollback failed: {e}");
-        }
+    if let Some(mut s) = sink.take()
+        && let Err(e) = s.rollback()
+    {
+        tracing::warn!("dry run: rollback failed: {e}");
     }
     out
 }
@@ -286,16 +288,19 @@ fn run_job_in(
         };
         let tally_json = serde_json::to_string(&report.tables)
             .map_err(|e| Error::runtime(format!("serialising the tally: {e}")))?;
-        sink.record_run(&RunRecord {
-            run_id: run_id.to_string(),
-            job: job.name.clone(),
-            started_at: report.started_at.clone(),
-            finished_at: chrono::Utc::now().to_rfc3339(),
-            status: report.status.clone(),
-            dry_run: opts.dry_run,
-            source: report.source.clone(),
-            tally: tally_json,
-        })?;
+        ledger::record_run(
+            sink.conn()?,
+            &RunRecord {
+                run_id: run_id.to_string(),
+                job: job.name.clone(),
+                started_at: report.started_at.clone(),
+                finished_at: chrono::Utc::now().to_rfc3339(),
+                status: report.status.clone(),
+                dry_run: opts.dry_run,
+                source: report.source.clone(),
+                tally: tally_json,
+            },
+        )?;
         Ok(())
     })();
     outcome.map(|()| report)
@@ -319,7 +324,7 @@ impl JobRun<'_> {
         let mut req = table_request(mapping, self.batch_size)?;
         // upserts count the rows already there, to tell inserts from updates
         let rows_before = if mode.write_mode() == WriteMode::Upsert {
-            sink.count_rows(table)?
+            sink.conn()?.count_rows(table)?
         } else {
             None
         };
@@ -335,7 +340,7 @@ impl JobRun<'_> {
             // a watermark without its table (dropped since) would skip
             // every row: start over
             since = match rows_before {
-                Some(_) => sink.get_state(job, table)?,
+                Some(_) => ledger::get_state(sink.conn()?, job, table)?,
                 None => None,
             };
             req.update_key = mapping.target.update_key.as_ref().map(|c| UpdateKey {
@@ -347,7 +352,7 @@ impl JobRun<'_> {
         let origin = reader.origin.clone();
         let mut tally = Tally::new(table, &origin, mode.as_str());
         for (col, rtable, rcol) in mapper.references() {
-            let values = sink.key_values(&rtable, &rcol)?;
+            let values = sink.conn()?.key_values(&rtable, &rcol)?;
             tracing::debug!(
                 table,
                 col,
@@ -382,7 +387,7 @@ impl JobRun<'_> {
         // an incremental run sees only changed rows: earlier runs' rejects
         // of rows not read again still stand
         if mode != Mode::Incremental {
-            sink.clear_rejects(job, table)?;
+            ledger::clear_rejects(sink.conn()?, job, table)?;
         }
         let mut dedupe = Dedupe::for_mapping(mapping);
         if let Some(d) = dedupe.as_mut() {
@@ -461,7 +466,7 @@ impl JobRun<'_> {
             if let Some(p) = quarantine::write_merges(&self.qdir, job, table, &d.log)? {
                 self.files.push(p.display().to_string());
             }
-            out.sink.record_merges(run_id, job, table, &d.log)?;
+            ledger::record_merges(out.sink.conn()?, run_id, job, table, &d.log)?;
             if let Some(id) = mapping.dedupe.as_ref().and_then(|s| s.id.as_ref()) {
                 self.remaps
                     .insert(format!("{table}.{id}"), std::mem::take(&mut d.remap));
@@ -488,13 +493,16 @@ impl JobRun<'_> {
                 .unwrap_or_default();
             let to = stats.max_update_key.clone().or_else(|| since.clone());
             if let Some(w) = &to {
-                out.sink.set_state(&SyncState {
-                    job: job.to_string(),
-                    table: table.to_string(),
-                    update_key: column.clone(),
-                    watermark: w.clone(),
-                    run_id: run_id.to_string(),
-                })?;
+                ledger::set_state(
+                    out.sink.conn()?,
+                    &SyncState {
+                        job: job.to_string(),
+                        table: table.to_string(),
+                        update_key: column.clone(),
+                        watermark: w.clone(),
+                        run_id: run_id.to_string(),
+                    },
+                )?;
             }
             tally.watermark = Some(Watermark {
                 column,
@@ -546,7 +554,7 @@ fn seed_dedupe(d: &mut Dedupe, sink: &mut dyn Sink, mapping: &Mapping) -> Result
         })
         .collect();
     let columns: Vec<String> = key.iter().chain(&identity).cloned().collect();
-    let rows = sink.select_text(&mapping.target.table, &columns)?;
+    let rows = sink.conn()?.select_text(&mapping.target.table, &columns)?;
     d.seed(rows.into_iter().map(|r| {
         let values = types
             .iter()
@@ -567,7 +575,7 @@ fn seed_dedupe(d: &mut Dedupe, sink: &mut dyn Sink, mapping: &Mapping) -> Result
 }
 
 fn sink_rows(sink: &mut dyn Sink, table: &str) -> Result<u64> {
-    Ok(sink.count_rows(table)?.unwrap_or(0))
+    Ok(sink.conn()?.count_rows(table)?.unwrap_or(0))
 }
 
 /// Add the snapshot time column to a batch.
@@ -645,8 +653,14 @@ impl TableOutput<'_> {
             tally.reject(&r.reason);
         }
         self.file.write(self.origin, rejects)?;
-        self.sink
-            .write_rejects(self.run_id, self.job, self.table, self.origin, rejects)
+        ledger::write_rejects(
+            self.sink.conn()?,
+            self.run_id,
+            self.job,
+            self.table,
+            self.origin,
+            rejects,
+        )
     }
 
     /// Apply merges; a merge whose first row was refused is rejected.

@@ -5,405 +5,17 @@
 //! batch (a duplicate key, a NOT NULL), the batch is split in halves and
 //! retried, down to the single rows at fault, which are returned with the
 //! server's message: a bad row costs O(log n) extra COPYs and never loses
-//! its neighbours.
-//!
-//! TLS follows libpq's `sslmode`: `disable`; `prefer` and `require` encrypt
-//! without checking the certificate; `verify-ca` and `verify-full` check it
-//! against the Web PKI roots, or `sslrootcert=<file.pem>`.
-
-use std::collections::HashSet;
-use std::sync::Arc;
+//! its neighbours. The connection (TLS, errors, COPY) is `db::postgres`.
 
 use bytes::{BufMut, BytesMut};
-use futures_util::SinkExt;
 use polars::prelude::DataFrame;
-use tokio::runtime::Runtime;
-use tokio_postgres::Client;
-use tokio_postgres::config::SslMode;
 
-use super::{
-    Dialect, KEYS_TABLE, MERGES_TABLE, REJECTS_TABLE, RUNS_TABLE, RunRecord, STATE_TABLE, Sink,
-    SyncState, TableDef, WriteOutcome, merge_sql, record_json, staging_name,
-};
-use crate::batch::Reject;
-use crate::batch::{Cursor, ValueRef, cursors};
-use crate::batch::{MergeOp, MergeRecord};
+use super::{KEYS_TABLE, Sink, WriteOutcome, ledger, merge_sql, staging_name};
+use crate::batch::{Cursor, MergeOp, ValueRef, cursors};
 use crate::config::mapping::{ColumnType, WriteMode};
-use crate::config::redact_url;
-use crate::error::{Error, Result, chain};
-
-/// Render a PostgreSQL error with the server's message, code, detail and hint.
-pub fn pg_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
-            if let Some(d) = db.detail() {
-                s.push_str(&format!("; {d}"));
-            }
-            if let Some(h) = db.hint() {
-                s.push_str(&format!("; hint: {h}"));
-            }
-            s
-        }
-        None => chain(e),
-    }
-}
-
-/// A blocking PostgreSQL connection: a client and the runtime that drives it.
-pub struct PgConn {
-    rt: Runtime,
-    pub client: Arc<Client>,
-    pub label: String,
-    /// Taken by each background COPY in turn: they run one after the other,
-    /// in the order they were started (the lock is fair).
-    copy_turn: Arc<tokio::sync::Mutex<()>>,
-}
-
-/// How TLS is to be set up, from the URL's libpq-style parameters.
-#[derive(Debug, PartialEq, Eq)]
-struct TlsWish {
-    mode: SslMode,
-    verify: bool,
-    root_cert: Option<String>,
-}
-
-/// Take `sslmode` and `sslrootcert` out of the URL or key=value string
-/// (tokio-postgres knows neither `verify-*` nor `sslrootcert`).
-fn split_tls(url: &str) -> (String, TlsWish) {
-    let mut wish = TlsWish {
-        mode: SslMode::Prefer,
-        verify: false,
-        root_cert: None,
-    };
-    if crate::config::is_conninfo(url) {
-        let mut kept = Vec::new();
-        for (k, v) in crate::config::conninfo_pairs(url) {
-            if !tls_param(&mut wish, &k, &v) {
-                let quoted = v.replace('\\', "\\\\").replace('\'', "\\'");
-                kept.push(format!("{k}='{quoted}'"));
-            }
-        }
-        return (kept.join(" "), wish);
-    }
-    let Some((base, query)) = url.split_once('?') else {
-        return (url.to_string(), wish);
-    };
-    let mut kept = Vec::new();
-    for kv in query.split('&') {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        if !tls_param(&mut wish, k, v) {
-            kept.push(kv.to_string());
-        }
-    }
-    let url = if kept.is_empty() {
-        base.to_string()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    (url, wish)
-}
-
-/// Take one TLS parameter into `wish`; false when `k = v` is not one.
-fn tls_param(wish: &mut TlsWish, k: &str, v: &str) -> bool {
-    match k {
-        "sslmode" => match v {
-            "disable" => wish.mode = SslMode::Disable,
-            "allow" | "prefer" => wish.mode = SslMode::Prefer,
-            "require" => wish.mode = SslMode::Require,
-            "verify-ca" | "verify-full" => {
-                wish.mode = SslMode::Require;
-                wish.verify = true;
-            }
-            // left for tokio-postgres to refuse, naming it
-            _ => return false,
-        },
-        "sslrootcert" => wish.root_cert = Some(v.to_string()),
-        _ => return false,
-    }
-    true
-}
-
-mod no_verify {
-    //! libpq's `sslmode=require` encrypts without checking the server's
-    //! certificate; this verifier does the same.
-    use rustls::DigitallySignedStruct;
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-
-    #[derive(Debug)]
-    pub struct AcceptAny(pub rustls::crypto::WebPkiSupportedAlgorithms);
-
-    impl ServerCertVerifier for AcceptAny {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-        }
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.0.supported_schemes()
-        }
-    }
-}
-
-fn tls_config(wish: &TlsWish, label: &str) -> Result<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::runtime(format!("{label}: TLS setup: {e}")))?;
-    if wish.verify {
-        let mut roots = rustls::RootCertStore::empty();
-        match &wish.root_cert {
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    Error::config(format!("{label}: cannot read sslrootcert {path}: {e}"))
-                })?;
-                for cert in rustls_pemfile_certs(&pem) {
-                    roots
-                        .add(cert)
-                        .map_err(|e| Error::config(format!("{label}: sslrootcert {path}: {e}")))?;
-                }
-                if roots.is_empty() {
-                    return Err(Error::config(format!(
-                        "{label}: sslrootcert {path} holds no PEM certificate"
-                    )));
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        Ok(builder.with_root_certificates(roots).with_no_client_auth())
-    } else {
-        Ok(builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(no_verify::AcceptAny(
-                provider.signature_verification_algorithms,
-            )))
-            .with_no_client_auth())
-    }
-}
-
-/// Certificates out of PEM text.
-fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
-        .filter_map(|c| c.ok())
-        .collect()
-}
-
-impl PgConn {
-    /// Connect to `url` (libpq URL form). Wrong credentials and unknown
-    /// databases are configuration errors (exit 2); an unreachable server is
-    /// a runtime error (exit 1). The password never appears in a message.
-    pub fn connect(url: &str) -> Result<PgConn> {
-        // one worker: a batch's COPY runs there while the caller prepares
-        // the next batch
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("repaero-pg")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::runtime(format!("cannot start the I/O runtime: {e}")))?;
-        Self::connect_on(url, rt)
-    }
-
-    /// Connect with the connection driven on the calling thread only (a
-    /// reader: no hand-over between threads for each message received).
-    pub fn connect_local(url: &str) -> Result<PgConn> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::runtime(format!("cannot start the I/O runtime: {e}")))?;
-        Self::connect_on(url, rt)
-    }
-
-    fn connect_on(url: &str, rt: Runtime) -> Result<PgConn> {
-        let label = redact_url(url);
-        let (clean, wish) = split_tls(url);
-        let mut config: tokio_postgres::Config =
-            clean.parse().map_err(|e: tokio_postgres::Error| {
-                Error::config(format!("{label}: bad PostgreSQL URL: {}", chain(&e)))
-            })?;
-        config.ssl_mode(wish.mode);
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(std::time::Duration::from_secs(10));
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("repaero");
-        }
-        let connector = if wish.mode == SslMode::Disable {
-            None
-        } else {
-            Some(tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(
-                &wish, &label,
-            )?))
-        };
-        let client = rt.block_on(async {
-            let res = match connector {
-                Some(tls) => config.connect(tls).await.map(|(c, conn)| {
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
-                    c
-                }),
-                None => config
-                    .connect(tokio_postgres::NoTls)
-                    .await
-                    .map(|(c, conn)| {
-                        tokio::spawn(async move {
-                            let _ = conn.await;
-                        });
-                        c
-                    }),
-            };
-            res.map_err(|e| {
-                let msg = format!("{label}: cannot connect: {}", pg_error(&e));
-                let code = e.as_db_error().map(|d| d.code().code().to_string());
-                match code.as_deref() {
-                    Some("28P01") | Some("28000") | Some("3D000") => Error::config(format!(
-                        "{msg}. Check the user, the database and the password variable of the URL"
-                    )),
-                    _ => Error::runtime(msg),
-                }
-            })
-        })?;
-        Ok(PgConn {
-            rt,
-            client: Arc::new(client),
-            label,
-            copy_turn: Arc::new(tokio::sync::Mutex::new(())),
-        })
-    }
-
-    /// Run statements (no results).
-    pub fn batch(&self, sql: &str) -> Result<()> {
-        self.rt
-            .block_on(self.client.batch_execute(sql))
-            .map_err(|e| Error::runtime(format!("{}: {}", self.label, pg_error(&e))))
-    }
-
-    /// Run a query returning rows.
-    pub fn query(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<tokio_postgres::Row>> {
-        self.rt
-            .block_on(self.client.query(sql, params))
-            .map_err(|e| Error::runtime(format!("{}: {}", self.label, pg_error(&e))))
-    }
-
-    /// Drive a future on this connection's runtime.
-    pub fn run<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.rt.block_on(f)
-    }
-
-    /// Run a query in the simple protocol: every value as text.
-    pub fn simple(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
-        let msgs = self
-            .rt
-            .block_on(self.client.simple_query(sql))
-            .map_err(|e| Error::runtime(format!("{}: {}", self.label, pg_error(&e))))?;
-        Ok(msgs
-            .into_iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                    (0..r.len())
-                        .map(|i| r.get(i).map(|s| s.to_string()))
-                        .collect(),
-                ),
-                _ => None,
-            })
-            .collect())
-    }
-
-    /// Run a statement with parameters.
-    pub fn execute(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<u64> {
-        self.rt
-            .block_on(self.client.execute(sql, params))
-            .map_err(|e| Error::runtime(format!("{}: {}", self.label, pg_error(&e))))
-    }
-
-    /// Send a binary COPY payload; returns rows copied or the server's error.
-    pub fn copy_in(&self, sql: &str, payload: bytes::Bytes) -> std::result::Result<u64, String> {
-        self.rt
-            .block_on(copy(Arc::clone(&self.client), sql.to_string(), payload))
-    }
-
-    /// Start `SAVEPOINT; COPY; RELEASE` in the background, after the COPYs
-    /// started before it; on a refusal the savepoint is rolled back, so the
-    /// connection stays usable.
-    fn spawn_copy(
-        &self,
-        sql: String,
-        payload: bytes::Bytes,
-    ) -> tokio::task::JoinHandle<std::result::Result<u64, String>> {
-        let client = Arc::clone(&self.client);
-        let turn = Arc::clone(&self.copy_turn);
-        self.rt.spawn(async move {
-            let _turn = turn.lock().await;
-            client
-                .batch_execute("SAVEPOINT repaero_batch")
-                .await
-                .map_err(|e| pg_error(&e))?;
-            match copy(Arc::clone(&client), sql, payload).await {
-                Ok(n) => {
-                    client
-                        .batch_execute("RELEASE SAVEPOINT repaero_batch")
-                        .await
-                        .map_err(|e| pg_error(&e))?;
-                    Ok(n)
-                }
-                Err(msg) => {
-                    client
-                        .batch_execute(
-                            "ROLLBACK TO SAVEPOINT repaero_batch; RELEASE SAVEPOINT repaero_batch",
-                        )
-                        .await
-                        .map_err(|e| pg_error(&e))?;
-                    Err(msg)
-                }
-            }
-        })
-    }
-}
-
-async fn copy(
-    client: Arc<Client>,
-    sql: String,
-    payload: bytes::Bytes,
-) -> std::result::Result<u64, String> {
-    let sink = client
-        .copy_in::<_, bytes::Bytes>(sql.as_str())
-        .await
-        .map_err(|e| pg_error(&e))?;
-    futures_util::pin_mut!(sink);
-    sink.send(payload).await.map_err(|e| pg_error(&e))?;
-    sink.as_mut().finish().await.map_err(|e| pg_error(&e))
-}
+use crate::db::postgres::PgConn;
+use crate::db::{Conn, Dialect, TableDef};
+use crate::error::{Error, Result};
 
 /// A batch whose COPY is under way.
 struct Pending {
@@ -460,7 +72,7 @@ impl PgSink {
             WriteMode::Replace => {
                 // other tables' foreign keys to the old table: dropped with
                 // it, re-attached to the new one, validated before commit
-                let dependents = self.conn.query(
+                let dependents = self.conn.rows(
                     "SELECT c.conrelid::regclass::text, c.conname::text, pg_get_constraintdef(c.oid)
                      FROM pg_constraint c
                      WHERE c.contype = 'f' AND c.confrelid = to_regclass($1) AND c.conrelid <> c.confrelid",
@@ -585,15 +197,6 @@ impl PgSink {
         })();
         self.table = Some(cur);
         result
-    }
-
-    fn existing_columns(&self, table: &str) -> Result<Vec<String>> {
-        let rows = self.conn.query(
-            "SELECT column_name::text FROM information_schema.columns
-             WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
-            &[&table],
-        )?;
-        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
     }
 
     /// COPY rows `lo..hi`; on refusal split until the faulty rows are found.
@@ -771,35 +374,14 @@ impl Sink for PgSink {
         Dialect::Postgres
     }
 
-    fn begin(&mut self) -> Result<()> {
-        self.conn.batch(&format!(
-            "BEGIN;
-             CREATE TABLE IF NOT EXISTS {REJECTS_TABLE} (
-               run_id text NOT NULL, job text NOT NULL, table_name text NOT NULL,
-               source text NOT NULL, source_row bigint, reason text NOT NULL,
-               detail text NOT NULL, record jsonb NOT NULL);
-             CREATE TABLE IF NOT EXISTS {MERGES_TABLE} (
-               run_id text NOT NULL, job text NOT NULL, table_name text NOT NULL,
-               merge_key text NOT NULL, kept_row bigint, merged_row bigint,
-               kept_id text, merged_id text);
-             CREATE TABLE IF NOT EXISTS {RUNS_TABLE} (
-               run_id text NOT NULL, job text NOT NULL, started_at timestamptz NOT NULL,
-               finished_at timestamptz NOT NULL, status text NOT NULL, dry_run boolean NOT NULL,
-               source text NOT NULL, tally jsonb NOT NULL, PRIMARY KEY (run_id, job));
-             CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
-               job text NOT NULL, table_name text NOT NULL, update_key text NOT NULL,
-               watermark text NOT NULL, run_id text NOT NULL, updated_at timestamptz NOT NULL,
-               PRIMARY KEY (job, table_name));"
-        ))
+    fn conn(&mut self) -> Result<&mut dyn Conn> {
+        self.settle()?;
+        Ok(&mut self.conn)
     }
 
-    fn begin_read_only(&mut self) -> Result<()> {
-        self.settle()?;
-        // the session's default, not one transaction: each statement is its
-        // own read-only transaction (a failed metric does not abort the
-        // others), and a COMMIT in a metric's SQL opens no writable one
-        self.conn
-            .batch("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    fn begin(&mut self) -> Result<()> {
+        self.conn.begin()?;
+        ledger::ensure(&mut self.conn)
     }
 
     fn start_table(&mut self, def: &TableDef, mode: WriteMode) -> Result<()> {
@@ -816,7 +398,7 @@ impl Sink for PgSink {
                 stage
             }
             WriteMode::Upsert | WriteMode::Append => {
-                let existing = self.existing_columns(&def.name)?;
+                let existing = Conn::columns(&mut self.conn, &def.name)?;
                 if existing.is_empty() {
                     self.conn
                         .batch(&Dialect::Postgres.create_table(def, &def.name, false))?;
@@ -920,7 +502,7 @@ impl Sink for PgSink {
                 .collect();
             let changed = self
                 .conn
-                .execute(&sql, &params)
+                .exec(&sql, &params)
                 .map_err(|e| e.context(format!("merging into {}", cur.def.name)))?;
             if changed == 0 {
                 missing.push(k);
@@ -944,92 +526,6 @@ impl Sink for PgSink {
         Ok(())
     }
 
-    fn key_values(&mut self, table: &str, column: &str) -> Result<HashSet<String>> {
-        self.settle()?;
-        if self.existing_columns(table)?.iter().all(|c| c != column) {
-            return Err(Error::config(format!(
-                "{}: reference to {table}.{column}: no such table or column in the target; write {table} earlier in the job",
-                self.conn.label
-            )));
-        }
-        let q = |s: &str| Dialect::Postgres.quote(s);
-        let rows = self.conn.query(
-            &format!(
-                "SELECT DISTINCT {0}::text FROM {1} WHERE {0} IS NOT NULL",
-                q(column),
-                q(table)
-            ),
-            &[],
-        )?;
-        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
-    }
-    fn clear_rejects(&mut self, job: &str, table: &str) -> Result<()> {
-        self.settle()?;
-        self.conn.execute(
-            &format!("DELETE FROM {REJECTS_TABLE} WHERE job = $1 AND table_name = $2"),
-            &[&job, &table],
-        )?;
-        Ok(())
-    }
-
-    fn write_rejects(
-        &mut self,
-        run_id: &str,
-        job: &str,
-        table: &str,
-        origin: &str,
-        rejects: &[Reject],
-    ) -> Result<()> {
-        self.settle()?;
-        // PostgreSQL text (and jsonb) cannot hold a NUL character, which is
-        // often why the row was rejected: it is recorded as ␀ (U+2400)
-        fn no_nul(s: &str) -> String {
-            s.replace('\0', "\u{2400}")
-        }
-        let origin = no_nul(origin);
-        for r in rejects {
-            let record: Vec<(String, Option<String>)> = r
-                .record
-                .iter()
-                .map(|(k, v)| (no_nul(k), v.as_deref().map(no_nul)))
-                .collect();
-            let record = record_json(&record);
-            let (reason, detail) = (no_nul(&r.reason), no_nul(&r.detail));
-            self.conn.execute(
-                &format!(
-                    "INSERT INTO {REJECTS_TABLE} (run_id, job, table_name, source, source_row, reason, detail, record)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb)"
-                ),
-                &[&run_id, &job, &table, &origin, &(r.row as i64), &reason, &detail, &record],
-            )?;
-        }
-        Ok(())
-    }
-
-    fn record_merges(
-        &mut self,
-        run_id: &str,
-        job: &str,
-        table: &str,
-        merges: &[MergeRecord],
-    ) -> Result<()> {
-        self.settle()?;
-        self.conn.execute(
-            &format!("DELETE FROM {MERGES_TABLE} WHERE job = $1 AND table_name = $2"),
-            &[&job, &table],
-        )?;
-        for m in merges {
-            self.conn.execute(
-                &format!(
-                    "INSERT INTO {MERGES_TABLE} (run_id, job, table_name, merge_key, kept_row, merged_row, kept_id, merged_id)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-                ),
-                &[&run_id, &job, &table, &m.key, &(m.kept_row as i64), &(m.merged_row as i64), &m.kept_id, &m.merged_id],
-            )?;
-        }
-        Ok(())
-    }
-
     fn check_integrity(&mut self) -> Result<()> {
         self.settle()?;
         // deferred foreign keys are checked now rather than at COMMIT, so
@@ -1040,7 +536,7 @@ impl Sink for PgSink {
             .map_err(|e| e.context("a foreign key does not hold; nothing was committed"))?;
         for (table, name) in std::mem::take(&mut self.pending_fks) {
             // the referencing table may have been replaced later in the job
-            let still = self.conn.query(
+            let still = self.conn.rows(
                 "SELECT 1 FROM pg_constraint WHERE conname = $1 AND conrelid = to_regclass($2) AND NOT convalidated",
                 &[&name, &table],
             )?;
@@ -1059,69 +555,6 @@ impl Sink for PgSink {
                 })?;
         }
         Ok(())
-    }
-
-    fn record_run(&mut self, rec: &RunRecord) -> Result<()> {
-        self.settle()?;
-        self.conn.execute(
-            &format!(
-                "INSERT INTO {RUNS_TABLE} (run_id, job, started_at, finished_at, status, dry_run, source, tally)
-                 VALUES ($1, $2, $3::text::timestamptz, $4::text::timestamptz, $5, $6, $7, $8::text::jsonb)
-                 ON CONFLICT (run_id, job) DO UPDATE SET finished_at = EXCLUDED.finished_at,
-                   status = EXCLUDED.status, tally = EXCLUDED.tally"
-            ),
-            &[
-                &rec.run_id,
-                &rec.job,
-                &rec.started_at,
-                &rec.finished_at,
-                &rec.status,
-                &rec.dry_run,
-                &rec.source,
-                &rec.tally,
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn get_state(&mut self, job: &str, table: &str) -> Result<Option<String>> {
-        self.settle()?;
-        let rows = self.conn.query(
-            &format!("SELECT watermark FROM {STATE_TABLE} WHERE job = $1 AND table_name = $2"),
-            &[&job, &table],
-        )?;
-        Ok(rows.first().map(|r| r.get::<_, String>(0)))
-    }
-
-    fn set_state(&mut self, st: &SyncState) -> Result<()> {
-        self.settle()?;
-        self.conn.execute(
-            &format!(
-                "INSERT INTO {STATE_TABLE} (job, table_name, update_key, watermark, run_id, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, now())
-                 ON CONFLICT (job, table_name) DO UPDATE SET update_key = EXCLUDED.update_key,
-                   watermark = EXCLUDED.watermark, run_id = EXCLUDED.run_id, updated_at = EXCLUDED.updated_at"
-            ),
-            &[&st.job, &st.table, &st.update_key, &st.watermark, &st.run_id],
-        )?;
-        Ok(())
-    }
-
-    fn query_text(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
-        self.settle()?;
-        self.conn.simple(sql)
-    }
-
-    fn count_rows(&mut self, table: &str) -> Result<Option<u64>> {
-        self.settle()?;
-        if self.existing_columns(table)?.is_empty() {
-            return Ok(None);
-        }
-        let rows = self.conn.query(
-            &format!("SELECT count(*) FROM {}", Dialect::Postgres.quote(table)),
-            &[],
-        )?;
-        Ok(rows.first().map(|r| r.get::<_, i64>(0) as u64))
     }
 
     fn delete_missing(
@@ -1253,49 +686,5 @@ mod tests {
                 0, 0, 0, 16, 0, 4, 0, 2, 0, 0, 0, 1, 0, 1, 0x09, 0x29, 0x1A, 0x85, 0x13, 0x88
             ]
         );
-    }
-
-    #[test]
-    fn sslmode_is_taken_out_of_the_url() {
-        let (url, w) = split_tls(
-            "postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem&application_name=x",
-        );
-        assert_eq!(url, "postgres://u@h/db?application_name=x");
-        assert_eq!(
-            w,
-            TlsWish {
-                mode: SslMode::Require,
-                verify: true,
-                root_cert: Some("/ca.pem".into())
-            }
-        );
-        let (url, w) = split_tls("postgres://u@h/db?sslmode=disable");
-        assert_eq!(url, "postgres://u@h/db");
-        assert_eq!(w.mode, SslMode::Disable);
-        let (_, w) = split_tls("postgres://u@h/db");
-        assert_eq!(
-            w,
-            TlsWish {
-                mode: SslMode::Prefer,
-                verify: false,
-                root_cert: None
-            }
-        );
-        // the libpq key=value form, values re-quoted for tokio-postgres
-        let (kv, w) = split_tls(
-            "host=h dbname=db sslmode=verify-ca sslrootcert='/c a.pem' password='it\\'s'",
-        );
-        assert_eq!(kv, "host='h' dbname='db' password='it\\'s'");
-        assert_eq!(
-            w,
-            TlsWish {
-                mode: SslMode::Require,
-                verify: true,
-                root_cert: Some("/c a.pem".into())
-            }
-        );
-        let config: tokio_postgres::Config = kv.parse().unwrap();
-        assert_eq!(config.get_password(), Some(&b"it's"[..]));
-        assert_eq!(config.get_dbname(), Some("db"));
     }
 }

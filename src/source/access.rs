@@ -323,14 +323,13 @@ fn read_table(
     let mut complex = HashMap::new();
     for i in selected.iter().flatten() {
         let col = &def.columns[*i];
-        if col.col_type == JetType::ComplexType {
-            if let Some(cc) =
+        if col.col_type == JetType::ComplexType
+            && let Some(cc) =
                 jetdb::read_complex_column(&mut reader, &catalog, &def, col).map_err(|e| {
                     file_error(path, e).context(format!("{origin}, column {}", col.name))
                 })?
-            {
-                complex.insert(*i, cc);
-            }
+        {
+            complex.insert(*i, cc);
         }
     }
     if tx.send(Message::Columns(headers)).is_err() {

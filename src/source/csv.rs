@@ -568,12 +568,12 @@ fn read_files(
             }
         }
     }
-    if let Some(b) = builder.as_mut() {
-        if !b.is_empty() {
-            let df = b.take()?;
-            if tx.send(Message::Batch(df)).is_err() {
-                return Ok(());
-            }
+    if let Some(b) = builder.as_mut()
+        && !b.is_empty()
+    {
+        let df = b.take()?;
+        if tx.send(Message::Batch(df)).is_err() {
+            return Ok(());
         }
     }
     let _ = tx.send(Message::Done(ReadStats {

@@ -498,10 +498,10 @@ impl Row {
     }
 
     fn push_data(&mut self, col: u32, v: &Data, max_cell: usize) {
-        if let Data::String(s) = v {
-            if let Some(fixed) = repair_nul_interleaved(s) {
-                return self.push(col, CellRef::Str(&fixed), max_cell);
-            }
+        if let Data::String(s) = v
+            && let Some(fixed) = repair_nul_interleaved(s)
+        {
+            return self.push(col, CellRef::Str(&fixed), max_cell);
         }
         self.push(col, v.into(), max_cell);
     }
@@ -598,7 +598,8 @@ fn repair_nul_interleaved(s: &str) -> Option<String> {
         return None;
     }
     let chars: Vec<char> = s.chars().collect();
-    let interleaved = chars.len() % 2 == 0 && chars.iter().skip(1).step_by(2).all(|c| *c == '\0');
+    let interleaved =
+        chars.len().is_multiple_of(2) && chars.iter().skip(1).step_by(2).all(|c| *c == '\0');
     interleaved.then(|| chars.iter().step_by(2).collect())
 }
 
@@ -1055,12 +1056,12 @@ impl Walker {
                 return Ok(());
             }
         }
-        if let Some(b) = self.builder.as_mut() {
-            if !b.is_empty() {
-                let df = b.take()?;
-                if self.tx.send(Message::Batch(df)).is_err() {
-                    return Ok(());
-                }
+        if let Some(b) = self.builder.as_mut()
+            && !b.is_empty()
+        {
+            let df = b.take()?;
+            if self.tx.send(Message::Batch(df)).is_err() {
+                return Ok(());
             }
         }
         if let Some(b) = &self.builder {

@@ -5,8 +5,8 @@ use serde::Serialize;
 
 use super::{Source, TableRequest};
 use crate::config::mapping::ColumnType;
+use crate::db::{ColumnDef, Dialect, TableDef};
 use crate::error::Result;
-use crate::sink::{ColumnDef, Dialect, TableDef};
 
 #[derive(Debug, Serialize)]
 pub struct InspectedColumn {
@@ -106,11 +106,11 @@ pub fn inspect(
         if only.is_some_and(|o| o != t.name) {
             continue;
         }
-        if let Source::Excel(x) = source {
-            if x.check_sheet(&t.name).is_err() {
-                // chart and macro sheets hold no table
-                continue;
-            }
+        if let Source::Excel(x) = source
+            && x.check_sheet(&t.name).is_err()
+        {
+            // chart and macro sheets hold no table
+            continue;
         }
         let mut reader = match source.read(TableRequest::all(&t.name)) {
             Ok(r) => r,

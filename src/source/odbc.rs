@@ -73,14 +73,14 @@ impl OdbcSource {
         // not every driver lists its tables; the mappings name them anyway
         if let Ok(rows) = conn.tables("", "", "", "TABLE") {
             for row in rows.flatten() {
-                if let Ok(Some(name)) = row.table.as_str() {
-                    if !name.starts_with("MSys") {
-                        tables.push(TableInfo {
-                            name: name.to_string(),
-                            hidden: false,
-                            rows: None,
-                        });
-                    }
+                if let Ok(Some(name)) = row.table.as_str()
+                    && !name.starts_with("MSys")
+                {
+                    tables.push(TableInfo {
+                        name: name.to_string(),
+                        hidden: false,
+                        rows: None,
+                    });
                 }
             }
         }

@@ -15,8 +15,8 @@ use super::{
 };
 use crate::batch::BatchBuilder;
 use crate::config::redact_url;
+use crate::db::postgres::{PgConn, pg_error};
 use crate::error::{Error, Result};
-use crate::sink::postgres::{PgConn, pg_error};
 
 pub struct PgSource {
     url: String,
@@ -46,7 +46,7 @@ impl PgSource {
     /// with their estimated row counts.
     pub fn open(url: &str) -> Result<PgSource> {
         let conn = PgConn::connect(url)?;
-        let rows = conn.query(
+        let rows = conn.rows(
             "SELECT c.relname::text, GREATEST(c.reltuples, 0)::bigint
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm')

@@ -21,8 +21,9 @@ use crate::batch::parse::{epoch_millis, parse_datetime};
 use crate::batch::{Value, dtype_of, frame_from_rows};
 use crate::config::mapping::{ColumnType, Merge, WriteMode};
 use crate::config::{AlertsConfig, Config};
+use crate::db::{ColumnDef, TableDef};
 use crate::error::{Error, Result};
-use crate::sink::{ColumnDef, Sink, TableDef};
+use crate::sink::Sink;
 
 use super::int as num;
 
@@ -184,7 +185,7 @@ pub fn minimum(cfg: &AlertsConfig, reference: &str, workbook: Option<i64>) -> i6
 
 /// Every alert, oldest first.
 pub fn list(sink: &mut dyn Sink) -> Result<Vec<Alert>> {
-    if sink.count_rows(ALERTS)?.is_none() {
+    if sink.conn()?.count_rows(ALERTS)?.is_none() {
         return Ok(Vec::new());
     }
     let names: Vec<String> = alerts_def()
@@ -193,6 +194,7 @@ pub fn list(sink: &mut dyn Sink) -> Result<Vec<Alert>> {
         .map(|c| c.name.clone())
         .collect();
     let mut out: Vec<Alert> = sink
+        .conn()?
         .select_text(ALERTS, &names)?
         .into_iter()
         .map(|r| Alert {
@@ -210,8 +212,9 @@ pub fn list(sink: &mut dyn Sink) -> Result<Vec<Alert>> {
         })
         .collect();
     out.sort_by(|a, b| (&a.raised_at, &a.id).cmp(&(&b.raised_at, &b.id)));
-    if sink.count_rows(SENDS)?.is_some() {
+    if sink.conn()?.count_rows(SENDS)?.is_some() {
         let errors: HashMap<(String, String), String> = sink
+            .conn()?
             .select_text(
                 SENDS,
                 &["alert_id".into(), "channel".into(), "error".into()],
@@ -238,7 +241,7 @@ pub fn list(sink: &mut dyn Sink) -> Result<Vec<Alert>> {
 pub fn evaluate(sink: &mut dyn Sink, cfg: &Config) -> Result<(Vec<String>, Vec<String>)> {
     // one evaluation at a time: two would raise the same crossing twice
     super::lock(sink, "parts")?;
-    let levels = super::levels(sink)?;
+    let levels = super::levels(sink.conn()?)?;
     // the table exists from here on (created empty the first time)
     sink.start_table(&alerts_def(), WriteMode::Append)?;
     sink.finish_table()?;
@@ -365,7 +368,7 @@ pub fn notify(cfg: &Config) -> Result<Sent> {
     // live sender always stamps before another check may take its send
     let lease = bound + bound.max(Duration::from_secs(10));
     let mut sink = crate::sink::open(&cfg.target.url, false)?;
-    if sink.count_rows(ALERTS)?.is_none() {
+    if sink.conn()?.count_rows(ALERTS)?.is_none() {
         return Ok(sent);
     }
     let pending: Vec<Alert> = list(sink.as_mut())?
@@ -377,20 +380,22 @@ pub fn notify(cfg: &Config) -> Result<Sent> {
         .build()
         .map_err(|e| Error::runtime(format!("cannot start the I/O runtime: {e}")))?;
     // when each send was last tried
-    let tried: HashMap<(String, String), NaiveDateTime> = if sink.count_rows(SENDS)?.is_some() {
-        sink.select_text(
-            SENDS,
-            &["alert_id".into(), "channel".into(), "tried_at".into()],
-        )?
-        .into_iter()
-        .filter_map(|r| {
-            let at = parse_datetime(r[2].as_deref()?, &[])?;
-            Some(((r[0].clone()?, r[1].clone()?), at))
-        })
-        .collect()
-    } else {
-        HashMap::new()
-    };
+    let tried: HashMap<(String, String), NaiveDateTime> =
+        if sink.conn()?.count_rows(SENDS)?.is_some() {
+            sink.conn()?
+                .select_text(
+                    SENDS,
+                    &["alert_id".into(), "channel".into(), "tried_at".into()],
+                )?
+                .into_iter()
+                .filter_map(|r| {
+                    let at = parse_datetime(r[2].as_deref()?, &[])?;
+                    Some(((r[0].clone()?, r[1].clone()?), at))
+                })
+                .collect()
+        } else {
+            HashMap::new()
+        };
     for &ch in &channels {
         // the sends never tried first, then those tried longest ago: one
         // that keeps failing does not hold the others back
@@ -462,10 +467,6 @@ fn in_transaction<T>(sink: &mut dyn Sink, f: impl FnOnce(&mut dyn Sink) -> Resul
 }
 
 /// A text as an SQL literal.
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 fn now() -> NaiveDateTime {
     chrono::Utc::now().naive_utc()
 }
@@ -473,15 +474,18 @@ fn now() -> NaiveDateTime {
 /// The claim on one send (`Some(busy_until)`), when it was tried before.
 fn send_row(sink: &mut dyn Sink, id: &str, ch: Channel) -> Result<Option<Option<NaiveDateTime>>> {
     let d = sink.dialect();
-    let rows = sink.query_text(&format!(
-        "SELECT {} FROM {} WHERE {} = {} AND {} = {}",
-        d.quote("busy_until"),
-        d.quote(SENDS),
-        d.quote("alert_id"),
-        literal(id),
-        d.quote("channel"),
-        literal(ch.name())
-    ))?;
+    let rows = sink.conn()?.query(
+        &format!(
+            "SELECT {} FROM {} WHERE {} = {} AND {} = {}",
+            d.quote("busy_until"),
+            d.quote(SENDS),
+            d.quote("alert_id"),
+            d.param(1, ColumnType::Text),
+            d.quote("channel"),
+            d.param(2, ColumnType::Text)
+        ),
+        &[Value::Text(id.to_string()), Value::Text(ch.name().into())],
+    )?;
     Ok(rows.into_iter().next().map(|r| {
         r.into_iter()
             .next()
@@ -505,14 +509,17 @@ fn claim(sink: &mut dyn Sink, a: &Alert, ch: Channel, lease: Duration) -> Result
         super::lock(sink, ALERTS)?;
         let d = sink.dialect();
         let now = now();
-        let state = sink.query_text(&format!(
-            "SELECT {}, {} FROM {} WHERE {} = {}",
-            d.quote(ch.sent_column()),
-            d.quote("cleared_at"),
-            d.quote(ALERTS),
-            d.quote("id"),
-            literal(&a.id)
-        ))?;
+        let state = sink.conn()?.query(
+            &format!(
+                "SELECT {}, {} FROM {} WHERE {} = {}",
+                d.quote(ch.sent_column()),
+                d.quote("cleared_at"),
+                d.quote(ALERTS),
+                d.quote("id"),
+                d.param(1, ColumnType::Text)
+            ),
+            &[Value::Text(a.id.clone())],
+        )?;
         match state.first() {
             Some(r) if r.iter().all(Option::is_none) => {}
             _ => return Ok(Claim::Done),

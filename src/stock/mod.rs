@@ -6,21 +6,16 @@ pub mod alerts;
 pub mod orders;
 pub mod scans;
 
+use crate::db::Conn;
 use crate::error::Result;
-use crate::sink::{Dialect, Sink};
+use crate::sink::Sink;
 
 /// On PostgreSQL, make the other writers of `table` (another import, a
 /// concurrent `alerts check`) wait until this transaction ends, so that
 /// what it reads is what it writes back. SQLite has one writer at a time
 /// already (`BEGIN IMMEDIATE`).
 pub(crate) fn lock(sink: &mut dyn Sink, table: &str) -> Result<()> {
-    if sink.dialect() == Dialect::Postgres && sink.count_rows(table)?.is_some() {
-        sink.query_text(&format!(
-            "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
-            Dialect::Postgres.quote(table)
-        ))?;
-    }
-    Ok(())
+    sink.conn()?.lock_table(table)
 }
 
 /// A part's stock as the target holds it.
@@ -41,8 +36,8 @@ pub(crate) fn int(v: &Option<String>) -> Option<i64> {
 }
 
 /// Every part's stock and minimum (the caller checks `parts` exists).
-pub fn levels(sink: &mut dyn Sink) -> Result<Vec<Level>> {
-    let rows = sink.select_text(
+pub fn levels(conn: &mut dyn Conn) -> Result<Vec<Level>> {
+    let rows = conn.select_text(
         "parts",
         &[
             "reference".into(),

@@ -48,9 +48,9 @@ fn num(v: &Option<String>) -> Option<f64> {
 /// The order suggestions, by reference.
 pub fn suggest(cfg: &Config) -> Result<Vec<Suggestion>> {
     let mut sink = crate::sink::open(&cfg.target.url, true)?;
-    let parts = super::levels(sink.as_mut())?;
-    let catalogue = if sink.count_rows("supplier_parts")?.is_some() {
-        sink.select_text(
+    let parts = super::levels(sink.conn()?)?;
+    let catalogue = if sink.conn()?.count_rows("supplier_parts")?.is_some() {
+        sink.conn()?.select_text(
             "supplier_parts",
             &[
                 "reference".into(),

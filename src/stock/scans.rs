@@ -36,9 +36,10 @@ use crate::batch::parse::{epoch_millis, parse_datetime};
 use crate::batch::{Value, dtype_of, frame_from_rows};
 use crate::config::mapping::{ColumnType, Merge, WriteMode};
 use crate::config::{BelowZero, Config};
+use crate::db::{ColumnDef, TableDef};
 use crate::error::{Error, Result};
 use crate::pipeline::quarantine::RejectFile;
-use crate::sink::{ColumnDef, Sink, TableDef};
+use crate::sink::{Sink, ledger};
 use crate::source::csv::{Encoding, LineContent, LineReader, MAX_LINE, shown, split_record};
 use crate::source::header_key;
 use crate::transform::clean::is_ean13;
@@ -271,23 +272,24 @@ impl<R: Read> Read for Hashing<R> {
 
 /// The parts' stock and minimum, by upper-case reference.
 pub fn load_parts(sink: &mut dyn Sink) -> Result<HashMap<String, (i64, Option<i64>)>> {
-    if sink.count_rows("parts")?.is_none() {
+    if sink.conn()?.count_rows("parts")?.is_none() {
         return Err(Error::config(format!(
             "{}: no parts table; run `repaero migrate stock` first",
             sink.describe()
         )));
     }
-    Ok(super::levels(sink)?
+    Ok(super::levels(sink.conn()?)?
         .into_iter()
         .map(|l| (l.reference.to_uppercase(), (l.quantity, l.min_quantity)))
         .collect())
 }
 
 fn load_barcodes(sink: &mut dyn Sink) -> Result<HashMap<String, String>> {
-    if sink.count_rows("part_barcodes")?.is_none() {
+    if sink.conn()?.count_rows("part_barcodes")?.is_none() {
         return Ok(HashMap::new());
     }
     Ok(sink
+        .conn()?
         .select_text("part_barcodes", &["barcode".into(), "reference".into()])?
         .into_iter()
         .filter_map(|r| Some((r.first()?.clone()?, r.get(1)?.clone()?.to_uppercase())))
@@ -486,8 +488,14 @@ impl Import<'_> {
             record,
         };
         self.rejects.write(&self.file, std::slice::from_ref(&r))?;
-        self.sink
-            .write_rejects(&self.run_id, JOB, MOVEMENTS, &self.file, &[r])
+        ledger::write_rejects(
+            self.sink.conn()?,
+            &self.run_id,
+            JOB,
+            MOVEMENTS,
+            &self.file,
+            &[r],
+        )
     }
 
     /// The ids of `pending` already in `stock_movements`. Keys lead with
@@ -508,30 +516,34 @@ impl Import<'_> {
         let ours: HashSet<&str> = pending.iter().map(|c| c.id.as_str()).collect();
         let cap = 4 * pending.len() + 1;
         let limit = match d {
-            crate::sink::Dialect::Oracle => format!(" FETCH FIRST {cap} ROWS ONLY"),
+            crate::db::Dialect::Oracle => format!(" FETCH FIRST {cap} ROWS ONLY"),
             _ => format!(" LIMIT {cap}"),
         };
-        // ids are digits, '.', '-' and hex: safe to write as literals
         let col = d.quote("line_id");
         let table = d.quote(MOVEMENTS);
-        let in_range = self.sink.query_text(&format!(
-            "SELECT {col} FROM {table} WHERE {col} >= '{lo}' AND {col} <= '{hi}'{limit}"
-        ))?;
+        let text = |s: &str| Value::Text(s.to_string());
+        let in_range = self.sink.conn()?.query(
+            &format!(
+                "SELECT {col} FROM {table} WHERE {col} >= {} AND {col} <= {}{limit}",
+                d.param(1, ColumnType::Text),
+                d.param(2, ColumnType::Text)
+            ),
+            &[text(lo), text(hi)],
+        )?;
         let rows = if in_range.len() < cap {
             in_range
         } else {
-            let mut sql = format!("SELECT {col} FROM {table} WHERE {col} IN (");
-            sql.reserve(pending.len() * (lo.len() + 3));
-            for (i, c) in pending.iter().enumerate() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push('\'');
-                sql.push_str(&c.id);
-                sql.push('\'');
-            }
-            sql.push(')');
-            self.sink.query_text(&sql)?
+            let marks: Vec<String> = (1..=pending.len())
+                .map(|i| d.param(i, ColumnType::Text))
+                .collect();
+            let ids: Vec<Value> = pending.iter().map(|c| text(&c.id)).collect();
+            self.sink.conn()?.query(
+                &format!(
+                    "SELECT {col} FROM {table} WHERE {col} IN ({})",
+                    marks.join(",")
+                ),
+                &ids,
+            )?
         };
         Ok(rows
             .into_iter()
@@ -733,12 +745,16 @@ fn attempt_file(
         // the file record first: a file already imported is not read again
         sink.start_table(&files_def(), WriteMode::Append)?;
         sink.finish_table()?;
-        let done = sink.query_text(&format!(
-            "SELECT {} FROM {} WHERE {} = '{sum}'",
-            d.quote("imported_at"),
-            d.quote(FILES),
-            d.quote("checksum")
-        ))?;
+        let done = sink.conn()?.query(
+            &format!(
+                "SELECT {} FROM {} WHERE {} = {}",
+                d.quote("imported_at"),
+                d.quote(FILES),
+                d.quote("checksum"),
+                d.param(1, ColumnType::Text)
+            ),
+            &[Value::Text(sum.clone())],
+        )?;
         if let Some(at) = done.first().and_then(|r| r.first().cloned().flatten()) {
             report.status = format!("already imported ({at})");
             return Ok(Attempt::Done(Box::new(report)));
@@ -910,10 +926,9 @@ fn attempt_file(
 
 /// Upper-case reference → the reference as the parts table writes it.
 fn reference_case(sink: &mut dyn Sink) -> Result<HashMap<String, String>> {
-    let d = sink.dialect();
-    let sql = format!("SELECT {} FROM {}", d.quote("reference"), d.quote("parts"));
     Ok(sink
-        .query_text(&sql)?
+        .conn()?
+        .select_text("parts", &["reference".into()])?
         .into_iter()
         .filter_map(|r| r.into_iter().next().flatten())
         .map(|r| (r.to_uppercase(), r))

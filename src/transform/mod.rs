@@ -316,10 +316,11 @@ impl Mapper {
                 {
                     *self.nulled.entry(name.clone()).or_default() += 1;
                 }
-                if let (Some(width), Some(s)) = (plan.spec.zero_pad, v.as_deref()) {
-                    if s.len() < width as usize && s.bytes().all(|b| b.is_ascii_digit()) {
-                        v = Some(Cow::Owned(format!("{s:0>w$}", w = width as usize)));
-                    }
+                if let (Some(width), Some(s)) = (plan.spec.zero_pad, v.as_deref())
+                    && s.len() < width as usize
+                    && s.bytes().all(|b| b.is_ascii_digit())
+                {
+                    v = Some(Cow::Owned(format!("{s:0>w$}", w = width as usize)));
                 }
                 if let (Some(PhoneFormat::Fr), Some(s)) = (plan.spec.phone, v.as_deref()) {
                     match clean::phone_e164_fr(s) {
@@ -907,17 +908,17 @@ impl Plan {
 
     fn check_text(&self, i: usize, s: &str, errors: &mut Flags<'_>) {
         let name = &self.spec.name;
-        if let Some(p) = &self.pattern {
-            if !p.is_match(s) {
-                errors.rule(
-                    i,
-                    format!("{name}: does not match pattern"),
-                    format!(
-                        "{name} = {s:?} does not match {}",
-                        self.spec.pattern.as_deref().unwrap_or("")
-                    ),
-                );
-            }
+        if let Some(p) = &self.pattern
+            && !p.is_match(s)
+        {
+            errors.rule(
+                i,
+                format!("{name}: does not match pattern"),
+                format!(
+                    "{name} = {s:?} does not match {}",
+                    self.spec.pattern.as_deref().unwrap_or("")
+                ),
+            );
         }
         if self.spec.ean13 && !clean::is_ean13(s) {
             errors.rule(
@@ -926,28 +927,28 @@ impl Plan {
                 format!("{name} = {s:?} is not 13 digits with a valid check digit"),
             );
         }
-        if let Some(allowed) = &self.one_of {
-            if !allowed.contains(s) {
-                errors.rule(
-                    i,
-                    format!("{name}: not an allowed value"),
-                    format!("{name} = {s:?} is not one of the allowed values"),
-                );
-            }
+        if let Some(allowed) = &self.one_of
+            && !allowed.contains(s)
+        {
+            errors.rule(
+                i,
+                format!("{name}: not an allowed value"),
+                format!("{name} = {s:?} is not one of the allowed values"),
+            );
         }
         self.check_ref(i, s, errors);
     }
 
     fn check_ref(&self, i: usize, key: &str, errors: &mut Flags<'_>) {
-        if let (Some(refs), Some(r)) = (&self.refs, &self.spec.references) {
-            if !refs.contains(key) {
-                let name = &self.spec.name;
-                errors.rule(
-                    i,
-                    format!("{name}: unknown {}.{}", r.table, r.column),
-                    format!("{name} = {key:?} is not in {}.{}", r.table, r.column),
-                );
-            }
+        if let (Some(refs), Some(r)) = (&self.refs, &self.spec.references)
+            && !refs.contains(key)
+        {
+            let name = &self.spec.name;
+            errors.rule(
+                i,
+                format!("{name}: unknown {}.{}", r.table, r.column),
+                format!("{name} = {key:?} is not in {}.{}", r.table, r.column),
+            );
         }
     }
 
@@ -967,23 +968,23 @@ impl Plan {
             (Bound::Nanos(x), Bound::Nanos(m)) => x > *m,
             _ => false,
         };
-        if let Some(m) = &self.min {
-            if below(m) {
-                errors.rule(
-                    i,
-                    format!("{name}: below {}", m.show()),
-                    format!("{name} = {} is below the minimum {}", v.show(), m.show()),
-                );
-            }
+        if let Some(m) = &self.min
+            && below(m)
+        {
+            errors.rule(
+                i,
+                format!("{name}: below {}", m.show()),
+                format!("{name} = {} is below the minimum {}", v.show(), m.show()),
+            );
         }
-        if let Some(m) = &self.max {
-            if above(m) {
-                errors.rule(
-                    i,
-                    format!("{name}: above {}", m.show()),
-                    format!("{name} = {} is above the maximum {}", v.show(), m.show()),
-                );
-            }
+        if let Some(m) = &self.max
+            && above(m)
+        {
+            errors.rule(
+                i,
+                format!("{name}: above {}", m.show()),
+                format!("{name} = {} is above the maximum {}", v.show(), m.show()),
+            );
         }
     }
 }
@@ -1082,7 +1083,7 @@ mod tests {
         assert_eq!(mapper.flagged.get("lines do not add up"), Some(&1));
         assert_eq!(mapper.rounded.get("total"), Some(&1));
         assert_eq!(mapper.rounded.get("lines"), None);
-        let defs = crate::sink::TableDef::from_mapping(&m);
+        let defs = crate::db::TableDef::from_mapping(&m);
         assert_eq!(
             defs.columns.last().map(|c| c.name.as_str()),
             Some("lines_match")

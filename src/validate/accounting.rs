@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::config::mapping::Mapping;
+use crate::db::Conn;
 use crate::error::{Error, Result};
-use crate::sink::{Dialect, Sink};
+use crate::sink::ledger;
 
 use super::filter::{Cond, conds, holds};
 use super::spec::{Kind, MetricSpec, Value, record_column};
@@ -24,42 +25,20 @@ pub(super) struct Accounting {
     pub(super) remap: HashMap<String, String>,
 }
 
-pub(super) fn q_lit(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 /// Rejected rows read once per table for all the metrics of a job.
 pub(super) type RejectCache = HashMap<String, Vec<HashMap<String, Option<String>>>>;
 
 pub(super) fn accounting(
-    sink: &mut dyn Sink,
+    target: &mut dyn Conn,
     job: &str,
     m: &MetricSpec,
     cache: &mut RejectCache,
 ) -> Result<Accounting> {
     let mut acc = Accounting::default();
-    let d = sink.dialect();
-    let own = |t: &str| d.quote(t);
     if let Some(rejected) = m.explain.as_ref().and_then(|t| cache.get(t)) {
         acc.rejected = rejected.clone();
     } else if let Some(t) = &m.explain {
-        let rows = sink.query_text(&format!(
-            "SELECT DISTINCT {rec} FROM {} WHERE {job_c} = {} AND {tab_c} = {}",
-            own(crate::sink::REJECTS_TABLE),
-            q_lit(job),
-            q_lit(t),
-            rec = if d == Dialect::Oracle {
-                "TO_CHAR(RECORD)".to_string()
-            } else {
-                own("record")
-            },
-            job_c = own("job"),
-            tab_c = own("table_name"),
-        ))?;
-        for r in rows {
-            let Some(text) = r.into_iter().next().flatten() else {
-                continue;
-            };
+        for text in ledger::rejected_records(target, job, t)? {
             let json: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| Error::runtime(format!("_rejects record is not JSON: {e}")))?;
             if let Some(obj) = json.as_object() {
@@ -73,49 +52,19 @@ pub(super) fn accounting(
         cache.insert(t.clone(), acc.rejected.clone());
     }
     if let Some(t) = &m.explain {
-        let merged = sink.query_text(&format!(
-            "SELECT count(*) FROM {} WHERE {} = {} AND {} = {}",
-            own(crate::sink::MERGES_TABLE),
-            own("job"),
-            q_lit(job),
-            own("table_name"),
-            q_lit(t)
-        ))?;
-        acc.merged = merged
-            .first()
-            .and_then(|r| r.first().cloned().flatten())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let merges = ledger::merges(target, job, t)?;
+        acc.merged = merges.len() as u64;
         if m.kind == Kind::Count && m.key.is_some() {
-            let ids = sink.query_text(&format!(
-                "SELECT {} FROM {} WHERE {} = {} AND {} = {}",
-                own("merged_id"),
-                own(crate::sink::MERGES_TABLE),
-                own("job"),
-                q_lit(job),
-                own("table_name"),
-                q_lit(t)
-            ))?;
-            acc.merged_ids = ids
+            acc.merged_ids = merges
                 .into_iter()
-                .filter_map(|r| r.into_iter().next().flatten())
+                .filter_map(|(merged, _)| merged)
                 .collect();
         }
     }
     if let Some(t) = &m.remap {
-        let rows = sink.query_text(&format!(
-            "SELECT {}, {} FROM {} WHERE {} = {} AND {} = {}",
-            own("merged_id"),
-            own("kept_id"),
-            own(crate::sink::MERGES_TABLE),
-            own("job"),
-            q_lit(job),
-            own("table_name"),
-            q_lit(t)
-        ))?;
-        for r in rows {
-            if let (Some(Some(a)), Some(Some(b))) = (r.first(), r.get(1)) {
-                acc.remap.insert(a.clone(), b.clone());
+        for (merged, kept) in ledger::merges(target, job, t)? {
+            if let (Some(a), Some(b)) = (merged, kept) {
+                acc.remap.insert(a, b);
             }
         }
     }

@@ -27,11 +27,11 @@ mod stream;
 
 use std::collections::HashMap;
 
-use crate::batch::parse;
 use crate::config::Config;
 use crate::config::mapping::Mapping;
+use crate::db::{Conn, Dialect};
 use crate::error::{Error, Result};
-use crate::sink::{Dialect, Sink};
+use crate::sink::ledger;
 use crate::source::{Source, header_key};
 
 use accounting::*;
@@ -40,40 +40,6 @@ pub use reconcile::{MetricResult, Report, Verdict};
 pub use spec::*;
 use sql::*;
 use stream::*;
-
-/// The latest committed (not dry) run of `job` in the target.
-fn latest_run(sink: &mut dyn Sink, job: &str) -> Result<Option<String>> {
-    let d = sink.dialect();
-    let q = |t: &str| d.quote(t);
-    let rows = sink.query_text(&format!(
-        "SELECT {}, {}, {} FROM {} WHERE {} = {}",
-        q("run_id"),
-        q("finished_at"),
-        q("dry_run"),
-        q(crate::sink::RUNS_TABLE),
-        q("job"),
-        q_lit(job)
-    ));
-    let Ok(rows) = rows else {
-        return Ok(None);
-    };
-    Ok(rows
-        .into_iter()
-        .filter(|r| {
-            r.get(2)
-                .cloned()
-                .flatten()
-                .and_then(|s| parse::parse_bool(&s))
-                == Some(false)
-        })
-        .filter_map(|r| {
-            let run = r.first().cloned().flatten()?;
-            let at = r.get(1).cloned().flatten().unwrap_or_default();
-            Some((at, run))
-        })
-        .max()
-        .map(|(_, run)| run))
-}
 
 /// The source and target tables of a metric: its own, else the explained
 /// mapping's.
@@ -99,7 +65,12 @@ fn tables_of(m: &MetricSpec, mapping: Option<&Mapping>) -> (String, String) {
 /// any metric runs: a misspelled column is a configuration error naming
 /// the file and the metric, never a metric that quietly fails or (SQLite)
 /// compares a string. Sides given as `sql` are the database's to check.
-fn check_columns(cfg: &Config, v: &Validation, source: &Source, sink: &mut dyn Sink) -> Result<()> {
+fn check_columns(
+    cfg: &Config,
+    v: &Validation,
+    source: &Source,
+    target: &mut dyn Conn,
+) -> Result<()> {
     let label = v.file.display().to_string();
     for m in &v.metrics {
         let at = format!("{label}: metric {}", m.id);
@@ -146,10 +117,10 @@ fn check_columns(cfg: &Config, v: &Validation, source: &Source, sink: &mut dyn S
         }
         if m.target.sql.is_none() {
             let cols = needed_columns(m, Which::Target);
-            let d = sink.dialect();
-            let side = format!("the target table `{tgt_table}` ({})", sink.describe());
+            let d = target.dialect();
+            let side = format!("the target table `{tgt_table}` ({})", target.describe());
             probe_columns(
-                &mut |sql| sink.query_text(sql).map(drop),
+                &mut |sql| target.query(sql, &[]).map(drop),
                 d,
                 &tgt_table,
                 &cols,
@@ -206,23 +177,23 @@ pub fn validate(cfg: &Config, v: &Validation) -> Result<Report> {
             job.name, job.source
         ))
     })?;
-    let mut sink = crate::sink::open(&cfg.target.url, true)
+    let mut target = crate::db::open(&cfg.target.url, true)
         .map_err(|e| e.context(format!("validation of {}, target", job.name)))?;
-    sink.begin_read_only()?;
-    let run_id = latest_run(sink.as_mut(), &job.name)?;
+    target.begin_read_only()?;
+    let run_id = ledger::latest_run(target.as_mut(), &job.name)?;
     if run_id.is_none() {
         return Err(Error::config(format!(
             "job {} has no committed run in {}: run `repaero migrate {}` first",
             job.name,
-            sink.describe(),
+            target.describe(),
             job.name
         )));
     }
-    check_columns(cfg, v, &source, sink.as_mut())?;
+    check_columns(cfg, v, &source, target.as_mut())?;
     let mut report = Report {
         job: job.name.clone(),
         source: source.describe(),
-        target: sink.describe(),
+        target: target.describe(),
         run_id,
         generated_at: chrono::Utc::now().to_rfc3339(),
         params: v.params.clone(),
@@ -247,12 +218,12 @@ pub fn validate(cfg: &Config, v: &Validation) -> Result<Report> {
                 }
                 _ => stream_source(&source, m, &src_table, mapping, cfg.run.batch_size)?,
             };
-            let d = sink.dialect();
+            let d = target.dialect();
             let target_value = value_of_rows(
                 m,
-                sink.query_text(&metric_sql(m, Which::Target, d, &tgt_table))?,
+                target.query(&metric_sql(m, Which::Target, d, &tgt_table), &[])?,
             );
-            let acc = accounting(sink.as_mut(), &job.name, m, &mut cache)?;
+            let acc = accounting(target.as_mut(), &job.name, m, &mut cache)?;
             let apart = set_apart(m, &acc, mapping);
             let (verdict, reconciliation, mut differences, rejected, merged) = reconcile(
                 m,
@@ -283,7 +254,7 @@ pub fn validate(cfg: &Config, v: &Validation) -> Result<Report> {
                 };
                 let tgt_keys = value_of_rows(
                     &keys,
-                    sink.query_text(&metric_sql(&keys, Which::Target, d, &tgt_table))?,
+                    target.query(&metric_sql(&keys, Which::Target, d, &tgt_table), &[])?,
                 );
                 let mut apart_keys = set_apart(&keys, &acc, mapping);
                 if let (Value::Rows(r), Some(k)) = (&mut apart_keys, &m.key) {
@@ -341,6 +312,6 @@ pub fn validate(cfg: &Config, v: &Validation) -> Result<Report> {
             },
         });
     }
-    sink.rollback()?;
+    target.rollback()?;
     Ok(report)
 }

@@ -24,8 +24,9 @@ use sha2::{Digest, Sha256};
 use crate::batch::{Cursor, ValueRef, cursors};
 use crate::config::mapping::{ColumnType, Mapping};
 use crate::config::{Config, Job};
+use crate::db::{ColumnDef, Conn, Dialect, TableDef};
 use crate::error::{Error, Result};
-use crate::sink::{ColumnDef, Dialect, Sink, TableDef};
+use crate::sink::ledger;
 use crate::source::Source;
 use crate::transform::Mapper;
 use crate::transform::dedupe::Dedupe;
@@ -205,31 +206,23 @@ struct MappedSource<'a> {
 impl<'a> MappedSource<'a> {
     fn open(
         source: &Source,
-        sink: &mut dyn Sink,
+        target: &mut dyn Conn,
+        job: &str,
         mapping: &Mapping,
         def: &'a TableDef,
         batch: usize,
     ) -> Result<MappedSource<'a>> {
         let mut mapper = Mapper::new(mapping)?;
         for (col, rtable, rcol) in mapper.references() {
-            let values = sink.key_values(&rtable, &rcol)?;
+            let values = target.key_values(&rtable, &rcol)?;
             mapper.set_reference_values(&col, values);
         }
-        for (col, target) in mapper.remaps() {
+        for (col, remap_to) in mapper.remaps() {
             // merged id → kept id, as the run recorded it
-            let table = target.split('.').next().unwrap_or_default().to_string();
-            let d = sink.dialect();
-            let rows = sink.query_text(&format!(
-                "SELECT {}, {} FROM {} WHERE {} = '{}'",
-                d.quote("merged_id"),
-                d.quote("kept_id"),
-                d.quote(crate::sink::MERGES_TABLE),
-                d.quote("table_name"),
-                table.replace('\'', "''")
-            ))?;
-            let map = rows
+            let table = remap_to.split('.').next().unwrap_or_default().to_string();
+            let map = ledger::merges(target, job, &table)?
                 .into_iter()
-                .filter_map(|r| Some((r.first()?.clone()?, r.get(1)?.clone()?)))
+                .filter_map(|(merged, kept)| Some((merged?, kept?)))
                 .collect();
             mapper.set_remap(&col, map);
         }
@@ -330,13 +323,13 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
         )));
     }
     let source = Source::open(&job.source, cfg.source(&job.source)?)?;
-    let mut sink = crate::sink::open(&cfg.target.url, true)?;
-    sink.begin_read_only()?;
-    let d = sink.dialect();
-    let target_rows = sink.count_rows(table)?.ok_or_else(|| {
+    let mut target = crate::db::open(&cfg.target.url, true)?;
+    target.begin_read_only()?;
+    let d = target.dialect();
+    let target_rows = target.count_rows(table)?.ok_or_else(|| {
         Error::config(format!(
             "{}: no table {table}; run `repaero migrate {}` first",
-            sink.describe(),
+            target.describe(),
             job.name
         ))
     })?;
@@ -373,9 +366,10 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
         hash40_sql(d, &row_text),
         d.quote(table)
     );
-    let rows = sink.query_text(&format!(
-        "SELECT seg, count(*), sum(rh) FROM ({inner}) s GROUP BY seg"
-    ))?;
+    let rows = target.query(
+        &format!("SELECT seg, count(*), sum(rh) FROM ({inner}) s GROUP BY seg"),
+        &[],
+    )?;
     let mut target_segs: Segments = HashMap::new();
     for r in rows {
         let get = |i: usize| -> u64 {
@@ -396,7 +390,14 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
     }
 
     // the source's segments, streamed through the mapping
-    let mut src = MappedSource::open(&source, sink.as_mut(), mapping, &def, cfg.run.batch_size)?;
+    let mut src = MappedSource::open(
+        &source,
+        target.as_mut(),
+        &job.name,
+        mapping,
+        &def,
+        cfg.run.batch_size,
+    )?;
     let mut source_segs: Segments = HashMap::new();
     let mut source_rows = 0u64;
     src.for_each(&mut |key, row| {
@@ -427,12 +428,12 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
         let mut target_rows_of: BTreeMap<String, String> = BTreeMap::new();
         for chunk in differing.chunks(500) {
             let list: Vec<String> = chunk.iter().map(|s| s.to_string()).collect();
-            let rows = sink.query_text(&format!(
+            let rows = target.query(&format!(
                 "SELECT k, r FROM (SELECT {key_text} AS k, {row_text} AS r, {} AS seg FROM {}) s WHERE seg IN ({})",
                 modulo(hash40_sql(d, &key_text)),
                 d.quote(table),
                 list.join(", ")
-            ))?;
+            ), &[])?;
             for r in rows {
                 if let (Some(Some(k)), Some(Some(v))) = (r.first(), r.get(1)) {
                     target_rows_of.insert(k.clone(), v.clone());
@@ -440,8 +441,14 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
             }
         }
         // the source's, in a second pass
-        let mut src =
-            MappedSource::open(&source, sink.as_mut(), mapping, &def, cfg.run.batch_size)?;
+        let mut src = MappedSource::open(
+            &source,
+            target.as_mut(),
+            &job.name,
+            mapping,
+            &def,
+            cfg.run.batch_size,
+        )?;
         let mut source_rows_of: BTreeMap<String, String> = BTreeMap::new();
         src.for_each(&mut |key, row| {
             if wanted.contains(&(hash40(&key) % segments)) {
@@ -478,12 +485,12 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
             }
         }
     }
-    sink.rollback()?;
+    target.rollback()?;
     Ok(RowdiffResult {
         job: job.name.clone(),
         table: table.to_string(),
         source: source.describe(),
-        target: sink.describe(),
+        target: target.describe(),
         key: def.key.clone(),
         source_rows,
         target_rows,

@@ -201,10 +201,11 @@ pub(super) fn subst_value(v: &toml::Value, params: &BTreeMap<String, String>) ->
         toml::Value::String(s) => {
             let s2 = substitute(s, params);
             // a whole-value parameter keeps its type (`{technician}` → 3)
-            if s.starts_with('{') && s.ends_with('}') {
-                if let Ok(i) = s2.parse::<i64>() {
-                    return toml::Value::Integer(i);
-                }
+            if s.starts_with('{')
+                && s.ends_with('}')
+                && let Ok(i) = s2.parse::<i64>()
+            {
+                return toml::Value::Integer(i);
             }
             toml::Value::String(s2)
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::batch::parse;
 use crate::config::mapping::ColumnType;
-use crate::sink::Dialect;
+use crate::db::Dialect;
 
 use super::filter::where_sql;
 use super::spec::{ColumnPair, Kind, MetricSpec, NULL, Side, Value, canon, canon_case};

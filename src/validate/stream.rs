@@ -65,12 +65,11 @@ impl<'a> Stream<'a> {
                 }
             }
             Kind::CountDistinct => {
-                if let Some(v) = &m.value {
-                    if let Some(x) =
+                if let Some(v) = &m.value
+                    && let Some(x) =
                         get(col_name(v, w)).and_then(|r| canon_case(v.ty, v.scale, v.case, &r))
-                    {
-                        self.distinct.insert(x);
-                    }
+                {
+                    self.distinct.insert(x);
                 }
             }
             Kind::Grouped => {

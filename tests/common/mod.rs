@@ -188,7 +188,7 @@ impl Db {
                 .map(|r| r.unwrap())
                 .collect()
             }
-            Db::Pg(u) => repaero::sink::postgres::PgConn::connect(u)
+            Db::Pg(u) => repaero::db::postgres::PgConn::connect(u)
                 .unwrap()
                 .simple(sql)
                 .unwrap_or_else(|e| panic!("{sql}: {e}")),

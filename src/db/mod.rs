@@ -1,0 +1,172 @@
+//! Database connections and the SQL dialect: what every floor above that
+//! talks to a database shares.
+//!
+//! A [`Conn`] is one connection to a target or a database source, whatever
+//! the engine: statements with typed parameters, queries whose values come
+//! back as text, transactions (read-only ones for validation), and a few
+//! named queries ([`Conn::count_rows`], [`Conn::key_values`], …) that the
+//! pipeline, validation, the stock service and the daemons ask for by name.
+//! Engines: [`sqlite`] (the embedded default), [`postgres`], [`oracle`]
+//! (cargo feature `oracle`). The SQL each one speaks is in [`dialect`].
+
+pub mod dialect;
+pub mod oracle;
+pub mod postgres;
+pub mod sqlite;
+
+use std::collections::HashSet;
+
+pub use dialect::{ColumnDef, Dialect, ForeignKey, TableDef};
+
+use crate::batch::Value;
+use crate::error::{Error, Result};
+
+/// A row read back: every value as text, NULL as `None`.
+pub type Row = Vec<Option<String>>;
+
+/// One connection to a database.
+///
+/// Parameters are written in the SQL with [`Dialect::param`] (`?1` in
+/// SQLite, `$1::text::bigint` in PostgreSQL, `:1` in Oracle) and passed as
+/// [`Value`]s; values come back as text in the form the database writes
+/// them (`2026-11-30`, `12.50`, `t`).
+pub trait Conn: Send {
+    fn dialect(&self) -> Dialect;
+    /// The database, password redacted (for messages).
+    fn describe(&self) -> String;
+    /// Statements without parameters or results (DDL, several at once).
+    fn batch(&mut self, sql: &str) -> Result<()>;
+    /// One statement with parameters; the rows it changed.
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64>;
+    /// One query with parameters; its rows, every value as text.
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>>;
+    /// The columns of `table`, as the database names them; empty when the
+    /// table does not exist.
+    fn columns(&mut self, table: &str) -> Result<Vec<String>>;
+    /// Start a unit of work (SQLite takes the write lock at once).
+    fn begin(&mut self) -> Result<()>;
+    /// Make what follows read-only: a statement that would write fails
+    /// (validation and rowdiff run trusted, but never writing, SQL).
+    fn begin_read_only(&mut self) -> Result<()>;
+    fn commit(&mut self) -> Result<()>;
+    /// Undo the unit of work; nothing to undo is not an error.
+    fn rollback(&mut self) -> Result<()>;
+}
+
+/// The named queries: what the floors above ask a database for.
+impl dyn Conn + '_ {
+    /// Whether `table` exists.
+    pub fn table_exists(&mut self, table: &str) -> Result<bool> {
+        Ok(!self.columns(table)?.is_empty())
+    }
+
+    /// Rows of `table`, or `None` when it does not exist.
+    pub fn count_rows(&mut self, table: &str) -> Result<Option<u64>> {
+        if !self.table_exists(table)? {
+            return Ok(None);
+        }
+        let d = self.dialect();
+        let rows = self.query(&format!("SELECT count(*) FROM {}", d.quote(table)), &[])?;
+        let n = rows
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| Error::runtime(format!("{}: count of {table}", self.describe())))?;
+        Ok(Some(n))
+    }
+
+    /// Distinct non-NULL values of `table.column` as text (reference rules).
+    pub fn key_values(&mut self, table: &str, column: &str) -> Result<HashSet<String>> {
+        let d = self.dialect();
+        let found = self
+            .columns(table)?
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(&d.column_name(column)));
+        if !found {
+            return Err(Error::config(format!(
+                "{}: reference to {table}.{column}: no such table or column in the target; write {table} earlier in the job",
+                self.describe()
+            )));
+        }
+        let c = d.quote(column);
+        let rows = self.query(
+            &format!(
+                "SELECT DISTINCT {} FROM {} WHERE {c} IS NOT NULL",
+                d.as_text(&c),
+                d.quote(table)
+            ),
+            &[],
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect())
+    }
+
+    /// Every row of `table`, these columns only, as text.
+    pub fn select_text(&mut self, table: &str, columns: &[String]) -> Result<Vec<Row>> {
+        let d = self.dialect();
+        // as stored: SQLite's integers stay `12`, not CAST's `12.0`; Oracle
+        // hands every type over as text only through TO_CHAR
+        let cols: Vec<String> = columns
+            .iter()
+            .map(|c| match d {
+                Dialect::Oracle => d.as_text(&d.quote(c)),
+                _ => d.quote(c),
+            })
+            .collect();
+        self.query(
+            &format!("SELECT {} FROM {}", cols.join(", "), d.quote(table)),
+            &[],
+        )
+    }
+
+    /// Hold `table` against concurrent writers until the unit of work ends
+    /// (PostgreSQL; SQLite's `BEGIN IMMEDIATE` already serialises writers).
+    /// Nothing to lock when the table does not exist yet.
+    pub fn lock_table(&mut self, table: &str) -> Result<()> {
+        if self.dialect() == Dialect::Postgres && self.table_exists(table)? {
+            self.batch(&format!(
+                "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
+                Dialect::Postgres.quote(table)
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// The single value of a query (first column of the first row).
+    pub fn query_one(&mut self, sql: &str, params: &[Value]) -> Result<Option<String>> {
+        Ok(self
+            .query(sql, params)?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next().flatten()))
+    }
+}
+
+/// Open a connection to a target URL: `sqlite://path`, `postgres://…` (or
+/// a libpq `key=value` string), `oracle://…`. A dry run against a SQLite
+/// file that does not exist works in memory and leaves no file.
+pub fn open(url: &str, dry_run: bool) -> Result<Box<dyn Conn>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Box::new(sqlite::SqliteConn::open(path, dry_run)?));
+    }
+    if postgres::is_postgres(url) {
+        return Ok(Box::new(postgres::PgConn::connect(url)?));
+    }
+    if url.starts_with("oracle://") {
+        #[cfg(feature = "oracle")]
+        return Ok(Box::new(oracle::OracleConn::connect(url)?));
+        #[cfg(not(feature = "oracle"))]
+        return Err(oracle::not_built(url));
+    }
+    Err(unsupported(url))
+}
+
+/// The error for a target URL of no known engine.
+pub fn unsupported(url: &str) -> Error {
+    Error::config(format!(
+        "target.url {:?} is not supported; use sqlite://path/to/file.db, postgres://user@host/db (or host=… dbname=…) or oracle://user@host:1521/service",
+        crate::config::redact_url(url)
+    ))
+}
