@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod db;
 pub mod error;
 pub mod fixtures;
+pub mod inspect;
 pub mod pipeline;
 pub mod sink;
 pub mod source;

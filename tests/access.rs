@@ -498,7 +498,7 @@ fn fixed_length_text_is_read_not_lost() {
     // reads the value from the row
     for file in ["fixedTextTestV2000.mdb", "fixedTextTestV2010.accdb"] {
         let path = corpus().join("access").join(file);
-        let src = repaero::source::Source::open_path(&path).unwrap();
+        let src = repaero::source::open_path(&path).unwrap();
         let mut reader = src
             .read(repaero::source::TableRequest::all("users"))
             .unwrap();
@@ -556,7 +556,7 @@ fn a_column_type_repaero_cannot_decode_is_named_never_read_as_null() {
 fn complex_columns_keep_their_values() {
     // attachments, multiple values and memo versions come as JSON text
     let path = corpus().join("access/complexDataTestV2010.accdb");
-    let src = repaero::source::Source::open_path(&path).unwrap();
+    let src = repaero::source::open_path(&path).unwrap();
     let mut reader = src
         .read(repaero::source::TableRequest::all("Table1"))
         .unwrap();

@@ -94,7 +94,7 @@ fn mdb_export(path: &Path, table: &str) -> (Vec<String>, Vec<Vec<Option<String>>
     (header, rows)
 }
 
-fn ours(src: &Source, table: &str) -> (Vec<String>, Vec<Vec<Option<String>>>) {
+fn ours(src: &dyn Source, table: &str) -> (Vec<String>, Vec<Vec<Option<String>>>) {
     let mut reader = src
         .read(TableRequest::all(table))
         .unwrap_or_else(|e| panic!("{table}: {e}"));
@@ -262,8 +262,13 @@ fn every_corpus_table_reads_as_mdbtools_reads_it_or_the_difference_is_explained(
         let file = path.file_name().unwrap().to_string_lossy().to_string();
         let access =
             AccessSource::open(path, None).unwrap_or_else(|e| panic!("{file} does not open: {e}"));
-        let src = Source::Access(AccessSource::open(path, None).unwrap());
-        let our_tables: Vec<String> = access.tables().into_iter().map(|t| t.name).collect();
+        let src = AccessSource::open(path, None).unwrap();
+        let our_tables: Vec<String> = access
+            .tables()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
         // mdbtools lists the compact/repair leftover MSysCompactError as a
         // user table; neither lists linked tables
         let mut theirs: Vec<String> = mdb_tables(path)

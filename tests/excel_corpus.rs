@@ -15,6 +15,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::corpus;
+use repaero::source::Source;
 use repaero::source::excel::{CellKind, ExcelSource, ScannedCell, scan};
 use serde_json::Value;
 

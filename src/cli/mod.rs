@@ -247,7 +247,7 @@ fn init_logging(verbose: u8) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    // One TLS stack: ring (see DEPENDENCIES.md).
+    // One TLS stack: ring (docs/decisions.md).
     let _ = rustls::crypto::ring::default_provider().install_default();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
@@ -259,13 +259,16 @@ pub fn main() -> ExitCode {
 }
 
 fn load(cli: &Cli) -> Result<Config> {
-    Config::load(
+    let cfg = Config::load(
         &LoadOptions {
             path: cli.config.clone(),
             sets: cli.sets.clone(),
         },
         &ProcessEnv,
-    )
+    )?;
+    // each source's settings, read by its connector
+    crate::source::check_settings(&cfg)?;
+    Ok(cfg)
 }
 
 #[derive(Serialize)]
@@ -370,7 +373,7 @@ fn run(cli: Cli) -> Result<u8> {
         } => {
             let cfg = load(&cli)?;
             let src = match cfg.sources.get(source) {
-                Some(sc) => crate::source::Source::open(source, sc)?,
+                Some(sc) => crate::source::open(source, sc)?,
                 None => {
                     let path = std::path::Path::new(source);
                     if !path.exists() {
@@ -384,7 +387,7 @@ fn run(cli: Cli) -> Result<u8> {
                             }
                         )));
                     }
-                    crate::source::Source::open_path(path)?
+                    crate::source::open_path(path)?
                 }
             };
             let dialect = ddl.map(|d| match d {
@@ -392,7 +395,7 @@ fn run(cli: Cli) -> Result<u8> {
                 DdlDialect::Postgres => crate::db::Dialect::Postgres,
                 DdlDialect::Oracle => crate::db::Dialect::Oracle,
             });
-            let tables = crate::source::inspect::inspect(&src, table.as_deref(), dialect)?;
+            let tables = crate::inspect::inspect(src.as_ref(), table.as_deref(), dialect)?;
             if let Some(t) = table
                 && tables.is_empty()
             {
@@ -404,10 +407,7 @@ fn run(cli: Cli) -> Result<u8> {
             if *json {
                 print_json(&tables)?;
             } else {
-                print!(
-                    "{}",
-                    crate::source::inspect::render(&src.describe(), &tables)
-                );
+                print!("{}", crate::inspect::render(&src.describe(), &tables));
             }
             Ok(0)
         }
@@ -757,8 +757,8 @@ fn jobs(cfg: &Config, json: bool) -> Result<u8> {
             name: job.name.clone(),
             description: job.description.clone(),
             source: job.source.clone(),
-            source_kind: format!("{:?}", src.kind).to_lowercase(),
-            source_path: src.path.as_ref().map(|p| p.display().to_string()),
+            source_kind: src.kind.clone(),
+            source_path: src.path().map(|p| p.display().to_string()),
             target: crate::config::redact_url(&cfg.target.url),
             tables: job
                 .tables

@@ -51,6 +51,20 @@ pub struct Config {
     /// The file it was read from, if any.
     #[serde(skip)]
     pub file: Option<PathBuf>,
+    /// The text it was read from and its name for messages, to point at a
+    /// line when a setting is found wrong later ([`Config::check_sources`]).
+    #[serde(skip)]
+    text: String,
+    #[serde(skip)]
+    label: String,
+}
+
+/// A connector's verdict on its `[sources.<name>]` settings: the key at
+/// fault, when there is one, and why.
+#[derive(Debug, Clone)]
+pub struct SettingsError {
+    pub key: Option<String>,
+    pub message: String,
 }
 
 /// `[target]`: where jobs write.
@@ -74,48 +88,29 @@ fn default_target() -> String {
     DEFAULT_TARGET.to_string()
 }
 
-/// The kinds of source repaero reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceKind {
-    /// .xlsx, .xlsm, .xlsb, .xls, .ods
-    Excel,
-    /// Microsoft Access .mdb / .accdb, read without a driver.
-    Access,
-    /// Any ODBC data source (cargo feature `odbc`).
-    Odbc,
-    /// A PostgreSQL database.
-    Postgres,
-    /// CSV files: a directory (tables are its files) or one file.
-    Csv,
-}
-
-/// `[sources.<name>]`.
+/// `[sources.<name>]`: `kind` names the connector, which reads the other
+/// settings into its own struct (`source::<kind>::…Config`, beside its
+/// code; `source::check_settings` checks them all when the file is loaded).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    pub kind: SourceKind,
-    /// File path for file sources, relative to the configuration file.
-    pub path: Option<PathBuf>,
-    /// Password of an encrypted .accdb; use `${VAR}`, never a literal.
-    pub password: Option<String>,
-    /// ODBC connection string (`Driver={MDBTools};DBQ=…;`); a password in
-    /// it belongs in a `${VAR}`.
-    pub connection: Option<String>,
-    /// Database URL (`postgres://user:${PGPASSWORD}@host/db?sslmode=require`).
-    pub url: Option<String>,
-    /// CSV: the field delimiter (found on the header line when absent).
-    pub delimiter: Option<char>,
-    /// CSV: `auto` (default: UTF-8, else Windows-1252, per file), `utf-8`,
-    /// `windows-1252` or `latin-1`.
-    #[serde(default)]
-    pub encoding: crate::source::csv::Encoding,
-    /// Largest cell (Excel), value (Access memo, OLE object) or field (CSV)
-    /// handed over, in bytes; a row holding a larger one is rejected.
-    /// Default 4 MiB.
-    pub max_cell_bytes: Option<usize>,
+    /// `excel`, `access`, `csv`, `postgres`, `odbc` (`source::KINDS`).
+    pub kind: String,
     /// Free text shown by `repaero jobs`.
     pub description: Option<String>,
+    /// The connector's own settings (`path`, `url`, …).
+    #[serde(flatten)]
+    pub settings: toml::Table,
+}
+
+impl SourceConfig {
+    /// The file or folder a file source reads (relative paths are made
+    /// relative to repaero.toml when it is loaded).
+    pub fn path(&self) -> Option<PathBuf> {
+        self.settings
+            .get("path")
+            .and_then(|v| v.as_str())
+            .map(PathBuf::from)
+    }
 }
 
 /// `[paths]`: where declarative files live, relative to the config file.
@@ -387,42 +382,41 @@ impl Config {
             let expanded = interp::expand(set, env, &format!("--set {set:?}"))?;
             apply_set(&mut root, &expanded)?;
         }
-        let cfg: Config = root.try_into().map_err(|e: toml::de::Error| {
+        let mut cfg: Config = root.try_into().map_err(|e: toml::de::Error| {
             Error::config(format!(
                 "{label} (after --set and ${{…}} expansion): {}",
                 e.message()
             ))
         })?;
         cfg.check(label)?;
+        cfg.text = text.to_string();
+        cfg.label = label.to_string();
         Ok(cfg)
     }
 
-    fn check(&self, label: &str) -> Result<()> {
+    /// Check each source's settings with `check`, which knows what each
+    /// kind of source takes (the connectors do: `source::check_settings`).
+    /// The error names the file and the line of the key at fault.
+    pub fn check_sources(
+        &self,
+        check: &dyn Fn(&str, &SourceConfig) -> std::result::Result<(), SettingsError>,
+    ) -> Result<()> {
         for (name, src) in &self.sources {
-            match src.kind {
-                SourceKind::Excel | SourceKind::Access | SourceKind::Csv => {
-                    if src.path.is_none() {
-                        return Err(Error::config(format!(
-                            "{label}: [sources.{name}] is a file source and needs `path = \"…\"`"
-                        )));
-                    }
-                }
-                SourceKind::Postgres => {
-                    if src.url.is_none() {
-                        return Err(Error::config(format!(
-                            "{label}: [sources.{name}] is a PostgreSQL source and needs `url = \"postgres://…\"`"
-                        )));
-                    }
-                }
-                SourceKind::Odbc => {
-                    if src.connection.is_none() {
-                        return Err(Error::config(format!(
-                            "{label}: [sources.{name}] is an ODBC source and needs `connection = \"Driver=…;…\"`"
-                        )));
-                    }
-                }
+            if let Err(e) = check(name, src) {
+                let place = e.key.as_deref().and_then(|k| key_line(&self.text, name, k));
+                return Err(Error::config(match place {
+                    Some((line, col, src_line)) => format!(
+                        "{}:{line}:{col}: {}\n  {line} | {src_line}",
+                        self.label, e.message
+                    ),
+                    None => format!("{} [sources.{name}]: {}", self.label, e.message),
+                }));
             }
         }
+        Ok(())
+    }
+
+    fn check(&self, label: &str) -> Result<()> {
         if self.alerts.send_timeout == 0 || self.alerts.send_timeout > 3600 {
             return Err(Error::config(format!(
                 "{label}: alerts.send_timeout = {}: give the seconds a send may take, 1 to 3600 (default 30)",
@@ -504,6 +498,27 @@ pub fn read_declarative<T: DeserializeOwned>(path: &Path, env: &dyn Env) -> Resu
     interp::expand_value(&mut root, env, &format!("{label}:"))?;
     root.try_into()
         .map_err(|e: toml::de::Error| Error::config(format!("{label}: {}", e.message())))
+}
+
+/// Where `key` of `[sources.<source>]` is written: line, column, the line.
+fn key_line(text: &str, source: &str, key: &str) -> Option<(usize, usize, String)> {
+    let header: String = format!("[sources.{source}]");
+    let mut inside = false;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            inside = t.split_whitespace().collect::<String>() == header;
+            continue;
+        }
+        if inside
+            && let Some((k, _)) = t.split_once('=')
+            && k.trim().trim_matches('"') == key
+        {
+            let col = line.len() - line.trim_start().len() + 1;
+            return Some((i + 1, col, line.trim_end().to_string()));
+        }
+    }
+    None
 }
 
 /// `file:line:column: message` for a TOML error.
@@ -795,24 +810,13 @@ mod tests {
     }
 
     #[test]
-    fn unknown_key_names_file_line_and_key() {
-        let text = "[target]\nurl = \"sqlite://x.db\"\n\n[sources.stock]\nkind = \"excel\"\npth = \"a.xlsx\"\n";
-        let err =
-            Config::from_text(text, "repaero.toml", Path::new("."), &[], &no_env).unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.starts_with("repaero.toml:6:1:"), "{msg}");
-        assert!(msg.contains("unknown field `pth`"), "{msg}");
-        assert_eq!(err.exit_code(), 2);
-    }
-
-    #[test]
     fn sets_override_and_paths_resolve_against_config_dir() {
         let text = "[target]\nurl = \"sqlite://out.db\"\n[sources.stock]\nkind = \"excel\"\npath = \"fixtures/stock.xlsx\"\n";
         let cfg =
             Config::from_text(text, "conf/repaero.toml", Path::new("conf"), &[], &no_env).unwrap();
         assert_eq!(cfg.target.url, "sqlite://conf/out.db");
         assert_eq!(
-            cfg.sources["stock"].path.as_deref(),
+            cfg.sources["stock"].path().as_deref(),
             Some(Path::new("conf/fixtures/stock.xlsx"))
         );
         let sets = vec![
@@ -824,7 +828,7 @@ mod tests {
             .unwrap();
         assert_eq!(cfg.target.url, "postgres://postgres@127.0.0.1/x");
         assert_eq!(
-            cfg.sources["stock"].path.as_deref(),
+            cfg.sources["stock"].path().as_deref(),
             Some(Path::new("other.xlsx"))
         );
         assert_eq!(cfg.run.batch_size, 500);

@@ -139,7 +139,7 @@ fn progress_bar(enabled: bool, table: &str, estimate: Option<u64>) -> ProgressBa
 
 /// What the tables of one job run share.
 struct JobRun<'a> {
-    source: &'a Source,
+    source: &'a dyn Source,
     job: &'a str,
     run_id: &'a str,
     qdir: std::path::PathBuf,
@@ -155,7 +155,7 @@ struct JobRun<'a> {
 /// Run one job against the configured target.
 pub fn run_job(cfg: &Config, job: &Job, opts: &RunOptions, run_id: &str) -> Result<JobReport> {
     let src_cfg = cfg.source(&job.source)?;
-    let source = Source::open(&job.source, src_cfg)
+    let source = crate::source::open(&job.source, src_cfg)
         .map_err(|e| e.context(format!("job {}, source `{}`", job.name, job.source)))?;
     let mut sink = sink::open(&cfg.target.url, opts.dry_run)
         .map_err(|e| e.context(format!("job {}, target", job.name)))?;
@@ -195,7 +195,7 @@ pub fn dry_run_jobs(
         // a source that cannot be opened touched nothing: the transaction
         // goes on for the next jobs
         let source = match cfg.source(&job.source).and_then(|src_cfg| {
-            Source::open(&job.source, src_cfg)
+            crate::source::open(&job.source, src_cfg)
                 .map_err(|e| e.context(format!("job {}, source `{}`", job.name, job.source)))
         }) {
             Ok(s) => s,
@@ -238,12 +238,12 @@ fn run_job_in(
     opts: &RunOptions,
     run_id: &str,
     sink: &mut dyn Sink,
-    source: Source,
+    source: Box<dyn Source>,
 ) -> Result<JobReport> {
     let started = chrono::Utc::now();
     let t0 = Instant::now();
     let mut run = JobRun {
-        source: &source,
+        source: source.as_ref(),
         job: &job.name,
         run_id,
         qdir: cfg.quarantine_dir().join(if opts.dry_run {
@@ -330,9 +330,9 @@ impl JobRun<'_> {
         };
         let mut since = None;
         if mode == Mode::Incremental {
-            if !matches!(self.source, Source::Postgres(_)) {
+            if !self.source.capabilities().incremental {
                 return Err(Error::config(format!(
-                    "{}: mode = \"incremental\" needs a source that can filter rows (a postgres source); {} cannot. Use mode = \"upsert\" (every row, updated on the key)",
+                    "{}: mode = \"incremental\" needs a source that can filter rows (read only those changed since the last run: a database source); {} cannot. Use mode = \"upsert\" (every row, updated on the key)",
                     mapping.file,
                     self.source.describe()
                 )));

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::batch::{Cursor, ValueRef, is_internal, row_numbers};
 use crate::config::{Config, Job};
 use crate::error::Result;
-use crate::source::{CellKinds, ReadStats, Source, SourceColumn, TableInfo, column_letter};
+use crate::source::{CellKinds, ReadStats, SourceColumn, TableInfo, column_letter};
 use crate::transform::Mapper;
 
 /// Distinct values are counted exactly up to this many, then reported as a floor.
@@ -117,7 +117,7 @@ pub fn infer(k: &CellKinds) -> String {
 
 /// Profile every table of a job.
 pub fn profile_job(cfg: &Config, job: &Job) -> Result<JobProfile> {
-    let source = Source::open(&job.source, cfg.source(&job.source)?)?;
+    let source = crate::source::open(&job.source, cfg.source(&job.source)?)?;
     let sheets = source.tables()?;
     let mut tables = Vec::new();
     // Reference rules are checked against what earlier tables of the job

@@ -24,11 +24,14 @@ use jetdb::{
     RowPosition, TableDef, Value,
 };
 
+use serde::Deserialize;
+
 use super::{
-    BadValue, CellKinds, DEFAULT_MAX_CELL_BYTES, Message, ReadStats, SourceColumn, TableInfo,
-    TableReader, TableRequest, check_size, header_key, select_columns,
+    BadValue, CellKinds, DEFAULT_MAX_CELL_BYTES, DeclaredColumn, Kind, Message, ReadStats, Source,
+    SourceColumn, TableInfo, TableReader, TableRequest, check_size, header_key, select_columns,
 };
 use crate::batch::BatchBuilder;
+use crate::config::mapping::ColumnType;
 use crate::error::{Error, Result};
 
 /// An opened Access database file.
@@ -157,14 +160,6 @@ impl AccessSource {
         self
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn tables(&self) -> Vec<TableInfo> {
-        self.tables.clone()
-    }
-
     /// The columns of a table as Access declares them.
     pub fn columns(&self, table: &str) -> Result<Vec<AccessColumn>> {
         let path = self.path.clone();
@@ -215,9 +210,50 @@ impl AccessSource {
             }
         )))
     }
+}
+
+/// `[sources.<name>]` with `kind = "access"`: a .mdb (Access 97–2003) or
+/// .accdb (2007–2019) file, read without a driver.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// The database file, relative to repaero.toml.
+    pub path: PathBuf,
+    /// Password of an encrypted .accdb; use `${VAR}`, never a literal.
+    pub password: Option<String>,
+    /// Largest value handed over, in bytes (default 4 MiB).
+    pub max_cell_bytes: Option<usize>,
+}
+
+pub const KIND: Kind = Kind {
+    name: "access",
+    open: |name, settings| {
+        let c: AccessConfig = super::settings(name, "access", settings)?;
+        Ok(Box::new(
+            AccessSource::open(&c.path, c.password.as_deref())?
+                .max_cell_bytes(c.max_cell_bytes.unwrap_or(DEFAULT_MAX_CELL_BYTES)),
+        ))
+    },
+    check: |settings| super::read_settings::<AccessConfig>(settings).map(drop),
+    open_file: Some(|path| Ok(Box::new(AccessSource::open(path, None)?))),
+    sniff: Some(super::is_access_file),
+};
+
+impl Source for AccessSource {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+
+    fn tables(&self) -> Result<Vec<TableInfo>> {
+        Ok(self.tables.clone())
+    }
 
     /// Read one table in batches on a reader thread.
-    pub fn read(&self, req: TableRequest) -> Result<TableReader> {
+    fn read(&self, req: TableRequest) -> Result<TableReader> {
         if !self.tables.iter().any(|t| t.name == req.table) {
             // the same message as the reader would give, before any thread
             let mut reader = open_reader(&self.path, self.password.as_deref())?;
@@ -240,6 +276,20 @@ impl AccessSource {
                 read_table(&path, password.as_deref(), &origin2, req, max_cell, tx)
             })
         })
+    }
+
+    fn declared_columns(&self, table: &str) -> Result<Option<Vec<DeclaredColumn>>> {
+        Ok(Some(
+            self.columns(table)?
+                .into_iter()
+                .map(|c| DeclaredColumn {
+                    target_type: target_type(&c.access_type),
+                    source_type: c.access_type,
+                    nullable: c.nullable,
+                    name: c.name,
+                })
+                .collect(),
+        ))
     }
 }
 
@@ -720,6 +770,31 @@ fn fixed_text(
     };
     let text = jetdb::encoding::decode_text(bytes, encoding).map_err(FileError::Format)?;
     Ok(Some(Value::Text(text.trim_end_matches('\0').to_string())))
+}
+
+/// The target type of an Access column type.
+pub fn target_type(type_name: &str) -> ColumnType {
+    let t = type_name;
+    if t.starts_with("Yes/No") {
+        ColumnType::Boolean
+    } else if t.starts_with("Byte")
+        || t.starts_with("Integer")
+        || t.starts_with("Long")
+        || t.starts_with("AutoNumber")
+        || t.starts_with("Large")
+    {
+        ColumnType::Integer
+    } else if t.starts_with("Currency") || t.starts_with("Decimal") {
+        ColumnType::Decimal
+    } else if t.starts_with("Single") || t.starts_with("Double") {
+        ColumnType::Float
+    } else if t.starts_with("Date/Time") {
+        ColumnType::Datetime
+    } else if t.starts_with("Binary") || t.starts_with("OLE") || t.starts_with("unknown") {
+        ColumnType::Binary
+    } else {
+        ColumnType::Text
+    }
 }
 
 #[cfg(test)]

@@ -18,9 +18,11 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
 
+use serde::Deserialize;
+
 use super::{
-    CellKinds, DEFAULT_MAX_CELL_BYTES, Message, ReadStats, SourceColumn, TableInfo, TableReader,
-    TableRequest, check_size, select_columns,
+    CellKinds, DEFAULT_MAX_CELL_BYTES, Kind, Message, ReadStats, Source, SourceColumn, TableInfo,
+    TableReader, TableRequest, check_size, select_columns,
 };
 use crate::batch::BatchBuilder;
 use crate::error::{Error, Result};
@@ -336,6 +338,8 @@ pub fn matching_files(dir: &Path, pattern: &str) -> Result<Vec<PathBuf>> {
 }
 
 pub struct CsvSource {
+    /// The folder or file given.
+    path: PathBuf,
     /// The directory the tables are files of.
     dir: PathBuf,
     /// The source was one file: its name is its only table.
@@ -357,6 +361,7 @@ impl CsvSource {
     pub fn open(path: &Path, delimiter: Option<char>, encoding: Encoding) -> Result<CsvSource> {
         if path.is_dir() {
             return Ok(CsvSource {
+                path: path.to_path_buf(),
                 dir: path.to_path_buf(),
                 single: None,
                 delimiter,
@@ -371,6 +376,7 @@ impl CsvSource {
             )));
         }
         Ok(CsvSource {
+            path: path.to_path_buf(),
             dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
             single: path.file_name().map(|n| n.to_string_lossy().into_owned()),
             delimiter,
@@ -378,22 +384,52 @@ impl CsvSource {
             max_cell: DEFAULT_MAX_CELL_BYTES,
         })
     }
+}
 
-    pub fn describe(&self) -> String {
+/// `[sources.<name>]` with `kind = "csv"`: a folder (its files are the
+/// tables) or one file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvConfig {
+    /// The folder or file, relative to repaero.toml.
+    pub path: PathBuf,
+    /// The field delimiter (found on the header line when absent).
+    pub delimiter: Option<char>,
+    /// `auto` (default: UTF-8, else Windows-1252, per file), `utf-8`,
+    /// `windows-1252` or `latin-1`.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// Largest field handed over, in bytes (default 4 MiB).
+    pub max_cell_bytes: Option<usize>,
+}
+
+pub const KIND: Kind = Kind {
+    name: "csv",
+    open: |name, settings| {
+        let c: CsvConfig = super::settings(name, "csv", settings)?;
+        Ok(Box::new(
+            CsvSource::open(&c.path, c.delimiter, c.encoding)?
+                .max_cell_bytes(c.max_cell_bytes.unwrap_or(DEFAULT_MAX_CELL_BYTES)),
+        ))
+    },
+    check: |settings| super::read_settings::<CsvConfig>(settings).map(drop),
+    open_file: None,
+    sniff: None,
+};
+
+impl Source for CsvSource {
+    fn describe(&self) -> String {
         match &self.single {
             Some(f) => self.dir.join(f).display().to_string(),
             None => self.dir.display().to_string(),
         }
     }
 
-    pub fn path(&self) -> PathBuf {
-        match &self.single {
-            Some(f) => self.dir.join(f),
-            None => self.dir.clone(),
-        }
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
     }
 
-    pub fn tables(&self) -> Result<Vec<TableInfo>> {
+    fn tables(&self) -> Result<Vec<TableInfo>> {
         let files = match &self.single {
             Some(f) => vec![self.dir.join(f)],
             None => matching_files(&self.dir, "*")?,
@@ -409,7 +445,7 @@ impl CsvSource {
             .collect())
     }
 
-    pub fn read(&self, req: TableRequest) -> Result<TableReader> {
+    fn read(&self, req: TableRequest) -> Result<TableReader> {
         let files = match &self.single {
             Some(f) if req.table == *f || req.table == "*" => vec![self.dir.join(f)],
             Some(f) => {

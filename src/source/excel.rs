@@ -21,9 +21,12 @@ use calamine::{
     SheetVisible, Xls, Xlsb, Xlsx,
 };
 
+use serde::Deserialize;
+
 use super::{
-    BadValue, CellKinds, DEFAULT_MAX_CELL_BYTES, Message, ReadStats, SourceColumn, TableInfo,
-    TableReader, TableRequest, UniqueNames, check_size, column_letter, header_key, resolve_columns,
+    BadValue, CellKinds, DEFAULT_MAX_CELL_BYTES, Kind, Message, ReadStats, Source, SourceColumn,
+    TableInfo, TableReader, TableRequest, UniqueNames, check_size, column_letter, header_key,
+    resolve_columns,
 };
 use crate::batch::BatchBuilder;
 use crate::batch::parse::{excel_datetime, looks_numeric};
@@ -91,24 +94,8 @@ impl ExcelSource {
         self
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn format(&self) -> Format {
         self.format
-    }
-
-    pub fn tables(&self) -> Result<Vec<TableInfo>> {
-        Ok(self
-            .sheets
-            .iter()
-            .map(|s| TableInfo {
-                name: s.name.clone(),
-                hidden: s.hidden,
-                rows: None,
-            })
-            .collect())
     }
 
     /// The sheet exists and is a worksheet, or an input error saying what
@@ -152,9 +139,56 @@ impl ExcelSource {
             }
         }
     }
+}
+
+/// `[sources.<name>]` with `kind = "excel"`: a workbook (.xlsx, .xlsm,
+/// .xlsb, .xls, .ods).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExcelConfig {
+    /// The workbook, relative to repaero.toml.
+    pub path: PathBuf,
+    /// Largest cell handed over, in bytes (default 4 MiB).
+    pub max_cell_bytes: Option<usize>,
+}
+
+pub const KIND: Kind = Kind {
+    name: "excel",
+    open: |name, settings| {
+        let c: ExcelConfig = super::settings(name, "excel", settings)?;
+        Ok(Box::new(ExcelSource::open(&c.path)?.max_cell_bytes(
+            c.max_cell_bytes.unwrap_or(DEFAULT_MAX_CELL_BYTES),
+        )))
+    },
+    check: |settings| super::read_settings::<ExcelConfig>(settings).map(drop),
+    open_file: Some(|path| Ok(Box::new(ExcelSource::open(path)?))),
+    // the fallback of `open_path`: it names best what a file is not
+    sniff: None,
+};
+
+impl Source for ExcelSource {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+
+    fn tables(&self) -> Result<Vec<TableInfo>> {
+        Ok(self
+            .sheets
+            .iter()
+            .map(|s| TableInfo {
+                name: s.name.clone(),
+                hidden: s.hidden,
+                rows: None,
+            })
+            .collect())
+    }
 
     /// Read one sheet in batches on a reader thread.
-    pub fn read(&self, req: TableRequest) -> Result<TableReader> {
+    fn read(&self, req: TableRequest) -> Result<TableReader> {
         let origin = format!("{} › {}", self.path.display(), req.table);
         self.check_sheet(&req.table)?;
         let path = self.path.clone();
@@ -175,6 +209,10 @@ impl ExcelSource {
             }
             result
         })
+    }
+
+    fn holds_rows(&self, table: &str) -> bool {
+        self.check_sheet(table).is_ok()
     }
 }
 

@@ -11,18 +11,19 @@
 pub mod access;
 pub mod csv;
 pub mod excel;
-pub mod inspect;
 #[cfg(feature = "odbc")]
 pub mod odbc;
 pub mod postgres;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use polars::prelude::*;
 use serde::Serialize;
 
-use crate::config::{SourceConfig, SourceKind};
+use crate::config::mapping::ColumnType;
+use crate::config::{SettingsError, SourceConfig};
+use crate::db::{Dialect, Row};
 use crate::error::{Error, Result};
 
 /// Largest value a source hands over, in bytes, unless its
@@ -299,14 +300,187 @@ impl TableReader {
     }
 }
 
-/// A configured source.
-pub enum Source {
-    Excel(excel::ExcelSource),
-    Access(access::AccessSource),
+/// What a source can do beyond reading its tables as batches. The
+/// pipeline and validation ask for these, never for a kind of source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Reads only the rows changed after a watermark
+    /// ([`TableRequest::update_key`]): `mode = "incremental"` can use it.
+    pub incremental: bool,
+    /// Answers SQL in this dialect ([`Source::query`]): validation pushes
+    /// its metrics down instead of streaming the table.
+    pub sql: Option<Dialect>,
+}
+
+/// A column as the source declares it (databases), for `inspect` and the
+/// tables it proposes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredColumn {
+    pub name: String,
+    /// The source's own type name (`Text(50)`, `Currency`).
+    pub source_type: String,
+    pub nullable: bool,
+    /// The target type repaero would write it as.
+    pub target_type: ColumnType,
+}
+
+/// A place rows come from: a workbook, an Access file, a database, CSV files.
+pub trait Source: Send + Sync {
+    /// Where the rows come from, for messages (a path, a redacted URL).
+    fn describe(&self) -> String;
+    /// The file or folder read, for file sources.
+    fn path(&self) -> Option<&Path> {
+        None
+    }
+    /// Tables (sheets, files) of the source.
+    fn tables(&self) -> Result<Vec<TableInfo>>;
+    /// Read one table as bounded batches.
+    fn read(&self, req: TableRequest) -> Result<TableReader>;
+    /// What the source can do besides reading.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+    /// Run read-only SQL on the source; values as text. Only for sources
+    /// whose [`Capabilities::sql`] says so.
+    fn query(&self, sql: &str) -> Result<Vec<Row>> {
+        let _ = sql;
+        Err(Error::config(format!(
+            "{}: this source does not answer SQL",
+            self.describe()
+        )))
+    }
+    /// Whether a table holds rows at all (a workbook's chart and macro
+    /// sheets do not).
+    fn holds_rows(&self, table: &str) -> bool {
+        let _ = table;
+        true
+    }
+    /// The columns of a table as the source declares their types, when it
+    /// does (databases); `None` when types are only seen in the cells.
+    fn declared_columns(&self, table: &str) -> Result<Option<Vec<DeclaredColumn>>> {
+        let _ = table;
+        Ok(None)
+    }
+}
+
+/// One kind of source: its `kind = "…"` in `[sources.<name>]`, how to open
+/// it from that table (each kind reads its own settings struct, kept beside
+/// its code), and, for file kinds, how to recognise a file by its content.
+pub struct Kind {
+    pub name: &'static str,
+    pub open: fn(name: &str, settings: &toml::Table) -> Result<Box<dyn Source>>,
+    /// Reads the settings without opening anything (a typo is found first).
+    pub check: fn(settings: &toml::Table) -> std::result::Result<(), SettingsError>,
+    /// Opens a file of this kind given only its path (`inspect file.xlsx`).
+    pub open_file: Option<fn(&Path) -> Result<Box<dyn Source>>>,
+    /// The file is of this kind (by content, not by name).
+    pub sniff: Option<fn(&Path) -> bool>,
+}
+
+/// Every kind of source, one line each. A new connector is one file with
+/// its settings struct and its [`Kind`], and one line here.
+pub const KINDS: &[Kind] = &[
+    access::KIND,
+    excel::KIND,
+    csv::KIND,
+    postgres::KIND,
     #[cfg(feature = "odbc")]
-    Odbc(odbc::OdbcSource),
-    Postgres(postgres::PgSource),
-    Csv(csv::CsvSource),
+    odbc::KIND,
+    #[cfg(not(feature = "odbc"))]
+    ODBC_NOT_BUILT,
+];
+
+#[cfg(not(feature = "odbc"))]
+const ODBC_NOT_BUILT: Kind = Kind {
+    name: "odbc",
+    open: |name, _| {
+        Err(Error::config(format!(
+            "source `{name}` is an ODBC source, and this repaero was built without ODBC; build it with `cargo build --release --features odbc` (needs unixodbc-dev)"
+        )))
+    },
+    check: |_| Ok(()),
+    open_file: None,
+    sniff: None,
+};
+
+/// Open a configured source.
+pub fn open(name: &str, cfg: &SourceConfig) -> Result<Box<dyn Source>> {
+    let kind = KINDS
+        .iter()
+        .find(|k| k.name == cfg.kind)
+        .ok_or_else(|| unknown_kind(name, &cfg.kind))?;
+    (kind.open)(name, &cfg.settings)
+}
+
+/// Check every configured source's settings without opening it, so that
+/// a typo in repaero.toml is found, with its line, before anything runs.
+pub fn check_settings(cfg: &crate::config::Config) -> Result<()> {
+    cfg.check_sources(
+        &|name, src| match KINDS.iter().find(|k| k.name == src.kind) {
+            Some(kind) => (kind.check)(&src.settings),
+            None => Err(SettingsError {
+                key: Some("kind".into()),
+                message: unknown_kind(name, &src.kind).to_string(),
+            }),
+        },
+    )
+}
+
+fn unknown_kind(name: &str, kind: &str) -> Error {
+    let known: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
+    Error::config(format!(
+        "[sources.{name}]: unknown kind {kind:?}; repaero reads {}",
+        known.join(", ")
+    ))
+}
+
+/// A kind's settings struct read from its `[sources.<name>]` table; the
+/// error names the key at fault.
+pub fn read_settings<T: serde::de::DeserializeOwned>(
+    table: &toml::Table,
+) -> std::result::Result<T, SettingsError> {
+    toml::Value::Table(table.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            let message = e.message().trim_end().to_string();
+            // serde names the field between backticks
+            let key = message
+                .split('`')
+                .nth(1)
+                .filter(|k| table.contains_key(*k) || message.starts_with("unknown field"))
+                .map(str::to_string);
+            SettingsError { key, message }
+        })
+}
+
+/// A kind's settings struct, when opening a source.
+pub fn settings<T: serde::de::DeserializeOwned>(
+    name: &str,
+    kind: &str,
+    table: &toml::Table,
+) -> Result<T> {
+    read_settings(table).map_err(|e| {
+        Error::config(format!(
+            "repaero.toml [sources.{name}] (kind = \"{kind}\"): {}",
+            e.message
+        ))
+    })
+}
+
+/// Open a file by path, choosing the kind from its content.
+pub fn open_path(path: &Path) -> Result<Box<dyn Source>> {
+    for kind in KINDS {
+        if let (Some(sniff), Some(open)) = (kind.sniff, kind.open_file)
+            && sniff(path)
+        {
+            return open(path);
+        }
+    }
+    if has_access_extension(path) && path.is_file() {
+        return Err(not_access(path));
+    }
+    // the workbook reader says best what a file that is none of these is
+    excel::ExcelSource::open(path).map(|s| Box::new(s) as Box<dyn Source>)
 }
 
 /// Whether a file is an Access database (by its header, not its name).
@@ -336,99 +510,6 @@ pub fn not_access(path: &Path) -> Error {
         "{}: not an Access database (no Jet/ACE header); expected a .mdb or .accdb file saved by Access",
         path.display()
     ))
-}
-
-impl Source {
-    /// Open a configured source.
-    pub fn open(name: &str, cfg: &SourceConfig) -> Result<Source> {
-        let path = || {
-            cfg.path
-                .clone()
-                .ok_or_else(|| Error::config(format!("source `{name}` needs a path")))
-        };
-        let max_cell = cfg.max_cell_bytes.unwrap_or(DEFAULT_MAX_CELL_BYTES);
-        match cfg.kind {
-            SourceKind::Excel => Ok(Source::Excel(
-                excel::ExcelSource::open(&path()?)?.max_cell_bytes(max_cell),
-            )),
-            SourceKind::Access => Ok(Source::Access(
-                access::AccessSource::open(&path()?, cfg.password.as_deref())?
-                    .max_cell_bytes(max_cell),
-            )),
-            #[cfg(feature = "odbc")]
-            SourceKind::Odbc => Ok(Source::Odbc(odbc::OdbcSource::open(
-                cfg.connection.as_deref().unwrap_or_default(),
-            )?)),
-            SourceKind::Postgres => Ok(Source::Postgres(postgres::PgSource::open(
-                cfg.url.as_deref().unwrap_or_default(),
-            )?)),
-            SourceKind::Csv => Ok(Source::Csv(
-                csv::CsvSource::open(&path()?, cfg.delimiter, cfg.encoding)?
-                    .max_cell_bytes(max_cell),
-            )),
-            #[cfg(not(feature = "odbc"))]
-            SourceKind::Odbc => Err(Error::config(format!(
-                "source `{name}` is an ODBC source, and this repaero was built without ODBC; build it with `cargo build --release --features odbc` (needs unixodbc-dev)"
-            ))),
-        }
-    }
-
-    /// Open a file by path, choosing the kind from its content.
-    pub fn open_path(path: &Path) -> Result<Source> {
-        if is_access_file(path) {
-            return Ok(Source::Access(access::AccessSource::open(path, None)?));
-        }
-        if has_access_extension(path) && path.is_file() {
-            return Err(not_access(path));
-        }
-        Ok(Source::Excel(excel::ExcelSource::open(path)?))
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            Source::Excel(s) => s.path().display().to_string(),
-            Source::Access(s) => s.path().display().to_string(),
-            #[cfg(feature = "odbc")]
-            Source::Odbc(s) => s.describe(),
-            Source::Postgres(s) => s.describe(),
-            Source::Csv(s) => s.describe(),
-        }
-    }
-
-    pub fn path(&self) -> Option<PathBuf> {
-        match self {
-            Source::Excel(s) => Some(s.path().to_path_buf()),
-            Source::Access(s) => Some(s.path().to_path_buf()),
-            #[cfg(feature = "odbc")]
-            Source::Odbc(_) => None,
-            Source::Postgres(_) => None,
-            Source::Csv(s) => Some(s.path()),
-        }
-    }
-
-    /// Tables (sheets) of the source.
-    pub fn tables(&self) -> Result<Vec<TableInfo>> {
-        match self {
-            Source::Excel(s) => s.tables(),
-            Source::Access(s) => Ok(s.tables()),
-            #[cfg(feature = "odbc")]
-            Source::Odbc(s) => Ok(s.tables()),
-            Source::Postgres(s) => Ok(s.tables()),
-            Source::Csv(s) => s.tables(),
-        }
-    }
-
-    /// Read one table as batches.
-    pub fn read(&self, req: TableRequest) -> Result<TableReader> {
-        match self {
-            Source::Excel(s) => s.read(req),
-            Source::Access(s) => s.read(req),
-            #[cfg(feature = "odbc")]
-            Source::Odbc(s) => s.read(req),
-            Source::Postgres(s) => s.read(req),
-            Source::Csv(s) => s.read(req),
-        }
-    }
 }
 
 /// Normalise a header for matching: lower case, accents removed, every run
@@ -611,6 +692,24 @@ pub fn column_letter(index: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let text = "[target]\nurl = \"sqlite://x.db\"\n\n[sources.stock]\nkind = \"excel\"\npth = \"a.xlsx\"\n";
+        let cfg = crate::config::Config::from_text(
+            text,
+            "repaero.toml",
+            Path::new("."),
+            &[],
+            &|_: &str| None,
+        )
+        .unwrap();
+        let err = check_settings(&cfg).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("repaero.toml:6:1:"), "{msg}");
+        assert!(msg.contains("unknown field `pth`"), "{msg}");
+        assert_eq!(err.exit_code(), 2);
+    }
 
     fn col(h: &str, i: u32, hidden: bool) -> SourceColumn {
         SourceColumn {

@@ -10,9 +10,11 @@ use std::sync::mpsc::SyncSender;
 
 use odbc_api::{ConnectionOptions, Cursor, DataType, Environment, ResultSetMetadata};
 
+use serde::Deserialize;
+
 use super::{
-    CellKinds, Message, ReadStats, SourceColumn, TableInfo, TableReader, TableRequest,
-    select_columns,
+    CellKinds, Kind, Message, ReadStats, Source, SourceColumn, TableInfo, TableReader,
+    TableRequest, select_columns,
 };
 use crate::batch::BatchBuilder;
 use crate::error::{Error, Result};
@@ -90,16 +92,38 @@ impl OdbcSource {
             tables,
         })
     }
+}
 
-    pub fn describe(&self) -> String {
+/// `[sources.<name>]` with `kind = "odbc"`: any ODBC data source.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OdbcConfig {
+    /// The connection string (`Driver={MDBTools};DBQ=…;`); a password in
+    /// it belongs in a `${VAR}`.
+    pub connection: String,
+}
+
+pub const KIND: Kind = Kind {
+    name: "odbc",
+    open: |name, settings| {
+        let c: OdbcConfig = super::settings(name, "odbc", settings)?;
+        Ok(Box::new(OdbcSource::open(&c.connection)?))
+    },
+    check: |settings| super::read_settings::<OdbcConfig>(settings).map(drop),
+    open_file: None,
+    sniff: None,
+};
+
+impl Source for OdbcSource {
+    fn describe(&self) -> String {
         self.label.clone()
     }
 
-    pub fn tables(&self) -> Vec<TableInfo> {
-        self.tables.clone()
+    fn tables(&self) -> Result<Vec<TableInfo>> {
+        Ok(self.tables.clone())
     }
 
-    pub fn read(&self, req: TableRequest) -> Result<TableReader> {
+    fn read(&self, req: TableRequest) -> Result<TableReader> {
         let origin = format!("{} › {}", self.label, req.table);
         let (conn_str, label) = (self.connection.clone(), self.label.clone());
         let origin2 = origin.clone();

@@ -9,13 +9,16 @@ use std::sync::mpsc::SyncSender;
 use futures_util::StreamExt;
 use tokio_postgres::types::Type;
 
+use serde::Deserialize;
+
 use super::{
-    CellKinds, Message, ReadStats, SourceColumn, TableInfo, TableReader, TableRequest,
-    select_columns,
+    Capabilities, CellKinds, Kind, Message, ReadStats, Source, SourceColumn, TableInfo,
+    TableReader, TableRequest, select_columns,
 };
 use crate::batch::BatchBuilder;
 use crate::config::redact_url;
 use crate::db::postgres::{PgConn, pg_error};
+use crate::db::{Dialect, Row};
 use crate::error::{Error, Result};
 
 pub struct PgSource {
@@ -69,13 +72,64 @@ impl PgSource {
             queries: std::sync::Mutex::new(None),
         })
     }
+}
 
-    pub fn describe(&self) -> String {
+/// `[sources.<name>]` with `kind = "postgres"`: a PostgreSQL database.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgConfig {
+    /// `postgres://user:${PGPASSWORD}@host/db?sslmode=require`, or the
+    /// libpq `host=… dbname=…` form.
+    pub url: String,
+}
+
+pub const KIND: Kind = Kind {
+    name: "postgres",
+    open: |name, settings| {
+        let c: PgConfig = super::settings(name, "postgres", settings)?;
+        Ok(Box::new(PgSource::open(&c.url)?))
+    },
+    check: |settings| super::read_settings::<PgConfig>(settings).map(drop),
+    open_file: None,
+    sniff: None,
+};
+
+impl Source for PgSource {
+    fn describe(&self) -> String {
         self.label.clone()
     }
 
+    fn tables(&self) -> Result<Vec<TableInfo>> {
+        Ok(self.tables.clone())
+    }
+
+    fn read(&self, req: TableRequest) -> Result<TableReader> {
+        let origin = format!(
+            "{} › {}",
+            self.label,
+            req.query.as_deref().map_or(req.table.as_str(), |_| "query")
+        );
+        let estimate = self
+            .tables
+            .iter()
+            .find(|t| t.name == req.table)
+            .and_then(|t| t.rows);
+        let url = self.url.clone();
+        let origin2 = origin.clone();
+        TableReader::spawn(origin, estimate, move |tx| {
+            read_table(&url, &origin2, req, tx)
+        })
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            incremental: true,
+            sql: Some(Dialect::Postgres),
+        }
+    }
+
     /// Run a query on the source (validation, rowdiff); values as text.
-    pub fn query_text(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+    fn query(&self, sql: &str) -> Result<Vec<Row>> {
         let mut guard = self
             .queries
             .lock()
@@ -95,28 +149,6 @@ impl PgSource {
             .ok_or_else(|| Error::runtime("no source connection"))?;
         conn.simple(sql)
             .map_err(|e| Error::input(format!("{}: {e}", self.label)))
-    }
-
-    pub fn tables(&self) -> Vec<TableInfo> {
-        self.tables.clone()
-    }
-
-    pub fn read(&self, req: TableRequest) -> Result<TableReader> {
-        let origin = format!(
-            "{} › {}",
-            self.label,
-            req.query.as_deref().map_or(req.table.as_str(), |_| "query")
-        );
-        let estimate = self
-            .tables
-            .iter()
-            .find(|t| t.name == req.table)
-            .and_then(|t| t.rows);
-        let url = self.url.clone();
-        let origin2 = origin.clone();
-        TableReader::spawn(origin, estimate, move |tx| {
-            read_table(&url, &origin2, req, tx)
-        })
     }
 }
 

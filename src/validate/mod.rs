@@ -68,7 +68,7 @@ fn tables_of(m: &MetricSpec, mapping: Option<&Mapping>) -> (String, String) {
 fn check_columns(
     cfg: &Config,
     v: &Validation,
-    source: &Source,
+    source: &dyn Source,
     target: &mut dyn Conn,
 ) -> Result<()> {
     let label = v.file.display().to_string();
@@ -79,14 +79,14 @@ fn check_columns(
         if m.source.sql.is_none() {
             let cols = needed_columns(m, Which::Source);
             let side = format!("the source table `{src_table}` ({})", source.describe());
-            let found = match source {
-                Source::Postgres(pg) => probe_columns(
-                    &mut |sql| pg.query_text(sql).map(drop),
-                    Dialect::Postgres,
+            let found = match source.capabilities().sql {
+                Some(sd) => probe_columns(
+                    &mut |sql| source.query(sql).map(drop),
+                    sd,
                     &src_table,
                     &cols,
                 ),
-                _ => {
+                None => {
                     // the mapping's headers too: the header row is found by
                     // the texts it holds, and a misspelled one is not there
                     let mut wanted = cols.clone();
@@ -171,7 +171,7 @@ fn probe_columns(
 pub fn validate(cfg: &Config, v: &Validation) -> Result<Report> {
     let job = &v.job;
     let src_cfg = cfg.source(&job.source)?;
-    let source = Source::open(&job.source, src_cfg).map_err(|e| {
+    let source = crate::source::open(&job.source, src_cfg).map_err(|e| {
         e.context(format!(
             "validation of {}, source `{}`",
             job.name, job.source
@@ -189,7 +189,7 @@ pub fn validate(cfg: &Config, v: &Validation) -> Result<Report> {
             job.name
         )));
     }
-    check_columns(cfg, v, &source, target.as_mut())?;
+    check_columns(cfg, v, source.as_ref(), target.as_mut())?;
     let mut report = Report {
         job: job.name.clone(),
         source: source.describe(),
@@ -204,19 +204,19 @@ pub fn validate(cfg: &Config, v: &Validation) -> Result<Report> {
         let result = (|| -> Result<MetricResult> {
             let mapping = explained_mapping(m, job);
             let (src_table, tgt_table) = tables_of(m, mapping);
-            let source_value = match &source {
-                Source::Postgres(pg) => value_of_rows(
+            let source_value = match source.capabilities().sql {
+                Some(sd) => value_of_rows(
                     m,
-                    pg.query_text(&metric_sql(m, Which::Source, Dialect::Postgres, &src_table))?,
+                    source.query(&metric_sql(m, Which::Source, sd, &src_table))?,
                 ),
-                _ if m.source.sql.is_some() => {
+                None if m.source.sql.is_some() => {
                     return Err(Error::config(format!(
                         "metric {}: source.sql needs a database source; {} is streamed",
                         m.id,
                         source.describe()
                     )));
                 }
-                _ => stream_source(&source, m, &src_table, mapping, cfg.run.batch_size)?,
+                None => stream_source(source.as_ref(), m, &src_table, mapping, cfg.run.batch_size)?,
             };
             let d = target.dialect();
             let target_value = value_of_rows(
@@ -240,17 +240,18 @@ pub fn validate(cfg: &Config, v: &Validation) -> Result<Report> {
                     columns: m.key.iter().cloned().collect(),
                     ..m.clone()
                 };
-                let src_keys = match &source {
-                    Source::Postgres(pg) => value_of_rows(
+                let src_keys = match source.capabilities().sql {
+                    Some(sd) => value_of_rows(
                         &keys,
-                        pg.query_text(&metric_sql(
-                            &keys,
-                            Which::Source,
-                            Dialect::Postgres,
-                            &src_table,
-                        ))?,
+                        source.query(&metric_sql(&keys, Which::Source, sd, &src_table))?,
                     ),
-                    _ => stream_source(&source, &keys, &src_table, mapping, cfg.run.batch_size)?,
+                    None => stream_source(
+                        source.as_ref(),
+                        &keys,
+                        &src_table,
+                        mapping,
+                        cfg.run.batch_size,
+                    )?,
                 };
                 let tgt_keys = value_of_rows(
                     &keys,

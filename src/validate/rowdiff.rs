@@ -205,7 +205,7 @@ struct MappedSource<'a> {
 
 impl<'a> MappedSource<'a> {
     fn open(
-        source: &Source,
+        source: &dyn Source,
         target: &mut dyn Conn,
         job: &str,
         mapping: &Mapping,
@@ -322,7 +322,7 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
             mapping.file
         )));
     }
-    let source = Source::open(&job.source, cfg.source(&job.source)?)?;
+    let source = crate::source::open(&job.source, cfg.source(&job.source)?)?;
     let mut target = crate::db::open(&cfg.target.url, true)?;
     target.begin_read_only()?;
     let d = target.dialect();
@@ -391,7 +391,7 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
 
     // the source's segments, streamed through the mapping
     let mut src = MappedSource::open(
-        &source,
+        source.as_ref(),
         target.as_mut(),
         &job.name,
         mapping,
@@ -442,7 +442,7 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
         }
         // the source's, in a second pass
         let mut src = MappedSource::open(
-            &source,
+            source.as_ref(),
             target.as_mut(),
             &job.name,
             mapping,

@@ -184,7 +184,7 @@ pub(super) fn source_request(
 
 /// Compute the source side by streaming the source table.
 pub(super) fn stream_source(
-    src: &Source,
+    src: &dyn Source,
     m: &MetricSpec,
     table: &str,
     mapping: Option<&Mapping>,

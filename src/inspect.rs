@@ -3,10 +3,10 @@
 
 use serde::Serialize;
 
-use super::{Source, TableRequest};
 use crate::config::mapping::ColumnType;
 use crate::db::{ColumnDef, Dialect, TableDef};
 use crate::error::Result;
+use crate::source::{Source, TableRequest, UniqueNames};
 
 #[derive(Debug, Serialize)]
 pub struct InspectedColumn {
@@ -32,7 +32,7 @@ pub struct InspectedTable {
 
 /// `Référence client` → `reference_client`, `IdClient` → `id_client`.
 pub fn snake_case(name: &str) -> String {
-    let folded = super::header_key(&split_camel(name));
+    let folded = crate::source::header_key(&split_camel(name));
     let mut s: String = folded
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -62,30 +62,6 @@ fn split_camel(name: &str) -> String {
     out
 }
 
-fn access_target(type_name: &str) -> ColumnType {
-    let t = type_name;
-    if t.starts_with("Yes/No") {
-        ColumnType::Boolean
-    } else if t.starts_with("Byte")
-        || t.starts_with("Integer")
-        || t.starts_with("Long")
-        || t.starts_with("AutoNumber")
-        || t.starts_with("Large")
-    {
-        ColumnType::Integer
-    } else if t.starts_with("Currency") || t.starts_with("Decimal") {
-        ColumnType::Decimal
-    } else if t.starts_with("Single") || t.starts_with("Double") {
-        ColumnType::Float
-    } else if t.starts_with("Date/Time") {
-        ColumnType::Datetime
-    } else if t.starts_with("Binary") || t.starts_with("OLE") || t.starts_with("unknown") {
-        ColumnType::Binary
-    } else {
-        ColumnType::Text
-    }
-}
-
 fn inferred_target(inferred: &str) -> ColumnType {
     match inferred.split(' ').next().unwrap_or("") {
         "number" => ColumnType::Decimal,
@@ -97,7 +73,7 @@ fn inferred_target(inferred: &str) -> ColumnType {
 
 /// Inspect every table of a source (or only `only`).
 pub fn inspect(
-    source: &Source,
+    source: &dyn Source,
     only: Option<&str>,
     ddl: Option<Dialect>,
 ) -> Result<Vec<InspectedTable>> {
@@ -106,16 +82,14 @@ pub fn inspect(
         if only.is_some_and(|o| o != t.name) {
             continue;
         }
-        if let Source::Excel(x) = source
-            && x.check_sheet(&t.name).is_err()
-        {
+        if !source.holds_rows(&t.name) {
             // chart and macro sheets hold no table
             continue;
         }
         let mut reader = match source.read(TableRequest::all(&t.name)) {
             Ok(r) => r,
             // an empty sheet has no header: list it with no columns
-            Err(e) if matches!(source, Source::Excel(_)) && e.to_string().contains("empty") => {
+            Err(e) if e.to_string().contains("empty") => {
                 out.push(InspectedTable {
                     name: t.name.clone(),
                     hidden: t.hidden,
@@ -132,18 +106,17 @@ pub fn inspect(
             rows += b.height() as u64;
         }
         let stats = reader.stats().cloned().unwrap_or_default();
-        let columns: Vec<InspectedColumn> = match source {
-            Source::Access(a) => a
-                .columns(&t.name)?
+        let columns: Vec<InspectedColumn> = match source.declared_columns(&t.name)? {
+            Some(declared) => declared
                 .into_iter()
                 .map(|c| InspectedColumn {
-                    target_type: access_target(&c.access_type).as_str().to_string(),
-                    source_type: c.access_type,
+                    target_type: c.target_type.as_str().to_string(),
+                    source_type: c.source_type,
                     nullable: c.nullable,
                     name: c.name,
                 })
                 .collect(),
-            _ => stats
+            None => stats
                 .kinds
                 .iter()
                 .map(|(name, k)| {
@@ -159,7 +132,7 @@ pub fn inspect(
         };
         let ddl = ddl.map(|d| {
             // `Prix` and `prix` are one snake_case name: the second is prix_2
-            let mut unique = super::UniqueNames::default();
+            let mut unique = UniqueNames::default();
             let def = TableDef {
                 name: snake_case(&t.name),
                 columns: columns
