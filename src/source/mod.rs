@@ -363,6 +363,9 @@ pub trait Source: Send + Sync {
     }
 }
 
+/// Opens a file of one kind given only its path.
+pub type FileOpener = fn(&Path) -> Result<Box<dyn Source>>;
+
 /// One kind of source: its `kind = "…"` in `[sources.<name>]`, how to open
 /// it from that table (each kind reads its own settings struct, kept beside
 /// its code), and, for file kinds, how to recognise a file by its content.
@@ -372,7 +375,7 @@ pub struct Kind {
     /// Reads the settings without opening anything (a typo is found first).
     pub check: fn(settings: &toml::Table) -> std::result::Result<(), SettingsError>,
     /// Opens a file of this kind given only its path (`inspect file.xlsx`).
-    pub open_file: Option<fn(&Path) -> Result<Box<dyn Source>>>,
+    pub open_file: Option<FileOpener>,
     /// The file is of this kind (by content, not by name).
     pub sniff: Option<fn(&Path) -> bool>,
 }
