@@ -15,6 +15,7 @@ pub mod db;
 pub mod error;
 pub mod fixtures;
 pub mod inspect;
+pub mod notify;
 pub mod pipeline;
 pub mod sink;
 pub mod source;

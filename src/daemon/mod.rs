@@ -1,11 +1,6 @@
-//! Long-running integration daemons (FTP documents, RabbitMQ queue,
-//! Colissimo tracking, bank notifications, stock alerts, schedules) and the
-//! channels they talk through.
-//!
-//! Built so far: the notification channels stock alerts use, [`mail`]
-//! (SMTP) and [`sms`] (an HTTP gateway). The daemons themselves are the
-//! subject of later issues.
+//! Long-running integration daemons: the booking and intervention queue
+//! ([`queue`], RabbitMQ), and, to come, the manufacturers' FTP documents,
+//! Colissimo tracking, bank notifications and the scheduler. Each feed is a
+//! file; what they send to people goes through `notify`.
 
-pub mod mail;
 pub mod queue;
-pub mod sms;

@@ -23,6 +23,7 @@ use crate::config::mapping::{ColumnType, Merge, WriteMode};
 use crate::config::{AlertsConfig, Config};
 use crate::db::{ColumnDef, TableDef};
 use crate::error::{Error, Result};
+use crate::notify::{Message, fill};
 use crate::sink::Sink;
 
 use super::int as num;
@@ -137,7 +138,7 @@ impl Channel {
     fn peer(self, cfg: &Config) -> String {
         match self {
             Channel::Email => cfg.alerts.email.as_ref().map_or_else(String::new, |m| {
-                crate::daemon::mail::parse_server(&m.server)
+                crate::notify::mail::parse_server(&m.server)
                     .map(|(_, host, port)| format!("SMTP {host}:{port}"))
                     .unwrap_or_else(|_| m.server.clone())
             }),
@@ -153,11 +154,12 @@ impl Channel {
     /// last answer.
     async fn send(self, cfg: &Config, a: &Alert, bound: Duration) -> Result<()> {
         let sending = async {
+            let m = message(cfg, a);
             match (self, &cfg.alerts.email, &cfg.alerts.sms) {
                 (Channel::Email, Some(mail), _) => {
-                    crate::daemon::mail::send_alert(mail, a, bound).await
+                    crate::notify::mail::send(mail, &m.subject, &m.body, bound).await
                 }
-                (Channel::Sms, _, Some(sms)) => crate::daemon::sms::send_alert(sms, a, bound).await,
+                (Channel::Sms, _, Some(sms)) => crate::notify::sms::send(sms, &m, bound).await,
                 _ => Ok(()),
             }
         };
@@ -323,25 +325,43 @@ pub struct Sent {
     pub busy: Vec<String>,
 }
 
-/// Fill a template's `{name}` placeholders.
-pub fn fill(template: &str, a: &Alert, to: &str, json: bool) -> String {
-    let esc = |s: &str| {
-        if json {
-            let q = serde_json::to_string(s).unwrap_or_default();
-            q[1..q.len() - 1].to_string()
-        } else {
-            s.to_string()
-        }
-    };
-    template
-        .replace("{reference}", &esc(&a.reference))
-        .replace(
-            "{designation}",
-            &esc(a.designation.as_deref().unwrap_or("")),
-        )
-        .replace("{quantity}", &a.quantity.to_string())
-        .replace("{minimum}", &a.minimum.to_string())
-        .replace("{to}", &esc(to))
+/// The values an alert gives to templates: `{reference}`,
+/// `{designation}`, `{quantity}`, `{minimum}`.
+pub fn values(a: &Alert) -> Vec<(String, String)> {
+    vec![
+        ("reference".into(), a.reference.clone()),
+        (
+            "designation".into(),
+            a.designation.clone().unwrap_or_default(),
+        ),
+        ("quantity".into(), a.quantity.to_string()),
+        ("minimum".into(), a.minimum.to_string()),
+    ]
+}
+
+/// What an alert says, in the workshop's words; the subject from
+/// `alerts.email.subject` when mail is configured.
+pub fn message(cfg: &Config, a: &Alert) -> Message {
+    let values = values(a);
+    let subject = cfg.alerts.email.as_ref().map_or_else(
+        || format!("Stock bas : {}", a.reference),
+        |m| fill(&m.subject, &values, false),
+    );
+    let body = format!(
+        "La pièce {} ({}) est à {} en stock, pour un minimum de {}.\n\
+         Alerte levée le {} ; elle ne sera pas renvoyée avant que le stock soit repassé au-dessus du minimum.\n\n\
+         — repaero",
+        a.reference,
+        a.designation.as_deref().unwrap_or("sans désignation"),
+        a.quantity,
+        a.minimum,
+        a.raised_at
+    );
+    Message {
+        subject,
+        body,
+        values,
+    }
 }
 
 /// Send the open alerts not sent yet on each configured channel. No
@@ -669,14 +689,16 @@ mod tests {
     fn templates_escape_json_values() {
         let body =
             "{\"to\": \"{to}\", \"text\": \"{reference} {designation}: {quantity} <= {minimum}\"}";
-        let out = fill(body, &alert(), "+33612345678", true);
+        let mut v = values(&alert());
+        v.push(("to".into(), "+33612345678".into()));
+        let out = fill(body, &v, true);
         assert_eq!(
             out,
             "{\"to\": \"+33612345678\", \"text\": \"HYD-2040 Joint \\\"torique\\\": 1 <= 2\"}"
         );
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["text"], "HYD-2040 Joint \"torique\": 1 <= 2");
-        assert_eq!(fill("{reference}", &alert(), "", false), "HYD-2040");
+        assert_eq!(fill("{reference}", &values(&alert()), false), "HYD-2040");
     }
 
     #[test]

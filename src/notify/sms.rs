@@ -3,21 +3,26 @@
 //! from the environment. Any 2xx is a success; anything else is an error
 //! with the gateway's status and the start of its answer.
 
+use super::{Message, fill};
 use crate::config::SmsConfig;
 use crate::error::{Error, Result};
-use crate::stock::alerts::{Alert, fill};
 
-/// Send an alert to every configured recipient. `bound` limits each
-/// request, from connecting to the end of the answer; the caller bounds
-/// the whole send (every recipient).
-pub async fn send_alert(cfg: &SmsConfig, a: &Alert, bound: std::time::Duration) -> Result<()> {
+/// Send `m` to every configured recipient, its body the configured
+/// template filled with the message's values, `{subject}`, `{text}` and
+/// `{to}`. `bound` limits each request, from connecting to the end of the
+/// answer; the caller bounds the whole send (every recipient).
+pub async fn send(cfg: &SmsConfig, m: &Message, bound: std::time::Duration) -> Result<()> {
     let client = reqwest::Client::builder()
         .timeout(bound)
         .build()
         .map_err(|e| Error::runtime(format!("SMS client: {e}")))?;
     let json = cfg.content_type.contains("json");
     for to in &cfg.to {
-        let body = fill(&cfg.body, a, to, json);
+        let mut values = m.values.clone();
+        values.push(("subject".into(), m.subject.clone()));
+        values.push(("text".into(), m.body.clone()));
+        values.push(("to".into(), to.clone()));
+        let body = fill(&cfg.body, &values, json);
         let mut req = client
             .post(&cfg.url)
             .header(reqwest::header::CONTENT_TYPE, &cfg.content_type)

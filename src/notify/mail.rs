@@ -10,7 +10,6 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::EmailConfig;
 use crate::error::{Error, Result};
-use crate::stock::alerts::{Alert, fill};
 
 /// How to reach the server: (TLS mode, host, port).
 #[derive(Debug, PartialEq, Eq)]
@@ -104,22 +103,6 @@ pub async fn send(
         .map_err(|e| Error::runtime(format!("building the message: {e}")))?;
     transport.send(msg).await.map_err(smtp_err)?;
     Ok(())
-}
-
-/// The mail of a stock alert.
-pub async fn send_alert(cfg: &EmailConfig, a: &Alert, bound: std::time::Duration) -> Result<()> {
-    let subject = fill(&cfg.subject, a, "", false);
-    let body = format!(
-        "La pièce {} ({}) est à {} en stock, pour un minimum de {}.\n\
-         Alerte levée le {} ; elle ne sera pas renvoyée avant que le stock soit repassé au-dessus du minimum.\n\n\
-         — repaero",
-        a.reference,
-        a.designation.as_deref().unwrap_or("sans désignation"),
-        a.quantity,
-        a.minimum,
-        a.raised_at
-    );
-    send(cfg, &subject, &body, bound).await
 }
 
 #[cfg(test)]
