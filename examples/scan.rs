@@ -1,9 +1,11 @@
 //! Print every non-empty cell of a sheet as repaero reads it (debugging aid).
 //! cargo run --example scan -- <file> <sheet>
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+use anyhow::Context;
+
+fn main() -> anyhow::Result<()> {
     let mut a = std::env::args().skip(1);
-    let path = a.next().ok_or("usage: scan <file> <sheet>")?;
-    let sheet = a.next().ok_or("usage: scan <file> <sheet>")?;
+    let path = a.next().context("usage: scan <file> <sheet>")?;
+    let sheet = a.next().context("usage: scan <file> <sheet>")?;
     repaero::source::excel::scan(std::path::Path::new(&path), &sheet, &mut |c| {
         println!(
             "{}{}\t{:?}\t{:?}",
@@ -12,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             c.kind,
             c.text
         )
-    })?;
+    })
+    .with_context(|| format!("{path}: sheet {sheet}"))?;
     Ok(())
 }

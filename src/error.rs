@@ -1,7 +1,7 @@
 //! The library's error type and its mapping to process exit codes.
 //!
 //! Every message names what is at fault (file, sheet, table, row, column)
-//! and, where it can, what to do about it. Exit codes follow DESIGN.md:
+//! and, where it can, what to do about it. Exit codes (README, "Commands"):
 //! 0 success, 1 runtime failure, 2 usage or configuration error (including
 //! unusable input files), 3 validation mismatch.
 

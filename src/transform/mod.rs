@@ -349,7 +349,7 @@ impl Mapper {
                 };
                 cleaned.push(v);
             }
-            let mut flags = Flags {
+            let mut failures = Failures {
                 errors: &mut errors,
                 counts: &mut self.failures,
                 flagged: &mut self.flagged,
@@ -359,14 +359,14 @@ impl Mapper {
             for (i, bad) in phone_bad.iter().enumerate() {
                 if *bad {
                     let s = cleaned[i].as_deref().unwrap_or("");
-                    flags.rule(
+                    failures.failed(
                         i,
                         format!("{name}: not a phone number"),
                         format!("{name} = {s:?} is not a phone number"),
                     );
                 }
             }
-            out.push(plan.cast_and_check(&cleaned, &typed, &mut flags)?);
+            out.push(plan.cast_and_check(&cleaned, &typed, &mut failures)?);
             let nulled = plan.nulled.take();
             if nulled > 0 {
                 *self.nulled.entry(name.clone()).or_default() += nulled;
@@ -380,7 +380,7 @@ impl Mapper {
                 *self.remapped.entry(name.clone()).or_default() += remapped;
             }
             if plan.spec.flag_only() {
-                let invalid = flags.invalid;
+                let invalid = failures.invalid;
                 let valid = BooleanChunked::from_iter_options(
                     plan.spec.valid_column().as_str().into(),
                     cleaned
@@ -502,7 +502,7 @@ impl Mapper {
             let mut verdict: Vec<Option<bool>> = vec![None; n];
             let (l, r) = (l.rechunk(), r.rechunk());
             let (lc, rc) = (Cursor::new(&l)?, Cursor::new(&r)?);
-            let mut flags = Flags {
+            let mut failures = Failures {
                 errors: &mut *errors,
                 counts: &mut self.failures,
                 flagged: &mut self.flagged,
@@ -531,12 +531,12 @@ impl Mapper {
                 });
                 *slot = Some(ok);
                 if !ok && check.flag.is_some() {
-                    *flags.counts.entry(check.reason.clone()).or_default() += 1;
-                    *flags.flagged.entry(check.reason.clone()).or_default() += 1;
+                    *failures.counts.entry(check.reason.clone()).or_default() += 1;
+                    *failures.flagged.entry(check.reason.clone()).or_default() += 1;
                 } else if !ok {
                     let show = |v: &ValueRef<'_>| v.to_text().unwrap_or_default();
-                    flag(
-                        &mut flags,
+                    reject_row(
+                        &mut failures,
                         i,
                         check.reason.clone(),
                         format!(
@@ -565,7 +565,7 @@ impl Mapper {
 }
 
 /// Rule failures of one batch: the first per row, and counts of all.
-struct Flags<'a> {
+struct Failures<'a> {
     errors: &'a mut [Option<RowError>],
     counts: &'a mut BTreeMap<String, u64>,
     flagged: &'a mut BTreeMap<String, u64>,
@@ -575,9 +575,10 @@ struct Flags<'a> {
     invalid: Vec<bool>,
 }
 
-impl Flags<'_> {
-    /// A failed rule: rejects the row, or flags it for a flagging column.
-    fn rule(&mut self, i: usize, reason: String, detail: String) {
+impl Failures<'_> {
+    /// A failed rule: rejects the row, or, for a flagging column, flags it
+    /// and keeps it.
+    fn failed(&mut self, i: usize, reason: String, detail: String) {
         if self.flag_only {
             *self.counts.entry(reason.clone()).or_default() += 1;
             if !self.invalid[i] {
@@ -585,12 +586,14 @@ impl Flags<'_> {
             }
             self.invalid[i] = true;
         } else {
-            flag(self, i, reason, detail);
+            reject_row(self, i, reason, detail);
         }
     }
 }
 
-fn flag(f: &mut Flags<'_>, i: usize, reason: String, detail: String) {
+/// Reject row `i` for a failed rule (the first failure is its reason, the
+/// others are added to its detail); every failure is counted.
+fn reject_row(f: &mut Failures<'_>, i: usize, reason: String, detail: String) {
     *f.counts.entry(reason.clone()).or_default() += 1;
     match &mut f.errors[i] {
         Some(e) => {
@@ -606,7 +609,7 @@ impl Plan {
         &self,
         cleaned: &[Option<Cow<'_, str>>],
         typed: &[bool],
-        errors: &mut Flags<'_>,
+        errors: &mut Failures<'_>,
     ) -> Result<Column> {
         // a typed cell (number, date) holds canonical text: read it as such,
         // never with the column's French or English number format
@@ -668,7 +671,7 @@ impl Plan {
                                 NumberError::TooLarge => "too large",
                                 _ => "not an integer",
                             };
-                            flag(
+                            reject_row(
                                 errors,
                                 i,
                                 format!("{name}: {what}"),
@@ -703,7 +706,7 @@ impl Plan {
                                     self.spec.precision(),
                                     self.spec.scale()
                                 );
-                                flag(
+                                reject_row(
                                     errors,
                                     i,
                                     format!("{name}: {why}"),
@@ -720,7 +723,7 @@ impl Plan {
                                 NumberError::TooLarge => "too large",
                                 _ => "not a number",
                             };
-                            flag(
+                            reject_row(
                                 errors,
                                 i,
                                 format!("{name}: {what}"),
@@ -740,7 +743,7 @@ impl Plan {
                         Some(s) => match parse_bool(s) {
                             Some(b) => Some(b),
                             None => {
-                                flag(
+                                reject_row(
                                     errors,
                                     i,
                                     format!("{name}: not yes/no"),
@@ -769,7 +772,7 @@ impl Plan {
                                 Some(days)
                             }
                             None => {
-                                flag(
+                                reject_row(
                                     errors,
                                     i,
                                     format!("{name}: not a date"),
@@ -798,7 +801,7 @@ impl Plan {
                                 Some(ns)
                             }
                             None => {
-                                flag(
+                                reject_row(
                                     errors,
                                     i,
                                     format!("{name}: not a time"),
@@ -824,7 +827,7 @@ impl Plan {
                             match hex::decode(s.strip_prefix("\\x").unwrap_or(s)) {
                                 Ok(b) => Some(b),
                                 Err(_) => {
-                                    flag(
+                                    reject_row(
                                         errors,
                                         i,
                                         format!("{name}: not hex bytes"),
@@ -859,7 +862,7 @@ impl Plan {
                                 Some(ms)
                             }
                             None => {
-                                flag(
+                                reject_row(
                                     errors,
                                     i,
                                     format!("{name}: not a date-time"),
@@ -882,7 +885,7 @@ impl Plan {
         if self.spec.required {
             for (i, v) in cleaned.iter().enumerate() {
                 if v.is_none() {
-                    flag(
+                    reject_row(
                         errors,
                         i,
                         format!("{name}: required"),
@@ -906,12 +909,12 @@ impl Plan {
         }
     }
 
-    fn check_text(&self, i: usize, s: &str, errors: &mut Flags<'_>) {
+    fn check_text(&self, i: usize, s: &str, errors: &mut Failures<'_>) {
         let name = &self.spec.name;
         if let Some(p) = &self.pattern
             && !p.is_match(s)
         {
-            errors.rule(
+            errors.failed(
                 i,
                 format!("{name}: does not match pattern"),
                 format!(
@@ -921,7 +924,7 @@ impl Plan {
             );
         }
         if self.spec.ean13 && !clean::is_ean13(s) {
-            errors.rule(
+            errors.failed(
                 i,
                 format!("{name}: not an EAN-13 (check digit)"),
                 format!("{name} = {s:?} is not 13 digits with a valid check digit"),
@@ -930,7 +933,7 @@ impl Plan {
         if let Some(allowed) = &self.one_of
             && !allowed.contains(s)
         {
-            errors.rule(
+            errors.failed(
                 i,
                 format!("{name}: not an allowed value"),
                 format!("{name} = {s:?} is not one of the allowed values"),
@@ -939,12 +942,12 @@ impl Plan {
         self.check_ref(i, s, errors);
     }
 
-    fn check_ref(&self, i: usize, key: &str, errors: &mut Flags<'_>) {
+    fn check_ref(&self, i: usize, key: &str, errors: &mut Failures<'_>) {
         if let (Some(refs), Some(r)) = (&self.refs, &self.spec.references)
             && !refs.contains(key)
         {
             let name = &self.spec.name;
-            errors.rule(
+            errors.failed(
                 i,
                 format!("{name}: unknown {}.{}", r.table, r.column),
                 format!("{name} = {key:?} is not in {}.{}", r.table, r.column),
@@ -952,7 +955,7 @@ impl Plan {
         }
     }
 
-    fn check_range(&self, i: usize, v: Bound, errors: &mut Flags<'_>) {
+    fn check_range(&self, i: usize, v: Bound, errors: &mut Failures<'_>) {
         let name = &self.spec.name;
         let below = |b: &Bound| match (v, b) {
             (Bound::Num(x), Bound::Num(m)) => x < *m,
@@ -971,7 +974,7 @@ impl Plan {
         if let Some(m) = &self.min
             && below(m)
         {
-            errors.rule(
+            errors.failed(
                 i,
                 format!("{name}: below {}", m.show()),
                 format!("{name} = {} is below the minimum {}", v.show(), m.show()),
@@ -980,7 +983,7 @@ impl Plan {
         if let Some(m) = &self.max
             && above(m)
         {
-            errors.rule(
+            errors.failed(
                 i,
                 format!("{name}: above {}", m.show()),
                 format!("{name} = {} is above the maximum {}", v.show(), m.show()),
