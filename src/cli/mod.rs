@@ -97,11 +97,23 @@ pub enum Command {
     Order(OrderCommand),
     /// Generate deterministic fixture files with their ground truth
     Fixtures(FixturesArgs),
+    /// Run integration daemons until SIGTERM or SIGINT (`--all`: every feed)
+    Daemon(DaemonArgs),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Feeds to run in this process
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub feeds: Vec<String>,
+    /// Run every feed
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -551,6 +563,29 @@ fn run(cli: Cli) -> Result<u8> {
             } else {
                 print!("{}", crate::stock::orders::render(&lines));
             }
+            Ok(0)
+        }
+        Command::Daemon(args) => {
+            let cfg = load(&cli)?;
+            let names: Vec<String> = if args.all {
+                crate::daemon::FEEDS.iter().map(|s| s.to_string()).collect()
+            } else {
+                args.feeds.clone()
+            };
+            // every feed's settings are read before any starts
+            let feeds = names
+                .iter()
+                .map(|n| crate::daemon::feed(n, &cfg))
+                .collect::<Result<Vec<_>>>()?;
+            if feeds.is_empty() {
+                return Err(Error::config("no daemon feed to run"));
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("repaero-daemon")
+                .build()
+                .map_err(|e| Error::runtime(format!("cannot start the runtime: {e}")))?;
+            rt.block_on(crate::daemon::run(std::sync::Arc::new(cfg), feeds))?;
             Ok(0)
         }
         Command::Diff { old, new, json } => {

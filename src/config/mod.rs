@@ -45,6 +45,10 @@ pub struct Config {
     pub alerts: AlertsConfig,
     #[serde(default)]
     pub orders: OrdersConfig,
+    /// `[daemons]`: the runtime's settings and one table per feed
+    /// (`[daemons.queue]`…), each read by its feed (`daemon/`).
+    #[serde(default)]
+    pub daemons: toml::Table,
     /// Directory of the configuration file (not a key of the file).
     #[serde(skip)]
     pub base_dir: PathBuf,

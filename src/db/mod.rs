@@ -51,6 +51,10 @@ pub trait Conn: Send {
     fn commit(&mut self) -> Result<()>;
     /// Undo the unit of work; nothing to undo is not an error.
     fn rollback(&mut self) -> Result<()>;
+    /// The connection is lost (the server went away): open another.
+    fn is_closed(&self) -> bool {
+        false
+    }
 }
 
 /// The named queries: what the floors above ask a database for.

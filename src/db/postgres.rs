@@ -676,6 +676,10 @@ impl Conn for PgConn {
     fn rollback(&mut self) -> Result<()> {
         PgConn::batch(self, "ROLLBACK")
     }
+
+    fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
 }
 
 #[cfg(test)]
