@@ -14,7 +14,9 @@
 //! `db::oracle`.
 
 use crate::config::ColumnType;
-use crate::db::oracle::{ident, quote};
+#[cfg(feature = "oracle")]
+use crate::db::oracle::ident;
+use crate::db::oracle::quote;
 use crate::db::{ColumnDef, TableDef};
 use crate::error::{Error, Result};
 
