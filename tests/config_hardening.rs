@@ -66,6 +66,8 @@ fn a_mapping_cannot_write_into_repaeros_own_tables() {
         "scan_files",
         "stock_alerts",
         "stock_alert_sends",
+        "payment_attempts",
+        "payment_notifications",
     ] {
         let dir = csv_project(table);
         let p = dir.path();

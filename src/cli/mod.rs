@@ -99,6 +99,8 @@ pub enum Command {
     Fixtures(FixturesArgs),
     /// Run integration daemons until SIGTERM or SIGINT (`--all`: every feed)
     Daemon(DaemonArgs),
+    /// The bank's signed payment form for an invoice's amount due ([daemons.bank])
+    PayLink(PayLinkArgs),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -114,6 +116,25 @@ pub struct DaemonArgs {
     /// Run every feed
     #[arg(long)]
     pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PayLinkArgs {
+    /// Invoice number (FA-2024-000042) or id
+    pub invoice: String,
+    /// Ask for this part of the amount due only, in euros (250.00)
+    #[arg(long)]
+    pub amount: Option<String>,
+    /// Write the page that sends the browser to the bank to this file
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
+    /// Print the invoice's pay link on the bank daemon at this base URL
+    /// (https://erp.example) instead: each visit issues a new attempt
+    #[arg(long, value_name = "URL", conflicts_with_all = ["html", "amount", "json"])]
+    pub link: Option<String>,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -586,6 +607,42 @@ fn run(cli: Cli) -> Result<u8> {
                 .build()
                 .map_err(|e| Error::runtime(format!("cannot start the runtime: {e}")))?;
             rt.block_on(crate::daemon::run(std::sync::Arc::new(cfg), feeds))?;
+            Ok(0)
+        }
+        Command::PayLink(args) => {
+            let cfg = load(&cli)?;
+            if let Some(base) = &args.link {
+                let bank = crate::daemon::bank::BankConfig::from_config(&cfg)?;
+                if !crate::daemon::bank::valid_order_id(&args.invoice) {
+                    return Err(Error::input(format!(
+                        "{:?} is not an invoice number the bank takes",
+                        args.invoice
+                    )));
+                }
+                println!(
+                    "{}/pay/{}?t={}",
+                    base.trim_end_matches('/'),
+                    args.invoice,
+                    bank.link_token(&args.invoice)
+                );
+                return Ok(0);
+            }
+            let form =
+                crate::daemon::bank::pay_link(&cfg, &args.invoice, args.amount.as_deref())?;
+            if let Some(path) = &args.html {
+                crate::validate::report::write_file(path, form.html().as_bytes())?;
+                eprintln!(
+                    "invoice {}: {} EUR, attempt {}; page written to {}",
+                    form.invoice,
+                    form.amount,
+                    form.fields.get("vads_trans_id").map_or("", |s| s.as_str()),
+                    path.display()
+                );
+            } else if args.json {
+                print_json(&form)?;
+            } else {
+                print!("{}", form.text());
+            }
             Ok(0)
         }
         Command::Diff { old, new, json } => {

@@ -692,8 +692,9 @@ impl Mapping {
 /// Tables repaero writes itself, which no mapping may name as its target:
 /// run records and watermarks (`_repaero_…`), rejects and merges, the
 /// daemons' dead letters, the staging table of a `replace` load
-/// (`<table>__repaero_new`), and the stock service's ledger, imported
-/// files and alerts. Compared case-insensitively.
+/// (`<table>__repaero_new`), the stock service's ledger, imported
+/// files and alerts, and the bank feed's payment attempts and
+/// notifications. Compared case-insensitively.
 pub const RESERVED_TABLES: &[&str] = &[
     "_rejects",
     "_merges",
@@ -702,12 +703,14 @@ pub const RESERVED_TABLES: &[&str] = &[
     "scan_files",
     "stock_alerts",
     "stock_alert_sends",
+    "payment_attempts",
+    "payment_notifications",
 ];
 /// Every name starting with it is reserved (`_repaero_runs`, `_repaero_state`…).
 pub const RESERVED_PREFIX: &str = "_repaero";
 /// Every name ending with it is reserved (a `replace` load's staging table).
 pub const RESERVED_SUFFIX: &str = "__repaero_new";
-const RESERVED_TABLES_TEXT: &str = "_repaero*, _rejects, _merges, _dead_letters, *__repaero_new, and the stock service's stock_movements, scan_files, stock_alerts, stock_alert_sends";
+const RESERVED_TABLES_TEXT: &str = "_repaero*, _rejects, _merges, _dead_letters, *__repaero_new, the stock service's stock_movements, scan_files, stock_alerts, stock_alert_sends, and the bank's payment_attempts, payment_notifications";
 
 /// Whether `name` is one of repaero's own tables ([`RESERVED_TABLES`],
 /// [`RESERVED_PREFIX`], [`RESERVED_SUFFIX`]).

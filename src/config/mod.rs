@@ -451,6 +451,17 @@ impl Config {
         })
     }
 
+    /// A value as the file writes it, before `${VAR}` expansion and
+    /// `--set` (`&["daemons", "bank", "key"]`): to check that a secret is
+    /// taken from the environment rather than written in the file.
+    pub fn written(&self, path: &[&str]) -> Option<toml::Value> {
+        let mut v = toml::Value::Table(toml::from_str::<toml::Table>(&self.text).ok()?);
+        for p in path {
+            v = v.get(*p)?.clone();
+        }
+        Some(v)
+    }
+
     /// The configuration file name for messages.
     pub fn label(&self) -> String {
         self.file

@@ -15,8 +15,9 @@
 //!   each change, which `repaero check` reads.
 //!
 //! Feeds come with their issues: [`queue`] holds the booking queue's
-//! message contract so far.
+//! message contract so far; [`bank`] the card payments of invoices.
 
+pub mod bank;
 pub mod queue;
 
 use std::collections::BTreeMap;
@@ -414,15 +415,17 @@ pub fn read_heartbeats(conn: &mut dyn Conn) -> Result<Vec<BTreeMap<String, Optio
 
 /// The feeds repaero knows, by name, built from the configuration.
 pub fn feed(name: &str, cfg: &Config) -> Result<Box<dyn Feed>> {
-    let _ = cfg;
-    Err(Error::config(format!(
-        "no daemon feed named `{name}`; the feeds are: {}",
-        FEEDS.join(", ")
-    )))
+    match name {
+        "bank" => Ok(Box::new(bank::BankFeed::from_config(cfg)?)),
+        _ => Err(Error::config(format!(
+            "no daemon feed named `{name}`; the feeds are: {}",
+            FEEDS.join(", ")
+        ))),
+    }
 }
 
 /// The feeds, in the order `--all` starts them.
-pub const FEEDS: &[&str] = &[];
+pub const FEEDS: &[&str] = &["bank"];
 
 /// Run `feeds` until SIGTERM or SIGINT (or `stop` turning true), each under
 /// its supervisor.
