@@ -35,9 +35,7 @@ fn spec_sign(fields: &BTreeMap<String, String>, key: &str) -> String {
 fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
             b' ' => "+".into(),
             _ => format!("%{b:02X}"),
         })
@@ -345,7 +343,10 @@ fn notification(
         ("vads_result", if paid { "00" } else { "05" }),
         ("vads_sequence_number", "1"),
         ("vads_trans_status", status),
-        ("vads_trans_uuid", &format!("{:0>32}", form["vads_trans_id"])),
+        (
+            "vads_trans_uuid",
+            &format!("{:0>32}", form["vads_trans_id"]),
+        ),
         ("vads_url_check_src", "PAY"),
     ]);
     for k in [
@@ -382,6 +383,7 @@ fn scenario(url: &str) {
     let config = write_config(dir.path(), url, port, None);
     let daemon = Daemon::start(&config, port);
     let ipn = format!("http://127.0.0.1:{port}/ipn");
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
     let unchanged = |before: &Vec<_>, what: &str| {
         assert_eq!(&snapshot(url), before, "{what} changed the target");
@@ -393,7 +395,10 @@ fn scenario(url: &str) {
     assert_eq!(form["vads_order_id"], "FA-2024-000042");
     assert_eq!(form["vads_trans_id"], "000000");
     assert_eq!(form["vads_cust_id"], "C0007");
-    assert_eq!(form["vads_url_check"], "https://erp.repaero.example/pay/ipn");
+    assert_eq!(
+        form["vads_url_check"],
+        "https://erp.repaero.example/pay/ipn"
+    );
     assert_eq!(
         one(url, "SELECT status FROM payment_attempts"),
         "SENT",
@@ -414,18 +419,30 @@ fn scenario(url: &str) {
         "1"
     );
     assert_eq!(
-        one(url, "SELECT CAST(amount AS TEXT) FROM payments WHERE invoice_id = 42")
-            .parse::<f64>()
-            .unwrap(),
+        one(
+            url,
+            "SELECT CAST(amount AS TEXT) FROM payments WHERE invoice_id = 42"
+        )
+        .parse::<f64>()
+        .unwrap(),
         1250.0
     );
     assert_eq!(
-        one(url, "SELECT method || ' ' || reference FROM payments WHERE invoice_id = 42"),
+        one(
+            url,
+            "SELECT method || ' ' || reference FROM payments WHERE invoice_id = 42"
+        ),
         format!("carte bank {:0>32}", "000000")
     );
-    assert_eq!(one(url, "SELECT status FROM invoices WHERE id = 42"), "payée");
     assert_eq!(
-        one(url, "SELECT status FROM payment_attempts WHERE invoice_id = 42"),
+        one(url, "SELECT status FROM invoices WHERE id = 42"),
+        "payée"
+    );
+    assert_eq!(
+        one(
+            url,
+            "SELECT status FROM payment_attempts WHERE invoice_id = 42"
+        ),
         "AUTHORISED"
     );
     assert_eq!(one(url, "SELECT count(*) FROM payment_notifications"), "1");
@@ -497,11 +514,7 @@ fn scenario(url: &str) {
 
     // refused, then paid by a second attempt, then a late abandon of the
     // first: paid (§8)
-    let (status, answer) = post(
-        &client,
-        &ipn,
-        body(&notification(&form43, "REFUSED", HASH)),
-    );
+    let (status, answer) = post(&client, &ipn, body(&notification(&form43, "REFUSED", HASH)));
     assert_eq!((status, answer.as_str()), (200, "OK-attempt refused"));
     assert_eq!(
         one(url, "SELECT status FROM invoices WHERE id = 43"),
@@ -526,7 +539,10 @@ fn scenario(url: &str) {
     late.insert("vads_result".into(), "17".into());
     let (status, answer) = post(&client, &ipn, body(&signed(late, KEY)));
     assert_eq!((status, answer.as_str()), (200, "OK-attempt abandoned"));
-    assert_eq!(one(url, "SELECT status FROM invoices WHERE id = 43"), "payée");
+    assert_eq!(
+        one(url, "SELECT status FROM invoices WHERE id = 43"),
+        "payée"
+    );
     assert_eq!(
         one(
             url,
@@ -535,19 +551,30 @@ fn scenario(url: &str) {
         "1"
     );
     assert_eq!(
-        one(url, "SELECT status FROM payment_attempts WHERE trans_id = '000001'"),
+        one(
+            url,
+            "SELECT status FROM payment_attempts WHERE trans_id = '000001'"
+        ),
         "REFUSED",
         "the late abandon does not move the refused attempt back"
     );
     // nothing left to pay: no pay link
     let out = repaero(&config, &["pay-link", "FA-2024-000043"]);
     assert_eq!(code(&out), 2);
-    assert!(stderr(&out).contains("nothing left to pay"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing left to pay"),
+        "{}",
+        stderr(&out)
+    );
 
     // a part of invoice 44 only: partly paid
     let part = pay_link(&config, "FA-2024-000044", Some("200,00"));
     assert_eq!(part["vads_amount"], "20000");
-    let (status, answer) = post(&client, &ipn, body(&notification(&part, "AUTHORISED", HASH)));
+    let (status, answer) = post(
+        &client,
+        &ipn,
+        body(&notification(&part, "AUTHORISED", HASH)),
+    );
     assert_eq!(
         (status, answer.as_str()),
         (200, "OK-payment of 200.00 recorded")
@@ -572,8 +599,14 @@ fn scenario(url: &str) {
     assert!(link.starts_with(&format!("http://127.0.0.1:{port}/pay/FA-2024-000044?t=")));
     let (status, page) = get(&client, &link);
     assert_eq!(status, 200, "{page}");
-    assert!(page.contains("name=\"vads_amount\" value=\"30000\""), "{page}");
-    assert!(page.contains("name=\"vads_trans_id\" value=\"000004\""), "{page}");
+    assert!(
+        page.contains("name=\"vads_amount\" value=\"30000\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("name=\"vads_trans_id\" value=\"000004\""),
+        "{page}"
+    );
     let (status, json) = get(&client, &format!("{link}&format=json"));
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -587,7 +620,10 @@ fn scenario(url: &str) {
         &format!("http://127.0.0.1:{port}/pay/FA-2024-000042?t=AAAAAAAAAAAAAAAAAAAAAA"),
     );
     assert_eq!(status, 403);
-    let (status, _) = get(&client, &format!("http://127.0.0.1:{port}/pay/FA-2024-000042"));
+    let (status, _) = get(
+        &client,
+        &format!("http://127.0.0.1:{port}/pay/FA-2024-000042"),
+    );
     assert_eq!(status, 403);
     unchanged(&before, "a pay link without its token");
 
@@ -623,11 +659,30 @@ fn test_pki(dir: &Path) -> PathBuf {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     };
     sh(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "2", "-subj", "/CN=repaero test CA",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=repaero test CA",
     ]);
     sh(&[
-        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr", "-subj",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
         "/CN=127.0.0.1",
     ]);
     std::fs::write(
@@ -663,7 +718,12 @@ fn notifications_over_tls() {
     billing_target(&url);
     let ca = test_pki(d);
     let port = free_port();
-    let config = write_config(d, &url, port, Some((&d.join("srv.pem"), &d.join("srv.key"))));
+    let config = write_config(
+        d,
+        &url,
+        port,
+        Some((&d.join("srv.pem"), &d.join("srv.key"))),
+    );
     let daemon = Daemon::start(&config, port);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
@@ -682,7 +742,10 @@ fn notifications_over_tls() {
         "{}",
         daemon.log()
     );
-    assert_eq!(one(&url, "SELECT status FROM invoices WHERE id = 42"), "payée");
+    assert_eq!(
+        one(&url, "SELECT status FROM invoices WHERE id = 42"),
+        "payée"
+    );
     // plain HTTP is not answered on the TLS port
     let plain = runtime().block_on(async {
         reqwest::Client::new()

@@ -627,8 +627,7 @@ fn run(cli: Cli) -> Result<u8> {
                 );
                 return Ok(0);
             }
-            let form =
-                crate::daemon::bank::pay_link(&cfg, &args.invoice, args.amount.as_deref())?;
+            let form = crate::daemon::bank::pay_link(&cfg, &args.invoice, args.amount.as_deref())?;
             if let Some(path) = &args.html {
                 crate::validate::report::write_file(path, form.html().as_bytes())?;
                 eprintln!(

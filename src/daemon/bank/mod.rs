@@ -162,10 +162,7 @@ impl BankConfig {
             w.strip_prefix("${")
                 .and_then(|r| r.strip_suffix('}'))
                 .is_some_and(|name| {
-                    !name.is_empty()
-                        && name
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 })
         });
         if !from_env {
@@ -182,12 +179,17 @@ impl BankConfig {
         if s.mode != "TEST" && s.mode != "PRODUCTION" {
             return Err(err(format!("mode {:?}: TEST or PRODUCTION", s.mode)));
         }
-        let listen: SocketAddr = s
-            .listen
-            .parse()
-            .map_err(|_| err(format!("listen {:?}: an address such as 127.0.0.1:8088", s.listen)))?;
+        let listen: SocketAddr = s.listen.parse().map_err(|_| {
+            err(format!(
+                "listen {:?}: an address such as 127.0.0.1:8088",
+                s.listen
+            ))
+        })?;
         if !s.payment_url.starts_with("https://") && !s.payment_url.starts_with("http://") {
-            return Err(err(format!("payment_url {:?}: an http(s) URL", s.payment_url)));
+            return Err(err(format!(
+                "payment_url {:?}: an http(s) URL",
+                s.payment_url
+            )));
         }
         for (k, v) in &s.fields {
             if !k.starts_with("vads_") || k.len() < 6 {
@@ -336,8 +338,7 @@ impl std::fmt::Display for Refusal {
 /// What the bank takes as `vads_order_id`.
 pub fn valid_order_id(s: &str) -> bool {
     (1..=64).contains(&s.len())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
@@ -423,8 +424,9 @@ pub fn pay_link(cfg: &Config, invoice: &str, amount: Option<&str>) -> Result<Pay
         .map(parse_amount)
         .transpose()
         .map_err(|r| Error::input(r.to_string()))?;
-    let mut conn = crate::db::open(&cfg.target.url, false)?;
-    match issue(conn.as_mut(), &bank, invoice, amount)? {
+    let mut sink = crate::sink::open(&cfg.target.url, false)?;
+    let conn = sink.conn()?;
+    match issue(conn, &bank, invoice, amount)? {
         Ok(form) => Ok(form),
         Err(Refusal::UnknownInvoice) => Err(Error::input(format!(
             "no invoice {invoice:?} in {}",
@@ -505,11 +507,7 @@ async fn ipn(State(app): State<App>, body: Bytes) -> Response {
     if fields.get("vads_site_id") != Some(&bank.shop_id)
         || fields.get("vads_ctx_mode") != Some(&bank.mode)
     {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "wrong shop or mode",
-            Some(&fields),
-        );
+        return refuse(StatusCode::BAD_REQUEST, "wrong shop or mode", Some(&fields));
     }
     let n = match store::Notification::from_fields(&fields) {
         Ok(n) => n,
@@ -548,7 +546,10 @@ async fn ipn(State(app): State<App>, body: Bytes) -> Response {
         Err(e) => {
             tracing::error!("bank notification not applied (the bank will retry): {e}");
             let _ = app.events.send(Event::Rejected(format!("target: {e}")));
-            plain(StatusCode::SERVICE_UNAVAILABLE, "KO-temporarily unavailable")
+            plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "KO-temporarily unavailable",
+            )
         }
     }
 }
@@ -565,10 +566,9 @@ async fn pay_page(
     UrlPath(invoice): UrlPath<String>,
     Query(q): Query<PayQuery>,
 ) -> Response {
-    let token_ok = q
-        .t
-        .as_deref()
-        .is_some_and(|t| signature::link_token_ok(&app.bank.key, &invoice, t));
+    let token_ok =
+        q.t.as_deref()
+            .is_some_and(|t| signature::link_token_ok(&app.bank.key, &invoice, t));
     if !token_ok {
         return plain(StatusCode::FORBIDDEN, "invalid or missing link token");
     }
@@ -635,7 +635,9 @@ fn tls_config(cert: &Path, key: &Path) -> Result<axum_server::tls_rustls::Rustls
     .with_single_cert(certs, key_der)
     .map_err(|e| err(cert, &e))?;
     sc.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(sc)))
+    Ok(axum_server::tls_rustls::RustlsConfig::from_config(
+        Arc::new(sc),
+    ))
 }
 
 impl Feed for BankFeed {
@@ -819,7 +821,10 @@ mod tests {
             let e = cfg(&text, &[("BANK_KEY", "RepAeroTestKey01")])
                 .unwrap_err()
                 .to_string();
-            assert!(e.contains("key must come from the environment"), "{bad}: {e}");
+            assert!(
+                e.contains("key must come from the environment"),
+                "{bad}: {e}"
+            );
             assert!(!e.contains("RepAeroTestKey01"), "{e}");
         }
         let e = cfg(ok, &[]).unwrap_err().to_string();

@@ -71,8 +71,8 @@ pub fn verify(
 /// never be mistaken for a form signature; URL-safe Base64, 22 characters
 /// (128 bits).
 pub fn link_token(key: &str, invoice: &str) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes())
-        .expect("HMAC accepts any key length");
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes()).expect("HMAC accepts any key length");
     mac.update(b"repaero pay link\0");
     mac.update(invoice.as_bytes());
     let tag = mac.finalize().into_bytes();
@@ -353,7 +353,10 @@ mod tests {
     #[test]
     fn worked_examples_b_the_notifications() {
         let b1 = parse_form(B1_BODY.as_bytes()).unwrap();
-        assert_eq!(b1["signature"], "FcTlXxsP/8V9qtd/HpTM3+xvBz5oC9RhsUarJ2hG+N4=");
+        assert_eq!(
+            b1["signature"],
+            "FcTlXxsP/8V9qtd/HpTM3+xvBz5oC9RhsUarJ2hG+N4="
+        );
         assert_eq!(b1["vads_extra_result"], "");
         assert_eq!(
             signing_string(&b1, KEY),
@@ -364,11 +367,7 @@ mod tests {
         let mut without = b1.clone();
         let sig = without.remove("signature").unwrap();
         assert_eq!(
-            format!(
-                "{}&signature={}",
-                encode_form(&without),
-                form_escape(&sig)
-            ),
+            format!("{}&signature={}", encode_form(&without), form_escape(&sig)),
             B1_BODY
         );
 

@@ -123,7 +123,9 @@ pub fn cents(text: &str) -> Option<i64> {
     let units: i64 = if int.is_empty() { 0 } else { int.parse().ok()? };
     let f = frac.as_bytes();
     let digit = |i: usize| f.get(i).map_or(0, |b| (b - b'0') as i64);
-    let mut c = units.checked_mul(100)?.checked_add(digit(0) * 10 + digit(1))?;
+    let mut c = units
+        .checked_mul(100)?
+        .checked_add(digit(0) * 10 + digit(1))?;
     if digit(2) >= 5 {
         c += 1;
     }
@@ -173,7 +175,10 @@ pub fn find_invoice(conn: &mut dyn Conn, key: &str) -> Result<Option<Invoice>> {
     let d = conn.dialect();
     let cols = need_table(conn, INVOICES)?;
     need_table(conn, PAYMENTS)?;
-    let has = |c: &str| cols.iter().any(|x| x.eq_ignore_ascii_case(&d.column_name(c)));
+    let has = |c: &str| {
+        cols.iter()
+            .any(|x| x.eq_ignore_ascii_case(&d.column_name(c)))
+    };
     let q = |c: &str| d.quote(c);
     let alive = if has("deleted_at") {
         format!(" AND {} IS NULL", q("deleted_at"))
@@ -554,7 +559,11 @@ fn record_payment(
     let q = |c: &str| d.quote(c);
     let max = conn
         .query_one(
-            &format!("SELECT {} FROM {}", d.as_text(&format!("max({})", q("id"))), q(PAYMENTS)),
+            &format!(
+                "SELECT {} FROM {}",
+                d.as_text(&format!("max({})", q("id"))),
+                q(PAYMENTS)
+            ),
             &[],
         )?
         .and_then(|t| t.parse::<i64>().ok())
@@ -563,7 +572,14 @@ fn record_payment(
     let today = chrono::Utc::now().date_naive();
     let days = (today - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days();
     let cols = conn.columns(PAYMENTS)?;
-    let mut names = vec!["id", "invoice_id", "paid_on", "amount", "method", "reference"];
+    let mut names = vec![
+        "id",
+        "invoice_id",
+        "paid_on",
+        "amount",
+        "method",
+        "reference",
+    ];
     let mut values = vec![
         Value::Int(id),
         Value::Int(inv.id),
@@ -665,7 +681,10 @@ pub fn apply(conn: &mut dyn Conn, n: &Notification) -> Result<Outcome> {
     let current = attempt.as_ref().map_or("SENT", |a| a.status.as_str());
     let paid_by = attempt.as_ref().and_then(|a| a.payment_id);
     // the status kept on the attempt: never moved back
-    let keep = if rank(&n.trans_status) >= rank(current) {
+    let (new_rank, cur_rank) = (rank(&n.trans_status), rank(current));
+    // a final status stays (a late ABANDONED after REFUSED keeps REFUSED);
+    // among temporary ones, the last heard
+    let keep = if new_rank > cur_rank || (new_rank == cur_rank && new_rank <= 1) {
         n.trans_status.clone()
     } else {
         current.to_string()
