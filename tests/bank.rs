@@ -261,6 +261,17 @@ impl Daemon {
         d
     }
 
+    /// SIGTERM (to this child, by its pid): it must stop on its own, exit 0.
+    fn stop(mut self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}: {}", self.log());
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -633,7 +644,49 @@ fn scenario(url: &str) {
         "3"
     );
     assert_eq!(one(url, "SELECT count(*) FROM payment_notifications"), "5");
-    drop(daemon);
+
+    // the page for the browser, written by the command line
+    let page = dir.path().join("pay.html");
+    let out = repaero(
+        &config,
+        &[
+            "pay-link",
+            "FA-2024-000044",
+            "--html",
+            page.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains(
+            "<form method=\"POST\" action=\"https://paiement.systempay.fr/vads-payment/\""
+        )
+    );
+    assert!(
+        html.contains("name=\"vads_trans_id\" value=\"000006\""),
+        "{html}"
+    );
+
+    // an orderly stop; the heartbeat counts what was answered: 5 applied,
+    // 6 refused (tampered, bad and missing signature, unknown order,
+    // amount, mode); duplicates are neither
+    daemon.stop();
+    let mut conn = repaero::db::open(url, false).unwrap();
+    let beat = conn
+        .query(
+            "SELECT state, CAST(processed AS TEXT), CAST(failed AS TEXT) FROM _repaero_heartbeats WHERE feed = 'bank'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        beat,
+        vec![vec![
+            Some("stopped".to_string()),
+            Some("5".to_string()),
+            Some("6".to_string())
+        ]]
+    );
 }
 
 #[test]

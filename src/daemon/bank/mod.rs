@@ -650,6 +650,17 @@ impl Feed for BankFeed {
     }
 }
 
+/// A notification answered, on the feed's heartbeat.
+fn count(ctx: &FeedContext, ev: Event) {
+    match ev {
+        Event::Applied => ctx.progress(1, 0),
+        Event::Rejected(why) => {
+            ctx.progress(0, 1);
+            ctx.detail("last_refused", serde_json::json!(why));
+        }
+    }
+}
+
 async fn serve(bank: Arc<BankConfig>, ctx: &FeedContext) -> Result<()> {
     ctx.db.call(|sink| store::ensure(sink.conn()?)).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -689,17 +700,14 @@ async fn serve(bank: Arc<BankConfig>, ctx: &FeedContext) -> Result<()> {
                     ctx.detail("listening", serde_json::json!(format!("{scheme}://{a}")));
                 }
             }
-            Some(ev) = rx.recv() => match ev {
-                Event::Applied => ctx.progress(1, 0),
-                Event::Rejected(why) => {
-                    ctx.progress(0, 1);
-                    ctx.detail("last_refused", serde_json::json!(why));
-                }
-            },
+            Some(ev) = rx.recv() => count(ctx, ev),
             _ = ctx.stopped() => {
                 // answer the notifications in flight, take no new ones
                 handle.graceful_shutdown(Some(Duration::from_secs(10)));
                 let _ = server.await;
+                while let Ok(ev) = rx.try_recv() {
+                    count(ctx, ev);
+                }
                 return Ok(());
             }
         }
