@@ -203,7 +203,16 @@ impl BankConfig {
             }
         }
         let tls = match (s.tls_cert, s.tls_key) {
-            (Some(c), Some(k)) => Some((cfg.resolve(&c), cfg.resolve(&k))),
+            (Some(c), Some(k)) => {
+                let (c, k) = (cfg.resolve(&c), cfg.resolve(&k));
+                // found now, not at each restart of the feed
+                for p in [&c, &k] {
+                    if !p.is_file() {
+                        return Err(err(format!("TLS: no file {}", p.display())));
+                    }
+                }
+                Some((c, k))
+            }
             (None, None) => None,
             _ => return Err(err("tls_cert and tls_key go together".into())),
         };
@@ -848,6 +857,13 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("set for each payment"), "{e}");
+        let e = cfg(
+            &format!("{ok}tls_cert = \"/nonexistent/c.pem\"\ntls_key = \"/nonexistent/k.pem\"\n"),
+            &[("BANK_KEY", "k")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("TLS: no file /nonexistent/c.pem"), "{e}");
     }
 
     #[test]
