@@ -535,7 +535,8 @@ impl Mapping {
         if is_reserved_table(&self.target.table) {
             return Err(Error::config(format!(
                 "{f}: target.table `{}` is reserved for repaero's own tables ({}); name the table differently",
-                self.target.table, RESERVED_TABLES_TEXT
+                self.target.table,
+                reserved_tables_text()
             )));
         }
         let mut seen = std::collections::HashSet::new();
@@ -710,7 +711,14 @@ pub const RESERVED_TABLES: &[&str] = &[
 pub const RESERVED_PREFIX: &str = "_repaero";
 /// Every name ending with it is reserved (a `replace` load's staging table).
 pub const RESERVED_SUFFIX: &str = "__repaero_new";
-const RESERVED_TABLES_TEXT: &str = "_repaero*, _rejects, _merges, _dead_letters, *__repaero_new, the stock service's stock_movements, scan_files, stock_alerts, stock_alert_sends, and the bank's payment_attempts, payment_notifications";
+
+/// The reserved names, as the error message lists them.
+fn reserved_tables_text() -> String {
+    format!(
+        "{RESERVED_PREFIX}*, *{RESERVED_SUFFIX}, {}",
+        RESERVED_TABLES.join(", ")
+    )
+}
 
 /// Whether `name` is one of repaero's own tables ([`RESERVED_TABLES`],
 /// [`RESERVED_PREFIX`], [`RESERVED_SUFFIX`]).
