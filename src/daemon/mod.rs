@@ -17,6 +17,7 @@
 //! Feeds come with their issues: [`queue`] holds the booking queue's
 //! message contract so far.
 
+pub mod metrics;
 pub mod queue;
 
 use std::collections::BTreeMap;
@@ -69,6 +70,10 @@ pub struct RuntimeConfig {
     pub backoff_min: f64,
     #[serde(default = "RuntimeConfig::default_backoff_max")]
     pub backoff_max: f64,
+    /// Where `/health` and `/metrics` are served (`127.0.0.1:9464`);
+    /// none when absent.
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 impl RuntimeConfig {
@@ -473,6 +478,11 @@ pub async fn supervise(
     stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let db = Db::new(&cfg.target.url)?;
+    let listener = match &rc.metrics {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
+    let mut views = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
     for feed in feeds {
         let ctx = FeedContext {
@@ -487,9 +497,14 @@ pub async fn supervise(
             })),
             changed: Arc::new(tokio::sync::Notify::new()),
         };
+        views.push(metrics::FeedView {
+            name: ctx.name,
+            beat: ctx.beat.clone(),
+        });
         let rc = rc.clone();
         tasks.spawn(async move { supervise_one(feed, ctx, rc).await });
     }
+    let server = listener.map(|l| tokio::spawn(metrics::serve(l, views, stop.clone())));
     // wait for the stop, then for the feeds, at most the grace
     let mut stop_wait = stop.clone();
     let _ = stop_wait.wait_for(|s| *s).await;
@@ -508,6 +523,9 @@ pub async fn supervise(
             rc.shutdown_grace
         );
         tasks.abort_all();
+    }
+    if let Some(s) = server {
+        s.abort();
     }
     Ok(())
 }
@@ -655,6 +673,7 @@ mod tests {
             shutdown_grace: 5,
             backoff_min: 0.05,
             backoff_max: 0.2,
+            metrics: None,
         };
         let runs = Arc::new(AtomicU32::new(0));
         let ticks = Arc::new(AtomicU32::new(0));
