@@ -103,7 +103,7 @@ impl CheckSettings {
         let s: CheckSettings = toml::Value::Table(cfg.check.clone())
             .try_into()
             .map_err(|e: toml::de::Error| Error::config(format!("[check]: {}", e.message())))?;
-        if !(s.missed_beats >= 1.0) {
+        if s.missed_beats.is_nan() || s.missed_beats < 1.0 {
             return Err(Error::config("[check] missed_beats must be at least 1"));
         }
         Ok(s)
@@ -173,7 +173,14 @@ impl Health {
         self.problems.push((s, text));
     }
 
-    fn perf(&mut self, label: String, value: f64, uom: &'static str, warn: Option<f64>, crit: Option<f64>) {
+    fn perf(
+        &mut self,
+        label: String,
+        value: f64,
+        uom: &'static str,
+        warn: Option<f64>,
+        crit: Option<f64>,
+    ) {
         self.perf.push(Perf {
             label,
             value,
@@ -212,7 +219,13 @@ impl Health {
 /// A label part: letters, digits and `_` only.
 fn slug(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -262,14 +275,23 @@ pub fn check(cfg: &Config) -> Health {
     });
     let mut conn = match target {
         Ok(c) => {
-            h.perf("target_time".into(), started.elapsed().as_secs_f64(), "s", None, None);
+            h.perf(
+                "target_time".into(),
+                started.elapsed().as_secs_f64(),
+                "s",
+                None,
+                None,
+            );
             h.checked.push("target".into());
             Some(c)
         }
         Err(e) => {
             h.problem(
                 Status::Critical,
-                format!("target {} unreachable: {e}", crate::config::redact_url(&cfg.target.url)),
+                format!(
+                    "target {} unreachable: {e}",
+                    crate::config::redact_url(&cfg.target.url)
+                ),
             );
             None
         }
@@ -282,7 +304,10 @@ pub fn check(cfg: &Config) -> Health {
     };
     let conn = conn.as_mut();
     let parts = [
-        ("schedules", check_schedules(cfg, &settings, now, conn, &mut h)),
+        (
+            "schedules",
+            check_schedules(cfg, &settings, now, conn, &mut h),
+        ),
         ("heartbeats", check_heartbeats(&settings, now, conn, &mut h)),
         ("dead letters", check_dead_letters(&settings, conn, &mut h)),
         ("parcels", check_parcels(&settings, now, conn, &mut h)),
@@ -343,34 +368,53 @@ fn check_schedules(
         }
         if let Some(r) = &ran {
             if let Some(age) = r.finished_at.as_deref().and_then(|f| age_seconds(now, f)) {
-                h.perf(format!("schedule_{label}_age"), age.max(0.0).round(), "s", None, None);
+                h.perf(
+                    format!("schedule_{label}_age"),
+                    age.max(0.0).round(),
+                    "s",
+                    None,
+                    None,
+                );
             }
             let err = r.error.as_deref().unwrap_or("");
             if r.state == "failed" {
                 h.problem(
                     Status::Critical,
-                    format!("schedule {}: the run of tick {} failed: {err}", e.name, r.tick),
+                    format!(
+                        "schedule {}: the run of tick {} failed: {err}",
+                        e.name, r.tick
+                    ),
                 );
             } else {
                 match r.validation.as_deref() {
                     Some("regressed") => h.problem(
                         Status::Warning,
-                        format!("schedule {}: validation regressed at tick {}: {err}", e.name, r.tick),
+                        format!(
+                            "schedule {}: validation regressed at tick {}: {err}",
+                            e.name, r.tick
+                        ),
                     ),
                     Some("mismatch") => h.problem(
                         Status::Warning,
-                        format!("schedule {}: validation mismatch at tick {}", e.name, r.tick),
+                        format!(
+                            "schedule {}: validation mismatch at tick {}",
+                            e.name, r.tick
+                        ),
                     ),
                     Some("error") => h.problem(
                         Status::Warning,
-                        format!("schedule {}: validation failed at tick {}: {err}", e.name, r.tick),
+                        format!(
+                            "schedule {}: validation failed at tick {}: {err}",
+                            e.name, r.tick
+                        ),
                     ),
                     _ => {}
                 }
             }
         }
     }
-    h.checked.push(format!("{} schedule(s)", plan.entries.len()));
+    h.checked
+        .push(format!("{} schedule(s)", plan.entries.len()));
     Ok(())
 }
 
@@ -392,7 +436,12 @@ fn process_alive(pid: u32) -> Option<bool> {
     Some(state != "Z" && state != "X" && comm.starts_with("repaero"))
 }
 
-fn check_heartbeats(s: &CheckSettings, now: DateTime<Utc>, conn: &mut dyn Conn, h: &mut Health) -> Result<()> {
+fn check_heartbeats(
+    s: &CheckSettings,
+    now: DateTime<Utc>,
+    conn: &mut dyn Conn,
+    h: &mut Health,
+) -> Result<()> {
     let beats = crate::daemon::read_heartbeats(conn)?;
     if beats.is_empty() {
         return Ok(());
@@ -411,14 +460,23 @@ fn check_heartbeats(s: &CheckSettings, now: DateTime<Utc>, conn: &mut dyn Conn, 
         let state = get(b, "state").unwrap_or_default();
         let age = get(b, "beat_at").and_then(|t| age_seconds(now, &t));
         if let Some(a) = age {
-            h.perf(format!("heartbeat_{label}_age"), a.max(0.0).round(), "s", None, Some(limit));
+            h.perf(
+                format!("heartbeat_{label}_age"),
+                a.max(0.0).round(),
+                "s",
+                None,
+                Some(limit),
+            );
         }
         let host = get(b, "host").unwrap_or_default();
         let pid: Option<u32> = get(b, "pid").and_then(|p| p.parse().ok());
         if state == "stopped" {
             h.problem(
                 Status::Critical,
-                format!("daemon {feed} stopped (last beat {})", get(b, "beat_at").unwrap_or_default()),
+                format!(
+                    "daemon {feed} stopped (last beat {})",
+                    get(b, "beat_at").unwrap_or_default()
+                ),
             );
             continue;
         }
@@ -462,9 +520,15 @@ fn check_heartbeats(s: &CheckSettings, now: DateTime<Utc>, conn: &mut dyn Conn, 
                 s.queue_depth_critical.map(|v| v as f64),
             );
             if s.queue_depth_critical.is_some_and(|c| depth >= c as f64) {
-                h.problem(Status::Critical, format!("daemon {feed}: {depth} messages waiting"));
+                h.problem(
+                    Status::Critical,
+                    format!("daemon {feed}: {depth} messages waiting"),
+                );
             } else if s.queue_depth_warning.is_some_and(|w| depth >= w as f64) {
-                h.problem(Status::Warning, format!("daemon {feed}: {depth} messages waiting"));
+                h.problem(
+                    Status::Warning,
+                    format!("daemon {feed}: {depth} messages waiting"),
+                );
             }
         }
     }
@@ -480,14 +544,18 @@ fn count_open(conn: &mut dyn Conn, table: &str, open_columns: &[&str]) -> Result
         return Ok(None);
     }
     let d = conn.dialect();
-    let open = open_columns
-        .iter()
-        .find(|c| cols.iter().any(|x| x.eq_ignore_ascii_case(&d.column_name(c))));
+    let open = open_columns.iter().find(|c| {
+        cols.iter()
+            .any(|x| x.eq_ignore_ascii_case(&d.column_name(c)))
+    });
     let filter = open
         .map(|c| format!(" WHERE {} IS NULL", d.quote(c)))
         .unwrap_or_default();
     let n = conn
-        .query_one(&format!("SELECT count(*) FROM {}{filter}", d.quote(table)), &[])?
+        .query_one(
+            &format!("SELECT count(*) FROM {}{filter}", d.quote(table)),
+            &[],
+        )?
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
     Ok(Some(n))
@@ -516,7 +584,13 @@ fn check_alerts(s: &CheckSettings, conn: &mut dyn Conn, h: &mut Health) -> Resul
         return Ok(());
     };
     let w = s.open_alerts_warning;
-    h.perf("open_stock_alerts".into(), n as f64, "", Some(w as f64), None);
+    h.perf(
+        "open_stock_alerts".into(),
+        n as f64,
+        "",
+        Some(w as f64),
+        None,
+    );
     if n >= w {
         h.problem(Status::Warning, format!("{n} open stock alert(s)"));
     }
@@ -526,13 +600,19 @@ fn check_alerts(s: &CheckSettings, conn: &mut dyn Conn, h: &mut Health) -> Resul
 
 /// Parcels not delivered whose estimated delivery day is past: the
 /// columns are found by name (`estimated…`, `delivered…`/`actual…`).
-fn check_parcels(s: &CheckSettings, now: DateTime<Utc>, conn: &mut dyn Conn, h: &mut Health) -> Result<()> {
+fn check_parcels(
+    s: &CheckSettings,
+    now: DateTime<Utc>,
+    conn: &mut dyn Conn,
+    h: &mut Health,
+) -> Result<()> {
     let cols = conn.columns("shipments")?;
     if cols.is_empty() {
         return Ok(());
     }
     let lower: Vec<String> = cols.iter().map(|c| c.to_lowercase()).collect();
-    let find = |pred: &dyn Fn(&str) -> bool| lower.iter().position(|c| pred(c)).map(|i| cols[i].clone());
+    let find =
+        |pred: &dyn Fn(&str) -> bool| lower.iter().position(|c| pred(c)).map(|i| cols[i].clone());
     let (Some(est), Some(done)) = (
         find(&|c| c.contains("estimated")),
         find(&|c| !c.contains("estimated") && (c.contains("delivered") || c.starts_with("actual"))),
@@ -559,7 +639,10 @@ fn check_parcels(s: &CheckSettings, now: DateTime<Utc>, conn: &mut dyn Conn, h: 
     let w = s.late_parcels_warning;
     h.perf("late_parcels".into(), late as f64, "", Some(w as f64), None);
     if late >= w {
-        h.problem(Status::Warning, format!("{late} parcel(s) late against their estimate"));
+        h.problem(
+            Status::Warning,
+            format!("{late} parcel(s) late against their estimate"),
+        );
     }
     h.checked.push("parcels".into());
     Ok(())

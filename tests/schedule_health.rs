@@ -25,7 +25,11 @@ fn project(dir: &Path, cron: &str, validate: bool) -> PathBuf {
     for d in ["in", "jobs", "mappings", "validation"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
-    std::fs::write(dir.join("in/items.csv"), "id;name\n1;rivet\n2;seal\n3;valve\n").unwrap();
+    std::fs::write(
+        dir.join("in/items.csv"),
+        "id;name\n1;rivet\n2;seal\n3;valve\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.join("jobs/items.toml"),
         "source = \"items\"\n[[tables]]\nmapping = \"items\"\n",
@@ -33,7 +37,7 @@ fn project(dir: &Path, cron: &str, validate: bool) -> PathBuf {
     .unwrap();
     std::fs::write(
         dir.join("mappings/items.toml"),
-        "[source]\ntable = \"items.csv\"\n[target]\ntable = \"items\"\nkey = [\"id\"]\n\
+        "[source]\ntable = \"items.csv\"\n[target]\ntable = \"items\"\nkey = [\"id\"]\nmode = \"upsert\"\n\
          [[columns]]\nname = \"id\"\nfrom = \"id\"\ntype = \"integer\"\nrequired = true\n\
          [[columns]]\nname = \"name\"\nfrom = \"name\"\n",
     )
@@ -350,7 +354,11 @@ fn a_validation_that_regresses_between_two_scheduled_runs_is_mailed_once() {
         "{}",
         got[0]
     );
-    assert!(got[0].contains("REGRESSION items I1: verdict"), "{}", got[0]);
+    assert!(
+        got[0].contains("REGRESSION items I1: verdict"),
+        "{}",
+        got[0]
+    );
     let ticks = ticks_run(&url);
     let marks: Vec<(Option<&str>, bool)> = ticks
         .iter()
@@ -424,7 +432,12 @@ fn check_warns_on_a_stale_run_and_is_critical_once_a_daemon_is_killed() {
     assert!(stdout(&out).contains("\"baseline\""), "{}", stdout(&out));
     let (c, line) = check(&config, &[]);
     assert_eq!(c, 0, "{line}");
-    assert!(line.starts_with("REPAERO OK - all well: target, 1 source(s), 1 schedule(s) | target_time="), "{line}");
+    assert!(
+        line.starts_with(
+            "REPAERO OK - all well: target, 1 source(s), 1 schedule(s) | target_time="
+        ),
+        "{line}"
+    );
     // a tick was missed long ago: --once runs the latest, once
     back(&mut conn(&url), "tick");
     let out = run(&config, &[], &["schedule", "--once", "--json"]);
@@ -553,7 +566,9 @@ fn check_reads_remote_heartbeats_and_the_other_services_tables_when_they_exist()
     let (code, line) = check(&config, &[]);
     assert_eq!(code, 2, "{line}");
     assert!(
-        line.contains("CRITICAL: daemon queue: no heartbeat for 31 s (every 10 s expected, on hangar-2)"),
+        line.contains(
+            "CRITICAL: daemon queue: no heartbeat for 31 s (every 10 s expected, on hangar-2)"
+        ),
         "{line}"
     );
     assert!(line.contains("heartbeat_queue_age=31s;;30;0;"), "{line}");
@@ -593,7 +608,12 @@ fn check_reads_remote_heartbeats_and_the_other_services_tables_when_they_exist()
         &["target.url=postgres://postgres@127.0.0.1:1/none".to_string()],
     );
     assert_eq!(code, 2, "{line}");
-    assert!(line.starts_with("REPAERO CRITICAL - CRITICAL: target postgres://postgres@127.0.0.1:1/none unreachable"), "{line}");
+    assert!(
+        line.starts_with(
+            "REPAERO CRITICAL - CRITICAL: target postgres://postgres@127.0.0.1:1/none unreachable"
+        ),
+        "{line}"
+    );
     let (code, line) = check(&config, &["check.missed_beats=0".to_string()]);
     assert_eq!(code, 3, "{line}");
 }

@@ -606,7 +606,9 @@ fn run(cli: Cli) -> Result<u8> {
             }
             let feed = crate::schedule::ScheduleFeed::new(cfg.clone())?;
             if feed.is_empty() {
-                return Err(Error::config("no schedule: add a [schedule.<name>] with its job(s) and cron"));
+                return Err(Error::config(
+                    "no schedule: add a [schedule.<name>] with its job(s) and cron",
+                ));
             }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -680,7 +682,9 @@ fn run(cli: Cli) -> Result<u8> {
 fn schedule_once(cfg: std::sync::Arc<Config>, json: bool) -> Result<u8> {
     let mut s = crate::schedule::Scheduler::new(cfg)?;
     if s.plan.entries.is_empty() {
-        return Err(Error::config("no schedule: add a [schedule.<name>] with its job(s) and cron"));
+        return Err(Error::config(
+            "no schedule: add a [schedule.<name>] with its job(s) and cron",
+        ));
     }
     let outcomes = s.run_due(chrono::Utc::now())?;
     if json {
@@ -694,16 +698,28 @@ fn schedule_once(cfg: std::sync::Arc<Config>, json: bool) -> Result<u8> {
                 o.schedule,
                 o.tick,
                 o.state,
-                o.run_id.as_ref().map(|r| format!(" run {r}, {} row(s) written", o.rows_written)).unwrap_or_default(),
-                o.validation.as_ref().map(|v| format!(", validation {v}")).unwrap_or_default(),
-                o.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default(),
+                o.run_id
+                    .as_ref()
+                    .map(|r| format!(" run {r}, {} row(s) written", o.rows_written))
+                    .unwrap_or_default(),
+                o.validation
+                    .as_ref()
+                    .map(|v| format!(", validation {v}"))
+                    .unwrap_or_default(),
+                o.error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default(),
             );
         }
     }
     let failed = outcomes.iter().any(|o| o.state == "failed");
-    let invalid = outcomes
-        .iter()
-        .any(|o| matches!(o.validation.as_deref(), Some("regressed" | "mismatch" | "error")));
+    let invalid = outcomes.iter().any(|o| {
+        matches!(
+            o.validation.as_deref(),
+            Some("regressed" | "mismatch" | "error")
+        )
+    });
     Ok(if failed {
         1
     } else if invalid {

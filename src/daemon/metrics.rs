@@ -68,7 +68,10 @@ fn beats(feeds: &[FeedView]) -> Vec<(&'static str, Beat)> {
 
 async fn metrics(State(feeds): State<Arc<Vec<FeedView>>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         render(&beats(&feeds)),
     )
 }
@@ -230,12 +233,8 @@ pub fn render(feeds: &[(&str, Beat)]) -> String {
                 .iter()
                 .filter(|(k, _)| !NAMED.iter().any(|(named, ..)| named == k))
                 .filter_map(move |(k, v)| {
-                    v.as_f64().map(|x| {
-                        (
-                            format!("{{feed=\"{}\",key=\"{}\"}}", label(n), label(k)),
-                            x,
-                        )
-                    })
+                    v.as_f64()
+                        .map(|x| (format!("{{feed=\"{}\",key=\"{}\"}}", label(n), label(k)), x))
                 })
         })
         .collect();
@@ -252,7 +251,11 @@ fn number(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{}", v as i64)
     } else {
@@ -275,9 +278,11 @@ mod tests {
             ..Beat::default()
         };
         b.details.insert("rows".into(), serde_json::json!(340));
-        b.details.insert("lag_seconds".into(), serde_json::json!(1.5));
+        b.details
+            .insert("lag_seconds".into(), serde_json::json!(1.5));
         b.details.insert("odd\"key".into(), serde_json::json!(7));
-        b.details.insert("next_tick".into(), serde_json::json!("soon"));
+        b.details
+            .insert("next_tick".into(), serde_json::json!("soon"));
         let stopped = Beat {
             state: "retrying".into(),
             ..Beat::default()

@@ -239,9 +239,23 @@ fn host_name() -> String {
 
 /// Insert a tick row unless one with its key exists; whether it was
 /// inserted.
-fn insert_tick(conn: &mut dyn Conn, schedule: &str, tick: &str, state: &str, jobs: &str) -> Result<bool> {
+fn insert_tick(
+    conn: &mut dyn Conn,
+    schedule: &str,
+    tick: &str,
+    state: &str,
+    jobs: &str,
+) -> Result<bool> {
     let d = conn.dialect();
-    let cols = ["schedule", "tick", "state", "jobs", "host", "pid", "started_at"];
+    let cols = [
+        "schedule",
+        "tick",
+        "state",
+        "jobs",
+        "host",
+        "pid",
+        "started_at",
+    ];
     let names: Vec<String> = cols.iter().map(|c| d.quote(c)).collect();
     let params: Vec<String> = cols
         .iter()
@@ -301,7 +315,12 @@ fn insert_tick(conn: &mut dyn Conn, schedule: &str, tick: &str, state: &str, job
 }
 
 /// Set columns of one tick row.
-fn update_tick(conn: &mut dyn Conn, schedule: &str, tick: &str, sets: &[(&str, Value)]) -> Result<()> {
+fn update_tick(
+    conn: &mut dyn Conn,
+    schedule: &str,
+    tick: &str,
+    sets: &[(&str, Value)],
+) -> Result<()> {
     let d = conn.dialect();
     let mut params = Vec::new();
     let assigns: Vec<String> = sets
@@ -376,10 +395,12 @@ impl Scheduler {
         // every job (and validation) is read before anything runs
         for e in &plan.entries {
             for j in &e.jobs {
-                Job::load(&cfg, j, &ProcessEnv).map_err(|err| err.context(format!("[schedule.{}]", e.name)))?;
+                Job::load(&cfg, j, &ProcessEnv)
+                    .map_err(|err| err.context(format!("[schedule.{}]", e.name)))?;
                 if e.validate {
-                    crate::validate::Validation::load(&cfg, j, &ProcessEnv)
-                        .map_err(|err| err.context(format!("[schedule.{}] validate = true", e.name)))?;
+                    crate::validate::Validation::load(&cfg, j, &ProcessEnv).map_err(|err| {
+                        err.context(format!("[schedule.{}] validate = true", e.name))
+                    })?;
                 }
             }
         }
@@ -469,7 +490,12 @@ impl Scheduler {
 
     /// With every job's lock held: claim the tick (or take over one whose
     /// scheduler died), run it, record how it went.
-    fn run_locked(&mut self, entry: &Entry, key: &str, jobs_text: &str) -> Result<Option<TickOutcome>> {
+    fn run_locked(
+        &mut self,
+        entry: &Entry,
+        key: &str,
+        jobs_text: &str,
+    ) -> Result<Option<TickOutcome>> {
         let conn = self.conn()?;
         match latest_tick(conn.as_mut(), &entry.name)? {
             Some(last) if last.tick.as_str() > key => return Ok(None),
@@ -491,7 +517,10 @@ impl Scheduler {
                         ("host", text(&host_name())),
                         ("pid", Value::Int(std::process::id() as i64)),
                         ("started_at", text(&now_text())),
-                        ("error", text("taken over: the scheduler that began it stopped")),
+                        (
+                            "error",
+                            text("taken over: the scheduler that began it stopped"),
+                        ),
                     ],
                 )?;
             }
@@ -563,7 +592,14 @@ impl Scheduler {
                 &entry.name,
                 key,
                 &[
-                    ("notified_at", if notified { text(&now_text()) } else { Value::Null }),
+                    (
+                        "notified_at",
+                        if notified {
+                            text(&now_text())
+                        } else {
+                            Value::Null
+                        },
+                    ),
                     ("notify_error", opt(error.as_deref())),
                 ],
             )?;
@@ -640,11 +676,17 @@ impl Scheduler {
     fn notify(&self, entry: &Entry, key: &str, o: &TickOutcome) -> (bool, Option<String>) {
         let alerts = &self.cfg.alerts;
         if alerts.email.is_none() && alerts.sms.is_none() {
-            return (false, Some("no channel: configure [alerts.email] or [alerts.sms]".into()));
+            return (
+                false,
+                Some("no channel: configure [alerts.email] or [alerts.sms]".into()),
+            );
         }
         let m = regression_message(entry, key, o);
         let bound = alerts.send_bound();
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => rt,
             Err(e) => return (false, Some(format!("cannot start the I/O runtime: {e}"))),
         };
@@ -652,7 +694,11 @@ impl Scheduler {
         let mut errors = Vec::new();
         if let Some(mail) = &alerts.email {
             let r = rt.block_on(async {
-                tokio::time::timeout(bound, crate::notify::mail::send(mail, &m.subject, &m.body, bound)).await
+                tokio::time::timeout(
+                    bound,
+                    crate::notify::mail::send(mail, &m.subject, &m.body, bound),
+                )
+                .await
             });
             match r {
                 Ok(Ok(())) => sent = true,
@@ -776,7 +822,10 @@ fn previous_report(dir: &std::path::Path) -> Option<PathBuf> {
 /// The words of a regression's notification.
 pub fn regression_message(entry: &Entry, key: &str, o: &TickOutcome) -> crate::notify::Message {
     let jobs = entry.jobs.join(", ");
-    let subject = format!("repaero: validation of {jobs} regressed ({} at {key})", entry.name);
+    let subject = format!(
+        "repaero: validation of {jobs} regressed ({} at {key})",
+        entry.name
+    );
     let body = format!(
         "The scheduled run of {jobs} ({}, tick {key}, run {}) is written, but its validation regressed since the previous run:\n\n{}\n\nReport: {}\n",
         entry.name,
@@ -816,7 +865,10 @@ impl ScheduleFeed {
 
     /// Whether there is no schedule to run.
     pub fn is_empty(&self) -> bool {
-        self.inner.lock().map(|s| s.plan.entries.is_empty()).unwrap_or(true)
+        self.inner
+            .lock()
+            .map(|s| s.plan.entries.is_empty())
+            .unwrap_or(true)
     }
 
     /// One round on a thread of its own (the connections block).

@@ -148,7 +148,7 @@ impl Plan {
         let settings: Settings = toml::Value::Table(own)
             .try_into()
             .map_err(|e: toml::de::Error| Error::config(format!("[schedule]: {}", e.message())))?;
-        if !(settings.poll > 0.0) {
+        if settings.poll.is_nan() || settings.poll <= 0.0 {
             return Err(Error::config("[schedule] poll must be above 0 seconds"));
         }
         let mut entries = Vec::new();
