@@ -115,9 +115,16 @@ impl Entry {
         let Ok(prev) = self.cron.find_previous_occurrence(&local, true) else {
             return Ok(None);
         };
-        // start a little before it (a day: past any DST change), then walk
-        // forward to the last tick not after t
-        let mut cur = prev.with_timezone(&Utc) - chrono::TimeDelta::days(1);
+        let prev = prev.with_timezone(&Utc);
+        // almost always: the forward search reaches it, and nothing after
+        // it up to t
+        let second = chrono::TimeDelta::seconds(1);
+        if self.next_after(prev - second)? == prev && self.next_after(prev)? > t {
+            return Ok(Some(prev));
+        }
+        // around a DST change: start a day before it, then walk forward to
+        // the last tick not after t
+        let mut cur = prev - chrono::TimeDelta::days(1);
         let mut found = None;
         loop {
             let n = self.next_after(cur)?;
@@ -314,6 +321,30 @@ mod tests {
             due(&secs, "2026-10-25T01:00:03Z").as_deref(),
             Some("2026-10-25T01:00:02Z")
         );
+    }
+
+    #[test]
+    fn the_due_tick_is_the_last_forward_tick_at_every_minute_of_both_changes() {
+        for pattern in ["30 2 * * *", "0 * * * *", "*/20 * * * *", "15 2,3 * * *"] {
+            let e = entry(pattern, "Europe/Paris");
+            for start in ["2026-03-28T22:00:00Z", "2026-10-24T22:00:00Z"] {
+                for minute in (0..6 * 60).step_by(7) {
+                    let t = utc(start) + chrono::TimeDelta::minutes(minute);
+                    // by brute force: every forward tick from two days before
+                    let mut cur = t - chrono::TimeDelta::days(2);
+                    let mut last = None;
+                    loop {
+                        let n = e.next_after(cur).unwrap();
+                        if n > t {
+                            break;
+                        }
+                        last = Some(n);
+                        cur = n;
+                    }
+                    assert_eq!(e.latest_at(t).unwrap(), last, "{pattern} at {t}");
+                }
+            }
+        }
     }
 
     #[test]
