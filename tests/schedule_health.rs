@@ -650,3 +650,43 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_tick_left_running_is_taken_over_and_a_held_job_lock_defers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = project(dir.path(), "0 * * * *", false);
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let once = || {
+        let out = run(&config, &[], &["schedule", "--once", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out))
+            .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
+        v.as_array().unwrap().clone()
+    };
+    assert_eq!(once()[0]["state"], "baseline");
+    // as a scheduler killed in the middle of the run leaves it
+    conn(&url)
+        .batch("UPDATE _repaero_ticks SET state = 'running', pid = 1")
+        .unwrap();
+    // another scheduler holds the job's lock: the tick waits
+    std::fs::create_dir_all(dir.path().join("locks")).unwrap();
+    let lock = std::fs::File::create(dir.path().join("locks/items.lock")).unwrap();
+    lock.try_lock().unwrap();
+    let o = once();
+    assert_eq!(
+        (o.len(), o[0]["state"].as_str()),
+        (1, Some("busy")),
+        "{o:?}"
+    );
+    assert!(!conn(&url).table_exists("_repaero_runs").unwrap());
+    // the lock is free: the scheduler that held it is gone, the tick runs
+    lock.unlock().unwrap();
+    let o = once();
+    assert_eq!(o[0]["state"], "done", "{o:?}");
+    assert_eq!(count(&url, "SELECT count(*) FROM _repaero_runs"), 1);
+    assert_eq!(
+        rows(&url, "SELECT state FROM _repaero_ticks"),
+        vec![vec![Some("done".to_string())]]
+    );
+    // and only once
+    assert!(once().is_empty());
+}
