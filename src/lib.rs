@@ -14,9 +14,11 @@ pub mod daemon;
 pub mod db;
 pub mod error;
 pub mod fixtures;
+pub mod health;
 pub mod inspect;
 pub mod notify;
 pub mod pipeline;
+pub mod schedule;
 pub mod sink;
 pub mod source;
 pub mod stock;
@@ -61,7 +63,9 @@ pub const FLOORS: &[Floor] = &[
     Floor {
         name: "services",
         // what runs after or beside a migration
-        modules: &["validate", "inspect", "stock", "daemon", "fixtures"],
+        modules: &[
+            "validate", "inspect", "stock", "daemon", "fixtures", "schedule", "health",
+        ],
         siblings_apart: false,
     },
     Floor {

@@ -101,6 +101,17 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// The bank's signed payment form for an invoice's amount due ([daemons.bank])
     PayLink(PayLinkArgs),
+    /// Run jobs on the cron schedules of repaero.toml ([schedule.<name>]) until SIGTERM or SIGINT
+    Schedule {
+        /// Run the ticks due now (each once, wherever it ran), then exit
+        #[arg(long)]
+        once: bool,
+        /// With --once: machine-readable outcome
+        #[arg(long, requires = "once")]
+        json: bool,
+    },
+    /// Health as a Nagios plugin: one status line, perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
+    Check,
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -644,6 +655,38 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
+        Command::Schedule { once, json } => {
+            let cfg = std::sync::Arc::new(load(&cli)?);
+            if *once {
+                return schedule_once(cfg, *json);
+            }
+            let feed = crate::schedule::ScheduleFeed::new(cfg.clone())?;
+            if feed.is_empty() {
+                return Err(Error::config(
+                    "no schedule: add a [schedule.<name>] with its job(s) and cron",
+                ));
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("repaero-schedule")
+                .build()
+                .map_err(|e| Error::runtime(format!("cannot start the runtime: {e}")))?;
+            rt.block_on(crate::daemon::run(cfg, vec![Box::new(feed)]))?;
+            Ok(0)
+        }
+        Command::Check => {
+            // a configuration that cannot be read is the plugin's UNKNOWN
+            let cfg = match load(&cli) {
+                Ok(c) => c,
+                Err(e) => {
+                    println!("REPAERO UNKNOWN - {}", e.to_string().replace('\n', " "));
+                    return Ok(3);
+                }
+            };
+            let h = crate::health::check(&cfg);
+            println!("{}", h.line());
+            Ok(h.status().code())
+        }
         Command::Diff { old, new, json } => {
             let read = |p: &PathBuf| -> Result<Vec<crate::validate::Report>> {
                 let text = std::fs::read_to_string(p)
@@ -688,6 +731,58 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(if result.is_equal() { 0 } else { 3 })
         }
     }
+}
+
+/// `repaero schedule --once`: the due ticks, then exit: 1 when a run
+/// failed, 3 when a validation regressed or does not match.
+fn schedule_once(cfg: std::sync::Arc<Config>, json: bool) -> Result<u8> {
+    let mut s = crate::schedule::Scheduler::new(cfg)?;
+    if s.plan.entries.is_empty() {
+        return Err(Error::config(
+            "no schedule: add a [schedule.<name>] with its job(s) and cron",
+        ));
+    }
+    let outcomes = s.run_due(chrono::Utc::now())?;
+    if json {
+        print_json(&outcomes)?;
+    } else if outcomes.is_empty() {
+        println!("nothing due");
+    } else {
+        for o in &outcomes {
+            println!(
+                "{} {} {}{}{}{}",
+                o.schedule,
+                o.tick,
+                o.state,
+                o.run_id
+                    .as_ref()
+                    .map(|r| format!(" run {r}, {} row(s) written", o.rows_written))
+                    .unwrap_or_default(),
+                o.validation
+                    .as_ref()
+                    .map(|v| format!(", validation {v}"))
+                    .unwrap_or_default(),
+                o.error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    let failed = outcomes.iter().any(|o| o.state == "failed");
+    let invalid = outcomes.iter().any(|o| {
+        matches!(
+            o.validation.as_deref(),
+            Some("regressed" | "mismatch" | "error")
+        )
+    });
+    Ok(if failed {
+        1
+    } else if invalid {
+        3
+    } else {
+        0
+    })
 }
 
 /// Write a ground truth as pretty JSON, creating its directory.

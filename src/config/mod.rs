@@ -49,6 +49,13 @@ pub struct Config {
     /// (`[daemons.queue]`…), each read by its feed (`daemon/`).
     #[serde(default)]
     pub daemons: toml::Table,
+    /// `[schedule]`: the scheduler's settings and one table per schedule
+    /// (`[schedule.nightly]`…), read by `schedule/`.
+    #[serde(default)]
+    pub schedule: toml::Table,
+    /// `[check]`: the thresholds of `repaero check`, read by `health`.
+    #[serde(default)]
+    pub check: toml::Table,
     /// Directory of the configuration file (not a key of the file).
     #[serde(skip)]
     pub base_dir: PathBuf,

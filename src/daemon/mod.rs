@@ -18,6 +18,7 @@
 //! message contract so far; [`bank`] the card payments of invoices.
 
 pub mod bank;
+pub mod metrics;
 pub mod queue;
 
 use std::collections::BTreeMap;
@@ -70,6 +71,10 @@ pub struct RuntimeConfig {
     pub backoff_min: f64,
     #[serde(default = "RuntimeConfig::default_backoff_max")]
     pub backoff_max: f64,
+    /// Where `/health` and `/metrics` are served (`127.0.0.1:9464`);
+    /// none when absent.
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 impl RuntimeConfig {
@@ -476,6 +481,11 @@ pub async fn supervise(
     stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let db = Db::new(&cfg.target.url)?;
+    let listener = match &rc.metrics {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
+    let mut views = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
     for feed in feeds {
         let ctx = FeedContext {
@@ -490,9 +500,14 @@ pub async fn supervise(
             })),
             changed: Arc::new(tokio::sync::Notify::new()),
         };
+        views.push(metrics::FeedView {
+            name: ctx.name,
+            beat: ctx.beat.clone(),
+        });
         let rc = rc.clone();
         tasks.spawn(async move { supervise_one(feed, ctx, rc).await });
     }
+    let server = listener.map(|l| tokio::spawn(metrics::serve(l, views, stop.clone())));
     // wait for the stop, then for the feeds, at most the grace
     let mut stop_wait = stop.clone();
     let _ = stop_wait.wait_for(|s| *s).await;
@@ -511,6 +526,9 @@ pub async fn supervise(
             rc.shutdown_grace
         );
         tasks.abort_all();
+    }
+    if let Some(s) = server {
+        s.abort();
     }
     Ok(())
 }
@@ -658,6 +676,7 @@ mod tests {
             shutdown_grace: 5,
             backoff_min: 0.05,
             backoff_max: 0.2,
+            metrics: None,
         };
         let runs = Arc::new(AtomicU32::new(0));
         let ticks = Arc::new(AtomicU32::new(0));
