@@ -460,7 +460,7 @@ impl Running {
 
 /// Wait for `cond` (checked every 50 ms); fail after a minute, saying what.
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    wait_or(what, &mut cond, || String::new())
+    wait_or(what, &mut cond, String::new)
 }
 
 /// The same, saying `state()` when it fails.
@@ -596,7 +596,7 @@ fn every_behaviour(db: &Db, dir: &Path) {
     let finished = |db: &Db| {
         one(
             db,
-            &format!("SELECT count(*) FROM shipments WHERE poll_state <> 'open'"),
+            "SELECT count(*) FROM shipments WHERE poll_state <> 'open'",
         ) == "3"
     };
     let state = || {

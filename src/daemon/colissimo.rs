@@ -184,9 +184,8 @@ impl ColissimoConfig {
                 return bad(&format!("{k} must be a number of seconds (days) above 0"));
             }
         }
-        if !(c.min_gap.is_finite() && c.min_gap >= 0.0)
-            || !(c.retry_delay.is_finite() && c.retry_delay >= 0.0)
-        {
+        let non_negative = |v: f64| v.is_finite() && v >= 0.0;
+        if !(non_negative(c.min_gap) && non_negative(c.retry_delay)) {
             return bad("min_gap and retry_delay must be 0 or more seconds");
         }
         if c.rate_limit_pause_max < c.rate_limit_pause {
@@ -585,7 +584,7 @@ fn tracked(status: u16, v: &Json, number: &str) -> Answer {
             }
         }
     }
-    events.sort_by(|a, b| (a.at, a.seq).cmp(&(b.at, b.seq)));
+    events.sort_by_key(|e| (e.at, e.seq));
     Answer::Tracked(Snapshot {
         is_final,
         entry_date,
@@ -691,13 +690,13 @@ fn record_call(conn: &mut dyn Conn, c: &Call) -> Result<()> {
     Ok(())
 }
 
+/// The calls since an instant (oldest first) and the latest `retry_at`
+/// still ahead.
+type Spent = (Vec<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// The calls of the last `window` (their instants, oldest first) and the
 /// latest `retry_at` still ahead.
-fn spent(
-    conn: &mut dyn Conn,
-    since: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<(Vec<DateTime<Utc>>, Option<DateTime<Utc>>)> {
+fn spent(conn: &mut dyn Conn, since: DateTime<Utc>, now: DateTime<Utc>) -> Result<Spent> {
     let d = conn.dialect();
     let rows = conn.query(
         &format!(
@@ -798,7 +797,7 @@ fn stored_events(conn: &mut dyn Conn, number: &str) -> Result<Vec<Event>> {
             })
         })
         .collect();
-    events.sort_by(|a, b| (a.at, a.seq).cmp(&(b.at, b.seq)));
+    events.sort_by_key(|e| (e.at, e.seq));
     Ok(events)
 }
 
