@@ -652,6 +652,13 @@ fn every_behaviour(db: &Db, dir: &Path) {
 
     // the quota, as the double counted it
     let seen = double.seen();
+    eprintln!(
+        "{}: {} calls, at most {} in a {WINDOW} s window (quota {QUOTA}), {} over quota",
+        db.url(),
+        seen.len(),
+        double.max_in_window(),
+        double.over_quota.load(Ordering::SeqCst)
+    );
     assert_eq!(double.over_quota.load(Ordering::SeqCst), 0);
     assert!(
         double.max_in_window() <= QUOTA,

@@ -43,8 +43,9 @@ use crate::stock::orders::{
 const LANGS: &[&str] = &["fr_FR", "en_GB", "de_DE", "es_ES", "it_IT", "nl_NL"];
 
 /// A call counts in the quota this much longer than the window: the
-/// service's clock and the network's delays are not ours.
-const QUOTA_MARGIN: Duration = Duration::from_millis(250);
+/// service's clock is not ours (the network's delays are covered by
+/// counting a call from its answer).
+const QUOTA_MARGIN: Duration = Duration::from_millis(100);
 
 /// `[daemons.colissimo]`.
 #[derive(Clone, Deserialize)]
@@ -1247,11 +1248,13 @@ impl Colissimo {
                 return Ok(Polled::Stopping);
             }
             attempt += 1;
-            let sent_at = Utc::now();
             if let Ok(mut p) = self.pace.lock() {
                 p.last_call = Some(Instant::now());
             }
             let answer = self.fetch(client, number).await;
+            // a call counts from its answer (or the timeout): the latest
+            // instant the service may have counted it, whatever the delays
+            let answered_at = Utc::now();
             let http_status = match &answer {
                 Answer::Tracked(_) => Some(200),
                 Answer::NotFound { .. } => Some(404),
@@ -1264,7 +1267,7 @@ impl Colissimo {
             };
             let reason = answer.reason().map(|r| self.cfg.redact(&r));
             let mut call = Call {
-                at: sent_at,
+                at: answered_at,
                 number: number.to_string(),
                 attempt,
                 http_status,
@@ -1299,13 +1302,13 @@ impl Colissimo {
                         "not_found" => (
                             Some("NotFound"),
                             "open",
-                            Some(sent_at + chrono_secs(self.cfg.poll_interval)),
+                            Some(answered_at + chrono_secs(self.cfg.poll_interval)),
                         ),
                         "invalid_number" => (Some("InvalidNumber"), "invalid", None),
                         _ => (
                             None,
                             "open",
-                            Some(sent_at + chrono_secs(self.cfg.retry_interval)),
+                            Some(answered_at + chrono_secs(self.cfg.retry_interval)),
                         ),
                     };
                     tracing::warn!(
@@ -1351,7 +1354,7 @@ impl Colissimo {
                         },
                     };
                     call.retry_at = Some(
-                        sent_at
+                        answered_at
                             + chrono::Duration::from_std(pause)
                                 .unwrap_or_else(|_| chrono::Duration::days(1)),
                     );
@@ -1382,7 +1385,7 @@ impl Colissimo {
                         }
                     );
                     if last {
-                        let next = Some(sent_at + chrono_secs(self.cfg.retry_interval));
+                        let next = Some(answered_at + chrono_secs(self.cfg.retry_interval));
                         ctx.db
                             .call(move |sink| {
                                 record_failure(sink, &owned, &call, None, "open", next)

@@ -315,7 +315,9 @@ pub fn shipment_events_def() -> TableDef {
     )
 }
 
-/// `shipment_polls`: one row per request to the tracking service.
+/// `shipment_polls`: one row per request to the tracking service, `at`
+/// the instant its answer came (or the client gave up): the quota counts
+/// a call from then, the latest instant the service may have counted it.
 pub fn shipment_polls_def() -> TableDef {
     use ColumnType::*;
     table(
