@@ -364,6 +364,10 @@ const QUOTA: usize = 10;
 const WINDOW: f64 = 1.0;
 
 fn config_text(url: &str, port: u16) -> String {
+    config_with_quota(url, port, QUOTA, WINDOW)
+}
+
+fn config_with_quota(url: &str, port: u16, quota: usize, window: f64) -> String {
     format!(
         r#"[target]
 url = "{url}"
@@ -378,8 +382,8 @@ base_url = "http://127.0.0.1:{port}/suivi/v2"
 api_key = "${{TEST_OKAPI_KEY}}"
 poll_interval = 1.0
 retry_interval = 1.0
-quota = {QUOTA}
-quota_window = {WINDOW}
+quota = {quota}
+quota_window = {window}
 min_gap = 0
 timeout = 0.5
 max_retries = 2
@@ -1052,6 +1056,69 @@ fn the_feed_follows_every_behaviour_of_the_service_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let pg = pg::TempDb::new("colissimo_feed");
     every_behaviour(&Db::Pg(pg.url()), dir.path());
+}
+
+/// The quota's count is in the target: a feed started again at once goes
+/// on counting the calls of the one before, it does not start afresh.
+#[test]
+fn the_quota_holds_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = &Db::Sqlite(d.join("t.db"));
+    let parcels = [
+        "6A10000000001",
+        "6A10000000002",
+        "6A10000000003",
+        "6A10000000004",
+        "6A10000000005",
+        "6A10000000006",
+    ];
+    let mut scripts = HashMap::new();
+    for p in parcels {
+        scripts.insert(
+            p.to_string(),
+            Script {
+                replies: vec![in_transit_as(p)],
+                cycle: false,
+                next: 0,
+            },
+        );
+    }
+    let window = 3.0;
+    let double = Arc::new(Double {
+        key: KEY.into(),
+        quota: 3,
+        window: Duration::from_secs_f64(window),
+        scripts: Mutex::new(scripts),
+        seen: Mutex::new(Vec::new()),
+        over_quota: AtomicUsize::new(0),
+    });
+    let port = start_double(double.clone());
+    std::fs::write(
+        d.join("repaero.toml"),
+        config_with_quota(&db.url(), port, 3, window),
+    )
+    .unwrap();
+    orders_with_parcels(d, &[("AEROSTOCK", &parcels)]);
+    let feed = start_feed(d, KEY);
+    wait_for("the quota spent", || double.seen().len() >= 3);
+    feed.stop();
+    let feed = start_feed(d, KEY);
+    wait_for("every parcel polled", || {
+        parcels.iter().all(|p| double.count(p) >= 1)
+    });
+    feed.stop();
+    assert_eq!(double.over_quota.load(Ordering::SeqCst), 0);
+    assert!(double.max_in_window() <= 3, "{}", double.max_in_window());
+    let seen = double.seen();
+    assert!(
+        seen[3].at.duration_since(seen[0].at) >= Duration::from_secs_f64(window),
+        "the restarted feed waited for the window"
+    );
+    assert_eq!(
+        one(db, "SELECT count(*) FROM shipment_polls"),
+        seen.len().to_string()
+    );
 }
 
 /// A refused key is a configuration error: said on the heartbeat, and the

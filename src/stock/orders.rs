@@ -1,6 +1,9 @@
-//! `repaero order suggest`: the parts at or under their minimum, how many
-//! to order, and the cheapest and the fastest supplier of each, from the
-//! supplier catalogues migrated into `supplier_parts`.
+//! Supplier orders. `repaero order suggest`: the parts at or under their
+//! minimum, how many to order, and the cheapest and the fastest supplier
+//! of each, from the supplier catalogues migrated into `supplier_parts`.
+//! `order place` turns them (or lines given) into `supplier_orders`,
+//! `order ship` attaches a parcel (`shipments`, tracked by the Colissimo
+//! feed, `daemon::colissimo`), `order list` shows them with their parcels.
 //!
 //! The quantity to order brings the stock up to `target_factor` × the
 //! minimum (at least one), raised to the supplier's minimum order; the
