@@ -203,6 +203,43 @@ pub enum OrderCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Place supplier orders: the suggestions (one order per supplier), or the lines given
+    Place {
+        /// A line to order instead of the suggestions (repeatable)
+        #[arg(long = "line", value_name = "PART:SUPPLIER:QTY")]
+        lines: Vec<String>,
+        /// Which supplier of a suggestion
+        #[arg(long, value_enum, default_value = "cheapest")]
+        pick: PickArg,
+        /// Do everything, then roll back
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach a parcel to an order: the Colissimo daemon tracks it from then on
+    Ship {
+        /// The order (PO-…)
+        order: String,
+        /// The parcel number (11 to 15 letters and digits)
+        #[arg(long)]
+        tracking: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The supplier orders with their parcels' status and estimated date
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PickArg {
+    /// The lowest total for what must be bought
+    Cheapest,
+    /// The shortest lead time
+    Fastest,
 }
 
 #[derive(Debug, Args)]
@@ -594,6 +631,55 @@ fn run(cli: Cli) -> Result<u8> {
                 print_json(&lines)?;
             } else {
                 print!("{}", crate::stock::orders::render(&lines));
+            }
+            Ok(0)
+        }
+        Command::Order(OrderCommand::Place {
+            lines,
+            pick,
+            dry_run,
+            json,
+        }) => {
+            use crate::stock::orders::Pick;
+            let cfg = load(&cli)?;
+            let pick = match pick {
+                PickArg::Cheapest => Pick::Cheapest,
+                PickArg::Fastest => Pick::Fastest,
+            };
+            let placed = crate::stock::orders::place(&cfg, lines, pick, *dry_run)?;
+            if *json {
+                print_json(&placed)?;
+            } else {
+                print!("{}", crate::stock::orders::render_placed(&placed));
+            }
+            Ok(0)
+        }
+        Command::Order(OrderCommand::Ship {
+            order,
+            tracking,
+            json,
+        }) => {
+            let cfg = load(&cli)?;
+            let a = crate::stock::orders::ship(&cfg, order, tracking)?;
+            if *json {
+                print_json(&a)?;
+            } else if a.already {
+                println!(
+                    "parcel {} was attached to {} already",
+                    a.tracking_number, a.order
+                );
+            } else {
+                println!("parcel {} attached to {}", a.tracking_number, a.order);
+            }
+            Ok(0)
+        }
+        Command::Order(OrderCommand::List { json }) => {
+            let cfg = load(&cli)?;
+            let orders = crate::stock::orders::list(&cfg)?;
+            if *json {
+                print_json(&orders)?;
+            } else {
+                print!("{}", crate::stock::orders::render_list(&orders));
             }
             Ok(0)
         }

@@ -706,6 +706,11 @@ pub const RESERVED_TABLES: &[&str] = &[
     "stock_alert_sends",
     "payment_attempts",
     "payment_notifications",
+    "supplier_orders",
+    "supplier_order_lines",
+    "shipments",
+    "shipment_events",
+    "shipment_polls",
 ];
 /// Every name starting with it is reserved (`_repaero_runs`, `_repaero_state`…).
 pub const RESERVED_PREFIX: &str = "_repaero";

@@ -15,9 +15,11 @@
 //!   each change, which `repaero check` reads.
 //!
 //! Feeds come with their issues: [`queue`] holds the booking queue's
-//! message contract so far; [`bank`] the card payments of invoices.
+//! message contract so far; [`bank`] the card payments of invoices;
+//! [`colissimo`] tracks the supplier orders' parcels.
 
 pub mod bank;
+pub mod colissimo;
 pub mod metrics;
 pub mod queue;
 
@@ -422,6 +424,7 @@ pub fn read_heartbeats(conn: &mut dyn Conn) -> Result<Vec<BTreeMap<String, Optio
 pub fn feed(name: &str, cfg: &Config) -> Result<Box<dyn Feed>> {
     match name {
         "bank" => Ok(Box::new(bank::BankFeed::from_config(cfg)?)),
+        "colissimo" => Ok(Box::new(colissimo::Colissimo::new(cfg)?)),
         _ => Err(Error::config(format!(
             "no daemon feed named `{name}`; the feeds are: {}",
             FEEDS.join(", ")
@@ -430,7 +433,7 @@ pub fn feed(name: &str, cfg: &Config) -> Result<Box<dyn Feed>> {
 }
 
 /// The feeds, in the order `--all` starts them.
-pub const FEEDS: &[&str] = &["bank"];
+pub const FEEDS: &[&str] = &["bank", "colissimo"];
 
 /// Run `feeds` until SIGTERM or SIGINT (or `stop` turning true), each under
 /// its supervisor.

@@ -1,6 +1,6 @@
 //! The stock service after the migration: barcode scans that move stock
 //! ([`scans`]), alerts on parts under their minimum ([`alerts`]), and what
-//! to order from which supplier ([`orders`]).
+//! to order from which supplier, the orders and their parcels ([`orders`]).
 
 pub mod alerts;
 pub mod orders;
