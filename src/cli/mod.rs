@@ -1,5 +1,7 @@
 //! The `repaero` command line.
 
+mod docs;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -99,6 +101,9 @@ pub enum Command {
     Fixtures(FixturesArgs),
     /// Run integration daemons until SIGTERM or SIGINT (`--all`: every feed)
     Daemon(DaemonArgs),
+    /// Manufacturers' documents (the FTP feed): search, path of the current revision
+    #[command(subcommand)]
+    Docs(docs::DocsCommand),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -587,6 +592,10 @@ fn run(cli: Cli) -> Result<u8> {
                 .map_err(|e| Error::runtime(format!("cannot start the runtime: {e}")))?;
             rt.block_on(crate::daemon::run(std::sync::Arc::new(cfg), feeds))?;
             Ok(0)
+        }
+        Command::Docs(cmd) => {
+            let cfg = load(&cli)?;
+            docs::run(&cfg, cmd)
         }
         Command::Diff { old, new, json } => {
             let read = |p: &PathBuf| -> Result<Vec<crate::validate::Report>> {

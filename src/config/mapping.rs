@@ -702,12 +702,14 @@ pub const RESERVED_TABLES: &[&str] = &[
     "scan_files",
     "stock_alerts",
     "stock_alert_sends",
+    "manufacturer_documents",
+    "manufacturer_files",
 ];
 /// Every name starting with it is reserved (`_repaero_runs`, `_repaero_state`…).
 pub const RESERVED_PREFIX: &str = "_repaero";
 /// Every name ending with it is reserved (a `replace` load's staging table).
 pub const RESERVED_SUFFIX: &str = "__repaero_new";
-const RESERVED_TABLES_TEXT: &str = "_repaero*, _rejects, _merges, _dead_letters, *__repaero_new, and the stock service's stock_movements, scan_files, stock_alerts, stock_alert_sends";
+const RESERVED_TABLES_TEXT: &str = "_repaero*, _rejects, _merges, _dead_letters, *__repaero_new, and the stock service's stock_movements, scan_files, stock_alerts, stock_alert_sends, and the FTP feed's manufacturer_documents, manufacturer_files";
 
 /// Whether `name` is one of repaero's own tables ([`RESERVED_TABLES`],
 /// [`RESERVED_PREFIX`], [`RESERVED_SUFFIX`]).

@@ -15,8 +15,9 @@
 //!   each change, which `repaero check` reads.
 //!
 //! Feeds come with their issues: [`queue`] holds the booking queue's
-//! message contract so far.
+//! message contract so far; [`ftp`] fetches the manufacturers' documents.
 
+pub mod ftp;
 pub mod queue;
 
 use std::collections::BTreeMap;
@@ -414,7 +415,9 @@ pub fn read_heartbeats(conn: &mut dyn Conn) -> Result<Vec<BTreeMap<String, Optio
 
 /// The feeds repaero knows, by name, built from the configuration.
 pub fn feed(name: &str, cfg: &Config) -> Result<Box<dyn Feed>> {
-    let _ = cfg;
+    if name == "ftp" {
+        return Ok(Box::new(ftp::FtpFeed::from_config(cfg)?));
+    }
     Err(Error::config(format!(
         "no daemon feed named `{name}`; the feeds are: {}",
         FEEDS.join(", ")
@@ -422,7 +425,7 @@ pub fn feed(name: &str, cfg: &Config) -> Result<Box<dyn Feed>> {
 }
 
 /// The feeds, in the order `--all` starts them.
-pub const FEEDS: &[&str] = &[];
+pub const FEEDS: &[&str] = &["ftp"];
 
 /// Run `feeds` until SIGTERM or SIGINT (or `stop` turning true), each under
 /// its supervisor.
