@@ -16,6 +16,9 @@ pub enum ListFormat {
     Dos,
 }
 
+/// A file of a listing: name, size, time.
+type Listed = (Vec<u8>, usize, chrono::NaiveDateTime);
+
 #[derive(Debug, Default)]
 pub struct State {
     /// Full path (bytes, from `/`) → (content, modification time).
@@ -49,13 +52,7 @@ impl State {
             .collect()
     }
 
-    fn children(
-        &self,
-        dir: &[u8],
-    ) -> (
-        BTreeSet<Vec<u8>>,
-        Vec<(Vec<u8>, usize, chrono::NaiveDateTime)>,
-    ) {
+    fn children(&self, dir: &[u8]) -> (BTreeSet<Vec<u8>>, Vec<Listed>) {
         let prefix: Vec<u8> = if dir == b"/" {
             b"/".to_vec()
         } else {

@@ -202,7 +202,7 @@ impl Session {
                         self.mlsd = false;
                         continue;
                     }
-                    if code >= 400 && code < 600 && code != 421 && code != 425 && code != 426 {
+                    if (400..600).contains(&code) && code != 421 && code != 425 && code != 426 {
                         return Err(ListError::Unreadable(format!("{code} {text}")));
                     }
                     return Err(ListError::Session(Error::runtime(format!(

@@ -1,7 +1,7 @@
 //! The manufacturers' documents feed (FTP): polls each manufacturer's
 //! server, fetches new and changed documents once they are complete, checks
 //! them, keeps them in a local store and registers them in the target, as
-//! `/work/shared/specs/manufacturer-ftp.md` (§3) says a careful consumer
+//! `../shared/specs/manufacturer-ftp.md` (§3) says a careful consumer
 //! does. README "The manufacturers' documents (FTP)" says how to run it.
 //!
 //! One poll of one manufacturer ([`poll`]):
