@@ -887,3 +887,63 @@ async fn the_register_lives_in_postgresql_too() {
     let db = common::pg::TempDb::new("ftp");
     fake_tree(fake::ListFormat::Mlsd, &db.url()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_polls_on_its_interval_then_stops_with_its_heartbeat_written() {
+    let mut st = fake::State {
+        password: "pw".into(),
+        ..Default::default()
+    };
+    st.put(b"/out/C172/SB/SB-26-014_R2_FR.pdf", &pdf("a"), 1);
+    st.put(b"/out/C172/SB/SB-26-015_R0.pdf", b"not a pdf", 1);
+    let srv = fake::Fake::start(st).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let text = format!(
+        "[target]\nurl = \"{url}\"\n[daemons]\nheartbeat = 1\nbackoff_min = 0.1\nbackoff_max = 1.0\n[daemons.ftp]\nstore = \"{}\"\npoll_interval = 1\n[daemons.ftp.manufacturers.acme]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"manu\"\npassword = \"${{ACME_FTP_PASSWORD}}\"\ntls = \"none\"\nroot = \"/out\"\n",
+        dir.path().join("store").display(),
+        srv.port
+    );
+    let env = |k: &str| (k == "ACME_FTP_PASSWORD").then(|| "pw".to_string());
+    let cfg = Config::from_text(&text, "repaero.toml", dir.path(), &[], &env).unwrap();
+    let feeds = vec![repaero::daemon::feed("ftp", &cfg).unwrap()];
+    let rc = repaero::daemon::RuntimeConfig::from_config(&cfg).unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(repaero::daemon::supervise(
+        std::sync::Arc::new(cfg),
+        feeds,
+        rc,
+        rx,
+    ));
+    // the second poll (a second later) fetches; wait for it, bounded
+    let mut registered = 0;
+    for _ in 0..400 {
+        registered = documents(&url).len();
+        if registered == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(registered, 1);
+    tx.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    let beats = std::thread::spawn(move || {
+        let mut conn = repaero::db::open(&url, false).unwrap();
+        repaero::daemon::read_heartbeats(conn.as_mut()).unwrap()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(beats.len(), 1);
+    let b = &beats[0];
+    assert_eq!(b["feed"].as_deref(), Some("ftp"));
+    assert_eq!(b["state"].as_deref(), Some("stopped"));
+    assert_eq!(b["processed"].as_deref(), Some("1"));
+    assert_eq!(b["failed"].as_deref(), Some("1"), "the fake PDF");
+    let details: serde_json::Value =
+        serde_json::from_str(b["details"].as_deref().unwrap()).unwrap();
+    assert_eq!(details["manufacturers"]["acme"]["listed"], 2, "{details}");
+    // each file fetched once, however many polls ran
+    let st = srv.state.lock().unwrap();
+    assert_eq!(st.retr_of(b"/out/C172/SB/SB-26-014_R2_FR.pdf"), vec![0]);
+    assert_eq!(st.retr_of(b"/out/C172/SB/SB-26-015_R0.pdf"), vec![0]);
+}
