@@ -120,6 +120,8 @@ impl Session {
         let mut ftp = timed(limit, &what, AsyncRustlsFtpStream::connect(addr.clone()))
             .await?
             .map_err(|e| ftp_err(&format!("{what}: connect"), e))?;
+        // one small command, one small answer, in turn: no Nagle delay
+        let _ = ftp.get_ref().await.set_nodelay(true);
         if m.tls == TlsMode::Explicit {
             let connector = tls_connector(m)?;
             ftp = timed(limit, &what, ftp.into_secure(connector, &m.host))

@@ -233,7 +233,9 @@ impl Settings {
                 "[daemons.ftp]: no manufacturer; add [daemons.ftp.manufacturers.<name>] with host, user, password, tls",
             ));
         }
+        // absolute, so that the register's paths are usable from anywhere
         let store = cfg.resolve(&fc.store);
+        let store = std::path::absolute(&store).unwrap_or(store);
         let mut manufacturers = Vec::new();
         for (name, m) in fc.manufacturers {
             let place = format!("[daemons.ftp.manufacturers.{name}]");
