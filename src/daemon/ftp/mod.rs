@@ -719,6 +719,8 @@ pub async fn poll(
     let is_manifest = |rel: &str| !m.manifest.is_empty() && file_of(rel) == m.manifest;
     due.sort_by_key(|r| (!is_manifest(&r.rel), r.rel.clone()));
     let mut session = Some(session);
+    let mut pending: Vec<(DocRow, FileRow)> = Vec::new();
+    let mut last_flush = Instant::now();
     for r in due {
         if stopping() {
             break;
@@ -827,14 +829,30 @@ pub async fn poll(
             .and_then(|t| parse_manifest(t).ok())
             .unwrap_or_default();
         let entry = manifest.get(file_of(&r.rel)).cloned();
-        let outcome = fetch_one(m, db, &mut session, &r, &mut row, entry, &mut report).await;
+        let mut outcome = fetch_one(
+            m,
+            db,
+            &mut session,
+            &r,
+            &mut row,
+            entry,
+            &mut report,
+            &mut pending,
+        )
+        .await;
+        if outcome.is_ok() && (pending.len() >= BATCH || last_flush.elapsed() >= BATCH_WAIT) {
+            outcome = flush(m, db, &mut pending, &mut report).await;
+            last_flush = Instant::now();
+        }
         if let Err(e) = outcome {
+            let _ = flush(m, db, &mut pending, &mut report).await;
             close(&mut session, &mut report).await;
             return Err(e);
         }
         known.insert(r.rel.clone(), row);
     }
     close(&mut session, &mut report).await;
+    flush(m, db, &mut pending, &mut report).await?;
     report.seconds = began.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -875,6 +893,7 @@ async fn fetch_one(
     row: &mut FileRow,
     entry: Option<ManifestEntry>,
     report: &mut PollReport,
+    pending: &mut Vec<(DocRow, FileRow)>,
 ) -> Result<()> {
     // refusals that need no download
     let Some(info) = name_info(m, &r.rel) else {
@@ -1049,22 +1068,43 @@ async fn fetch_one(
         fetched_at: now_text(),
         status: String::new(),
     };
-    let file = row.clone();
+    pending.push((doc, row.clone()));
+    Ok(())
+}
+
+/// Documents stored, waiting for their transaction: registered together
+/// (at most [`BATCH`] or [`BATCH_WAIT`] apart), so that a commit's fsyncs
+/// are shared. Their files are in the store already: a crash before the
+/// commit leaves them unregistered, and the next poll fetches them again.
+const BATCH: usize = 64;
+const BATCH_WAIT: Duration = Duration::from_secs(1);
+
+async fn flush(
+    m: &Manufacturer,
+    db: &Db,
+    pending: &mut Vec<(DocRow, FileRow)>,
+    report: &mut PollReport,
+) -> Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let batch = std::mem::take(pending);
+    let paths: Vec<String> = batch.iter().map(|(d, _)| d.remote_path.clone()).collect();
     let outcome = db
-        .call(move |sink| register::register(sink.conn()?, &doc, &file))
+        .call(move |sink| register::register(sink.conn()?, &batch))
         .await?;
-    match outcome {
-        Registered::Version(v) => {
-            tracing::info!(
-                manufacturer = m.name,
-                file = r.rel,
-                version = v,
-                "registered"
-            );
-            report.registered.push(r.rel.clone());
-        }
-        Registered::Unchanged(_) => {
-            report.unchanged.push(r.rel.clone());
+    for (path, o) in paths.into_iter().zip(outcome) {
+        match o {
+            Registered::Version(v) => {
+                tracing::info!(
+                    manufacturer = m.name,
+                    file = path,
+                    version = v,
+                    "registered"
+                );
+                report.registered.push(path);
+            }
+            Registered::Unchanged(_) => report.unchanged.push(path),
         }
     }
     Ok(())

@@ -378,11 +378,20 @@ pub enum Registered {
     Unchanged(i64),
 }
 
-/// Register a fetched, checked document and its file's new state, then
-/// set the statuses of its document's versions; in one transaction.
-pub fn register(conn: &mut dyn Conn, doc: &DocRow, file: &FileRow) -> Result<Registered> {
-    let d = conn.dialect();
+/// Register fetched, checked documents and their files' new states, and
+/// set the statuses of their documents' versions; in one transaction.
+pub fn register(conn: &mut dyn Conn, batch: &[(DocRow, FileRow)]) -> Result<Vec<Registered>> {
     conn.begin()?;
+    let mut out = Vec::with_capacity(batch.len());
+    for (doc, file) in batch {
+        out.push(register_one(conn, doc, file)?);
+    }
+    conn.commit()?;
+    Ok(out)
+}
+
+fn register_one(conn: &mut dyn Conn, doc: &DocRow, file: &FileRow) -> Result<Registered> {
+    let d = conn.dialect();
     let versions = group_versions(conn, &doc.manufacturer, &doc.reference, &doc.language)?;
     let same_rev: Vec<&DocRow> = versions
         .iter()
@@ -451,7 +460,6 @@ pub fn register(conn: &mut dyn Conn, doc: &DocRow, file: &FileRow) -> Result<Reg
     };
     save_file(conn, file)?;
     restatus(conn, &doc.manufacturer, &doc.reference, &doc.language)?;
-    conn.commit()?;
     Ok(outcome)
 }
 
