@@ -884,7 +884,9 @@ async fn quarantine(
         .await
 }
 
-/// Fetch, check, store and register one document.
+/// Fetch, check and store one document (registered with its batch).
+// the poll's state, passed apart rather than bundled for this one call
+#[allow(clippy::too_many_arguments)]
 async fn fetch_one(
     m: &Manufacturer,
     db: &Db,
