@@ -1,5 +1,7 @@
 //! The `repaero` command line.
 
+mod docs;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -112,6 +114,9 @@ pub enum Command {
     },
     /// Health as a Nagios plugin: one status line, perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
     Check,
+    /// Manufacturers' documents (the FTP feed): search, path of the current revision
+    #[command(subcommand)]
+    Docs(docs::DocsCommand),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -124,7 +129,7 @@ pub struct DaemonArgs {
     /// Feeds to run in this process
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub feeds: Vec<String>,
-    /// Run every feed
+    /// Run every feed configured in repaero.toml ([daemons.<feed>])
     #[arg(long)]
     pub all: bool,
 }
@@ -686,7 +691,12 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Daemon(args) => {
             let cfg = load(&cli)?;
             let names: Vec<String> = if args.all {
-                crate::daemon::FEEDS.iter().map(|s| s.to_string()).collect()
+                // every feed the configuration has a [daemons.<feed>] for
+                crate::daemon::FEEDS
+                    .iter()
+                    .filter(|f| cfg.daemons.get(**f).is_some_and(|v| v.is_table()))
+                    .map(|s| s.to_string())
+                    .collect()
             } else {
                 args.feeds.clone()
             };
@@ -696,7 +706,10 @@ fn run(cli: Cli) -> Result<u8> {
                 .map(|n| crate::daemon::feed(n, &cfg))
                 .collect::<Result<Vec<_>>>()?;
             if feeds.is_empty() {
-                return Err(Error::config("no daemon feed to run"));
+                return Err(Error::config(format!(
+                    "no daemon feed to run: --all runs the feeds configured in [daemons.<feed>] ({})",
+                    crate::daemon::FEEDS.join(", ")
+                )));
             }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -772,6 +785,9 @@ fn run(cli: Cli) -> Result<u8> {
             let h = crate::health::check(&cfg);
             println!("{}", h.line());
             Ok(h.status().code())
+        Command::Docs(cmd) => {
+            let cfg = load(&cli)?;
+            docs::run(&cfg, cmd)
         }
         Command::Diff { old, new, json } => {
             let read = |p: &PathBuf| -> Result<Vec<crate::validate::Report>> {

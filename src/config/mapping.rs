@@ -711,6 +711,8 @@ pub const RESERVED_TABLES: &[&str] = &[
     "shipments",
     "shipment_events",
     "shipment_polls",
+    "manufacturer_documents",
+    "manufacturer_files",
 ];
 /// Every name starting with it is reserved (`_repaero_runs`, `_repaero_state`…).
 pub const RESERVED_PREFIX: &str = "_repaero";

@@ -16,10 +16,11 @@
 //!
 //! Feeds come with their issues: [`queue`] holds the booking queue's
 //! message contract so far; [`bank`] the card payments of invoices;
-//! [`colissimo`] tracks the supplier orders' parcels.
+//! [`colissimo`] tracks the supplier orders' parcels; [`ftp`] fetches the manufacturers' documents.
 
 pub mod bank;
 pub mod colissimo;
+pub mod ftp;
 pub mod metrics;
 pub mod queue;
 
@@ -425,6 +426,7 @@ pub fn feed(name: &str, cfg: &Config) -> Result<Box<dyn Feed>> {
     match name {
         "bank" => Ok(Box::new(bank::BankFeed::from_config(cfg)?)),
         "colissimo" => Ok(Box::new(colissimo::Colissimo::new(cfg)?)),
+        "ftp" => Ok(Box::new(ftp::FtpFeed::from_config(cfg)?)),
         _ => Err(Error::config(format!(
             "no daemon feed named `{name}`; the feeds are: {}",
             FEEDS.join(", ")
@@ -433,7 +435,7 @@ pub fn feed(name: &str, cfg: &Config) -> Result<Box<dyn Feed>> {
 }
 
 /// The feeds, in the order `--all` starts them.
-pub const FEEDS: &[&str] = &["bank", "colissimo"];
+pub const FEEDS: &[&str] = &["bank", "colissimo", "ftp"];
 
 /// Run `feeds` until SIGTERM or SIGINT (or `stop` turning true), each under
 /// its supervisor.
