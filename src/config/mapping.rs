@@ -702,12 +702,14 @@ pub const RESERVED_TABLES: &[&str] = &[
     "scan_files",
     "stock_alerts",
     "stock_alert_sends",
+    "appointments",
+    "billable_items",
 ];
 /// Every name starting with it is reserved (`_repaero_runs`, `_repaero_state`…).
 pub const RESERVED_PREFIX: &str = "_repaero";
 /// Every name ending with it is reserved (a `replace` load's staging table).
 pub const RESERVED_SUFFIX: &str = "__repaero_new";
-const RESERVED_TABLES_TEXT: &str = "_repaero*, _rejects, _merges, _dead_letters, *__repaero_new, and the stock service's stock_movements, scan_files, stock_alerts, stock_alert_sends";
+const RESERVED_TABLES_TEXT: &str = "_repaero*, _rejects, _merges, _dead_letters, *__repaero_new, the stock service's stock_movements, scan_files, stock_alerts, stock_alert_sends, and the booking queue's appointments, billable_items";
 
 /// Whether `name` is one of repaero's own tables ([`RESERVED_TABLES`],
 /// [`RESERVED_PREFIX`], [`RESERVED_SUFFIX`]).
@@ -805,6 +807,8 @@ type = "integer"
             "_repaero",
             "parts__repaero_new",
             "stock_movements",
+            "appointments",
+            "billable_items",
         ] {
             let text = BASE.replace("table = \"parts\"", &format!("table = \"{t}\""));
             let err = parse(&text).unwrap_err().to_string();

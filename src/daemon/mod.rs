@@ -14,8 +14,7 @@
 //!   success, counts, last error), written every `heartbeat` seconds and at
 //!   each change, which `repaero check` reads.
 //!
-//! Feeds come with their issues: [`queue`] holds the booking queue's
-//! message contract so far.
+//! Feeds: [`queue`], the booking application's events (RabbitMQ).
 
 pub mod queue;
 
@@ -414,7 +413,9 @@ pub fn read_heartbeats(conn: &mut dyn Conn) -> Result<Vec<BTreeMap<String, Optio
 
 /// The feeds repaero knows, by name, built from the configuration.
 pub fn feed(name: &str, cfg: &Config) -> Result<Box<dyn Feed>> {
-    let _ = cfg;
+    if name == "queue" {
+        return Ok(Box::new(queue::QueueFeed::new(cfg)?));
+    }
     Err(Error::config(format!(
         "no daemon feed named `{name}`; the feeds are: {}",
         FEEDS.join(", ")
@@ -422,7 +423,7 @@ pub fn feed(name: &str, cfg: &Config) -> Result<Box<dyn Feed>> {
 }
 
 /// The feeds, in the order `--all` starts them.
-pub const FEEDS: &[&str] = &[];
+pub const FEEDS: &[&str] = &["queue"];
 
 /// Run `feeds` until SIGTERM or SIGINT (or `stop` turning true), each under
 /// its supervisor.
