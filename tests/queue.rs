@@ -52,7 +52,7 @@ impl Scenario {
         ];
         sets.extend(extra.iter().map(|s| s.to_string()));
         let stream = dir.path().join("queue.jsonl");
-        let s = Scenario {
+        let mut s = Scenario {
             dir,
             db,
             prefix,
@@ -68,12 +68,12 @@ impl Scenario {
             "--rows",
             "250",
         ]));
-        let truth: Value = serde_json::from_str(
+        s.truth = serde_json::from_str(
             &std::fs::read_to_string(s.dir.path().join("queue.expected.json")).unwrap(),
         )
         .unwrap();
         ok(s.run(&["migrate", "stock"]));
-        Scenario { truth, ..s }
+        s
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -180,11 +180,32 @@ impl Scenario {
         }
     }
 
-    /// Wait until the broker holds no message for the queue (ready ones).
-    fn wait_queue_empty(&self) {
+    /// Wait until the daemon `child` has counted `n` messages on its
+    /// heartbeat (processed and failed), i.e. consumed and acknowledged them.
+    fn wait_counted(&self, child: &mut Child, n: u64) {
         let t0 = Instant::now();
-        while depth(&format!("{}.q", self.prefix)) != 0 {
-            assert!(t0.elapsed() < Duration::from_secs(240), "{}", self.logs());
+        let pid = child.id().to_string();
+        loop {
+            let beat = self.db.rows(
+                "SELECT pid, processed, failed FROM _repaero_heartbeats WHERE feed = 'queue'",
+            );
+            let counted = beat.first().and_then(|r| {
+                (r[0].as_deref() == Some(pid.as_str())).then(|| {
+                    let v = |i: usize| r[i].as_deref().unwrap().parse::<u64>().unwrap();
+                    v(1) + v(2)
+                })
+            });
+            if counted == Some(n) {
+                return;
+            }
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!("the daemon exited ({st}):\n{}", self.logs());
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(240),
+                "{counted:?} of {n}: {}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -480,7 +501,7 @@ fn stream_twice(s: &Scenario) {
     let before = snapshot(s);
     let mut d = vec![s.daemon(1)];
     s.replay();
-    s.wait_queue_empty();
+    s.wait_counted(&mut d[0], s.truth["messages"].as_u64().unwrap());
     stop(d.pop().unwrap());
     assert_eq!(depth(&format!("{}.q", s.prefix)), 0);
     assert_eq!(snapshot(s), before, "a second delivery of the stream changed the target");
@@ -604,15 +625,24 @@ fn a_connection_closed_by_the_broker_midstream_loses_nothing() {
         assert!(t0.elapsed() < Duration::from_secs(240), "{}", s.logs());
         std::thread::sleep(Duration::from_millis(5));
     }
+    // hold the target's write lock: the daemon's next batch waits in its
+    // transaction with its messages unacknowledged, mid-stream
+    let Db::Sqlite(path) = &s.db else { unreachable!() };
+    let lock = rusqlite::Connection::open(path).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let at_close: u64 = lock
+        .query_row("SELECT count(*) FROM _repaero_messages", [], |r| r.get::<_, i64>(0))
+        .unwrap() as u64;
+    assert!(at_close < total, "the stream was over before the close");
     // the broker's own tool closes this daemon's connection, by its name
     let list = Command::new("rabbitmqctl")
-        .args(["list_connections", "pid", "user_provided_name", "-q", "--no-table-headers"])
+        .args(["list_connections", "pid", "client_properties", "-q", "--no-table-headers"])
         .output()
         .expect("rabbitmqctl");
     let text = String::from_utf8_lossy(&list.stdout).to_string();
     let pid = text
         .lines()
-        .find(|l| l.trim_end().ends_with(&s.prefix))
+        .find(|l| l.contains(&format!("\"{}\"", s.prefix)))
         .and_then(|l| l.split_whitespace().next())
         .unwrap_or_else(|| panic!("no connection named {} in {text}", s.prefix))
         .to_string();
@@ -621,6 +651,9 @@ fn a_connection_closed_by_the_broker_midstream_loses_nothing() {
         .status()
         .unwrap();
     assert!(closed.success());
+    // the batch commits now; its acknowledgement can no longer go
+    lock.execute_batch("COMMIT").unwrap();
+    drop(lock);
     s.wait_all_consumed(&mut ds);
     stop(ds.pop().unwrap());
     assert_eq!(depth(&format!("{}.q", s.prefix)), 0);
@@ -631,6 +664,16 @@ fn a_connection_closed_by_the_broker_midstream_loses_nothing() {
         .parse()
         .unwrap();
     assert!(restarts >= 1, "the feed ran again after the close");
+    // the batch committed before the close was delivered again: known
+    let details: Value = serde_json::from_str(
+        &s.db
+            .one("SELECT details FROM _repaero_heartbeats WHERE feed = 'queue'"),
+    )
+    .unwrap();
+    assert!(
+        details["outcomes"]["redelivery"].as_u64().unwrap() > 0,
+        "{details}"
+    );
     assert!(s.logs().contains("running it again"), "{}", s.logs());
 }
 
