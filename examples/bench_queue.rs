@@ -146,9 +146,11 @@ async fn floor(url: &str, queue: &str, n: u64) -> Result<()> {
 }
 
 fn committed(db: &rusqlite::Connection) -> Result<u64> {
-    Ok(db.query_row("SELECT count(*) FROM _repaero_messages", [], |r| {
-        r.get::<_, i64>(0)
-    })? as u64)
+    Ok(
+        db.query_row("SELECT count(*) FROM _repaero_messages", [], |r| {
+            r.get::<_, i64>(0)
+        })? as u64,
+    )
 }
 
 async fn sustained(url: &str, exchange: &str, target: &str, n: u64) -> Result<()> {
@@ -279,7 +281,10 @@ async fn cleanup(url: &str, prefix: &str) -> Result<()> {
     let ch = conn.create_channel().await?;
     for q in ["q", "dlq", "floor"] {
         let _ = ch
-            .queue_delete(format!("{prefix}.{q}").as_str().into(), QueueDeleteOptions::default())
+            .queue_delete(
+                format!("{prefix}.{q}").as_str().into(),
+                QueueDeleteOptions::default(),
+            )
             .await;
     }
     for e in ["booking", "dlx"] {
@@ -308,9 +313,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("floor") => rt.block_on(floor(&args[1], &args[2], num(3)?)),
         Some("sustained") => rt.block_on(sustained(&args[1], &args[2], &args[3], num(4)?)),
-        Some("latency") => {
-            rt.block_on(latency(&args[1], &args[2], &args[3], num(4)?, num(5)?))
-        }
+        Some("latency") => rt.block_on(latency(&args[1], &args[2], &args[3], num(4)?, num(5)?)),
         Some("cleanup") => rt.block_on(cleanup(&args[1], &args[2])),
         _ => bail!("usage: bench_queue floor|sustained|latency|cleanup …"),
     }

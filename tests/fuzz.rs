@@ -567,7 +567,10 @@ fn queue_message(input: &[u8]) {
                     let mut seen = std::collections::HashSet::new();
                     for (r, q) in &c.parts {
                         assert!(*q > 0, "{r}: {q}");
-                        assert!(!r.is_empty() && !r.chars().any(char::is_whitespace), "{r:?}");
+                        assert!(
+                            !r.is_empty() && !r.chars().any(char::is_whitespace),
+                            "{r:?}"
+                        );
                         assert_eq!(&m::normalise_reference(r), r);
                         assert!(seen.insert(r.clone()), "{r} listed twice");
                     }

@@ -14,9 +14,15 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::Value;
+
+/// A billable line read back: intervention, kind, reference, quantity,
+/// unit price, amount.
+type BillingRow = (String, String, String, i64, Option<f64>, Option<f64>);
 
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -108,7 +114,8 @@ impl Scenario {
     fn logs(&self) -> String {
         let mut s = String::new();
         for n in 0..8 {
-            if let Ok(t) = std::fs::read_to_string(self.dir.path().join(format!("daemon-{n}.log"))) {
+            if let Ok(t) = std::fs::read_to_string(self.dir.path().join(format!("daemon-{n}.log")))
+            {
                 s.push_str(&format!("--- daemon {n}\n{t}"));
             }
         }
@@ -311,7 +318,10 @@ impl Scenario {
             .one("SELECT count(*) FROM stock_alerts WHERE cleared_at IS NULL")
             .parse()
             .unwrap();
-        assert!(open >= below_zero, "{open} alerts for {below_zero} parts below zero");
+        assert!(
+            open >= below_zero,
+            "{open} alerts for {below_zero} parts below zero"
+        );
         // billing lines
         let prices: BTreeMap<String, f64> = self
             .db
@@ -323,7 +333,7 @@ impl Scenario {
             "SELECT id, intervention_id, kind, reference, quantity, unit_price, amount FROM billable_items ORDER BY id",
         );
         let num = |v: &Option<String>| v.as_deref().map(|s| s.parse::<f64>().unwrap());
-        let got: BTreeMap<String, (String, String, String, i64, Option<f64>, Option<f64>)> = rows
+        let got: BTreeMap<String, BillingRow> = rows
             .iter()
             .map(|r| {
                 (
@@ -343,7 +353,9 @@ impl Scenario {
         assert_eq!(got.len(), lines.len());
         for b in lines {
             let id = b["id"].as_str().unwrap();
-            let g = got.get(id).unwrap_or_else(|| panic!("no billing line {id}"));
+            let g = got
+                .get(id)
+                .unwrap_or_else(|| panic!("no billing line {id}"));
             let q = b["quantity"].as_i64().unwrap();
             assert_eq!(
                 (g.0.as_str(), g.1.as_str(), g.2.as_str(), g.3),
@@ -397,7 +409,9 @@ impl Drop for Scenario {
             let conn = lapin::Connection::connect(AMQP, Default::default()).await?;
             let ch = conn.create_channel().await?;
             for q in [format!("{p}.q"), format!("{p}.dlq")] {
-                let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+                let _ = ch
+                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
             }
             for e in [format!("{p}.booking"), format!("{p}.dlx")] {
                 let _ = ch
@@ -431,7 +445,9 @@ fn ok(o: Output) -> String {
 fn depth(queue: &str) -> u32 {
     let q = queue.to_string();
     rt().block_on(async move {
-        let conn = lapin::Connection::connect(AMQP, Default::default()).await.unwrap();
+        let conn = lapin::Connection::connect(AMQP, Default::default())
+            .await
+            .unwrap();
         let ch = conn.create_channel().await.unwrap();
         let d = ch
             .queue_declare(
@@ -484,14 +500,17 @@ fn stream_twice(s: &Scenario) {
     s.replay();
     s.wait_all_consumed(&mut d);
     stop(d.pop().unwrap());
-    assert_eq!(depth(&format!("{}.q", s.prefix)), 0, "everything acknowledged");
+    assert_eq!(
+        depth(&format!("{}.q", s.prefix)),
+        0,
+        "everything acknowledged"
+    );
     s.check_state();
     let dead = s.expected_dead() as u32;
     assert_eq!(depth(&format!("{}.dlq", s.prefix)), dead);
     // the heartbeat
-    let details = s
-        .db
-        .one("SELECT details FROM _repaero_heartbeats WHERE feed = 'queue'");
+    let details =
+        s.db.one("SELECT details FROM _repaero_heartbeats WHERE feed = 'queue'");
     let details: Value = serde_json::from_str(&details).unwrap();
     assert_eq!(details["dead_letters"], dead, "{details}");
     assert_eq!(details["queue"], format!("{}.q", s.prefix));
@@ -504,14 +523,21 @@ fn stream_twice(s: &Scenario) {
     s.wait_counted(&mut d[0], s.truth["messages"].as_u64().unwrap());
     stop(d.pop().unwrap());
     assert_eq!(depth(&format!("{}.q", s.prefix)), 0);
-    assert_eq!(snapshot(s), before, "a second delivery of the stream changed the target");
+    assert_eq!(
+        snapshot(s),
+        before,
+        "a second delivery of the stream changed the target"
+    );
     s.check_state();
     assert_eq!(depth(&format!("{}.dlq", s.prefix)), 2 * dead);
-    let beat = s.db.rows(
-        "SELECT processed, failed FROM _repaero_heartbeats WHERE feed = 'queue'",
-    );
+    let beat =
+        s.db.rows("SELECT processed, failed FROM _repaero_heartbeats WHERE feed = 'queue'");
     let n = |i: usize| beat[0][i].as_deref().unwrap().parse::<u64>().unwrap();
-    assert_eq!(n(0) + n(1), s.truth["messages"].as_u64().unwrap(), "every message counted");
+    assert_eq!(
+        n(0) + n(1),
+        s.truth["messages"].as_u64().unwrap(),
+        "every message counted"
+    );
     assert_eq!(n(1), s.expected_dead());
 }
 
@@ -539,10 +565,15 @@ fn the_stream_into_sqlite_gives_the_truth_and_twice_changes_nothing() {
     // the dead-letter queue carries the reason for an operator
     let p = s.prefix.clone();
     let reason = rt().block_on(async move {
-        let conn = lapin::Connection::connect(AMQP, Default::default()).await.unwrap();
+        let conn = lapin::Connection::connect(AMQP, Default::default())
+            .await
+            .unwrap();
         let ch = conn.create_channel().await.unwrap();
         let m = ch
-            .basic_get(format!("{p}.dlq").as_str().into(), BasicGetOptions { no_ack: false })
+            .basic_get(
+                format!("{p}.dlq").as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
             .await
             .unwrap()
             .unwrap();
@@ -565,9 +596,16 @@ fn the_stream_into_sqlite_gives_the_truth_and_twice_changes_nothing() {
     let out = ok(s.run(&["queue", "dead", "--json"]));
     let listed: Vec<Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(listed.len() as u64, s.expected_dead());
-    assert!(listed.iter().all(|d| !d["reason"].as_str().unwrap().is_empty()));
+    assert!(
+        listed
+            .iter()
+            .all(|d| !d["reason"].as_str().unwrap().is_empty())
+    );
     let text = ok(s.run(&["queue", "dead"]));
-    assert!(text.contains("message_id reused with different content"), "{text}");
+    assert!(
+        text.contains("message_id reused with different content"),
+        "{text}"
+    );
     assert!(text.contains(&format!("{} dead letters", s.expected_dead())));
 }
 
@@ -627,16 +665,26 @@ fn a_connection_closed_by_the_broker_midstream_loses_nothing() {
     }
     // hold the target's write lock: the daemon's next batch waits in its
     // transaction with its messages unacknowledged, mid-stream
-    let Db::Sqlite(path) = &s.db else { unreachable!() };
+    let Db::Sqlite(path) = &s.db else {
+        unreachable!()
+    };
     let lock = rusqlite::Connection::open(path).unwrap();
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
     let at_close: u64 = lock
-        .query_row("SELECT count(*) FROM _repaero_messages", [], |r| r.get::<_, i64>(0))
+        .query_row("SELECT count(*) FROM _repaero_messages", [], |r| {
+            r.get::<_, i64>(0)
+        })
         .unwrap() as u64;
     assert!(at_close < total, "the stream was over before the close");
     // the broker's own tool closes this daemon's connection, by its name
     let list = Command::new("rabbitmqctl")
-        .args(["list_connections", "pid", "client_properties", "-q", "--no-table-headers"])
+        .args([
+            "list_connections",
+            "pid",
+            "client_properties",
+            "-q",
+            "--no-table-headers",
+        ])
         .output()
         .expect("rabbitmqctl");
     let text = String::from_utf8_lossy(&list.stdout).to_string();
@@ -658,11 +706,10 @@ fn a_connection_closed_by_the_broker_midstream_loses_nothing() {
     stop(ds.pop().unwrap());
     assert_eq!(depth(&format!("{}.q", s.prefix)), 0);
     s.check_state();
-    let restarts: u64 = s
-        .db
-        .one("SELECT restarts FROM _repaero_heartbeats WHERE feed = 'queue'")
-        .parse()
-        .unwrap();
+    let restarts: u64 =
+        s.db.one("SELECT restarts FROM _repaero_heartbeats WHERE feed = 'queue'")
+            .parse()
+            .unwrap();
     assert!(restarts >= 1, "the feed ran again after the close");
     // the batch committed before the close was delivered again: known
     let details: Value = serde_json::from_str(
@@ -750,8 +797,11 @@ fn sms_double() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
             }
             let mut body = vec![0u8; len];
             let _ = reader.read_exact(&mut body);
-            keep.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            keep.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&body).into_owned());
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         }
     });
     (port, got)
@@ -781,14 +831,36 @@ fn each_booking_event_is_notified_once() {
         })
         .to_string()
     };
-    let created = ev("a1", "appointment.created", "2026-10-27T08:00:00Z", "2026-11-05T09:00:00+01:00");
-    let moved = ev("a2", "appointment.rescheduled", "2026-10-27T09:00:00+01:00", "2026-11-05T10:00:00+01:00");
-    let cancelled = ev("a3", "appointment.cancelled", "2026-10-27T10:00:00Z", "2026-11-05T10:00:00+01:00");
-    let late = ev("a4", "appointment.rescheduled", "2026-10-27T09:30:00Z", "2026-11-05T11:00:00+01:00");
+    let created = ev(
+        "a1",
+        "appointment.created",
+        "2026-10-27T08:00:00Z",
+        "2026-11-05T09:00:00+01:00",
+    );
+    let moved = ev(
+        "a2",
+        "appointment.rescheduled",
+        "2026-10-27T09:00:00+01:00",
+        "2026-11-05T10:00:00+01:00",
+    );
+    let cancelled = ev(
+        "a3",
+        "appointment.cancelled",
+        "2026-10-27T10:00:00Z",
+        "2026-11-05T10:00:00+01:00",
+    );
+    let late = ev(
+        "a4",
+        "appointment.rescheduled",
+        "2026-10-27T09:30:00Z",
+        "2026-11-05T11:00:00+01:00",
+    );
     let file = s.dir.path().join("notify.jsonl");
     std::fs::write(
         &file,
-        [&created, &moved, &created, &cancelled, &late, &moved].map(|l| l.as_str()).join("\n"),
+        [&created, &moved, &created, &cancelled, &late, &moved]
+            .map(|l| l.as_str())
+            .join("\n"),
     )
     .unwrap();
     let mut d = vec![s.daemon(0)];
@@ -803,7 +875,11 @@ fn each_booking_event_is_notified_once() {
         if sent == "3" && depth(&format!("{}.q", s.prefix)) == 0 {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "{sent}: {}", s.logs());
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{sent}: {}",
+            s.logs()
+        );
         if let Some(st) = d[0].try_wait().unwrap() {
             panic!("exited {st}: {}", s.logs());
         }
@@ -821,18 +897,27 @@ fn each_booking_event_is_notified_once() {
         ]
     );
     // the late reschedule is superseded but counted
-    let row = s.db.rows(
-        "SELECT status, reschedule_count, last_message_id FROM appointments",
-    );
+    let row =
+        s.db.rows("SELECT status, reschedule_count, last_message_id FROM appointments");
     assert_eq!(
         row,
-        vec![vec![Some("cancelled".into()), Some("2".into()), Some("a3".into())]]
+        vec![vec![
+            Some("cancelled".into()),
+            Some("2".into()),
+            Some("a3".into())
+        ]]
     );
-    let outcomes = s.db.rows("SELECT message_id, outcome FROM _repaero_messages ORDER BY 1");
+    let outcomes =
+        s.db.rows("SELECT message_id, outcome FROM _repaero_messages ORDER BY 1");
     assert_eq!(
         outcomes,
-        [("a1", "applied"), ("a2", "applied"), ("a3", "applied"), ("a4", "superseded")]
-            .map(|(a, b)| vec![Some(a.to_string()), Some(b.to_string())])
-            .to_vec()
+        [
+            ("a1", "applied"),
+            ("a2", "applied"),
+            ("a3", "applied"),
+            ("a4", "superseded")
+        ]
+        .map(|(a, b)| vec![Some(a.to_string()), Some(b.to_string())])
+        .to_vec()
     );
 }

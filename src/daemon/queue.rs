@@ -23,9 +23,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions,
-    BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -149,11 +148,12 @@ impl QueueConfig {
                 "[daemons.queue]: not configured (url = \"amqp://…\" at least)",
             ));
         }
-        let q: QueueConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                Error::config(format!("[daemons.queue]: {}", e.message()))
-            })?;
+        let q: QueueConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    Error::config(format!("[daemons.queue]: {}", e.message()))
+                })?;
         let bad = |m: String| Err(Error::config(format!("[daemons.queue]: {m}")));
         if !(q.url.starts_with("amqp://") || q.url.starts_with("amqps://")) {
             return bad(format!(
@@ -170,7 +170,11 @@ impl QueueConfig {
         if q.max_batch_latency_ms == 0 || q.max_batch_latency_ms > 60_000 {
             return bad("max_batch_latency_ms: between 1 and 60000".into());
         }
-        for (t, r) in q.rates.iter().chain([(&"default_rate".to_string(), &q.default_rate)]) {
+        for (t, r) in q
+            .rates
+            .iter()
+            .chain([(&"default_rate".to_string(), &q.default_rate)])
+        {
             if !(r.is_finite() && *r >= 0.0) {
                 return bad(format!("rate of {t}: {r} is not an amount ≥ 0"));
             }
@@ -457,18 +461,11 @@ impl QueueFeed {
             ctx.detail("queue_depth", qd.message_count().into());
             ctx.detail("consumers", qd.consumer_count().into());
         }
-        if let Ok((dead, pending)) = ctx
-            .db
-            .call(|sink| store::counts(sink.conn()?))
-            .await
-        {
+        if let Ok((dead, pending)) = ctx.db.call(|sink| store::counts(sink.conn()?)).await {
             ctx.detail("dead_letters", dead.into());
             ctx.detail("notifications_pending", pending.into());
         }
-        ctx.detail(
-            "outcomes",
-            serde_json::to_value(tally).unwrap_or_default(),
-        );
+        ctx.detail("outcomes", serde_json::to_value(tally).unwrap_or_default());
     }
 
     /// Apply a batch, commit it, dead-letter its refused messages, then
@@ -546,14 +543,9 @@ impl QueueFeed {
                 ));
             }
         }
-        ch.basic_ack(
-            last_tag,
-            BasicAckOptions {
-                multiple: true,
-            },
-        )
-        .await
-        .map_err(amqp_err("acknowledging", &self.q.url))?;
+        ch.basic_ack(last_tag, BasicAckOptions { multiple: true })
+            .await
+            .map_err(amqp_err("acknowledging", &self.q.url))?;
         let mut done = 0;
         let mut refused = 0;
         for o in &result.outcomes {
@@ -571,7 +563,10 @@ impl QueueFeed {
         }
         tally.batches += 1;
         for u in &result.unknown_parts {
-            tracing::warn!(feed = "queue", "part unknown to the stock, consumption recorded in billable_items: {u}");
+            tracing::warn!(
+                feed = "queue",
+                "part unknown to the stock, consumption recorded in billable_items: {u}"
+            );
         }
         for a in &result.alerts_raised {
             tracing::warn!(feed = "queue", "stock alert raised: {a}");
@@ -775,10 +770,7 @@ pub async fn replay(cfg: &Config, path: &std::path::Path) -> Result<Replayed> {
     Ok(out)
 }
 
-fn confirmed(
-    c: std::result::Result<lapin::Confirmation, lapin::Error>,
-    url: &str,
-) -> Result<()> {
+fn confirmed(c: std::result::Result<lapin::Confirmation, lapin::Error>, url: &str) -> Result<()> {
     let c = c.map_err(amqp_err("publish confirm", url))?;
     if c.is_nack() {
         return Err(Error::runtime(format!(

@@ -24,9 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::message::{
-    self, Booking, BookingKind, Completed, Envelope, Event, ID_REUSED, Refusal,
-};
+use super::message::{self, Booking, BookingKind, Completed, Envelope, Event, ID_REUSED, Refusal};
 use crate::batch::Value;
 use crate::config::Config;
 use crate::config::mapping::ColumnType;
@@ -343,9 +341,9 @@ pub fn prepare(sink: &mut dyn Sink) -> Result<()> {
 fn not_null(conn: &mut dyn Conn, table: &str, column: &str) -> Result<bool> {
     let d = conn.dialect();
     let sql = match d {
-        Dialect::Sqlite => format!(
-            "SELECT \"notnull\" FROM pragma_table_info('{table}') WHERE name = '{column}'"
-        ),
+        Dialect::Sqlite => {
+            format!("SELECT \"notnull\" FROM pragma_table_info('{table}') WHERE name = '{column}'")
+        }
         Dialect::Postgres => format!(
             "SELECT CASE WHEN is_nullable = 'NO' THEN 1 ELSE 0 END FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = '{table}' AND column_name = '{column}'"
         ),
@@ -767,13 +765,13 @@ fn apply_in(
             Vec::new()
         }
         .into_iter()
-            .filter_map(|r| {
-                Some((
-                    r[0].clone()?.to_uppercase(),
-                    r[1].as_deref().and_then(cents),
-                ))
-            })
-            .collect();
+        .filter_map(|r| {
+            Some((
+                r[0].clone()?.to_uppercase(),
+                r[1].as_deref().and_then(cents),
+            ))
+        })
+        .collect();
         let clients = client_ids(conn)?;
         let int_sql = {
             let t = interventions_def();
@@ -806,7 +804,10 @@ fn apply_in(
             format!(
                 "INSERT INTO {} ({}) VALUES ({})",
                 d.quote(INTERVENTIONS),
-                cols.iter().map(|c| d.quote(c)).collect::<Vec<_>>().join(", "),
+                cols.iter()
+                    .map(|c| d.quote(c))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 params.join(", ")
             )
         };
@@ -971,9 +972,7 @@ fn apply_booking(appts: &mut HashMap<String, Appointment>, env: &Envelope, b: &B
     // that the order of arrival never matters
     let newer = match (a.last_occurred_ms, &a.last_message_id) {
         (None, _) => true,
-        (Some(l), last) => {
-            (at, env.message_id.as_str()) > (l, last.as_deref().unwrap_or(""))
-        }
+        (Some(l), last) => (at, env.message_id.as_str()) > (l, last.as_deref().unwrap_or("")),
     };
     if !newer {
         return false;
@@ -1004,7 +1003,10 @@ fn notice_text(b: &Booking) -> (String, String, String) {
         BookingKind::Rescheduled => ("Intervention déplacée", "déplacée"),
         BookingKind::Cancelled => ("Intervention annulée", "annulée"),
     };
-    let subject = format!("{what} : {} ({})", b.appointment_id, b.aircraft_registration);
+    let subject = format!(
+        "{what} : {} ({})",
+        b.appointment_id, b.aircraft_registration
+    );
     let mut body = format!(
         "L'intervention {} « {} » sur {} est {verb} : du {} au {} (heure de Paris), technicien {}, client {}.",
         b.appointment_id,
@@ -1198,7 +1200,9 @@ pub fn claim_notices(sink: &mut dyn Sink, limit: usize, lease_ms: i64) -> Result
             )?;
             let fields: Vec<(String, String)> = r[4]
                 .as_deref()
-                .and_then(|f| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(f).ok())
+                .and_then(|f| {
+                    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(f).ok()
+                })
                 .map(|m| {
                     m.into_iter()
                         .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_string)))
