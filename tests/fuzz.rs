@@ -9,7 +9,9 @@
 //!   read uses (`source::excel::cell_text`), its text then through the
 //!   mapper's parsers (`transform::parse`);
 //! - `csv_lines`: a whole file through the CSV line reader and classifier
-//!   (`source::csv::LineReader`, `split_record`).
+//!   (`source::csv::LineReader`, `split_record`);
+//! - `queue_message`: one booking-queue message body through the parser the
+//!   queue feed reads every message with (`daemon::queue::message::parse`).
 //!
 //! `REPAERO_FUZZ_SECS` (default 2) is the mutation time per target;
 //! `REPAERO_FUZZ_SEED` replays a run (each run prints its seed). An input
@@ -529,6 +531,66 @@ fn csv_lines(input: &[u8]) {
             }
         }
     }
+}
+
+fn queue_message(input: &[u8]) {
+    use repaero::daemon::queue::message::{self as m, Event};
+    let reasons = [
+        m::NOT_JSON,
+        m::NOT_OBJECT,
+        m::TOO_LARGE,
+        m::MISSING,
+        m::WRONG_TYPE,
+        m::UNKNOWN_TYPE,
+        m::END_NOT_AFTER_START,
+        m::NOT_POSITIVE,
+    ];
+    match m::parse(input) {
+        Err(r) => {
+            assert!(reasons.contains(&r.reason), "{r:?}");
+            assert!(!r.detail.is_empty(), "{r:?}");
+            if input.len() > m::MAX_BODY {
+                assert_eq!(r.reason, m::TOO_LARGE);
+            }
+        }
+        Ok(e) => {
+            assert!(input.len() <= m::MAX_BODY);
+            assert!(!e.message_id.is_empty() && e.message_id.trim() == e.message_id);
+            assert_eq!(e.content_hash.len(), 64);
+            match &e.event {
+                Event::Booking(b) => {
+                    assert!(b.end > b.start, "{b:?}");
+                    assert!(!b.appointment_id.is_empty());
+                }
+                Event::Completed(c) => {
+                    assert!(c.time_spent_minutes > 0);
+                    let mut seen = std::collections::HashSet::new();
+                    for (r, q) in &c.parts {
+                        assert!(*q > 0, "{r}: {q}");
+                        assert!(
+                            !r.is_empty() && !r.chars().any(char::is_whitespace),
+                            "{r:?}"
+                        );
+                        assert_eq!(&m::normalise_reference(r), r);
+                        assert!(seen.insert(r.clone()), "{r} listed twice");
+                    }
+                }
+            }
+            // the same content written otherwise is the same message
+            let v: serde_json::Value = serde_json::from_slice(input).unwrap();
+            let again = m::parse(&serde_json::to_vec_pretty(&v).unwrap());
+            if let Ok(a) = again {
+                assert_eq!(a, e, "re-serialised");
+            } else if serde_json::to_vec_pretty(&v).unwrap().len() <= m::MAX_BODY {
+                panic!("{again:?} after re-serialising");
+            }
+        }
+    }
+}
+
+#[test]
+fn fuzz_queue_message() {
+    fuzz("queue_message", &queue_message);
 }
 
 #[test]

@@ -117,6 +117,9 @@ pub enum Command {
     /// Manufacturers' documents (the FTP feed): search, path of the current revision
     #[command(subcommand)]
     Docs(docs::DocsCommand),
+    /// The booking queue: publish a file of messages, list the dead letters
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -132,6 +135,22 @@ pub struct DaemonArgs {
     /// Run every feed configured in repaero.toml ([daemons.<feed>])
     #[arg(long)]
     pub all: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Publish each line of a JSON-lines file as one message to the booking exchange
+    Replay {
+        /// One message per line
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the refused messages with their reasons
+    Dead {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -286,6 +305,8 @@ pub enum FixtureKind {
     Scans,
     /// Supplier catalogues (fixtures/suppliers/)
     Suppliers,
+    /// A stream of booking-queue messages (JSON lines) and its ground truth
+    Queue,
 }
 
 #[derive(Debug, Args)]
@@ -412,6 +433,25 @@ fn run(cli: Cli) -> Result<u8> {
                         "wrote {} ({} lines) and {}",
                         out.display(),
                         truth.lines,
+                        truth_path.display()
+                    );
+                }
+                FixtureKind::Queue => {
+                    let out = args
+                        .out
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from("fixtures/queue/queue.jsonl"));
+                    let truth = crate::fixtures::queue::generate(
+                        &out,
+                        args.rows.unwrap_or(300),
+                        args.seed,
+                    )?;
+                    let truth_path = out.with_extension("expected.json");
+                    write_truth(&truth_path, &truth)?;
+                    eprintln!(
+                        "wrote {} ({} messages) and {}",
+                        out.display(),
+                        truth.messages,
                         truth_path.display()
                     );
                 }
@@ -788,6 +828,45 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Docs(cmd) => {
             let cfg = load(&cli)?;
             docs::run(&cfg, cmd)
+        Command::Queue(QueueCommand::Replay { file, json }) => {
+            let cfg = load(&cli)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::runtime(format!("cannot start the runtime: {e}")))?;
+            let done = rt.block_on(crate::daemon::queue::replay(&cfg, file))?;
+            if *json {
+                print_json(&done)?;
+            } else {
+                println!(
+                    "{}: {} messages published and confirmed in {:.2}s",
+                    done.file, done.published, done.seconds
+                );
+            }
+            Ok(0)
+        }
+        Command::Queue(QueueCommand::Dead { json }) => {
+            let cfg = load(&cli)?;
+            let mut conn = crate::db::open(&cfg.target.url, true)?;
+            let dead = crate::daemon::queue::store::dead_letters(conn.as_mut())?;
+            if *json {
+                print_json(&dead)?;
+            } else if dead.is_empty() {
+                println!("no dead letter");
+            } else {
+                for d in &dead {
+                    println!(
+                        "{}  {}  {}  [{}] {}",
+                        d.received_at,
+                        d.message_id.as_deref().unwrap_or("(no message_id)"),
+                        d.routing_key.as_deref().unwrap_or(""),
+                        d.reason,
+                        d.detail
+                    );
+                }
+                println!("{} dead letters", dead.len());
+            }
+            Ok(0)
         }
         Command::Diff { old, new, json } => {
             let read = |p: &PathBuf| -> Result<Vec<crate::validate::Report>> {

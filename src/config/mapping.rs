@@ -713,6 +713,8 @@ pub const RESERVED_TABLES: &[&str] = &[
     "shipment_polls",
     "manufacturer_documents",
     "manufacturer_files",
+    "appointments",
+    "billable_items",
 ];
 /// Every name starting with it is reserved (`_repaero_runs`, `_repaero_state`…).
 pub const RESERVED_PREFIX: &str = "_repaero";
@@ -823,6 +825,8 @@ type = "integer"
             "_repaero",
             "parts__repaero_new",
             "stock_movements",
+            "appointments",
+            "billable_items",
         ] {
             let text = BASE.replace("table = \"parts\"", &format!("table = \"{t}\""));
             let err = parse(&text).unwrap_err().to_string();

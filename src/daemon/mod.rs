@@ -14,9 +14,9 @@
 //!   success, counts, last error), written every `heartbeat` seconds and at
 //!   each change, which `repaero check` reads.
 //!
-//! Feeds come with their issues: [`queue`] holds the booking queue's
-//! message contract so far; [`bank`] the card payments of invoices;
-//! [`colissimo`] tracks the supplier orders' parcels; [`ftp`] fetches the manufacturers' documents.
+//! Feeds: [`queue`], the booking application's events (RabbitMQ);
+//! [`ftp`] fetches the manufacturers' documents; [`colissimo`] tracks the
+//! supplier orders' parcels; [`bank`] takes the card payments of invoices.
 
 pub mod bank;
 pub mod colissimo;
@@ -424,6 +424,7 @@ pub fn read_heartbeats(conn: &mut dyn Conn) -> Result<Vec<BTreeMap<String, Optio
 /// The feeds repaero knows, by name, built from the configuration.
 pub fn feed(name: &str, cfg: &Config) -> Result<Box<dyn Feed>> {
     match name {
+        "queue" => Ok(Box::new(queue::QueueFeed::new(cfg)?)),
         "bank" => Ok(Box::new(bank::BankFeed::from_config(cfg)?)),
         "colissimo" => Ok(Box::new(colissimo::Colissimo::new(cfg)?)),
         "ftp" => Ok(Box::new(ftp::FtpFeed::from_config(cfg)?)),
@@ -435,7 +436,7 @@ pub fn feed(name: &str, cfg: &Config) -> Result<Box<dyn Feed>> {
 }
 
 /// The feeds, in the order `--all` starts them.
-pub const FEEDS: &[&str] = &["bank", "colissimo", "ftp"];
+pub const FEEDS: &[&str] = &["queue", "ftp", "colissimo", "bank"];
 
 /// Run `feeds` until SIGTERM or SIGINT (or `stop` turning true), each under
 /// its supervisor.

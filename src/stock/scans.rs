@@ -839,39 +839,7 @@ fn attempt_file(
         report.parts_changed = changed.len() as u64;
         let quarantine = imp.rejects.finish()?;
         let parts = imp.parts;
-        if !changed.is_empty() {
-            let def = TableDef {
-                name: "parts".into(),
-                columns: vec![
-                    col("reference", ColumnType::Text, true),
-                    col("quantity", ColumnType::Integer, false),
-                ],
-                key: vec!["reference".into()],
-                foreign_keys: Vec::new(),
-                soft_delete: None,
-            };
-            sink.start_table(&def, WriteMode::Append)?;
-            let exact = reference_case(sink.as_mut())?;
-            let ops: Vec<MergeOp> = changed
-                .iter()
-                .map(|r| MergeOp {
-                    key: vec![(
-                        "reference".into(),
-                        Value::Text(exact.get(r).cloned().unwrap_or_else(|| r.clone())),
-                    )],
-                    sets: vec![(
-                        "quantity".into(),
-                        Merge::Last,
-                        Value::Int(parts.get(r).map_or(0, |p| p.0)),
-                    )],
-                    row: 0,
-                    kept_row: 0,
-                    record: Vec::new(),
-                })
-                .collect();
-            sink.merge(&ops)?;
-            sink.finish_table()?;
-        }
+        write_quantities(sink.as_mut(), &changed, &parts)?;
         let (raised, cleared) = super::alerts::evaluate(sink.as_mut(), cfg)?;
         report.alerts_raised = raised;
         report.alerts_cleared = cleared;
@@ -922,6 +890,146 @@ fn attempt_file(
             Err(e)
         }
     }
+}
+
+/// Write back the stock of the parts in `changed` (upper-case references)
+/// from `parts`: what every stock movement ends with, scans or consumption.
+pub(crate) fn write_quantities(
+    sink: &mut dyn Sink,
+    changed: &[String],
+    parts: &HashMap<String, (i64, Option<i64>)>,
+) -> Result<()> {
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let def = TableDef {
+        name: "parts".into(),
+        columns: vec![
+            col("reference", ColumnType::Text, true),
+            col("quantity", ColumnType::Integer, false),
+        ],
+        key: vec!["reference".into()],
+        foreign_keys: Vec::new(),
+        soft_delete: None,
+    };
+    sink.start_table(&def, WriteMode::Append)?;
+    let exact = reference_case(sink)?;
+    let ops: Vec<MergeOp> = changed
+        .iter()
+        .map(|r| MergeOp {
+            key: vec![(
+                "reference".into(),
+                Value::Text(exact.get(r).cloned().unwrap_or_else(|| r.clone())),
+            )],
+            sets: vec![(
+                "quantity".into(),
+                Merge::Last,
+                Value::Int(parts.get(r).map_or(0, |p| p.0)),
+            )],
+            row: 0,
+            kept_row: 0,
+            record: Vec::new(),
+        })
+        .collect();
+    sink.merge(&ops)?;
+    sink.finish_table()
+}
+
+/// Parts taken from the stores by other means than a scan (an
+/// intervention closed on the iPad: the booking queue): one OUT movement
+/// per part, written to `stock_movements` like a scanned line (`file` says
+/// where it comes from), the parts' stock changed, the alerts evaluated:
+/// the scans' path. A consumption is a fact: it is applied even when it
+/// takes a stock below zero (reported), and a reference the stock does not
+/// know is reported (`unknown`), not applied. Runs in the caller's
+/// transaction.
+#[derive(Debug, Clone)]
+pub struct Consumption {
+    /// When the parts left (an intervention's completion).
+    pub at: NaiveDateTime,
+    /// Upper-case, space-free reference.
+    pub reference: String,
+    pub quantity: i64,
+    /// Who took them (a technician).
+    pub operator: String,
+    /// Where it comes from (`queue:INT-2026-0107`), in `stock_movements.file`.
+    pub origin: String,
+    /// Its position in the origin (1-based), in `stock_movements.line`.
+    pub line: u64,
+}
+
+/// What [`consume`] did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConsumeReport {
+    pub applied: u64,
+    /// `origin reference` of the consumptions of a part the stock does not know.
+    pub unknown: Vec<String>,
+    /// References whose stock went below zero.
+    pub below_zero: Vec<String>,
+    pub alerts_raised: Vec<String>,
+    pub alerts_cleared: Vec<String>,
+}
+
+/// Apply `items` (see [`Consumption`]).
+pub fn consume(sink: &mut dyn Sink, cfg: &Config, items: &[Consumption]) -> Result<ConsumeReport> {
+    let mut report = ConsumeReport::default();
+    if items.is_empty() {
+        return Ok(report);
+    }
+    super::lock(sink, "parts")?;
+    let mut parts = load_parts(sink)?;
+    let mut changed: Vec<String> = Vec::new();
+    let mut rows = Vec::with_capacity(items.len());
+    for c in items {
+        let Some(stock) = parts.get_mut(&c.reference) else {
+            report.unknown.push(format!("{} {}", c.origin, c.reference));
+            continue;
+        };
+        stock.0 -= c.quantity;
+        if stock.0 < 0 && !report.below_zero.contains(&c.reference) {
+            report.below_zero.push(c.reference.clone());
+        }
+        if !changed.contains(&c.reference) {
+            changed.push(c.reference.clone());
+        }
+        report.applied += 1;
+        let id = line_id(
+            c.at,
+            &[&c.origin, &c.reference, &c.quantity.to_string(), "OUT"],
+        );
+        rows.push(vec![
+            Value::Text(id),
+            Value::Datetime(epoch_millis(c.at)),
+            Value::Text(c.reference.clone()),
+            Value::Text(c.reference.clone()),
+            Value::Int(c.quantity),
+            Value::Text("OUT".into()),
+            Value::Text(c.operator.clone()),
+            Value::Null,
+            Value::Int(stock.0),
+            Value::Text(c.origin.clone()),
+            Value::Int(c.line as i64),
+        ]);
+    }
+    sink.start_table(&movements_def(), WriteMode::Append)?;
+    if !rows.is_empty() {
+        let mut out = sink.write(&frame_from_rows(&schema(&movements_def()), &rows)?)?;
+        out.refused.extend(sink.flush()?.refused);
+        if let Some(r) = out.refused.first() {
+            return Err(Error::runtime(format!(
+                "{}: the target refused a stock movement: {}",
+                sink.describe(),
+                r.detail
+            )));
+        }
+    }
+    sink.finish_table()?;
+    changed.sort();
+    write_quantities(sink, &changed, &parts)?;
+    let (raised, cleared) = super::alerts::evaluate(sink, cfg)?;
+    report.alerts_raised = raised;
+    report.alerts_cleared = cleared;
+    Ok(report)
 }
 
 /// Upper-case reference → the reference as the parts table writes it.
