@@ -825,9 +825,11 @@ fn run(cli: Cli) -> Result<u8> {
             let h = crate::health::check(&cfg);
             println!("{}", h.line());
             Ok(h.status().code())
+        }
         Command::Docs(cmd) => {
             let cfg = load(&cli)?;
             docs::run(&cfg, cmd)
+        }
         Command::Queue(QueueCommand::Replay { file, json }) => {
             let cfg = load(&cli)?;
             let rt = tokio::runtime::Builder::new_current_thread()
