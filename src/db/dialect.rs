@@ -68,6 +68,18 @@ pub struct TableDef {
 }
 
 impl TableDef {
+    /// A table repaero owns (its bookkeeping, a feed's state): columns and
+    /// key, no foreign keys, no soft deletes.
+    pub fn owned(name: &str, columns: Vec<ColumnDef>, key: &[&str]) -> TableDef {
+        TableDef {
+            name: name.into(),
+            columns,
+            key: key.iter().map(|k| k.to_string()).collect(),
+            foreign_keys: Vec::new(),
+            soft_delete: None,
+        }
+    }
+
     pub fn from_mapping(m: &Mapping) -> TableDef {
         TableDef {
             name: m.target.table.clone(),

@@ -203,23 +203,13 @@ fn col(name: &str, ty: ColumnType, not_null: bool) -> ColumnDef {
     ColumnDef::new(name, ty, not_null)
 }
 
-fn table(name: &str, columns: Vec<ColumnDef>, key: &[&str]) -> TableDef {
-    TableDef {
-        name: name.into(),
-        columns,
-        key: key.iter().map(|k| k.to_string()).collect(),
-        foreign_keys: Vec::new(),
-        soft_delete: None,
-    }
-}
-
 /// `supplier_orders`.
 pub fn orders_def() -> TableDef {
     use ColumnType::*;
     let mut total = col("total", Decimal, false);
     total.precision = 14;
     total.scale = 2;
-    table(
+    TableDef::owned(
         ORDERS,
         vec![
             col("id", Text, true),
@@ -245,7 +235,7 @@ pub fn order_lines_def() -> TableDef {
         c.scale = 2;
         c
     };
-    table(
+    TableDef::owned(
         ORDER_LINES,
         vec![
             col("order_id", Text, true),
@@ -262,7 +252,7 @@ pub fn order_lines_def() -> TableDef {
 /// `shipments`. Date-times are UTC.
 pub fn shipments_def() -> TableDef {
     use ColumnType::*;
-    table(
+    TableDef::owned(
         SHIPMENTS,
         vec![
             col("tracking_number", Text, true),
@@ -300,7 +290,7 @@ pub fn shipments_def() -> TableDef {
 /// order and the number of answers it came in.
 pub fn shipment_events_def() -> TableDef {
     use ColumnType::*;
-    table(
+    TableDef::owned(
         SHIPMENT_EVENTS,
         vec![
             col("tracking_number", Text, true),
@@ -323,7 +313,7 @@ pub fn shipment_events_def() -> TableDef {
 /// a call from then, the latest instant the service may have counted it.
 pub fn shipment_polls_def() -> TableDef {
     use ColumnType::*;
-    table(
+    TableDef::owned(
         SHIPMENT_POLLS,
         vec![
             col("at", Datetime, true),

@@ -40,9 +40,9 @@ fn col(name: &str, ty: ColumnType, not_null: bool) -> ColumnDef {
 
 pub fn attempts_def() -> TableDef {
     use ColumnType::*;
-    TableDef {
-        name: ATTEMPTS.into(),
-        columns: vec![
+    TableDef::owned(
+        ATTEMPTS,
+        vec![
             col("attempt", Text, true),
             col("site_id", Text, true),
             col("ctx_mode", Text, true),
@@ -61,17 +61,15 @@ pub fn attempts_def() -> TableDef {
             col("created_at", Datetime, true),
             col("updated_at", Datetime, true),
         ],
-        key: vec!["attempt".into()],
-        foreign_keys: Vec::new(),
-        soft_delete: None,
-    }
+        &["attempt"],
+    )
 }
 
 pub fn notifications_def() -> TableDef {
     use ColumnType::*;
-    TableDef {
-        name: NOTIFICATIONS.into(),
-        columns: vec![
+    TableDef::owned(
+        NOTIFICATIONS,
+        vec![
             col("notification", Text, true),
             col("attempt", Text, true),
             col("order_id", Text, true),
@@ -84,10 +82,8 @@ pub fn notifications_def() -> TableDef {
             col("received_at", Datetime, true),
             col("fields", Text, true),
         ],
-        key: vec!["notification".into()],
-        foreign_keys: Vec::new(),
-        soft_delete: None,
-    }
+        &["notification"],
+    )
 }
 
 /// Create the feed's tables when they are missing.

@@ -24,16 +24,11 @@ pub const DOCUMENTS: &str = "manufacturer_documents";
 pub const FILES: &str = "manufacturer_files";
 
 fn def(name: &str, cols: &[(&str, ColumnType, bool)], key: &[&str]) -> TableDef {
-    TableDef {
-        name: name.into(),
-        columns: cols
-            .iter()
-            .map(|(n, t, nn)| ColumnDef::new(n, *t, *nn))
-            .collect(),
-        key: key.iter().map(|k| k.to_string()).collect(),
-        foreign_keys: Vec::new(),
-        soft_delete: None,
-    }
+    let columns = cols
+        .iter()
+        .map(|(n, t, nn)| ColumnDef::new(n, *t, *nn))
+        .collect();
+    TableDef::owned(name, columns, key)
 }
 
 const DOC_COLUMNS: &[&str] = &[

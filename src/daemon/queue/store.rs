@@ -109,19 +109,9 @@ fn money(name: &str) -> ColumnDef {
     }
 }
 
-fn def(name: &str, columns: Vec<ColumnDef>, key: &[&str]) -> TableDef {
-    TableDef {
-        name: name.into(),
-        columns,
-        key: key.iter().map(|k| k.to_string()).collect(),
-        foreign_keys: Vec::new(),
-        soft_delete: None,
-    }
-}
-
 pub fn messages_def() -> TableDef {
     use ColumnType::*;
-    def(
+    TableDef::owned(
         MESSAGES,
         vec![
             col("message_id", Text, true),
@@ -137,7 +127,7 @@ pub fn messages_def() -> TableDef {
 
 pub fn dead_letters_def() -> TableDef {
     use ColumnType::*;
-    def(
+    TableDef::owned(
         DEAD_LETTERS,
         vec![
             col("id", Text, true),
@@ -155,7 +145,7 @@ pub fn dead_letters_def() -> TableDef {
 
 pub fn appointments_def() -> TableDef {
     use ColumnType::*;
-    def(
+    TableDef::owned(
         APPOINTMENTS,
         vec![
             col("appointment_id", Text, true),
@@ -199,7 +189,7 @@ pub fn interventions_def() -> TableDef {
         col("comment", Text, false),
     ];
     columns.extend(intervention_queue_columns());
-    def(INTERVENTIONS, columns, &["id"])
+    TableDef::owned(INTERVENTIONS, columns, &["id"])
 }
 
 /// The columns the queue adds to a migrated `interventions`.
@@ -216,7 +206,7 @@ fn intervention_queue_columns() -> Vec<ColumnDef> {
 
 pub fn billable_def() -> TableDef {
     use ColumnType::*;
-    def(
+    TableDef::owned(
         BILLABLE,
         vec![
             col("id", Text, true),
@@ -238,7 +228,7 @@ pub fn billable_def() -> TableDef {
 
 pub fn notices_def() -> TableDef {
     use ColumnType::*;
-    def(
+    TableDef::owned(
         NOTICES,
         vec![
             col("message_id", Text, true),
