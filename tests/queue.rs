@@ -102,12 +102,13 @@ impl Scenario {
 
     /// `repaero daemon queue` in the background, its log in the scenario's
     /// directory.
-    fn daemon(&self, n: usize) -> Child {
+    fn daemon(&self, n: usize) -> Daemon {
         let log = std::fs::File::create(self.dir.path().join(format!("daemon-{n}.log"))).unwrap();
         self.command(&["daemon", "queue"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
+            .map(Daemon)
             .expect("start the daemon")
     }
 
@@ -162,7 +163,7 @@ impl Scenario {
 
     /// Wait until every message of the stream is consumed: each id in
     /// `_repaero_messages`, each refusal in `_dead_letters`.
-    fn wait_all_consumed(&self, children: &mut [Child]) {
+    fn wait_all_consumed(&self, children: &mut [Daemon]) {
         let t0 = Instant::now();
         loop {
             let done = self.consumed() == self.expected_ids()
@@ -467,7 +468,7 @@ fn depth(queue: &str) -> u32 {
 }
 
 /// SIGTERM, then wait for the exit (0).
-fn stop(mut c: Child) {
+fn stop(mut c: Daemon) {
     let st = Command::new("kill")
         .args(["-TERM", &c.id().to_string()])
         .status()
@@ -475,6 +476,31 @@ fn stop(mut c: Child) {
     assert!(st.success());
     let status = c.wait().unwrap();
     assert_eq!(status.code(), Some(0), "the daemon stopped with {status}");
+}
+
+/// A daemon started by a test, killed if the test ends (or fails) first.
+struct Daemon(Child);
+
+impl std::ops::Deref for Daemon {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 /// A number from the clock, for "a random point".
