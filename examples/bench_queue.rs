@@ -97,13 +97,14 @@ async fn floor(url: &str, queue: &str, n: u64) -> Result<()> {
         .await?;
     let bodies: Vec<(String, Vec<u8>)> = (0..n).map(|i| event(i, 1)).collect();
     let t0 = Instant::now();
+    let name = queue.to_string();
     let publisher = tokio::spawn(async move {
         let mut pending = std::collections::VecDeque::new();
         for (_, body) in &bodies {
             pending.push_back(
                 pubc.basic_publish(
                     "".into(),
-                    "".into(),
+                    name.as_str().into(),
                     BasicPublishOptions::default(),
                     body,
                     props(),
@@ -119,7 +120,6 @@ async fn floor(url: &str, queue: &str, n: u64) -> Result<()> {
         }
         anyhow::Ok(())
     });
-    let _ = &queue;
     let mut got = 0u64;
     while got < n {
         let first = consumer.next().await.context("consumer ended")??;
