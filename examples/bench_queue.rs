@@ -14,7 +14,12 @@
 //!   publish at `rate` messages/s for `seconds`, and note when each
 //!   message's commit becomes visible in the target (polled every 1 ms):
 //!   p50 / p99 / max of publish → commit, in ms (the polling adds at most
-//!   1 ms).
+//!   1 ms);
+//! - `publish <amqp-url> <exchange> <n>`: publish `n` events (confirmed)
+//!   while no consumer runs, to be drained afterwards;
+//! - `drain <sqlite-target> <n>`: from now until `n` more messages are
+//!   committed in the target (the script starts the daemon right after):
+//!   the consumer's own rate over a full queue, publisher not competing.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -275,6 +280,51 @@ async fn latency(url: &str, exchange: &str, target: &str, rate: u64, seconds: u6
     Ok(())
 }
 
+async fn publish(url: &str, exchange: &str, n: u64) -> Result<()> {
+    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let run = std::process::id() as u64 ^ 0xd4a1;
+    let t0 = Instant::now();
+    let mut pending = std::collections::VecDeque::new();
+    for i in 0..n {
+        let (key, body) = event(i, run);
+        pending.push_back(
+            ch.basic_publish(
+                exchange.into(),
+                key.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                props(),
+            )
+            .await?,
+        );
+        while pending.len() > 2000 {
+            pending.pop_front().context("confirm")?.await?;
+        }
+    }
+    for c in pending {
+        c.await?;
+    }
+    println!("publish {n} {:.3}", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn drain(target: &str, n: u64) -> Result<()> {
+    let db = rusqlite::Connection::open(target)?;
+    let base = committed(&db)?;
+    let t0 = Instant::now();
+    while committed(&db)? < base + n {
+        if t0.elapsed() > Duration::from_secs(600) {
+            bail!("not committed within 600 s");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!("drain {n} {secs:.3} {:.0}", n as f64 / secs);
+    Ok(())
+}
+
 /// Delete the queues and exchanges named `<prefix>.*` the benchmark made.
 async fn cleanup(url: &str, prefix: &str) -> Result<()> {
     let conn = Connection::connect(url, ConnectionProperties::default()).await?;
@@ -314,7 +364,9 @@ fn main() -> Result<()> {
         Some("floor") => rt.block_on(floor(&args[1], &args[2], num(3)?)),
         Some("sustained") => rt.block_on(sustained(&args[1], &args[2], &args[3], num(4)?)),
         Some("latency") => rt.block_on(latency(&args[1], &args[2], &args[3], num(4)?, num(5)?)),
+        Some("publish") => rt.block_on(publish(&args[1], &args[2], num(3)?)),
+        Some("drain") => drain(&args[1], num(2)?),
         Some("cleanup") => rt.block_on(cleanup(&args[1], &args[2])),
-        _ => bail!("usage: bench_queue floor|sustained|latency|cleanup …"),
+        _ => bail!("usage: bench_queue floor|sustained|latency|publish|drain|cleanup …"),
     }
 }

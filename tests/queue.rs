@@ -833,20 +833,9 @@ fn sms_double() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     (port, got)
 }
 
-/// Booked, moved, cancelled: one SMS each, none for a redelivery or an
-/// older event arriving late, none twice.
-#[test]
-fn each_booking_event_is_notified_once() {
-    let (port, sms) = sms_double();
-    let url = format!("alerts.sms.url=http://127.0.0.1:{port}/sms");
-    let s = sqlite(
-        "notify",
-        &[
-            &url,
-            r#"alerts.sms.to=["+33600000000"]"#,
-            r#"alerts.sms.body='{"to": "{to}", "text": "{event} {appointment} {start}"}'"#,
-        ],
-    );
+/// Created, moved, created again (a redelivery), cancelled, and a
+/// reschedule older than the cancellation arriving late.
+fn booking_stream(s: &Scenario) -> PathBuf {
     let ev = |id: &str, kind: &str, at: &str, start: &str| {
         serde_json::json!({
             "message_id": id, "event_type": kind, "occurred_at": at,
@@ -889,6 +878,12 @@ fn each_booking_event_is_notified_once() {
             .join("\n"),
     )
     .unwrap();
+    file
+}
+
+/// Run a consumer, replay `file`, and wait until `n` notifications are
+/// stamped sent and the queue is empty; then stop the consumer.
+fn notify_through(s: &Scenario, file: &Path, n: u64) {
     let mut d = vec![s.daemon(0)];
     ok(s.run(&["queue", "replay", file.to_str().unwrap()]));
     let t0 = Instant::now();
@@ -898,7 +893,7 @@ fn each_booking_event_is_notified_once() {
         } else {
             String::new()
         };
-        if sent == "3" && depth(&format!("{}.q", s.prefix)) == 0 {
+        if sent == n.to_string() && depth(&format!("{}.q", s.prefix)) == 0 {
             break;
         }
         assert!(
@@ -912,6 +907,24 @@ fn each_booking_event_is_notified_once() {
         std::thread::sleep(Duration::from_millis(50));
     }
     stop(d.pop().unwrap());
+}
+
+/// Booked, moved, cancelled: one SMS each, none for a redelivery or an
+/// older event arriving late, none twice.
+#[test]
+fn each_booking_event_is_notified_once() {
+    let (port, sms) = sms_double();
+    let url = format!("alerts.sms.url=http://127.0.0.1:{port}/sms");
+    let s = sqlite(
+        "notify",
+        &[
+            &url,
+            r#"alerts.sms.to=["+33600000000"]"#,
+            r#"alerts.sms.body='{"to": "{to}", "text": "{event} {appointment} {start}"}'"#,
+        ],
+    );
+    let file = booking_stream(&s);
+    notify_through(&s, &file, 3);
     let mut texts = sms.lock().unwrap().clone();
     texts.sort();
     assert_eq!(
@@ -946,4 +959,135 @@ fn each_booking_event_is_notified_once() {
         .map(|(a, b)| vec![Some(a.to_string()), Some(b.to_string())])
         .to_vec()
     );
+}
+
+/// The same events by e-mail only (`channels = ["email"]`): three mails to
+/// the workshop's address, subject and text in French, times in Paris time,
+/// the reason of the cancellation; nothing for the redelivery or the late
+/// reschedule, and no SMS although `[alerts.sms]` is configured.
+#[test]
+fn each_booking_event_is_mailed_once() {
+    let (smtp, mails) = smtp_listener();
+    let (port, sms) = sms_double();
+    let server = format!("alerts.email.server=smtp+plain://127.0.0.1:{smtp}");
+    let gateway = format!("alerts.sms.url=http://127.0.0.1:{port}/sms");
+    let s = sqlite(
+        "mail",
+        &[
+            &server,
+            "alerts.email.from=repaero@repaero.fr",
+            r#"alerts.email.to=["atelier@repaero.fr"]"#,
+            &gateway,
+            r#"alerts.sms.to=["+33600000000"]"#,
+            r#"alerts.sms.body='{"text": "{text}"}'"#,
+            r#"daemons.queue.channels=["email"]"#,
+        ],
+    );
+    let file = booking_stream(&s);
+    notify_through(&s, &file, 3);
+    let got = mails.lock().unwrap().clone();
+    assert_eq!(got.len(), 3, "{got:#?}");
+    let mut read: Vec<(String, String)> = got.iter().map(|m| mail_text(m)).collect();
+    read.sort();
+    for m in &got {
+        assert!(m.contains("To: atelier@repaero.fr"), "{m}");
+    }
+    let subjects: Vec<&str> = read.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "Intervention annulée : RDV-2026-0042 (F-GKXA)",
+            "Intervention déplacée : RDV-2026-0042 (F-GKXA)",
+            "Intervention réservée : RDV-2026-0042 (F-GKXA)",
+        ]
+    );
+    let body = |i: usize| read[i].1.replace("\r\n", "\n");
+    assert!(
+        body(2).starts_with(
+            "L'intervention RDV-2026-0042 « Visite 50 h » sur F-GKXA est réservée : du 05/11/2026 09:00 au 05/11/2026 18:00 (heure de Paris), technicien TECH-04, client contact@aeroclub-exemple.fr."
+        ),
+        "{}",
+        body(2)
+    );
+    assert!(
+        body(1).contains("est déplacée : du 05/11/2026 10:00 au"),
+        "{}",
+        body(1)
+    );
+    assert!(body(0).contains("est annulée"), "{}", body(0));
+    assert!(body(0).contains("\nMotif : météo"), "{}", body(0));
+    assert!(!body(2).contains("Motif"), "{}", body(2));
+    assert!(sms.lock().unwrap().is_empty());
+}
+
+/// The subject and text of a mail as sent over SMTP (RFC 2047 encoded
+/// words in the subject; a 7bit, quoted-printable or base64 body).
+fn mail_text(data: &str) -> (String, String) {
+    use base64::Engine;
+    let b64 = |s: &str| {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(s.split_whitespace().collect::<String>())
+            .unwrap();
+        String::from_utf8(bytes).unwrap()
+    };
+    let (head, body) = data
+        .replace("\r\n", "\n")
+        .split_once("\n\n")
+        .map(|(h, b)| (h.to_string(), b.to_string()))
+        .unwrap();
+    // unfold the header lines
+    let head = head.replace("\n ", " ").replace("\n\t", " ");
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or("")
+            .to_string()
+    };
+    // the space between two encoded words is not text; any other is
+    let mut subject = String::new();
+    let mut prev_encoded = false;
+    for w in header("Subject").split(' ') {
+        let lower = w.to_ascii_lowercase();
+        let decoded = if lower.starts_with("=?utf-8?b?") && w.ends_with("?=") {
+            Some(b64(&w[10..w.len() - 2]))
+        } else if lower.starts_with("=?utf-8?q?") && w.ends_with("?=") {
+            Some(qp(&w[10..w.len() - 2].replace('_', " ")))
+        } else {
+            None
+        };
+        if !subject.is_empty() && !(prev_encoded && decoded.is_some()) {
+            subject.push(' ');
+        }
+        prev_encoded = decoded.is_some();
+        subject.push_str(&decoded.unwrap_or_else(|| w.to_string()));
+    }
+    let text = match header("Content-Transfer-Encoding")
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "base64" => b64(&body),
+        "quoted-printable" => qp(&body),
+        _ => body,
+    };
+    (subject.trim().to_string(), text.trim_end().to_string())
+}
+
+/// Quoted-printable to text (soft line breaks removed).
+fn qp(s: &str) -> String {
+    let s = s.replace("=\n", "");
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'=' && i + 3 <= b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
 }

@@ -243,64 +243,6 @@ fn a_killed_scheduler_restarted_after_missed_ticks_runs_the_latest_once() {
     );
 }
 
-// ---------------------------------------------------------------------------
-// An SMTP listener (plain), keeping each message.
-
-fn smtp_listener() -> (u16, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mails = Arc::new(Mutex::new(Vec::new()));
-    let store = mails.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let store = store.clone();
-            std::thread::spawn(move || {
-                let mut out = conn.try_clone().unwrap();
-                let mut input = BufReader::new(conn);
-                let _ = out.write_all(b"220 test-smtp ESMTP\r\n");
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    if input.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let verb = line
-                        .split([' ', ':', '\r'])
-                        .next()
-                        .unwrap_or("")
-                        .to_ascii_uppercase();
-                    let answer: &[u8] = match verb.as_str() {
-                        "EHLO" => b"250-test-smtp\r\n250 8BITMIME\r\n",
-                        "DATA" => {
-                            let _ = out.write_all(b"354 go on\r\n");
-                            let mut data = String::new();
-                            loop {
-                                line.clear();
-                                if input.read_line(&mut line).unwrap_or(0) == 0 {
-                                    return;
-                                }
-                                if line == ".\r\n" {
-                                    break;
-                                }
-                                data.push_str(&line);
-                            }
-                            store.lock().unwrap().push(data);
-                            b"250 queued\r\n"
-                        }
-                        "QUIT" => {
-                            let _ = out.write_all(b"221 bye\r\n");
-                            return;
-                        }
-                        _ => b"250 ok\r\n",
-                    };
-                    let _ = out.write_all(answer);
-                }
-            });
-        }
-    });
-    (port, mails)
-}
-
 /// `repaero schedule --once --json` until it runs a tick (the first call
 /// of a schedule only records where it starts); the outcome and exit code.
 fn once_until_run(config: &Path, sets: &[String]) -> (serde_json::Value, i32) {
