@@ -473,7 +473,9 @@ fn change_text(c: f64) -> String {
 pub fn render_text(r: &Report) -> String {
     let mut s = String::new();
     match &r.go_live {
-        Some(g) => s.push_str(&format!("go-live {g}: the months before it are the baseline\n")),
+        Some(g) => s.push_str(&format!(
+            "go-live {g}: the months before it are the baseline\n"
+        )),
         None => s.push_str("no [kpi] go_live in repaero.toml: no baseline, no target\n"),
     }
     for i in &r.indicators {
@@ -510,7 +512,9 @@ pub fn render_text(r: &Report) -> String {
 pub fn render_md(r: &Report) -> String {
     let mut s = String::from("# Plan indicators\n\n");
     match &r.go_live {
-        Some(g) => s.push_str(&format!("Go-live: {g} (the months before it are the baseline).\n")),
+        Some(g) => s.push_str(&format!(
+            "Go-live: {g} (the months before it are the baseline).\n"
+        )),
         None => s.push_str("No `[kpi] go_live`: no baseline, no target.\n"),
     }
     for i in &r.indicators {

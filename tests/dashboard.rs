@@ -35,7 +35,10 @@ impl Target {
         vec![
             format!("target.url=sqlite://{}", self.db().display()),
             format!("paths.quarantine={}", self.dir.path().join("q").display()),
-            format!("serve.users={}", self.dir.path().join("users.toml").display()),
+            format!(
+                "serve.users={}",
+                self.dir.path().join("users.toml").display()
+            ),
             "serve.secure_cookies=false".into(),
             "serve.max_failures=5".into(),
             format!("kpi.go_live=\"{GO_LIVE}\""),
@@ -123,7 +126,14 @@ fn target(name: &str) -> Target {
 
     // the booking queue's messages, through the feed's store
     let q = t.dir.path().join("queue.jsonl");
-    t.ok(&["fixtures", "queue", "--rows", "80", "--out", q.to_str().unwrap()]);
+    t.ok(&[
+        "fixtures",
+        "queue",
+        "--rows",
+        "80",
+        "--out",
+        q.to_str().unwrap(),
+    ]);
     relax_client_id(&t);
     apply_queue(&t, &q);
 
@@ -346,8 +356,14 @@ fn kpi_equals_values_computed_from_the_rows() {
             assert!(ind["target"].is_null(), "{key}");
         } else {
             let b = base.iter().sum::<f64>() / base.len() as f64;
-            assert!(close(ind["baseline"].as_f64().unwrap(), b), "{key} baseline");
-            assert!(close(ind["target"].as_f64().unwrap(), b * factor), "{key} target");
+            assert!(
+                close(ind["baseline"].as_f64().unwrap(), b),
+                "{key} baseline"
+            );
+            assert!(
+                close(ind["target"].as_f64().unwrap(), b * factor),
+                "{key} target"
+            );
         }
     }
     // the three the data cannot measure are listed, not invented
@@ -359,7 +375,11 @@ fn kpi_equals_values_computed_from_the_rows() {
         .collect();
     assert_eq!(
         not_held,
-        ["inventory_accuracy", "client_satisfaction", "recommendation"]
+        [
+            "inventory_accuracy",
+            "client_satisfaction",
+            "recommendation"
+        ]
     );
     // the payment KPI has a baseline on the fixtures (2024–2025 invoices)
     let pay = &want["payment_days"];
@@ -374,7 +394,10 @@ fn kpi_equals_values_computed_from_the_rows() {
         }
     }
     let md = t.ok(&["kpi", "--md"]);
-    assert!(md.contains("## Average days from invoice to payment"), "{md}");
+    assert!(
+        md.contains("## Average days from invoice to payment"),
+        "{md}"
+    );
     let bad = t.run(&["kpi", "--month", "2026-13"]);
     assert_eq!(code(&bad), 2, "{}", stderr(&bad));
 }
@@ -457,7 +480,12 @@ impl Http {
     fn send(&self, r: reqwest::RequestBuilder) -> Answer {
         self.rt.block_on(async {
             let r = r.send().await.unwrap();
-            let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(String::from);
+            let h = |n: &str| {
+                r.headers()
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from)
+            };
             let location = h("location");
             let cookie = h("set-cookie");
             let status = r.status().as_u16();
@@ -500,7 +528,10 @@ impl Http {
         let a = self.post("/login", None, &[("user", user), ("password", password)]);
         match &a.cookie {
             Some(c) if a.status == 303 => {
-                assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict"), "{c}");
+                assert!(
+                    c.contains("HttpOnly") && c.contains("SameSite=Strict"),
+                    "{c}"
+                );
                 assert!(c.contains("Max-Age="), "{c}");
                 let v = c
                     .split(';')
@@ -558,7 +589,10 @@ fn dashboard_per_role_shows_the_database_numbers() {
     }
     let users = std::fs::read_to_string(t.dir.path().join("users.toml")).unwrap();
     assert!(users.contains("$argon2id$") && !users.contains(PASSWORD));
-    let short = t.command(&["users", "add", "x", "--role", "direction"]).output().unwrap();
+    let short = t
+        .command(&["users", "add", "x", "--role", "direction"])
+        .output()
+        .unwrap();
     assert_ne!(code(&short), 0, "no password on stdin is refused");
 
     let srv = serve(&t);
@@ -587,7 +621,9 @@ fn dashboard_per_role_shows_the_database_numbers() {
     ];
     let mut sessions = BTreeMap::new();
     for (user, mine) in allowed {
-        let s = http.login(user, PASSWORD).unwrap_or_else(|a| panic!("{user}: {}", a.status));
+        let s = http
+            .login(user, PASSWORD)
+            .unwrap_or_else(|a| panic!("{user}: {}", a.status));
         for p in pages {
             let a = http.get(p, Some(&s));
             let want = if mine.contains(&p) { 200 } else { 403 };
@@ -599,13 +635,19 @@ fn dashboard_per_role_shows_the_database_numbers() {
 
     // Stock: the parts and those at or under their minimum, the open alerts
     let html = http.get("/stock", Some(&sessions["mag"])).body;
-    assert_eq!(by_id(&html, "parts-count"), t.one("SELECT count(*) FROM parts"));
+    assert_eq!(
+        by_id(&html, "parts-count"),
+        t.one("SELECT count(*) FROM parts")
+    );
     assert_eq!(
         by_id(&html, "alerts-open"),
         t.one("SELECT count(*) FROM stock_alerts WHERE cleared_at IS NULL")
     );
     let mv_ref = t.one("SELECT reference FROM stock_movements ORDER BY scanned_at DESC LIMIT 1");
-    let part = http.get(&format!("/stock/part?reference={}", enc(&mv_ref)), Some(&sessions["mag"]));
+    let part = http.get(
+        &format!("/stock/part?reference={}", enc(&mv_ref)),
+        Some(&sessions["mag"]),
+    );
     assert_eq!(part.status, 200);
     let drawn = part.body.matches("class=\"point\"").count();
     assert_eq!(
@@ -647,14 +689,24 @@ fn dashboard_per_role_shows_the_database_numbers() {
         run[0][1].clone().unwrap(),
         run[0][2].clone().unwrap(),
     );
-    assert!(html.contains(&format!(">{n}</a>")), "runs page shows {n} rejected for {job}");
+    assert!(
+        html.contains(&format!(">{n}</a>")),
+        "runs page shows {n} rejected for {job}"
+    );
     let rj = http.get(
         &format!("/runs/rejects?run={}&job={}", enc(&run_id), enc(&job)),
         Some(dir),
     );
     assert_eq!(by_id(&rj.body, "rejects-total"), n);
     let n: usize = n.parse().unwrap();
-    let shown = rj.body.split("id=\"rejects\"").nth(1).unwrap().matches("<tr>").count() - 1;
+    let shown = rj
+        .body
+        .split("id=\"rejects\"")
+        .nth(1)
+        .unwrap()
+        .matches("<tr>")
+        .count()
+        - 1;
     assert_eq!(shown, n.min(50));
 
     // KPIs: the same numbers as `repaero kpi`, and the chart drawn from them
@@ -705,19 +757,35 @@ fn dashboard_per_role_shows_the_database_numbers() {
     assert_ne!(open, "0", "the fixtures have parts under their minimum");
     rusqlite::Connection::open(t.db())
         .unwrap()
-        .execute_batch("DELETE FROM stock_alert_sends; DELETE FROM stock_alerts;")
+        .execute_batch("DELETE FROM stock_alerts;")
         .unwrap();
     let stock = http.get("/stock", Some(&sessions["mag"])).body;
     let token = csrf_of(&stock);
     let a = http.post("/stock/alerts/check", Some(&sessions["mag"]), &[]);
     assert_eq!(a.status, 403);
-    let a = http.post("/stock/alerts/check", Some(&sessions["mag"]), &[("csrf", "0000")]);
+    let a = http.post(
+        "/stock/alerts/check",
+        Some(&sessions["mag"]),
+        &[("csrf", "0000")],
+    );
     assert_eq!(a.status, 403);
     let other = csrf_of(&http.get("/stock", Some(dir)).body);
-    let a = http.post("/stock/alerts/check", Some(&sessions["mag"]), &[("csrf", &other)]);
+    let a = http.post(
+        "/stock/alerts/check",
+        Some(&sessions["mag"]),
+        &[("csrf", &other)],
+    );
     assert_eq!(a.status, 403, "another session's token");
-    assert_eq!(t.one("SELECT count(*) FROM stock_alerts"), "0", "nothing changed");
-    let a = http.post("/stock/alerts/check", Some(&sessions["mag"]), &[("csrf", &token)]);
+    assert_eq!(
+        t.one("SELECT count(*) FROM stock_alerts"),
+        "0",
+        "nothing changed"
+    );
+    let a = http.post(
+        "/stock/alerts/check",
+        Some(&sessions["mag"]),
+        &[("csrf", &token)],
+    );
     assert_eq!(a.status, 303, "{}", a.body);
     assert_eq!(t.one("SELECT count(*) FROM stock_alerts"), open);
 

@@ -163,7 +163,12 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 
 /// Add or replace a user of the users file (`repaero users add`).
 pub fn add_user(path: &Path, name: &str, password: &str, roles: &[String]) -> Result<()> {
-    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_alphanumeric() || "._-@".contains(c)) {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_alphanumeric() || "._-@".contains(c))
+    {
         return Err(Error::config(format!(
             "user name {name:?}: letters, digits and . _ - @ only, at most 64"
         )));
@@ -186,8 +191,7 @@ pub fn add_user(path: &Path, name: &str, password: &str, roles: &[String]) -> Re
         .map_err(|e| Error::runtime(format!("{}: {e}", path.display())))?;
     let tmp = path.with_extension("toml.tmp");
     write_private(&tmp, &text)?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| Error::runtime(format!("{}: {e}", path.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::runtime(format!("{}: {e}", path.display())))?;
     Ok(())
 }
 
@@ -295,7 +299,12 @@ impl Auth {
         }
     }
 
-    fn open(&self, user: &str, roles: Vec<String>, serve: &ServeConfig) -> Result<(String, Session)> {
+    fn open(
+        &self,
+        user: &str,
+        roles: Vec<String>,
+        serve: &ServeConfig,
+    ) -> Result<(String, Session)> {
         let s = Session {
             user: user.to_string(),
             sections: serve.sections(&roles),
@@ -358,7 +367,11 @@ fn set_cookie(serve: &ServeConfig, value: &str, max_age: u64) -> Option<HeaderVa
 
 /// The session of a request allowed to see `section`; else the answer:
 /// to the login form without a session, 403 outside the roles.
-pub fn require(app: &Shared, headers: &HeaderMap, section: Section) -> std::result::Result<Session, Response> {
+pub fn require(
+    app: &Shared,
+    headers: &HeaderMap,
+    section: Section,
+) -> std::result::Result<Session, Response> {
     match app.auth.session(headers) {
         None => Err(Redirect::to("/login").into_response()),
         Some(s) if s.may(section) => Ok(s),
@@ -367,7 +380,11 @@ pub fn require(app: &Shared, headers: &HeaderMap, section: Section) -> std::resu
             Err(status_page(
                 StatusCode::FORBIDDEN,
                 Some(&s),
-                &format!("{}: not in your roles ({})", section.title(), s.roles.join(", ")),
+                &format!(
+                    "{}: not in your roles ({})",
+                    section.title(),
+                    s.roles.join(", ")
+                ),
             ))
         }
     }
@@ -446,7 +463,10 @@ pub async fn login(
         );
     }
     if user.is_empty() || form.password.is_empty() || user.len() > 256 {
-        return login_page(StatusCode::UNAUTHORIZED, Some("wrong user name or password"));
+        return login_page(
+            StatusCode::UNAUTHORIZED,
+            Some("wrong user name or password"),
+        );
     }
     match app.auth.check(&user, &form.password).await {
         Ok(roles) => {
@@ -454,7 +474,10 @@ pub async fn login(
                 Ok(x) => x,
                 Err(e) => {
                     tracing::error!("dashboard: session: {e}");
-                    return login_page(StatusCode::INTERNAL_SERVER_ERROR, Some("no session could be opened"));
+                    return login_page(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        Some("no session could be opened"),
+                    );
                 }
             };
             tracing::info!(user = %user, from = %peer.ip(), roles = ?s.roles, "dashboard: logged in");
@@ -468,7 +491,10 @@ pub async fn login(
         Err(Refused::Credentials) => {
             app.auth.failed(&keys);
             tracing::warn!(user = %user, from = %peer.ip(), "dashboard: failed login");
-            login_page(StatusCode::UNAUTHORIZED, Some("wrong user name or password"))
+            login_page(
+                StatusCode::UNAUTHORIZED,
+                Some("wrong user name or password"),
+            )
         }
         Err(Refused::Unavailable(why)) => {
             tracing::error!(user = %user, "dashboard: login impossible: {why}");
@@ -486,7 +512,11 @@ pub struct CsrfForm {
     pub csrf: Option<String>,
 }
 
-pub async fn logout(State(app): State<Shared>, headers: HeaderMap, Form(form): Form<CsrfForm>) -> Response {
+pub async fn logout(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
     let Some(s) = app.auth.session(&headers) else {
         return Redirect::to("/login").into_response();
     };
@@ -520,7 +550,10 @@ mod tests {
     #[test]
     fn cookies_are_found_by_name() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; repaero_session=abc; b=2"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; repaero_session=abc; b=2"),
+        );
         assert_eq!(cookie(&h, COOKIE).as_deref(), Some("abc"));
         assert_eq!(cookie(&h, "c"), None);
     }

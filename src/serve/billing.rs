@@ -125,7 +125,11 @@ pub async fn show(State(app): State<Shared>, headers: HeaderMap) -> Response {
             let state = r.first().cloned().flatten().unwrap_or_default();
             vec![
                 esc(&state),
-                format!("<span id=\"invoices-{}\">{}</span>", esc(&state), esc_opt(&r[1])),
+                format!(
+                    "<span id=\"invoices-{}\">{}</span>",
+                    esc(&state),
+                    esc_opt(&r[1])
+                ),
                 esc_opt(&r[2]),
             ]
         })
@@ -143,7 +147,14 @@ pub async fn show(State(app): State<Shared>, headers: HeaderMap) -> Response {
         .collect();
     body.push_str(&table(
         "late",
-        &["invoice", "client", "issued", "due", "status", "total incl. tax"],
+        &[
+            "invoice",
+            "client",
+            "issued",
+            "due",
+            "status",
+            "total incl. tax",
+        ],
         &rows,
     ));
     body.push_str("<h3>Payments by method</h3>");

@@ -349,7 +349,11 @@ pub fn status_page(status: StatusCode, session: Option<&auth::Session>, msg: &st
     let title = status.canonical_reason().unwrap_or("Error");
     (
         status,
-        page(title, session, &format!("<p class=\"error\">{}</p>", esc(msg))),
+        page(
+            title,
+            session,
+            &format!("<p class=\"error\">{}</p>", esc(msg)),
+        ),
     )
         .into_response()
 }

@@ -220,15 +220,29 @@ pub async fn show(State(app): State<Shared>, headers: HeaderMap) -> Response {
         .beats
         .iter()
         .map(|b| {
-            ["feed", "state", "beat_at", "processed", "failed", "last_error"]
-                .iter()
-                .map(|k| esc_opt(b.get(*k).unwrap_or(&None)))
-                .collect()
+            [
+                "feed",
+                "state",
+                "beat_at",
+                "processed",
+                "failed",
+                "last_error",
+            ]
+            .iter()
+            .map(|k| esc_opt(b.get(*k).unwrap_or(&None)))
+            .collect()
         })
         .collect();
     body.push_str(&table(
         "heartbeats",
-        &["feed", "state", "last beat", "processed", "failed", "last error"],
+        &[
+            "feed",
+            "state",
+            "last beat",
+            "processed",
+            "failed",
+            "last error",
+        ],
         &rows,
     ));
     page(Section::Runs.title(), Some(&s), &body).into_response()
@@ -249,7 +263,12 @@ struct Rejects {
     total: u64,
 }
 
-fn rejects_of(conn: &mut dyn Conn, run: String, job: Option<String>, page: usize) -> Result<Rejects> {
+fn rejects_of(
+    conn: &mut dyn Conn,
+    run: String,
+    job: Option<String>,
+    page: usize,
+) -> Result<Rejects> {
     if !conn.table_exists(REJECTS_TABLE)? {
         return Ok(Rejects {
             by_reason: Vec::new(),
@@ -264,7 +283,10 @@ fn rejects_of(conn: &mut dyn Conn, run: String, job: Option<String>, page: usize
             format!("run_id = {} AND job = {}", d.param(1, ty), d.param(2, ty)),
             vec![Value::Text(run), Value::Text(j)],
         ),
-        None => (format!("run_id = {}", d.param(1, ty)), vec![Value::Text(run)]),
+        None => (
+            format!("run_id = {}", d.param(1, ty)),
+            vec![Value::Text(run)],
+        ),
     };
     let by_reason = conn.query(
         &format!("SELECT table_name, reason, count(*) FROM {REJECTS_TABLE} WHERE {filter} GROUP BY table_name, reason ORDER BY 3 DESC LIMIT 100"),
@@ -307,7 +329,10 @@ pub async fn rejects(
     let mut body = format!(
         "<p>Run <code>{}</code>{}: <span id=\"rejects-total\">{}</span> rejected rows.</p><h3>By reason</h3>",
         esc(&q.run),
-        q.job.as_deref().map(|j| format!(", job {}", esc(j))).unwrap_or_default(),
+        q.job
+            .as_deref()
+            .map(|j| format!(", job {}", esc(j)))
+            .unwrap_or_default(),
         r.total
     );
     let rows: Vec<Vec<String>> = r

@@ -121,7 +121,11 @@ pub async fn show(State(app): State<Shared>, headers: HeaderMap) -> Response {
         .levels
         .iter()
         .map(|(l, m)| {
-            let flag = if l.quantity <= *m { " class=\"low\"" } else { "" };
+            let flag = if l.quantity <= *m {
+                " class=\"low\""
+            } else {
+                ""
+            };
             vec![
                 format!(
                     "<a href=\"/stock/part?reference={}\"{flag}>{}</a>",
@@ -129,12 +133,20 @@ pub async fn show(State(app): State<Shared>, headers: HeaderMap) -> Response {
                     esc(&l.reference)
                 ),
                 esc_opt(&l.designation),
-                format!("<span data-part=\"{}\">{}</span>", esc(&l.reference), l.quantity),
+                format!(
+                    "<span data-part=\"{}\">{}</span>",
+                    esc(&l.reference),
+                    l.quantity
+                ),
                 m.to_string(),
             ]
         })
         .collect();
-    body.push_str(&table("parts", &["part", "designation", "stock", "minimum"], &rows));
+    body.push_str(&table(
+        "parts",
+        &["part", "designation", "stock", "minimum"],
+        &rows,
+    ));
     body.push_str("<h3>Supplier orders</h3>");
     let rows: Vec<Vec<String>> = o
         .orders

@@ -10,10 +10,10 @@ use serde::Deserialize;
 
 use super::auth::require;
 use super::{Section, Shared, esc, esc_opt, failed, page, status_page, table, url_encode};
-use crate::db::{Conn, Row};
-use crate::error::Result;
 use crate::daemon::ftp::register::{self, DocRow};
 use crate::daemon::queue::store::{APPOINTMENTS, BILLABLE, INTERVENTIONS};
+use crate::db::{Conn, Row};
+use crate::error::Result;
 
 /// Documents listed per search.
 const DOCS: usize = 100;
@@ -106,12 +106,11 @@ pub async fn show(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let words: Vec<String> = q
-        .q
-        .split_whitespace()
-        .take(10)
-        .map(|w| w.chars().take(100).collect())
-        .collect();
+    let words: Vec<String> =
+        q.q.split_whitespace()
+            .take(10)
+            .map(|w| w.chars().take(100).collect())
+            .collect();
     let o = match app.read(move |c| overview(c, words)).await {
         Ok(o) => o,
         Err(e) => return failed(&s, "workshop", &e),
@@ -241,7 +240,11 @@ pub async fn download(
     let bytes = match tokio::fs::read(&doc.local_path).await {
         Ok(b) => b,
         Err(e) => {
-            tracing::error!("dashboard: document {}: {}: {e}", doc.reference, doc.local_path);
+            tracing::error!(
+                "dashboard: document {}: {}: {e}",
+                doc.reference,
+                doc.local_path
+            );
             return status_page(
                 StatusCode::NOT_FOUND,
                 Some(&s),
@@ -255,7 +258,13 @@ pub async fn download(
         .unwrap_or_else(|| format!("{}.pdf", doc.reference));
     let safe: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let ty = if safe.to_lowercase().ends_with(".pdf") {
         "application/pdf"
