@@ -889,13 +889,15 @@ fn slapd(dir: &Path, users: &[(&str, &str)]) -> Slapd {
         .stderr(Stdio::null())
         .spawn()
         .expect("start slapd");
+    // the guard stops it whatever happens next
+    let slapd = Slapd { child, url };
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Slapd { child, url };
+            return slapd;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    panic!("slapd did not listen on {url}");
+    panic!("slapd did not listen on {}", slapd.url);
 }
 
 #[test]

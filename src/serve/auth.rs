@@ -367,6 +367,8 @@ fn set_cookie(serve: &ServeConfig, value: &str, max_age: u64) -> Option<HeaderVa
 
 /// The session of a request allowed to see `section`; else the answer:
 /// to the login form without a session, 403 outside the roles.
+// the Err is the answer to send, once per request: boxing it buys nothing
+#[allow(clippy::result_large_err)]
 pub fn require(
     app: &Shared,
     headers: &HeaderMap,
