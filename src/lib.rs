@@ -16,9 +16,11 @@ pub mod error;
 pub mod fixtures;
 pub mod health;
 pub mod inspect;
+pub mod kpi;
 pub mod notify;
 pub mod pipeline;
 pub mod schedule;
+pub mod serve;
 pub mod sink;
 pub mod source;
 pub mod stock;
@@ -66,6 +68,13 @@ pub const FLOORS: &[Floor] = &[
         modules: &[
             "validate", "inspect", "stock", "daemon", "fixtures", "schedule", "health",
         ],
+        siblings_apart: false,
+    },
+    Floor {
+        name: "views",
+        // what reads the services' tables for people: the plan's
+        // indicators and the dashboard
+        modules: &["kpi", "serve"],
         siblings_apart: false,
     },
     Floor {

@@ -120,11 +120,46 @@ pub enum Command {
     /// The booking queue: publish a file of messages, list the dead letters
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// The plan's indicators per month against their baseline and target ([kpi] go_live)
+    Kpi {
+        /// Only this month (YYYY-MM)
+        #[arg(long, value_name = "YYYY-MM")]
+        month: Option<String>,
+        /// Machine-readable output
+        #[arg(long, conflicts_with = "md")]
+        json: bool,
+        /// Markdown output
+        #[arg(long)]
+        md: bool,
+    },
+    /// The dashboard: runs, stock, workshop, billing and KPIs behind a login ([serve])
+    Serve {
+        /// Listen here instead of [serve] listen (port 0: a free port, printed)
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<String>,
+    },
+    /// The dashboard's file users (when no [serve.ldap] is set)
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add or replace a user; the password is read from the first line of standard input
+    Add {
+        /// User name
+        name: String,
+        /// A role of [serve.roles] (repeatable): direction, magasin, atelier, comptabilite…
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+    },
+    /// List the users and their roles
+    List,
 }
 
 #[derive(Debug, Args)]
@@ -811,6 +846,65 @@ fn run(cli: Cli) -> Result<u8> {
                 .build()
                 .map_err(|e| Error::runtime(format!("cannot start the runtime: {e}")))?;
             rt.block_on(crate::daemon::run(cfg, vec![Box::new(feed)]))?;
+            Ok(0)
+        }
+        Command::Kpi { month, json, md } => {
+            let cfg = load(&cli)?;
+            let kcfg = crate::kpi::KpiConfig::from_config(&cfg)?;
+            let mut sink = crate::sink::open(&cfg.target.url, true)?;
+            let mut report = crate::kpi::compute(sink.conn()?, &kcfg)?;
+            if let Some(m) = month {
+                let m = crate::kpi::month_of(m)
+                    .filter(|x| x.len() == m.trim().len())
+                    .ok_or_else(|| Error::config(format!("--month {m:?}: expected YYYY-MM")))?;
+                report = report.only_month(&m);
+            }
+            if *json {
+                print_json(&report)?;
+            } else if *md {
+                print!("{}", crate::kpi::render_md(&report));
+            } else {
+                print!("{}", crate::kpi::render_text(&report));
+            }
+            Ok(0)
+        }
+        Command::Serve { listen } => {
+            let cfg = std::sync::Arc::new(load(&cli)?);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("repaero-serve")
+                .build()
+                .map_err(|e| Error::runtime(format!("cannot start the runtime: {e}")))?;
+            rt.block_on(crate::serve::run(cfg, listen.clone()))?;
+            Ok(0)
+        }
+        Command::Users(cmd) => {
+            let cfg = load(&cli)?;
+            let serve = crate::serve::ServeConfig::from_config(&cfg)?;
+            match cmd {
+                UsersCommand::Add { name, roles } => {
+                    for r in roles {
+                        if !serve.roles.contains_key(r) {
+                            return Err(Error::config(format!(
+                                "--role {r:?} is not in [serve.roles] ({})",
+                                serve.roles.keys().cloned().collect::<Vec<_>>().join(", ")
+                            )));
+                        }
+                    }
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .map_err(|e| Error::input(format!("password from standard input: {e}")))?;
+                    let password = line.trim_end_matches(['\r', '\n']);
+                    crate::serve::auth::add_user(&serve.users, name, password, roles)?;
+                    eprintln!("user {name} written to {}", serve.users.display());
+                }
+                UsersCommand::List => {
+                    for (name, roles) in crate::serve::auth::list_users(&serve.users)? {
+                        println!("{name}\t{}", roles.join(", "));
+                    }
+                }
+            }
             Ok(0)
         }
         Command::Check => {

@@ -56,6 +56,13 @@ pub struct Config {
     /// `[check]`: the thresholds of `repaero check`, read by `health`.
     #[serde(default)]
     pub check: toml::Table,
+    /// `[kpi]`: the plan's indicators (`go_live`), read by `kpi`.
+    #[serde(default)]
+    pub kpi: toml::Table,
+    /// `[serve]`: the dashboard (listen address, users, LDAP, roles), read
+    /// by `serve`.
+    #[serde(default)]
+    pub serve: toml::Table,
     /// Directory of the configuration file (not a key of the file).
     #[serde(skip)]
     pub base_dir: PathBuf,

@@ -620,12 +620,16 @@ async fn pay_page(
 }
 
 /// A rustls server configuration from PEM files, on the one TLS stack
-/// (ring).
-fn tls_config(cert: &Path, key: &Path) -> Result<axum_server::tls_rustls::RustlsConfig> {
+/// (ring); `section` names the settings in errors (`[daemons.bank]`).
+pub fn tls_config(
+    section: &str,
+    cert: &Path,
+    key: &Path,
+) -> Result<axum_server::tls_rustls::RustlsConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let err = |p: &Path, e: &dyn std::fmt::Display| {
-        Error::config(format!("[daemons.bank] TLS: {}: {e}", p.display()))
+        Error::config(format!("{section} TLS: {}: {e}", p.display()))
     };
     let certs = CertificateDer::pem_file_iter(cert)
         .map_err(|e| err(cert, &e))?
@@ -683,7 +687,7 @@ async fn serve(bank: Arc<BankConfig>, ctx: &FeedContext) -> Result<()> {
     let addr = bank.listen;
     let mut server: BoxFuture<'static, std::io::Result<()>> = match &bank.tls {
         Some((cert, key)) => Box::pin(
-            axum_server::bind_rustls(addr, tls_config(cert, key)?)
+            axum_server::bind_rustls(addr, tls_config("[daemons.bank]", cert, key)?)
                 .handle(handle.clone())
                 .serve(app),
         ),

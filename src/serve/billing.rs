@@ -1,0 +1,190 @@
+//! Billing: invoices paid, pending and late (unpaid or partly paid past
+//! their due date), the late ones, the last payments and the totals per
+//! method, the pay-link attempts of the bank feed.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+
+use super::auth::require;
+use super::{Section, Shared, esc, esc_opt, failed, page, table};
+use crate::daemon::bank::store::{ATTEMPTS, INVOICES, PAYMENTS};
+use crate::db::{Conn, Row};
+use crate::error::Result;
+
+/// Invoices by state: `paid`, `pending`, `late`, `cancelled`, on `today`
+/// (`YYYY-MM-DD`).
+pub fn state_sql(conn: &mut dyn Conn, today: &str) -> Result<String> {
+    let deleted = if conn
+        .columns(INVOICES)?
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case("deleted_at"))
+    {
+        "WHERE deleted_at IS NULL"
+    } else {
+        ""
+    };
+    Ok(format!(
+        "SELECT CASE WHEN status = 'payée' THEN 'paid' WHEN status = 'annulée' THEN 'cancelled' \
+         WHEN due_on IS NOT NULL AND due_on < '{today}' THEN 'late' ELSE 'pending' END AS state, \
+         id, number, client_code, issued_on, due_on, status, total_incl_tax FROM {INVOICES} {deleted}"
+    ))
+}
+
+struct Overview {
+    states: Vec<Row>,
+    late: Vec<Row>,
+    methods: Vec<Row>,
+    payments: Vec<Row>,
+    attempts: Vec<Row>,
+}
+
+fn overview(conn: &mut dyn Conn, today: String) -> Result<Overview> {
+    let d = conn.dialect();
+    let (states, late) = if conn.table_exists(INVOICES)? {
+        let base = state_sql(conn, &today)?;
+        let states = conn.query(
+            &format!(
+                "SELECT state, count(*), {} FROM ({base}) x GROUP BY state ORDER BY state",
+                d.as_text("sum(total_incl_tax)")
+            ),
+            &[],
+        )?;
+        let late = conn.query(
+            &format!(
+                "SELECT number, client_code, {}, {}, status, {} FROM ({base}) x WHERE state = 'late' ORDER BY due_on LIMIT 50",
+                d.as_text("issued_on"),
+                d.as_text("due_on"),
+                d.as_text("total_incl_tax")
+            ),
+            &[],
+        )?;
+        (states, late)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let (methods, payments) = if conn.table_exists(PAYMENTS)? {
+        let methods = conn.query(
+            &format!(
+                "SELECT method, count(*), {} FROM {PAYMENTS} GROUP BY method ORDER BY method",
+                d.as_text("sum(amount)")
+            ),
+            &[],
+        )?;
+        let payments = conn.query(
+            &format!(
+                "SELECT {}, {}, {}, method, reference FROM {PAYMENTS} ORDER BY paid_on DESC, id DESC LIMIT 50",
+                d.as_text("paid_on"),
+                d.as_text("invoice_id"),
+                d.as_text("amount")
+            ),
+            &[],
+        )?;
+        (methods, payments)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let attempts = if conn.table_exists(ATTEMPTS)? {
+        conn.query(
+            &format!(
+                "SELECT order_id, {}, {}, status, {} FROM {ATTEMPTS} ORDER BY created_at DESC LIMIT 20",
+                d.as_text("invoice_id"),
+                d.as_text("amount_cents"),
+                d.as_text("created_at")
+            ),
+            &[],
+        )?
+    } else {
+        Vec::new()
+    };
+    Ok(Overview {
+        states,
+        late,
+        methods,
+        payments,
+        attempts,
+    })
+}
+
+pub async fn show(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    let s = match require(&app, &headers, Section::Billing) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let t2 = today.clone();
+    let o = match app.read(move |c| overview(c, t2)).await {
+        Ok(o) => o,
+        Err(e) => return failed(&s, "billing", &e),
+    };
+    let mut body = format!("<h3>Invoices on {today}</h3>");
+    let rows: Vec<Vec<String>> = o
+        .states
+        .iter()
+        .map(|r| {
+            let state = r.first().cloned().flatten().unwrap_or_default();
+            vec![
+                esc(&state),
+                format!(
+                    "<span id=\"invoices-{}\">{}</span>",
+                    esc(&state),
+                    esc_opt(&r[1])
+                ),
+                esc_opt(&r[2]),
+            ]
+        })
+        .collect();
+    body.push_str(&table(
+        "invoice-states",
+        &["state", "invoices", "total incl. tax"],
+        &rows,
+    ));
+    body.push_str("<h3>Late invoices (oldest due first)</h3>");
+    let rows: Vec<Vec<String>> = o
+        .late
+        .iter()
+        .map(|r| r.iter().map(esc_opt).collect())
+        .collect();
+    body.push_str(&table(
+        "late",
+        &[
+            "invoice",
+            "client",
+            "issued",
+            "due",
+            "status",
+            "total incl. tax",
+        ],
+        &rows,
+    ));
+    body.push_str("<h3>Payments by method</h3>");
+    let rows: Vec<Vec<String>> = o
+        .methods
+        .iter()
+        .map(|r| r.iter().map(esc_opt).collect())
+        .collect();
+    body.push_str(&table("methods", &["method", "payments", "amount"], &rows));
+    body.push_str("<h3>Last payments</h3>");
+    let rows: Vec<Vec<String>> = o
+        .payments
+        .iter()
+        .map(|r| r.iter().map(esc_opt).collect())
+        .collect();
+    body.push_str(&table(
+        "payments",
+        &["paid on", "invoice", "amount", "method", "reference"],
+        &rows,
+    ));
+    body.push_str("<h3>Pay-link attempts (bank)</h3>");
+    let rows: Vec<Vec<String>> = o
+        .attempts
+        .iter()
+        .map(|r| r.iter().map(esc_opt).collect())
+        .collect();
+    body.push_str(&table(
+        "attempts",
+        &["order", "invoice", "amount (cents)", "status", "created"],
+        &rows,
+    ));
+    page(Section::Billing.title(), Some(&s), &body).into_response()
+}
