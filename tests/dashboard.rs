@@ -134,37 +134,11 @@ fn target(name: &str) -> Target {
         "--out",
         q.to_str().unwrap(),
     ]);
-    relax_client_id(&t);
     apply_queue(&t, &q);
 
     t.ok(&["order", "place", "--json"]);
     t.ok(&["alerts", "check", "--json"]);
     t
-}
-
-/// Walk-in work has no client, and SQLite cannot drop the migrated
-/// `interventions.client_id`'s NOT NULL in place (the queue feed refuses
-/// to start on it, docs/messages.md): the table is rebuilt without it, as
-/// an operator would before starting the feed on a SQLite target.
-fn relax_client_id(t: &Target) {
-    let c = rusqlite::Connection::open(t.db()).unwrap();
-    let ddl: String = c
-        .query_row(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'interventions'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let re = regex::Regex::new(r#"("client_id"\s+[A-Za-z]+(?:\([0-9, ]+\))?)\s+NOT NULL"#).unwrap();
-    assert!(re.is_match(&ddl), "{ddl}");
-    let relaxed = re.replace(&ddl, "$1").to_string();
-    c.execute_batch(&format!(
-        "PRAGMA foreign_keys = OFF; BEGIN; \
-         ALTER TABLE interventions RENAME TO interventions_old; {relaxed}; \
-         INSERT INTO interventions SELECT * FROM interventions_old; \
-         DROP TABLE interventions_old; COMMIT;"
-    ))
-    .unwrap();
 }
 
 fn apply_queue(t: &Target, file: &Path) {

@@ -308,12 +308,7 @@ pub fn prepare(sink: &mut dyn Sink) -> Result<()> {
                         d.quote(INTERVENTIONS),
                         d.quote("client_id")
                     ))?,
-                    Dialect::Sqlite => {
-                        return Err(Error::config(format!(
-                            "{}: interventions.client_id is NOT NULL (as the clients migration created it) and SQLite cannot relax it: walk-in work has no client; recreate interventions with a nullable client_id (docs/messages.md)",
-                            conn.describe()
-                        )));
-                    }
+                    Dialect::Sqlite => relax_sqlite_not_null(conn, INTERVENTIONS, "client_id")?,
                 }
             }
         }
@@ -326,6 +321,47 @@ pub fn prepare(sink: &mut dyn Sink) -> Result<()> {
             Err(e)
         }
     }
+}
+
+/// Drop a column's NOT NULL on SQLite, which has no ALTER for it: the
+/// table's recorded CREATE statement is edited in place, the way SQLite's
+/// documentation gives for removing a NOT NULL constraint (the rows' format
+/// does not change; `schema_version` is bumped so every connection reloads
+/// the schema). Inside the caller's transaction.
+fn relax_sqlite_not_null(conn: &mut dyn Conn, table: &str, column: &str) -> Result<()> {
+    let ddl = conn
+        .query_one(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            &[Value::Text(table.into())],
+        )?
+        .unwrap_or_default();
+    let re = regex::Regex::new(&format!(
+        r#"(?i)("{}"\s+[a-z]+(?:\([0-9, ]+\))?)\s+NOT NULL"#,
+        regex::escape(column)
+    ))
+    .map_err(|e| Error::runtime(format!("relaxing {table}.{column}: {e}")))?;
+    if !re.is_match(&ddl) {
+        return Err(Error::config(format!(
+            "{}: {table}.{column} is NOT NULL in a table repaero did not create ({ddl:?}); walk-in work has no client: recreate {table} with a nullable {column} (docs/messages.md)",
+            conn.describe()
+        )));
+    }
+    let relaxed = re.replace(&ddl, "$1").into_owned();
+    let version: i64 = conn
+        .query_one("PRAGMA schema_version", &[])?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    conn.batch("PRAGMA writable_schema = ON")?;
+    let changed = conn.execute(
+        "UPDATE sqlite_master SET sql = ?1 WHERE type = 'table' AND name = ?2",
+        &[Value::Text(relaxed), Value::Text(table.into())],
+    );
+    let bumped = conn.batch(&format!("PRAGMA schema_version = {}", version + 1));
+    conn.batch("PRAGMA writable_schema = OFF")?;
+    changed?;
+    bumped?;
+    tracing::info!("{table}.{column}: NOT NULL dropped (walk-in work has no client)");
+    Ok(())
 }
 
 fn not_null(conn: &mut dyn Conn, table: &str, column: &str) -> Result<bool> {
