@@ -18,6 +18,7 @@ pub mod health;
 pub mod inspect;
 pub mod notify;
 pub mod pipeline;
+pub mod scaffold;
 pub mod schedule;
 pub mod sink;
 pub mod source;
@@ -64,7 +65,8 @@ pub const FLOORS: &[Floor] = &[
         name: "services",
         // what runs after or beside a migration
         modules: &[
-            "validate", "inspect", "stock", "daemon", "fixtures", "schedule", "health",
+            "validate", "inspect", "scaffold", "stock", "daemon", "fixtures", "schedule",
+            "health",
         ],
         siblings_apart: false,
     },
