@@ -65,8 +65,7 @@ pub const FLOORS: &[Floor] = &[
         name: "services",
         // what runs after or beside a migration
         modules: &[
-            "validate", "inspect", "scaffold", "stock", "daemon", "fixtures", "schedule",
-            "health",
+            "validate", "inspect", "scaffold", "stock", "daemon", "fixtures", "schedule", "health",
         ],
         siblings_apart: false,
     },

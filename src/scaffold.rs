@@ -30,8 +30,20 @@ const DISTINCT_CAP: usize = 1_000_000;
 
 /// Texts that often stand for "no value" in hand-kept data.
 const PLACEHOLDERS: &[&str] = &[
-    "n/a", "na", "#n/a", "-", "--", "?", "null", "none", "néant", "inconnu", "nc", "n.c.",
-    "1900-01-01", "0000-00-00",
+    "n/a",
+    "na",
+    "#n/a",
+    "-",
+    "--",
+    "?",
+    "null",
+    "none",
+    "néant",
+    "inconnu",
+    "nc",
+    "n.c.",
+    "1900-01-01",
+    "0000-00-00",
 ];
 
 /// Words of a column name that say it holds money.
@@ -239,7 +251,11 @@ fn is_placeholder(t: &str) -> Option<String> {
         return Some(t.to_string());
     }
     // a Date/Time's "unknown": 1900-01-01 (at midnight)
-    if l.starts_with("1900-01-01") && l[10..].trim_start_matches('t').trim_matches(['0', ':', '.']).is_empty()
+    if l.starts_with("1900-01-01")
+        && l[10..]
+            .trim_start_matches('t')
+            .trim_matches(['0', ':', '.'])
+            .is_empty()
     {
         return Some("1900-01-01".to_string());
     }
@@ -324,7 +340,9 @@ fn looks_like_id(source: &str) -> bool {
             *w,
             "id" | "ref" | "reference" | "code" | "n" | "no" | "num" | "numero" | "key"
         )
-    }) || words.last().is_some_and(|w| matches!(*w, "id" | "ref" | "code"))
+    }) || words
+        .last()
+        .is_some_and(|w| matches!(*w, "id" | "ref" | "code"))
 }
 
 fn footer_regex() -> Option<regex::Regex> {
@@ -629,7 +647,10 @@ pub fn scaffold(source: &dyn Source, opts: &Options) -> Result<Scaffold> {
             continue;
         }
         if !source.holds_rows(&t.name) {
-            left_out.push((t.name.clone(), "holds no cells (chart or macro sheet)".into()));
+            left_out.push((
+                t.name.clone(),
+                "holds no cells (chart or macro sheet)".into(),
+            ));
             continue;
         }
         let mut target = identifier(&t.name);
@@ -753,8 +774,7 @@ pub fn scaffold(source: &dyn Source, opts: &Options) -> Result<Scaffold> {
         let mut dropped = Vec::new();
         for c in cols.iter_mut() {
             if let Some((rt, rc)) = c.references.clone()
-                && (order_pos(&order, &profiled, &rt) > order_pos(&order, &profiled, t)
-                    || &rt == t)
+                && (order_pos(&order, &profiled, &rt) > order_pos(&order, &profiled, t) || &rt == t)
             {
                 dropped.push(format!(
                     "{}: its reference to {rt} is left out ({})",
@@ -968,7 +988,12 @@ fn mapping_text(
     let by_source = |src: &str| cols.iter().find(|c| c.source == src);
     let stats = |src: &str| p.columns.iter().find(|(n, _)| n == src).map(|(_, s)| s);
     if !p.keys.primary.is_empty() {
-        let mapped: Option<Vec<&Col>> = p.keys.primary.iter().map(|k| by_source(k.as_str())).collect();
+        let mapped: Option<Vec<&Col>> = p
+            .keys
+            .primary
+            .iter()
+            .map(|k| by_source(k.as_str()))
+            .collect();
         let dups: u64 = p
             .keys
             .primary
@@ -1112,7 +1137,12 @@ fn job_text(
         comment_text(&source.describe())
     );
     for (t, why) in left_out {
-        let _ = writeln!(s, "# not scaffolded: {} ({})", comment_text(t), comment_text_long(why));
+        let _ = writeln!(
+            s,
+            "# not scaffolded: {} ({})",
+            comment_text(t),
+            comment_text_long(why)
+        );
     }
     let names: Vec<&str> = tables.iter().map(|t| t.0.as_str()).collect();
     let _ = writeln!(
@@ -1173,7 +1203,10 @@ fn validation_text(source: &dyn Source, tables: &[Planned]) -> String {
                 type_name(c.ty)
             );
         }
-        for c in cols.iter().filter(|c| c.money && c.ty == ColumnType::Decimal) {
+        for c in cols
+            .iter()
+            .filter(|c| c.money && c.ty == ColumnType::Decimal)
+        {
             let _ = writeln!(s, "\n[[metrics]]");
             let _ = writeln!(s, "id = {}", toml_string(&format!("sum_{t}_{}", c.name)));
             let _ = writeln!(
@@ -1263,7 +1296,13 @@ mod tests {
 
     #[test]
     fn toml_strings_round_trip() {
-        for s in ["plain", "quote \" back \\ slash", "line\nbreak\ttab", "\u{1}ctl", "é€"] {
+        for s in [
+            "plain",
+            "quote \" back \\ slash",
+            "line\nbreak\ttab",
+            "\u{1}ctl",
+            "é€",
+        ] {
             let text = format!("v = {}", toml_string(s));
             let t: toml::Table = toml::from_str(&text).unwrap();
             assert_eq!(t["v"].as_str(), Some(s), "{text}");

@@ -71,7 +71,11 @@ fn clients_mdb_scaffolds_migrates_and_validates_in_sqlite() {
         assert!(interventions.contains(want), "{want}\n{interventions}");
     }
     let validation = read(d, "validation/crm.toml");
-    assert_eq!(validation.matches("kind = \"count\"").count(), 4, "{validation}");
+    assert_eq!(
+        validation.matches("kind = \"count\"").count(),
+        4,
+        "{validation}"
+    );
     assert!(
         validation.contains(
             "value = { source = \"MontantHT\", target = \"montant_ht\", type = \"decimal\", scale = 4 }"
@@ -173,9 +177,15 @@ fn migrate_all_says_how_to_create_the_billing_base_and_what_ran() {
             dir.path().join("t.db").display()
         ))
         .arg("--set")
-        .arg(format!("paths.quarantine={}", dir.path().join("q").display()))
+        .arg(format!(
+            "paths.quarantine={}",
+            dir.path().join("q").display()
+        ))
         .args(["migrate", "--all"])
-        .env("BILLING_URL", "postgres://postgres@127.0.0.1:5432/repaero_no_such_base")
+        .env(
+            "BILLING_URL",
+            "postgres://postgres@127.0.0.1:5432/repaero_no_such_base",
+        )
         .env_remove("REPAERO_TARGET")
         .output()
         .unwrap();

@@ -16,7 +16,10 @@ const REFUSED: &[(&str, &str)] = &[
     // the workbooks the reader cannot open (tests/excel_corpus.rs, UNREADABLE)
     ("sheetjs__BlankSheetTypes.xlsb", "XLM macro sheet"),
     ("sheetjs__BlankSheetTypes.xlsm", "XLM macro sheet"),
-    ("sheetjs__artifacts_quattro_write_57.xls", "Quattro Pro codepage"),
+    (
+        "sheetjs__artifacts_quattro_write_57.xls",
+        "Quattro Pro codepage",
+    ),
     ("sheetjs__crlf_CRLFX5_2_biff2.xls", "bare BIFF2 stream"),
     ("sheetjs__crlf_CRLFX5_3_biff3.xls", "bare BIFF3 stream"),
     ("sheetjs__crlf_CRLFX5_4_biff4.xls", "bare BIFF4 stream"),
@@ -43,7 +46,11 @@ fn prove(file: &Path, targets: &[String], failures: &mut Vec<String>, refused: &
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("repaero.toml"), "[target]\nurl = \"sqlite://t.db\"\n").unwrap();
+    std::fs::write(
+        d.join("repaero.toml"),
+        "[target]\nurl = \"sqlite://t.db\"\n",
+    )
+    .unwrap();
     let out = repaero_in(
         d,
         &[
@@ -59,7 +66,11 @@ fn prove(file: &Path, targets: &[String], failures: &mut Vec<String>, refused: &
         if code(&out) == 2 && REFUSED.iter().any(|(f, _)| *f == name) {
             refused.push(name);
         } else {
-            failures.push(format!("{name}: scaffold exit {}: {}", code(&out), stderr(&out)));
+            failures.push(format!(
+                "{name}: scaffold exit {}: {}",
+                code(&out),
+                stderr(&out)
+            ));
         }
         return;
     }
@@ -70,17 +81,18 @@ fn prove(file: &Path, targets: &[String], failures: &mut Vec<String>, refused: &
     for t in targets {
         let set = format!("target.url={t}");
         for cmd in ["migrate", "validate"] {
-            let out = repaero_in(
-                d,
-                &["--config", "repaero.toml", "--set", &set, cmd, "j"],
-            );
+            let out = repaero_in(d, &["--config", "repaero.toml", "--set", &set, cmd, "j"]);
             if code(&out) != 0 {
                 failures.push(format!(
                     "{name}: {cmd} into {} exit {}: {}{}",
                     t.split(':').next().unwrap_or(""),
                     code(&out),
                     stderr(&out),
-                    if cmd == "validate" { stdout(&out) } else { String::new() }
+                    if cmd == "validate" {
+                        stdout(&out)
+                    } else {
+                        String::new()
+                    }
                 ));
                 return;
             }
@@ -99,7 +111,12 @@ fn every_access_file_scaffolds_migrates_and_validates() {
     for f in &all {
         // one database per file: the corpus reuses table names (Table1)
         db.query("DROP SCHEMA public CASCADE; CREATE SCHEMA public");
-        prove(f, &["sqlite://t.db".into(), db.url()], &mut failures, &mut refused);
+        prove(
+            f,
+            &["sqlite://t.db".into(), db.url()],
+            &mut failures,
+            &mut refused,
+        );
     }
     eprintln!(
         "{} Access files: {} proved in SQLite and PostgreSQL, refused: {refused:?}, in {:.1?}",
@@ -137,7 +154,12 @@ fn every_readable_workbook_scaffolds_migrates_and_validates() {
         all.len() - refused.len() - failures.len(),
         started.elapsed()
     );
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     let mut expected: Vec<&str> = REFUSED
         .iter()
         .map(|(f, _)| *f)

@@ -1257,7 +1257,13 @@ fn scaffold(cfg: &Config, args: &ScaffoldArgs) -> Result<u8> {
         }
         text.push_str(entry);
         // what is appended must load: checked before the file is touched
-        Config::from_text(&text, &file.display().to_string(), &cfg.base_dir, &[], &ProcessEnv)?;
+        Config::from_text(
+            &text,
+            &file.display().to_string(),
+            &cfg.base_dir,
+            &[],
+            &ProcessEnv,
+        )?;
         std::fs::write(&file, text)
             .map_err(|e| Error::runtime(format!("cannot write {}: {e}", file.display())))?;
         println!("added [sources.{source_name}] to {}", file.display());

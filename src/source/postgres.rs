@@ -15,8 +15,8 @@ use super::{
     Capabilities, CellKinds, DeclaredColumn, ForeignKey, Kind, Message, ReadStats, Source,
     SourceColumn, TableInfo, TableKeys, TableReader, TableRequest, select_columns,
 };
-use crate::config::mapping::ColumnType;
 use crate::batch::BatchBuilder;
+use crate::config::mapping::ColumnType;
 use crate::config::redact_url;
 use crate::db::postgres::{PgConn, pg_error};
 use crate::db::{Dialect, Row};
