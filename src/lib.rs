@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod kpi;
 pub mod notify;
 pub mod pipeline;
+pub mod scaffold;
 pub mod schedule;
 pub mod serve;
 pub mod sink;
@@ -66,7 +67,7 @@ pub const FLOORS: &[Floor] = &[
         name: "services",
         // what runs after or beside a migration
         modules: &[
-            "validate", "inspect", "stock", "daemon", "fixtures", "schedule", "health",
+            "validate", "inspect", "scaffold", "stock", "daemon", "fixtures", "schedule", "health",
         ],
         siblings_apart: false,
     },

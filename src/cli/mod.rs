@@ -66,6 +66,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a job, its mappings and its validation from a source's schema and a profile of its data
+    Scaffold(ScaffoldArgs),
     /// Check migrations with the plan's metrics (validation/<job>.toml); exit 3 on a mismatch
     Validate(ValidateArgs),
     /// What changed between two validation reports (from validate --out); exit 3 on a regression
@@ -160,6 +162,27 @@ pub enum UsersCommand {
     },
     /// List the users and their roles
     List,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaffoldArgs {
+    /// A source name of repaero.toml, or a .mdb/.accdb/.xlsx/.xls/.ods file
+    pub source: String,
+    /// The job's name [default: the source's name, or the file's, in snake_case]
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Only these tables or sheets [default: every visible one]
+    #[arg(long, num_args = 1..)]
+    pub tables: Vec<String>,
+    /// Write jobs/, mappings/ and validation/ under this folder [default: the paths of repaero.toml]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Overwrite files that exist
+    #[arg(long)]
+    pub force: bool,
+    /// Print the files (and the source entry for repaero.toml) instead of writing them
+    #[arg(long)]
+    pub print: bool,
 }
 
 #[derive(Debug, Args)]
@@ -594,6 +617,10 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Validate(args) => {
             let cfg = load(&cli)?;
             validate(&cfg, args)
+        }
+        Command::Scaffold(args) => {
+            let cfg = load(&cli)?;
+            scaffold(&cfg, args)
         }
         Command::Scans(ScansCommand::Import {
             files,
@@ -1196,8 +1223,159 @@ fn migrate(cfg: &Config, args: &MigrateArgs) -> Result<u8> {
     }
     if args.json {
         print_json(&out)?;
+    } else if jobs.len() > 1 && !out.errors.is_empty() {
+        let ran: Vec<&str> = out.runs.iter().map(|r| r.job.as_str()).collect();
+        let failed: Vec<&str> = out.errors.iter().map(|e| e.job.as_str()).collect();
+        eprintln!(
+            "{} of {} jobs ran{}; failed: {}",
+            ran.len(),
+            jobs.len(),
+            if ran.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", ran.join(", "))
+            },
+            failed.join(", ")
+        );
     }
     Ok(code)
+}
+
+fn scaffold(cfg: &Config, args: &ScaffoldArgs) -> Result<u8> {
+    use crate::scaffold::{self, Dirs, identifier};
+    let canon = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    // the source: configured, a file configured under another name, or a
+    // file new to repaero.toml (then added to it)
+    let (source_name, src, new_entry) = match cfg.sources.get(&args.source) {
+        Some(sc) => (
+            args.source.clone(),
+            crate::source::open(&args.source, sc)?,
+            None,
+        ),
+        None => {
+            let path = std::path::Path::new(&args.source);
+            if !path.exists() {
+                let known: Vec<&str> = cfg.sources.keys().map(|s| s.as_str()).collect();
+                return Err(Error::config(format!(
+                    "{:?} is neither a configured source ({}) nor a file",
+                    args.source,
+                    if known.is_empty() {
+                        "none configured".into()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            }
+            let abs = canon(path);
+            let configured = cfg.sources.iter().find(|(_, sc)| {
+                sc.path()
+                    .and_then(|p| canon(&cfg.resolve(&p)))
+                    .is_some_and(|p| Some(p) == abs)
+            });
+            match configured {
+                Some((name, sc)) => (name.clone(), crate::source::open(name, sc)?, None),
+                None => {
+                    let stem = path
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let mut name = identifier(args.job.as_deref().unwrap_or(&stem));
+                    let base = name.clone();
+                    let mut k = 2;
+                    while cfg.sources.contains_key(&name) {
+                        name = format!("{base}_{k}");
+                        k += 1;
+                    }
+                    let src = crate::source::open_path(path)?;
+                    // relative to repaero.toml when it is below it
+                    let shown = match (abs.as_ref(), canon(&cfg.base_dir)) {
+                        (Some(a), Some(base)) => a
+                            .strip_prefix(&base)
+                            .map(|r| r.to_path_buf())
+                            .unwrap_or_else(|_| a.clone()),
+                        _ => path.to_path_buf(),
+                    };
+                    let entry = scaffold::source_entry(
+                        &name,
+                        crate::source::kind_of_path(path),
+                        &shown.display().to_string(),
+                    );
+                    (name, src, Some(entry))
+                }
+            }
+        }
+    };
+    let job = identifier(args.job.as_deref().unwrap_or(&source_name));
+    let made = scaffold::scaffold(
+        src.as_ref(),
+        &scaffold::Options {
+            job: job.clone(),
+            source_name: source_name.clone(),
+            tables: args.tables.clone(),
+            batch_size: cfg.run.batch_size,
+        },
+    )?;
+    let dirs = match &args.out {
+        Some(out) => Dirs {
+            jobs: out.join("jobs"),
+            mappings: out.join("mappings"),
+            validation: out.join("validation"),
+        },
+        None => Dirs {
+            jobs: cfg.jobs_dir(),
+            mappings: cfg.mappings_dir(),
+            validation: cfg.resolve(&cfg.paths.validation),
+        },
+    };
+    if args.print {
+        for f in &made.files {
+            println!("# ==> {} <==\n{}", dirs.path(f).display(), f.text);
+        }
+        if let Some(entry) = &new_entry {
+            println!("# ==> add to {} <==\n{entry}", cfg.label());
+        }
+        return Ok(0);
+    }
+    let written = scaffold::write(&made, &dirs, args.force)?;
+    for p in &written {
+        println!("wrote {}", p.display());
+    }
+    if let Some(entry) = &new_entry {
+        let file = cfg
+            .file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG));
+        let mut text = std::fs::read_to_string(&file).unwrap_or_default();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(entry);
+        // what is appended must load: checked before the file is touched
+        Config::from_text(
+            &text,
+            &file.display().to_string(),
+            &cfg.base_dir,
+            &[],
+            &ProcessEnv,
+        )?;
+        std::fs::write(&file, text)
+            .map_err(|e| Error::runtime(format!("cannot write {}: {e}", file.display())))?;
+        println!("added [sources.{source_name}] to {}", file.display());
+    }
+    for (t, why) in &made.left_out {
+        println!("not scaffolded: {t:?} ({why})");
+    }
+    println!(
+        "{} table(s): {}",
+        made.tables.len(),
+        made.tables
+            .iter()
+            .map(|(t, s, r)| format!("{s} → {t} ({r} rows)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("review the files, then: repaero migrate {job} && repaero validate {job}");
+    Ok(0)
 }
 
 #[derive(Serialize)]

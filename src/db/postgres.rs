@@ -274,7 +274,10 @@ impl PgConn {
                 let msg = format!("{label}: cannot connect: {}", pg_error(&e));
                 let code = e.as_db_error().map(|d| d.code().code().to_string());
                 match code.as_deref() {
-                    Some("28P01") | Some("28000") | Some("3D000") => Error::config(format!(
+                    Some("3D000") => Error::config(format!(
+                        "{msg}. Create the database first (`createdb <name>`, or CREATE DATABASE); repaero's sample billing base is created by `repaero fixtures billing`"
+                    )),
+                    Some("28P01") | Some("28000") => Error::config(format!(
                         "{msg}. Check the user, the database and the password variable of the URL"
                     )),
                     _ => Error::runtime(msg),

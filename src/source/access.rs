@@ -27,8 +27,9 @@ use jetdb::{
 use serde::Deserialize;
 
 use super::{
-    BadValue, CellKinds, DEFAULT_MAX_CELL_BYTES, DeclaredColumn, Kind, Message, ReadStats, Source,
-    SourceColumn, TableInfo, TableReader, TableRequest, check_size, header_key, select_columns,
+    BadValue, CellKinds, DEFAULT_MAX_CELL_BYTES, DeclaredColumn, ForeignKey, Kind, Message,
+    ReadStats, Source, SourceColumn, TableInfo, TableKeys, TableReader, TableRequest, check_size,
+    header_key, select_columns,
 };
 use crate::batch::BatchBuilder;
 use crate::config::mapping::ColumnType;
@@ -185,6 +186,54 @@ impl AccessSource {
         })
     }
 
+    /// The table's primary key (its primary-key index) and the
+    /// relationships (MSysRelationships) in which it is the referencing
+    /// table.
+    pub fn table_keys(&self, table: &str) -> Result<TableKeys> {
+        let path = self.path.clone();
+        guarded(&path, || {
+            let mut reader = open_reader(&self.path, self.password.as_deref())?;
+            let catalog =
+                jetdb::read_catalog(&mut reader).map_err(|e| file_error(&self.path, e))?;
+            let entry = self.find(&catalog, table)?;
+            let def = jetdb::read_table_def(&mut reader, &entry.name, entry.table_page)
+                .map_err(|e| file_error(&self.path, e))?;
+            let mut keys = TableKeys::default();
+            if let Some(pk) = def
+                .indexes
+                .iter()
+                .find(|i| i.index_type == jetdb::index_type::PRIMARY && !i.columns.is_empty())
+            {
+                let names: Option<Vec<String>> = pk
+                    .columns
+                    .iter()
+                    .map(|ic| {
+                        def.columns
+                            .iter()
+                            .find(|c| c.col_num == ic.col_num)
+                            .map(|c| c.name.clone())
+                    })
+                    .collect();
+                if let Some(names) = names {
+                    keys.primary = names;
+                    keys.primary_name = Some(pk.name.clone());
+                }
+            }
+            let rels = jetdb::read_relationships_in(&mut reader, &catalog)
+                .map_err(|e| file_error(&self.path, e).context("MSysRelationships"))?;
+            for r in rels.into_iter().filter(|r| r.from_table == entry.name) {
+                keys.foreign.push(ForeignKey {
+                    name: r.name.clone(),
+                    columns: r.columns.iter().map(|c| c.from_column.clone()).collect(),
+                    ref_table: r.to_table.clone(),
+                    ref_columns: r.columns.iter().map(|c| c.to_column.clone()).collect(),
+                    enforced: r.has_referential_integrity(),
+                });
+            }
+            Ok(keys)
+        })
+    }
+
     fn find<'a>(
         &self,
         catalog: &'a [jetdb::CatalogEntry],
@@ -276,6 +325,10 @@ impl Source for AccessSource {
                 read_table(&path, password.as_deref(), &origin2, req, max_cell, tx)
             })
         })
+    }
+
+    fn keys(&self, table: &str) -> Result<Option<TableKeys>> {
+        self.table_keys(table).map(Some)
     }
 
     fn declared_columns(&self, table: &str) -> Result<Option<Vec<DeclaredColumn>>> {

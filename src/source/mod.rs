@@ -324,6 +324,33 @@ pub struct DeclaredColumn {
     pub target_type: ColumnType,
 }
 
+/// A foreign key as the source declares it (Access relationships,
+/// PostgreSQL constraints): `columns` of the table refer to `ref_columns`
+/// of `ref_table`, pair by pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ForeignKey {
+    /// The constraint's or relationship's name.
+    pub name: String,
+    pub columns: Vec<String>,
+    pub ref_table: String,
+    pub ref_columns: Vec<String>,
+    /// The source refuses rows that break it (an Access relationship may
+    /// only note how tables join).
+    pub enforced: bool,
+}
+
+/// The keys of a table as the source declares them (`scaffold` turns them
+/// into `target.key`, `references` and the job's table order).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TableKeys {
+    /// Primary key columns, in order; empty when there is none.
+    pub primary: Vec<String>,
+    /// Where the primary key comes from (`index "PrimaryKey"`).
+    pub primary_name: Option<String>,
+    /// Foreign keys of this table (it is the referencing one).
+    pub foreign: Vec<ForeignKey>,
+}
+
 /// A place rows come from: a workbook, an Access file, a database, CSV files.
 pub trait Source: Send + Sync {
     /// Where the rows come from, for messages (a path, a redacted URL).
@@ -358,6 +385,12 @@ pub trait Source: Send + Sync {
     /// The columns of a table as the source declares their types, when it
     /// does (databases); `None` when types are only seen in the cells.
     fn declared_columns(&self, table: &str) -> Result<Option<Vec<DeclaredColumn>>> {
+        let _ = table;
+        Ok(None)
+    }
+    /// The primary and foreign keys of a table, when the source declares
+    /// them (databases); `None` when it has no such notion (files).
+    fn keys(&self, table: &str) -> Result<Option<TableKeys>> {
         let _ = table;
         Ok(None)
     }
@@ -484,6 +517,19 @@ pub fn open_path(path: &Path) -> Result<Box<dyn Source>> {
     }
     // the workbook reader says best what a file that is none of these is
     excel::ExcelSource::open(path).map(|s| Box::new(s) as Box<dyn Source>)
+}
+
+/// The `kind` a file is read as (`access`, `excel`…), chosen from its
+/// content as [`open_path`] does.
+pub fn kind_of_path(path: &Path) -> &'static str {
+    for kind in KINDS {
+        if let (Some(sniff), Some(_)) = (kind.sniff, kind.open_file)
+            && sniff(path)
+        {
+            return kind.name;
+        }
+    }
+    excel::KIND.name
 }
 
 /// Whether a file is an Access database (by its header, not its name).

@@ -12,10 +12,11 @@ use tokio_postgres::types::Type;
 use serde::Deserialize;
 
 use super::{
-    Capabilities, CellKinds, Kind, Message, ReadStats, Source, SourceColumn, TableInfo,
-    TableReader, TableRequest, select_columns,
+    Capabilities, CellKinds, DeclaredColumn, ForeignKey, Kind, Message, ReadStats, Source,
+    SourceColumn, TableInfo, TableKeys, TableReader, TableRequest, select_columns,
 };
 use crate::batch::BatchBuilder;
+use crate::config::mapping::ColumnType;
 use crate::config::redact_url;
 use crate::db::postgres::{PgConn, pg_error};
 use crate::db::{Dialect, Row};
@@ -128,6 +129,75 @@ impl Source for PgSource {
         }
     }
 
+    fn declared_columns(&self, table: &str) -> Result<Option<Vec<DeclaredColumn>>> {
+        let conn = PgConn::connect_local(&self.url)?;
+        let rows = conn.rows(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                    t.typname::text
+             FROM pg_attribute a
+             JOIN pg_class c ON c.oid = a.attrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_type t ON t.oid = a.atttypid
+             WHERE n.nspname = current_schema() AND c.relname = $1
+               AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum",
+            &[&table],
+        )?;
+        Ok(Some(
+            rows.iter()
+                .map(|r| {
+                    let typname: String = r.get(3);
+                    DeclaredColumn {
+                        name: r.get(0),
+                        source_type: r.get(1),
+                        nullable: !r.get::<_, bool>(2),
+                        target_type: pg_target_type(&typname),
+                    }
+                })
+                .collect(),
+        ))
+    }
+
+    fn keys(&self, table: &str) -> Result<Option<TableKeys>> {
+        let conn = PgConn::connect_local(&self.url)?;
+        let rows = conn.rows(
+            "SELECT k.conname::text, k.contype::text,
+                    ARRAY(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY u(n, i)
+                          JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n
+                          ORDER BY u.i),
+                    f.relname::text,
+                    ARRAY(SELECT a.attname::text FROM unnest(k.confkey) WITH ORDINALITY u(n, i)
+                          JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n
+                          ORDER BY u.i)
+             FROM pg_constraint k
+             JOIN pg_class c ON c.oid = k.conrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             LEFT JOIN pg_class f ON f.oid = k.confrelid
+             WHERE n.nspname = current_schema() AND c.relname = $1 AND k.contype IN ('p', 'f')
+             ORDER BY k.conname",
+            &[&table],
+        )?;
+        let mut keys = TableKeys::default();
+        for r in &rows {
+            let name: String = r.get(0);
+            let kind: String = r.get(1);
+            let columns: Vec<String> = r.get(2);
+            if kind == "p" {
+                keys.primary = columns;
+                keys.primary_name = Some(name);
+            } else if let Some(ref_table) = r.get::<_, Option<String>>(3) {
+                keys.foreign.push(ForeignKey {
+                    name,
+                    columns,
+                    ref_table,
+                    ref_columns: r.get(4),
+                    enforced: true,
+                });
+            }
+        }
+        Ok(Some(keys))
+    }
+
     /// Run a query on the source (validation, rowdiff); values as text.
     fn query(&self, sql: &str) -> Result<Vec<Row>> {
         let mut guard = self
@@ -149,6 +219,21 @@ impl Source for PgSource {
             .ok_or_else(|| Error::runtime("no source connection"))?;
         conn.simple(sql)
             .map_err(|e| Error::input(format!("{}: {e}", self.label)))
+    }
+}
+
+/// The target type of a PostgreSQL type (`pg_type.typname`).
+fn pg_target_type(typname: &str) -> ColumnType {
+    match typname {
+        "int2" | "int4" | "int8" | "oid" => ColumnType::Integer,
+        "numeric" | "money" => ColumnType::Decimal,
+        "float4" | "float8" => ColumnType::Float,
+        "bool" => ColumnType::Boolean,
+        "date" => ColumnType::Date,
+        "timestamp" | "timestamptz" => ColumnType::Datetime,
+        "time" => ColumnType::Time,
+        "bytea" => ColumnType::Binary,
+        _ => ColumnType::Text,
     }
 }
 
