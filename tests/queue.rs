@@ -1055,7 +1055,8 @@ fn mail_text(data: &str) -> (String, String) {
         } else {
             None
         };
-        if !subject.is_empty() && !(prev_encoded && decoded.is_some()) {
+        let joined = prev_encoded && decoded.is_some();
+        if !subject.is_empty() && !joined {
             subject.push(' ');
         }
         prev_encoded = decoded.is_some();
@@ -1079,12 +1080,13 @@ fn qp(s: &str) -> String {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'=' && i + 3 <= b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        let hex = (b[i] == b'=' && i + 3 <= b.len())
+            .then(|| u8::from_str_radix(&s[i + 1..i + 3], 16).ok())
+            .flatten();
+        if let Some(v) = hex {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
