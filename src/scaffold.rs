@@ -300,7 +300,14 @@ impl ColStats {
                 self.integers += 1;
             }
             let (scale, int) = digits(n);
-            self.max_scale = self.max_scale.max(scale);
+            // the decimals as written: "12,50" has two, though 12.5 has one
+            let written = (n.fract() != 0.0)
+                .then(|| t.rsplit_once([',', '.']))
+                .flatten()
+                .map(|(_, f)| f.trim())
+                .filter(|f| f.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(0, |f| f.len() as u32);
+            self.max_scale = self.max_scale.max(scale).max(written);
             self.max_int_digits = self.max_int_digits.max(int);
             if t.len() > 1 && t.starts_with('0') && t.bytes().all(|b| b.is_ascii_digit()) {
                 self.leading_zero += 1;
