@@ -71,26 +71,7 @@ impl Target {
 
     /// Rows of a query on the target, every value as text.
     fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
-        let c = rusqlite::Connection::open(self.db()).unwrap();
-        let mut st = c.prepare(sql).unwrap();
-        let n = st.column_count();
-        st.query_map([], |r| {
-            (0..n)
-                .map(|i| {
-                    let v: rusqlite::types::Value = r.get(i)?;
-                    Ok(match v {
-                        rusqlite::types::Value::Null => None,
-                        rusqlite::types::Value::Integer(i) => Some(i.to_string()),
-                        rusqlite::types::Value::Real(f) => Some(f.to_string()),
-                        rusqlite::types::Value::Text(t) => Some(t),
-                        rusqlite::types::Value::Blob(_) => Some("<blob>".into()),
-                    })
-                })
-                .collect()
-        })
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect()
+        Db::Sqlite(self.db()).rows(sql)
     }
 
     fn one(&self, sql: &str) -> String {
