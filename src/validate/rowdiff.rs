@@ -19,11 +19,11 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::batch::{Cursor, ValueRef, cursors};
 use crate::config::mapping::{ColumnType, Mapping};
 use crate::config::{Config, Job};
+use crate::db::dialect::hash40;
 use crate::db::{ColumnDef, Conn, Dialect, TableDef};
 use crate::error::{Error, Result};
 use crate::sink::ledger;
@@ -35,12 +35,6 @@ use crate::transform::dedupe::Dedupe;
 const NULL: &str = "\\N";
 /// Between two values of a row's canonical text.
 const SEP: char = '\u{1f}';
-
-/// The first 40 bits of SHA-256, as every store computes it.
-pub fn hash40(s: &str) -> u64 {
-    let d = Sha256::digest(s.as_bytes());
-    d[..5].iter().fold(0u64, |acc, b| (acc << 8) | *b as u64)
-}
 
 /// A typed value's canonical text (what the target's SQL produces).
 pub fn canonical(c: &ColumnDef, v: ValueRef<'_>) -> String {
@@ -134,22 +128,31 @@ fn concat_sql(d: Dialect, parts: &[String]) -> String {
     parts.join(&format!(" || {sep} || "))
 }
 
-/// The SQL computing [`hash40`] of a text expression.
-pub fn hash40_sql(d: Dialect, text: &str) -> String {
-    match d {
-        Dialect::Postgres => format!(
-            "('x' || substr(encode(sha256(convert_to({text}, 'UTF8')), 'hex'), 1, 10))::bit(40)::bigint"
-        ),
-        // registered on repaero's SQLite connection
-        Dialect::Sqlite => format!("repaero_hash40({text})"),
-        Dialect::Oracle => format!(
-            "TO_NUMBER(SUBSTR(RAWTOHEX(STANDARD_HASH({text}, 'SHA256')), 1, 10), 'XXXXXXXXXX')"
-        ),
-    }
-}
-
 /// Per segment: rows and the sum of their hashes.
 type Segments = HashMap<u64, (u64, u64)>;
+
+/// Per segment (count, sum of hashes), from the rows of the segments query.
+fn segments_of(rows: Vec<crate::db::Row>) -> Segments {
+    let mut out: Segments = HashMap::new();
+    for r in rows {
+        let get = |i: usize| -> u64 {
+            r.get(i)
+                .cloned()
+                .flatten()
+                .and_then(|s| s.parse::<f64>().ok())
+                .map_or(0, |v| v as u64)
+        };
+        // sums of 40-bit hashes stay exact in u64; read them as integers
+        let sum = r
+            .get(2)
+            .cloned()
+            .flatten()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or_else(|| get(2));
+        out.insert(get(0), (get(1), sum));
+    }
+    out
+}
 
 /// One row that differs.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -238,14 +241,17 @@ impl<'a> MappedSource<'a> {
         })
     }
 
-    /// Each kept row as (key text, row text), batch by batch.
-    fn for_each(&mut self, f: &mut dyn FnMut(String, String)) -> Result<()> {
+    /// Each kept row as (key text, row text), batch by batch (the texts
+    /// are built in buffers reused from row to row).
+    fn for_each(&mut self, f: &mut dyn FnMut(&str, &str) -> Result<()>) -> Result<()> {
         let key_idx: Vec<usize> = self
             .def
             .key
             .iter()
             .filter_map(|k| self.def.columns.iter().position(|c| &c.name == k))
             .collect();
+        let (mut row, mut key) = (String::new(), String::new());
+        let mut ends: Vec<(usize, usize)> = Vec::with_capacity(self.def.columns.len());
         while let Some(raw) = self.reader.next_batch()? {
             let mapped = self.mapper.apply(&raw)?;
             self.rejected += mapped.rejects.len() as u64;
@@ -281,18 +287,136 @@ impl<'a> MappedSource<'a> {
             let order = crate::sink::column_order(&self.def.columns, &names, &self.def.name)?;
             let cols: Vec<&Cursor<'_>> = order.iter().map(|&j| &cols[j]).collect();
             for i in 0..kept.height() {
-                let values: Vec<String> = self
-                    .def
-                    .columns
-                    .iter()
-                    .zip(&cols)
-                    .map(|(c, cur)| canonical(c, cur.get(i)))
-                    .collect();
-                let key: Vec<&str> = key_idx.iter().map(|&k| values[k].as_str()).collect();
-                f(key.join(&SEP.to_string()), values.join(&SEP.to_string()));
+                row.clear();
+                ends.clear();
+                for (n, (c, cur)) in self.def.columns.iter().zip(&cols).enumerate() {
+                    if n > 0 {
+                        row.push(SEP);
+                    }
+                    let start = row.len();
+                    push_canonical(&mut row, c, cur.get(i));
+                    ends.push((start, row.len()));
+                }
+                key.clear();
+                for (n, &k) in key_idx.iter().enumerate() {
+                    if n > 0 {
+                        key.push(SEP);
+                    }
+                    let (a, b) = ends[k];
+                    key.push_str(&row[a..b]);
+                }
+                f(&key, &row)?;
             }
         }
         Ok(())
+    }
+}
+
+/// Append a typed value's canonical text to `out` ([`canonical`], without
+/// an allocation for the common text and integer values).
+fn push_canonical(out: &mut String, c: &ColumnDef, v: ValueRef<'_>) {
+    match v {
+        ValueRef::Null => out.push_str(NULL),
+        ValueRef::Text(s) => out.push_str(s),
+        ValueRef::Int(i) => out.push_str(itoa::Buffer::new().format(i)),
+        v => out.push_str(&canonical(c, v)),
+    }
+}
+
+/// The source's rows as mapped, written once by the first pass and read
+/// back by the second, so that the source is read and mapped only once.
+/// A temporary file, removed when dropped: memory stays flat whatever the
+/// table's size.
+struct Spill {
+    path: std::path::PathBuf,
+    out: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl Spill {
+    fn create() -> Result<Spill> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "repaero-rowdiff-{}-{nanos}.spill",
+            std::process::id()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| spill_error(&path, e))?;
+        Ok(Spill {
+            path,
+            out: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+        })
+    }
+
+    /// One row: its segment, key and row texts, each length-prefixed.
+    fn push(&mut self, seg: u64, key: &str, row: &str) -> Result<()> {
+        use std::io::Write as _;
+        let Some(out) = self.out.as_mut() else {
+            return Ok(());
+        };
+        let mut write = || -> std::io::Result<()> {
+            out.write_all(&seg.to_le_bytes())?;
+            out.write_all(&(key.len() as u64).to_le_bytes())?;
+            out.write_all(key.as_bytes())?;
+            out.write_all(&(row.len() as u64).to_le_bytes())?;
+            out.write_all(row.as_bytes())
+        };
+        write().map_err(|e| spill_error(&self.path, e))
+    }
+
+    /// Read the rows back, calling `f` with those of the `wanted` segments.
+    fn read(&mut self, wanted: &HashSet<u64>, f: &mut dyn FnMut(String, String)) -> Result<()> {
+        use std::io::{BufReader, Read as _, Write as _};
+        let path = self.path.clone();
+        let io = |e| spill_error(&path, e);
+        if let Some(mut out) = self.out.take() {
+            out.flush().map_err(io)?;
+        }
+        let mut r = BufReader::with_capacity(1 << 20, std::fs::File::open(&path).map_err(io)?);
+        let mut word = [0u8; 8];
+        let text = |r: &mut BufReader<std::fs::File>, skip: bool| -> std::io::Result<String> {
+            let mut n = [0u8; 8];
+            r.read_exact(&mut n)?;
+            let n = u64::from_le_bytes(n);
+            if skip {
+                std::io::copy(&mut r.by_ref().take(n), &mut std::io::sink())?;
+                return Ok(String::new());
+            }
+            let mut buf = vec![0u8; n as usize];
+            r.read_exact(&mut buf)?;
+            String::from_utf8(buf).map_err(std::io::Error::other)
+        };
+        loop {
+            match r.read_exact(&mut word) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(io(e)),
+            }
+            let skip = !wanted.contains(&u64::from_le_bytes(word));
+            let key = text(&mut r, skip).map_err(io)?;
+            let row = text(&mut r, skip).map_err(io)?;
+            if !skip {
+                f(key, row);
+            }
+        }
+    }
+}
+
+fn spill_error(path: &std::path::Path, e: std::io::Error) -> Error {
+    Error::runtime(format!(
+        "rowdiff: the temporary file {} (the source's rows as mapped): {e}",
+        path.display()
+    ))
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        self.out = None;
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -360,36 +484,32 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
         Dialect::Oracle => format!("MOD({e}, {segments})"),
         _ => format!("({e}) % {segments}"),
     };
+    // A single integer key is its own segment number, modulo the count
+    // (ten times cheaper for the database than hashing its text); any
+    // other key is hashed.
+    let integer_key = matches!(key_cols.as_slice(), [c] if c.ty == ColumnType::Integer);
+    let seg_sql = if integer_key {
+        let k = d.quote(&key_cols[0].name);
+        modulo(format!("{} + {segments}", modulo(k)))
+    } else {
+        modulo(d.hash40(&key_text))
+    };
+    let segment_of = |key: &str| -> u64 {
+        match key.parse::<i64>() {
+            Ok(k) if integer_key => k.rem_euclid(segments as i64) as u64,
+            _ => hash40(key) % segments,
+        }
+    };
     let inner = format!(
         "SELECT {} AS seg, {} AS rh FROM {}",
-        modulo(hash40_sql(d, &key_text)),
-        hash40_sql(d, &row_text),
+        seg_sql,
+        d.hash40(&row_text),
         d.quote(table)
     );
-    let rows = target.query(
-        &format!("SELECT seg, count(*), sum(rh) FROM ({inner}) s GROUP BY seg"),
-        &[],
-    )?;
-    let mut target_segs: Segments = HashMap::new();
-    for r in rows {
-        let get = |i: usize| -> u64 {
-            r.get(i)
-                .cloned()
-                .flatten()
-                .and_then(|s| s.parse::<f64>().ok())
-                .map_or(0, |v| v as u64)
-        };
-        // sums of 40-bit hashes stay exact in u64; read them as integers
-        let sum = r
-            .get(2)
-            .cloned()
-            .flatten()
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or_else(|| get(2));
-        target_segs.insert(get(0), (get(1), sum));
-    }
+    let segments_sql = format!("SELECT seg, count(*), sum(rh) FROM ({inner}) s GROUP BY seg");
 
-    // the source's segments, streamed through the mapping
+    // The target hashes its rows on its own connection while the source is
+    // streamed through the mapping here: the two run side by side.
     let mut src = MappedSource::open(
         source.as_ref(),
         target.as_mut(),
@@ -398,14 +518,34 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
         &def,
         cfg.run.batch_size,
     )?;
+    let mut spill = Spill::create()?;
     let mut source_segs: Segments = HashMap::new();
     let mut source_rows = 0u64;
-    src.for_each(&mut |key, row| {
-        source_rows += 1;
-        let e = source_segs.entry(hash40(&key) % segments).or_insert((0, 0));
-        e.0 += 1;
-        e.1 = e.1.wrapping_add(hash40(&row));
-    })?;
+    let (target_segs, streamed) = std::thread::scope(|scope| {
+        let hashing = scope.spawn(|| -> Result<Segments> {
+            let mut conn = crate::db::open(&cfg.target.url, true)?;
+            conn.begin_read_only()?;
+            let rows = conn.query(&segments_sql, &[])?;
+            conn.rollback()?;
+            Ok(segments_of(rows))
+        });
+        let streamed = src.for_each(&mut |key, row| {
+            source_rows += 1;
+            let seg = segment_of(key);
+            let e = source_segs.entry(seg).or_insert((0, 0));
+            e.0 += 1;
+            e.1 = e.1.wrapping_add(hash40(row));
+            spill.push(seg, key, row)
+        });
+        let target_segs = hashing.join().unwrap_or_else(|_| {
+            Err(Error::runtime(
+                "rowdiff: the target's hashing thread panicked",
+            ))
+        });
+        (target_segs, streamed)
+    });
+    streamed?;
+    let target_segs = target_segs?;
     let (rejected, merged, merged_keys) = (src.rejected, src.merged, src.merged_keys.clone());
 
     let mut differing: Vec<u64> = source_segs
@@ -430,7 +570,7 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
             let list: Vec<String> = chunk.iter().map(|s| s.to_string()).collect();
             let rows = target.query(&format!(
                 "SELECT k, r FROM (SELECT {key_text} AS k, {row_text} AS r, {} AS seg FROM {}) s WHERE seg IN ({})",
-                modulo(hash40_sql(d, &key_text)),
+                seg_sql,
                 d.quote(table),
                 list.join(", ")
             ), &[])?;
@@ -440,20 +580,10 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
                 }
             }
         }
-        // the source's, in a second pass
-        let mut src = MappedSource::open(
-            source.as_ref(),
-            target.as_mut(),
-            &job.name,
-            mapping,
-            &def,
-            cfg.run.batch_size,
-        )?;
+        // the source's, read back from the first pass
         let mut source_rows_of: BTreeMap<String, String> = BTreeMap::new();
-        src.for_each(&mut |key, row| {
-            if wanted.contains(&(hash40(&key) % segments)) {
-                source_rows_of.insert(key, row);
-            }
+        spill.read(&wanted, &mut |key, row| {
+            source_rows_of.insert(key, row);
         })?;
         let show_key = |k: &str| k.replace(SEP, ", ");
         for (k, srow) in &source_rows_of {
@@ -635,7 +765,7 @@ mod tests {
         // sha256("abc") = ba7816bf 8f…
         assert_eq!(hash40("abc"), 0xba7816bf8f);
         assert_eq!(
-            hash40_sql(Dialect::Postgres, "x"),
+            Dialect::Postgres.hash40("x"),
             "('x' || substr(encode(sha256(convert_to(x, 'UTF8')), 'hex'), 1, 10))::bit(40)::bigint"
         );
         assert_eq!(
@@ -646,5 +776,27 @@ mod tests {
             canonical_sql(Dialect::Sqlite, &col("on", ColumnType::Datetime, 0)),
             "CASE WHEN \"on\" IS NULL THEN '\\N' ELSE strftime('%Y-%m-%d %H:%M:%f', \"on\") END"
         );
+    }
+
+    #[test]
+    fn the_spill_gives_back_the_rows_of_the_wanted_segments() {
+        let mut spill = Spill::create().expect("spill");
+        let path = spill.path.clone();
+        for i in 0..1000u64 {
+            let row = format!("{i}{SEP}désignation {i}{SEP}\\N");
+            spill.push(i % 7, &i.to_string(), &row).expect("push");
+        }
+        let wanted: HashSet<u64> = [3, 5].into_iter().collect();
+        let mut got = Vec::new();
+        spill
+            .read(&wanted, &mut |k, r| got.push((k, r)))
+            .expect("read");
+        let expected: Vec<(String, String)> = (0..1000u64)
+            .filter(|i| i % 7 == 3 || i % 7 == 5)
+            .map(|i| (i.to_string(), format!("{i}{SEP}désignation {i}{SEP}\\N")))
+            .collect();
+        assert_eq!(got, expected);
+        drop(spill);
+        assert!(!path.exists(), "the spill file is removed");
     }
 }
