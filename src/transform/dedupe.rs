@@ -23,13 +23,48 @@ use crate::error::{Error, Result};
 use crate::transform::clean::fold_key;
 
 /// What is remembered of the first row of each key.
+///
+/// One is kept per distinct key, so it is small: 16 bytes (with its
+/// 16-byte key hash, a 32-byte map entry) when the mapping needs only the
+/// row number, the rest boxed apart when it needs more. (At 600,000 parts
+/// the four fields inline made the map 100 MB.)
 struct Kept {
     row: u64,
+    more: Option<Box<KeptMore>>,
+}
+
+#[derive(Default)]
+struct KeptMore {
     id: Option<String>,
     /// Values of `locate`, when they must be remembered.
     at: Option<Vec<(String, Value)>>,
     /// A key held by the target before the run: the identity of its row.
     target: Option<String>,
+}
+
+impl Kept {
+    fn new(
+        row: u64,
+        id: Option<String>,
+        at: Option<Vec<(String, Value)>>,
+        target: Option<String>,
+    ) -> Kept {
+        let more = (id.is_some() || at.is_some() || target.is_some())
+            .then(|| Box::new(KeptMore { id, at, target }));
+        Kept { row, more }
+    }
+
+    fn id(&self) -> Option<&String> {
+        self.more.as_ref().and_then(|m| m.id.as_ref())
+    }
+
+    fn at(&self) -> Option<&Vec<(String, Value)>> {
+        self.more.as_ref().and_then(|m| m.at.as_ref())
+    }
+
+    fn target(&self) -> Option<&String> {
+        self.more.as_ref().and_then(|m| m.target.as_ref())
+    }
 }
 
 /// A row's values as text, for the quarantine.
@@ -181,15 +216,7 @@ impl Dedupe {
         for (values, owner) in rows {
             let refs: Vec<ValueRef<'_>> = values.iter().map(Value::as_ref).collect();
             if let Some(h) = self.hash_key(&refs, false, &mut bytes) {
-                self.seen.insert(
-                    h,
-                    Kept {
-                        row: 0,
-                        id: None,
-                        at: None,
-                        target: Some(owner),
-                    },
-                );
+                self.seen.insert(h, Kept::new(0, None, None, Some(owner)));
             }
         }
     }
@@ -269,7 +296,7 @@ impl Dedupe {
             let this_id = id_idx.and_then(|j| cursors[j].get(i).to_text());
             // a key the target already holds: the same row again (an update
             // of it, when its identity matches) or a duplicate
-            let seeded = self.seen.get(&h).and_then(|k| k.target.clone());
+            let seeded = self.seen.get(&h).and_then(|k| k.target().cloned());
             if let Some(owner) = seeded {
                 let mine: Vec<String> = locate_idx
                     .iter()
@@ -290,15 +317,7 @@ impl Dedupe {
                     });
                 } else {
                     // seen now from this run: a later row with it is a duplicate
-                    self.seen.insert(
-                        h,
-                        Kept {
-                            row: src_row,
-                            id: this_id,
-                            at: None,
-                            target: None,
-                        },
-                    );
+                    self.seen.insert(h, Kept::new(src_row, this_id, None, None));
                     keep.push(true);
                 }
                 continue;
@@ -311,15 +330,7 @@ impl Dedupe {
                             .map(|&j| (names[j].clone(), cursors[j].get(i).to_owned()))
                             .collect()
                     });
-                    self.seen.insert(
-                        h,
-                        Kept {
-                            row: src_row,
-                            id: this_id,
-                            at,
-                            target: None,
-                        },
-                    );
+                    self.seen.insert(h, Kept::new(src_row, this_id, at, None));
                     keep.push(true);
                 }
                 Some(kept) if self.reject => {
@@ -336,7 +347,8 @@ impl Dedupe {
                     });
                 }
                 Some(kept) => {
-                    let (kept_row, kept_id, kept_at) = (kept.row, kept.id.clone(), kept.at.clone());
+                    let (kept_row, kept_id, kept_at) =
+                        (kept.row, kept.id().cloned(), kept.at().cloned());
                     keep.push(false);
                     self.merged += 1;
                     if let (Some(k), Some(m)) = (&kept_id, &this_id) {
