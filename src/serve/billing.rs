@@ -1,6 +1,7 @@
 //! Billing: invoices paid, pending and late (unpaid or partly paid past
 //! their due date), the late ones, the last payments and the totals per
-//! method, the pay-link attempts of the bank feed.
+//! method, the pay-link attempts of the bank feed; the invoices to pay with
+//! their pay-link forms (`super::paylink`).
 
 use axum::extract::State;
 use axum::http::HeaderMap;

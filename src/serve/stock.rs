@@ -1,5 +1,6 @@
 //! Stock: parts against their minimum, open alerts (and a form that checks
-//! the stock now), a part's movements over time (a chart), the supplier
+//! the stock now), a part's movements over time (a chart), the order
+//! suggestions and the place-order form (`super::orders`), the supplier
 //! orders with their parcel's status and estimated delivery.
 
 use axum::Form;
