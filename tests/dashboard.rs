@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use common::*;
+use repaero::serve::esc as html;
 use serde_json::Value as Json;
 
 const GO_LIVE: &str = "2026-01";
@@ -801,15 +802,6 @@ fn forms_config(t: &Target) -> PathBuf {
     path
 }
 
-/// HTML escaping as the pages do it.
-fn html(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 /// Rows of a table, 0 when the table does not exist yet.
 fn count(t: &Target, table: &str) -> u64 {
     let there = t.one(&format!(
@@ -880,6 +872,49 @@ fn next_ticks(
         .collect()
 }
 
+/// A form that must be refused: why, the session, the fields, the status.
+type Refused<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16);
+
+/// The forged posts of a form: without a token, with a bad one, and from
+/// a session outside the form's section (with that session's own token).
+fn forged<'a>(
+    session: &'a str,
+    field: (&'a str, &'a str),
+    outsider: &'a str,
+    outsider_token: &'a str,
+) -> Vec<Refused<'a>> {
+    vec![
+        ("no token", session, vec![field], 403),
+        ("a bad token", session, vec![("csrf", "0000"), field], 403),
+        (
+            "a role outside the form's section",
+            outsider,
+            vec![("csrf", outsider_token), field],
+            403,
+        ),
+    ]
+}
+
+/// Post each refused form: its status, the reason on the page (`error_id`)
+/// when the form was understood, and the rows `state` reads unchanged.
+fn refuse_all<S: PartialEq + std::fmt::Debug>(
+    http: &Http,
+    path: &str,
+    error_id: &str,
+    cases: &[Refused],
+    state: &dyn Fn() -> S,
+) {
+    let before = state();
+    for (why, session, form, status) in cases {
+        let a = http.post(path, Some(session), form);
+        assert_eq!(a.status, *status, "{why}: {}", a.body);
+        assert_eq!(state(), before, "{why}: nothing changed");
+        if *status == 422 {
+            assert!(!by_id(&a.body, error_id).is_empty(), "{why}");
+        }
+    }
+}
+
 #[test]
 fn forms_change_nothing_without_their_token_or_role() {
     let t = target("forms");
@@ -943,24 +978,12 @@ fn forms_change_nothing_without_their_token_or_role() {
     let before = state();
     let mag_token = token(&mag, "/stock");
     let (dir_token, atl_token) = (token(&dir, "/stock"), token(&atl, "/workshop"));
-    let refused = [
-        ("no token", &mag, vec![("line", line.as_str())], 403),
-        (
-            "a bad token",
-            &mag,
-            vec![("csrf", "0000"), ("line", line.as_str())],
-            403,
-        ),
+    let mut refused = forged(&mag, ("line", &line), &atl, &atl_token);
+    refused.extend([
         (
             "another session's token",
-            &mag,
+            mag.as_str(),
             vec![("csrf", dir_token.as_str()), ("line", line.as_str())],
-            403,
-        ),
-        (
-            "a role outside stock",
-            &atl,
-            vec![("csrf", atl_token.as_str()), ("line", line.as_str())],
             403,
         ),
         (
@@ -985,13 +1008,8 @@ fn forms_change_nothing_without_their_token_or_role() {
             ],
             422,
         ),
-    ];
-    for (why, session, form, status) in &refused {
-        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, *v)).collect();
-        let a = http.post("/stock/orders", Some(session.as_str()), &form);
-        assert_eq!(a.status, *status, "{why}: {}", a.body);
-        assert_eq!(state(), before, "{why}: nothing ordered");
-    }
+    ]);
+    refuse_all(&http, "/stock/orders", "order-error", &refused, &state);
 
     let a = http.post(
         "/stock/orders",
@@ -1093,23 +1111,11 @@ fn forms_change_nothing_without_their_token_or_role() {
     let attempts = || count(&t, "payment_attempts");
     assert_eq!(attempts(), 0);
     let cpt_token = token(&cpt, "/billing");
-    let refused = [
-        ("no token", &cpt, vec![("invoice", number.as_str())], 403),
-        (
-            "a bad token",
-            &cpt,
-            vec![("csrf", "0000"), ("invoice", number.as_str())],
-            403,
-        ),
-        (
-            "a role outside billing",
-            &mag,
-            vec![("csrf", mag_token.as_str()), ("invoice", number.as_str())],
-            403,
-        ),
+    let mut refused = forged(&cpt, ("invoice", &number), &mag, &mag_token);
+    refused.extend([
         (
             "an unknown invoice",
-            &cpt,
+            cpt.as_str(),
             vec![("csrf", cpt_token.as_str()), ("invoice", "FA-0000-NOPE")],
             422,
         ),
@@ -1123,16 +1129,14 @@ fn forms_change_nothing_without_their_token_or_role() {
             ],
             422,
         ),
-    ];
-    for (why, session, form, status) in &refused {
-        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, *v)).collect();
-        let a = http.post("/billing/pay-link", Some(session.as_str()), &form);
-        assert_eq!(a.status, *status, "{why}: {}", a.body);
-        assert_eq!(attempts(), 0, "{why}: no attempt");
-        if *status == 422 {
-            assert!(!by_id(&a.body, "paylink-error").is_empty(), "{why}");
-        }
-    }
+    ]);
+    refuse_all(
+        &http,
+        "/billing/pay-link",
+        "paylink-error",
+        &refused,
+        &attempts,
+    );
     // an invoice with nothing left to pay
     let settled = t.rows(
         "SELECT i.number FROM invoices i WHERE i.deleted_at IS NULL AND (i.status = 'annulée' OR \

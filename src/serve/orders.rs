@@ -21,6 +21,20 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::stock::orders::{self, Offer, OrderView, Pick, Suggestion};
 
+/// The columns of a supplier order with its parcel (here and on the stock
+/// page's list).
+pub const ORDER_COLUMNS: [&str; 9] = [
+    "order",
+    "supplier",
+    "status",
+    "placed",
+    "lines",
+    "total",
+    "parcel",
+    "parcel status",
+    "estimated delivery",
+];
+
 /// Orders named in `?placed=` shown at most.
 const PLACED_SHOWN: usize = 20;
 
@@ -83,14 +97,7 @@ pub fn line_of(reference: &str, o: &Offer) -> String {
 fn offer_cell(o: &Option<Offer>) -> String {
     match o {
         None => "<span class=\"empty\">no supplier</span>".into(),
-        Some(o) => format!(
-            "{} × {} at {} = {}, {} days",
-            o.quantity,
-            esc(&o.supplier),
-            o.unit_price.map_or("?".into(), |p| format!("{p:.2} €")),
-            o.total.map_or("?".into(), |t| format!("{t:.2} €")),
-            o.lead_time_days.map_or("?".into(), |d| d.to_string())
-        ),
+        Some(_) => esc(&orders::offer_text(o)),
     }
 }
 
@@ -157,21 +164,7 @@ pub fn render(s: &Session, part: &OrdersPart) -> (String, String) {
                 ]
             })
             .collect();
-        placed.push_str(&table(
-            "placed",
-            &[
-                "order",
-                "supplier",
-                "status",
-                "placed",
-                "lines",
-                "total",
-                "parcel",
-                "parcel status",
-                "estimated delivery",
-            ],
-            &rows,
-        ));
+        placed.push_str(&table("placed", &ORDER_COLUMNS, &rows));
     }
     let mut body = String::from("<h3>Order suggestions</h3>");
     let rows: Vec<Vec<String>> = part

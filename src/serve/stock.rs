@@ -178,21 +178,7 @@ pub async fn show(
         .iter()
         .map(|r| r.iter().map(esc_opt).collect())
         .collect();
-    body.push_str(&table(
-        "orders",
-        &[
-            "order",
-            "supplier",
-            "status",
-            "placed",
-            "lines",
-            "total",
-            "parcel",
-            "parcel status",
-            "estimated delivery",
-        ],
-        &rows,
-    ));
+    body.push_str(&table("orders", &orders::ORDER_COLUMNS, &rows));
     page(Section::Stock.title(), Some(&s), &body).into_response()
 }
 
