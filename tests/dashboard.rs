@@ -1220,7 +1220,8 @@ fn forms_change_nothing_without_their_token_or_role() {
     rusqlite::Connection::open(t.db())
         .unwrap()
         .execute_batch(
-            "UPDATE parts SET quantity = quantity + 5 WHERE reference = (SELECT min(reference) FROM parts);",
+            "UPDATE parts SET quantity = quantity + 5 WHERE reference = (SELECT min(reference) FROM parts);\
+             DELETE FROM part_reservations WHERE rowid = (SELECT min(rowid) FROM part_reservations WHERE intervention_id = 4711);",
         )
         .unwrap();
     validate(&new);
@@ -1238,12 +1239,19 @@ fn forms_change_nothing_without_their_token_or_role() {
             .any(|c| c["metric"] == "M5" && c["what"] == "value"),
         "the stock sum moved: {changes:?}"
     );
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["metric"] == "M6" && c["regression"] == true),
+        "a reservation lost is a regression: {changes:?}"
+    );
     let t0 = chrono::Utc::now();
     let runs = http.get("/runs", Some(&dir)).body;
     let t1 = chrono::Utc::now();
     let diffs = runs.split("id=\"report-diffs\"").nth(1).unwrap();
+    let regressions = changes.iter().filter(|c| c["regression"] == true).count();
     assert!(diffs.contains(&format!(
-        "<td>nightly</td><td>stock</td><td>2026-11-30T013000Z</td><td>2026-11-29T013000Z</td><td><span class=\"changes\">{}</span></td>",
+        "<td>nightly</td><td>stock</td><td>2026-11-30T013000Z</td><td>2026-11-29T013000Z</td><td><span class=\"changes\">{}</span></td><td><span class=\"regressions notmet\">{regressions}</span></td>",
         changes.len()
     )));
     let listed = runs.split("id=\"report-changes\"").nth(1).unwrap();
