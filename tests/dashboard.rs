@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use common::*;
+use repaero::serve::esc as html;
 use serde_json::Value as Json;
 
 const GO_LIVE: &str = "2026-01";
@@ -46,10 +47,13 @@ impl Target {
     }
 
     fn command(&self, args: &[&str]) -> Command {
+        self.command_with(&root().join("repaero.toml"), args)
+    }
+
+    /// The command with another configuration file (the same --set).
+    fn command_with(&self, config: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_repaero"));
-        cmd.current_dir(root())
-            .arg("--config")
-            .arg(root().join("repaero.toml"));
+        cmd.current_dir(root()).arg("--config").arg(config);
         for s in self.sets() {
             cmd.arg("--set").arg(s);
         }
@@ -373,10 +377,17 @@ impl Drop for Server {
 }
 
 fn serve(t: &Target) -> Server {
-    let mut child = t
-        .command(&["serve", "--listen", "127.0.0.1:0"])
+    start(
+        t.command(&["serve", "--listen", "127.0.0.1:0"]),
+        &t.dir.path().join("serve.log"),
+    )
+}
+
+/// `repaero serve` as `cmd` says, its log in `log`.
+fn start(mut cmd: Command, log: &Path) -> Server {
+    let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(t.dir.path().join("serve.log")).unwrap())
+        .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .expect("start repaero serve");
     let out = child.stdout.take().unwrap();
@@ -759,6 +770,518 @@ fn dashboard_per_role_shows_the_database_numbers() {
         assert_eq!(http.login("atl", "nope nope").unwrap_err().status, 401);
     }
     assert_eq!(http.login("atl", PASSWORD).unwrap_err().status, 429);
+    drop(srv);
+}
+
+// ---------------------------------------------------------------------------
+// The forms that change something (placing supplier orders, issuing pay
+// links) and the runs page's scheduler part (next runs, report diffs).
+
+/// The bank's test key, given to the dashboard in this variable.
+const BANK_KEY_VAR: &str = "REPAERO_DASHBOARD_BANK_KEY";
+const BANK_KEY: &str = "forms-test-key-0123456789";
+
+/// A configuration beside the target: the repository's jobs, two
+/// schedules (one validating `stock`, its reports in the temporary
+/// folder) and the bank, its key from the environment.
+fn forms_config(t: &Target) -> PathBuf {
+    let r = root();
+    let text = format!(
+        "[paths]\njobs = \"{jobs}\"\nmappings = \"{maps}\"\nvalidation = \"{val}\"\n\n\
+         [schedule]\nreports = \"{reports}\"\n\n\
+         [schedule.nightly]\njob = \"stock\"\ncron = \"30 2 * * *\"\ntime_zone = \"Europe/Paris\"\nvalidate = true\n\n\
+         [schedule.hourly]\njobs = [\"suppliers\"]\ncron = \"15 * * * *\"\n\n\
+         [daemons.bank]\nshop_id = \"12345678\"\nmode = \"TEST\"\nkey = \"${{{BANK_KEY_VAR}}}\"\n",
+        jobs = r.join("jobs").display(),
+        maps = r.join("mappings").display(),
+        val = r.join("validation").display(),
+        reports = t.dir.path().join("reports").display(),
+    );
+    let path = t.dir.path().join("forms.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Rows of a table, 0 when the table does not exist yet.
+fn count(t: &Target, table: &str) -> u64 {
+    let there = t.one(&format!(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '{table}'"
+    ));
+    if there == "0" {
+        return 0;
+    }
+    t.one(&format!("SELECT count(*) FROM {table}"))
+        .parse()
+        .unwrap()
+}
+
+/// The hidden fields of the form with this id.
+fn hidden_fields(html: &str, form_id: &str) -> BTreeMap<String, String> {
+    let at = html
+        .find(&format!("id=\"{form_id}\""))
+        .unwrap_or_else(|| panic!("no form #{form_id}"));
+    let form = &html[at..at + html[at..].find("</form>").unwrap()];
+    let mut out = BTreeMap::new();
+    for part in form.split("<input type=\"hidden\" name=\"").skip(1) {
+        let (name, rest) = part.split_once('"').unwrap();
+        let value = rest.split("value=\"").nth(1).unwrap();
+        let value = &value[..value.find('"').unwrap()];
+        out.insert(
+            name.to_string(),
+            value
+                .replace("&quot;", "\"")
+                .replace("&#39;", "'")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&"),
+        );
+    }
+    out
+}
+
+/// The `datetime` of each `<time>` in the next-runs row of a schedule.
+fn next_runs_shown(html: &str, schedule: &str) -> Vec<String> {
+    let table = html.split("id=\"next-runs\"").nth(1).unwrap();
+    let at = table
+        .find(&format!("<span class=\"schedule\">{schedule}</span>"))
+        .unwrap_or_else(|| panic!("no schedule {schedule} in the next runs"));
+    let row = &table[at..at + table[at..].find("</tr>").unwrap()];
+    row.split("datetime=\"")
+        .skip(1)
+        .map(|p| p[..p.find('"').unwrap()].to_string())
+        .collect()
+}
+
+/// The next `n` ticks after `now`, the cron expression parsed here.
+fn next_ticks(
+    cron: &str,
+    tz: chrono_tz::Tz,
+    now: chrono::DateTime<chrono::Utc>,
+    n: usize,
+) -> Vec<String> {
+    use std::str::FromStr;
+    let c = croner::Cron::from_str(cron).unwrap();
+    let mut t = now.with_timezone(&tz);
+    (0..n)
+        .map(|_| {
+            t = c.find_next_occurrence(&t, false).unwrap();
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%dT%H:%M:%SZ")
+                .to_string()
+        })
+        .collect()
+}
+
+/// A form that must be refused: why, the session, the fields, the status.
+type Refused<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16);
+
+/// The forged posts of a form: without a token, with a bad one, and from
+/// a session outside the form's section (with that session's own token).
+fn forged<'a>(
+    session: &'a str,
+    field: (&'a str, &'a str),
+    outsider: &'a str,
+    outsider_token: &'a str,
+) -> Vec<Refused<'a>> {
+    vec![
+        ("no token", session, vec![field], 403),
+        ("a bad token", session, vec![("csrf", "0000"), field], 403),
+        (
+            "a role outside the form's section",
+            outsider,
+            vec![("csrf", outsider_token), field],
+            403,
+        ),
+    ]
+}
+
+/// Post each refused form: its status, the reason on the page (`error_id`)
+/// when the form was understood, and the rows `state` reads unchanged.
+fn refuse_all<S: PartialEq + std::fmt::Debug>(
+    http: &Http,
+    path: &str,
+    error_id: &str,
+    cases: &[Refused],
+    state: &dyn Fn() -> S,
+) {
+    let before = state();
+    for (why, session, form, status) in cases {
+        let a = http.post(path, Some(session), form);
+        assert_eq!(a.status, *status, "{why}: {}", a.body);
+        assert_eq!(state(), before, "{why}: nothing changed");
+        if *status == 422 {
+            assert!(!by_id(&a.body, error_id).is_empty(), "{why}");
+        }
+    }
+}
+
+#[test]
+fn forms_change_nothing_without_their_token_or_role() {
+    let t = target("forms");
+    for (user, role) in [
+        ("dir", "direction"),
+        ("mag", "magasin"),
+        ("atl", "atelier"),
+        ("cpt", "comptabilite"),
+    ] {
+        add_user(&t, user, role, PASSWORD);
+    }
+    let config = forms_config(&t);
+    let mut cmd = t.command_with(&config, &["serve", "--listen", "127.0.0.1:0"]);
+    cmd.env(BANK_KEY_VAR, BANK_KEY);
+    let srv = start(cmd, &t.dir.path().join("forms-serve.log"));
+    let http = Http::new(&srv.base);
+    let login = |u: &str| {
+        http.login(u, PASSWORD)
+            .unwrap_or_else(|a| panic!("{u}: {}", a.status))
+    };
+    let (dir, mag, atl, cpt) = (login("dir"), login("mag"), login("atl"), login("cpt"));
+    let token = |s: &str, page: &str| csrf_of(&http.get(page, Some(s)).body);
+
+    // ---- the order suggestions and the place-order form ------------------
+    // the setup placed the suggestions already (`order place`): the form
+    // orders manual lines, as `order place --line` does
+    let suggested: Json = serde_json::from_str(&t.ok(&["order", "suggest", "--json"])).unwrap();
+    let suggested = suggested.as_array().unwrap();
+    let with_offer: Vec<&Json> = suggested
+        .iter()
+        .filter(|s| !s["cheapest"].is_null())
+        .collect();
+    assert!(!with_offer.is_empty(), "the fixtures suggest orders");
+    let stock = http.get("/stock", Some(&mag)).body;
+    let grid = stock.split("id=\"suggestions\"").nth(1).unwrap();
+    let grid = &grid[..grid.find("</table>").unwrap()];
+    assert_eq!(
+        grid.matches("<select name=\"line\"").count(),
+        with_offer.len(),
+        "one choice per suggestion a supplier offers"
+    );
+    let pick = with_offer[0];
+    let (reference, offer) = (pick["reference"].as_str().unwrap(), &pick["cheapest"]);
+    let (supplier, qty) = (
+        offer["supplier"].as_str().unwrap(),
+        offer["quantity"].as_i64().unwrap(),
+    );
+    let line = format!("{reference}:{supplier}:{qty}");
+    assert!(
+        grid.contains(&format!("<option value=\"{}\">", html(&line))),
+        "{line} offered in the form"
+    );
+
+    let orders_before = t.rows("SELECT id FROM supplier_orders ORDER BY id");
+    let state = || {
+        (
+            count(&t, "supplier_orders"),
+            count(&t, "supplier_order_lines"),
+        )
+    };
+    let before = state();
+    let mag_token = token(&mag, "/stock");
+    let (dir_token, atl_token) = (token(&dir, "/stock"), token(&atl, "/workshop"));
+    let mut refused = forged(&mag, ("line", &line), &atl, &atl_token);
+    refused.extend([
+        (
+            "another session's token",
+            mag.as_str(),
+            vec![("csrf", dir_token.as_str()), ("line", line.as_str())],
+            403,
+        ),
+        (
+            "no line chosen",
+            &mag,
+            vec![("csrf", mag_token.as_str()), ("line", "")],
+            422,
+        ),
+        (
+            "a malformed line",
+            &mag,
+            vec![("csrf", mag_token.as_str()), ("line", "HYD-2040")],
+            422,
+        ),
+        (
+            "an unknown part",
+            &mag,
+            vec![
+                ("csrf", mag_token.as_str()),
+                ("line", line.as_str()),
+                ("line", "NO-SUCH-PART:AEROSTOCK:1"),
+            ],
+            422,
+        ),
+    ]);
+    refuse_all(&http, "/stock/orders", "order-error", &refused, &state);
+
+    let a = http.post(
+        "/stock/orders",
+        Some(&mag),
+        &[("csrf", &mag_token), ("line", ""), ("line", &line)],
+    );
+    assert_eq!(a.status, 303, "{}", a.body);
+    assert_eq!(state(), (before.0 + 1, before.1 + 1), "one order, one line");
+    let new: Vec<Vec<Option<String>>> = t
+        .rows("SELECT id, supplier, status, lines, origin, total FROM supplier_orders ORDER BY id")
+        .into_iter()
+        .filter(|r| !orders_before.iter().any(|o| o[0] == r[0]))
+        .collect();
+    assert_eq!(new.len(), 1);
+    let id = new[0][0].clone().unwrap();
+    assert!(new[0][1].as_deref().unwrap().eq_ignore_ascii_case(supplier));
+    assert_eq!(new[0][2].as_deref(), Some("placed"));
+    assert_eq!(new[0][3].as_deref(), Some("1"));
+    assert_eq!(new[0][4].as_deref(), Some("manual"));
+    let l = t.rows(&format!(
+        "SELECT line_no, reference, quantity, unit_price, total FROM supplier_order_lines WHERE order_id = '{id}'"
+    ));
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0][0].as_deref(), Some("1"));
+    assert!(l[0][1].as_deref().unwrap().eq_ignore_ascii_case(reference));
+    assert_eq!(l[0][2].as_deref().unwrap().parse::<i64>().unwrap(), qty);
+    let price = offer["unit_price"].as_f64().unwrap();
+    let num = |v: &Option<String>| v.as_deref().unwrap().parse::<f64>().unwrap();
+    assert!(close(num(&l[0][3]), price));
+    assert!(close(
+        num(&l[0][4]),
+        (price * qty as f64 * 100.0).round() / 100.0
+    ));
+    assert!(close(num(&new[0][5]), num(&l[0][4])));
+
+    // the stock page shows it, then its parcel as `order list` has it
+    let to = a.location.unwrap();
+    assert_eq!(
+        to,
+        format!("/stock?placed={id}"),
+        "the order ids, letters, digits and -"
+    );
+    let shown = http.get(&to, Some(&mag)).body;
+    let placed = shown.split("id=\"placed\"").nth(1).unwrap();
+    assert!(placed.contains(&format!("<span class=\"order-id\">{id}</span>")));
+    assert!(placed.contains("<span class=\"order-status\">placed</span>"));
+    assert!(placed.contains(&format!("{qty} × {}", html(&l[0][1].clone().unwrap()))));
+    assert!(placed.contains("no parcel yet"));
+    t.ok(&["order", "ship", &id, "--tracking", "6A12345678901"]);
+    rusqlite::Connection::open(t.db())
+        .unwrap()
+        .execute(
+            "UPDATE shipments SET status = 'InTransit', estimated_delivery = attached_at WHERE order_id = ?1",
+            [&id],
+        )
+        .unwrap();
+    let listed: Json = serde_json::from_str(&t.ok(&["order", "list", "--json"])).unwrap();
+    let parcel = &listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["id"] == id.as_str())
+        .unwrap()["shipments"][0];
+    let eta = parcel["estimated_delivery"].as_str().unwrap();
+    let shown = http.get(&to, Some(&mag)).body;
+    let placed = shown.split("id=\"placed\"").nth(1).unwrap();
+    assert!(placed.contains("<span class=\"order-status\">shipped</span>"));
+    assert!(placed.contains("6A12345678901"));
+    assert!(placed.contains("<span class=\"parcel-status\">InTransit</span>"));
+    assert!(placed.contains(&format!("<span class=\"parcel-eta\">{}</span>", html(eta))));
+
+    // ---- pay links ------------------------------------------------------
+    // the invoice to pay that is due first, and what is left to pay on it
+    let first = t.rows(
+        "SELECT i.id, i.number, i.total_incl_tax, (SELECT sum(amount) FROM payments p WHERE p.invoice_id = i.id) \
+         FROM invoices i WHERE i.status IN ('en attente', 'partiellement payée') AND i.deleted_at IS NULL \
+         ORDER BY i.due_on, i.number LIMIT 1",
+    );
+    let (inv_id, number) = (first[0][0].clone().unwrap(), first[0][1].clone().unwrap());
+    let cents = |v: &Option<String>| {
+        v.as_deref()
+            .map_or(0, |s| (s.parse::<f64>().unwrap() * 100.0).round() as i64)
+    };
+    let due = cents(&first[0][2]) - cents(&first[0][3]);
+    assert!(due > 0);
+    let euros = format!("{}.{:02}", due / 100, due % 100);
+    let billing = http.get("/billing", Some(&cpt)).body;
+    let to_pay = billing.split("id=\"to-pay\"").nth(1).unwrap();
+    let row_at = to_pay
+        .find(&format!("<td>{}</td>", html(&number)))
+        .unwrap_or_else(|| panic!("{number} listed to pay"));
+    let row = &to_pay[row_at..row_at + to_pay[row_at..].find("</tr>").unwrap()];
+    assert!(
+        row.contains(&format!("<span class=\"left\">{euros}</span>")),
+        "{row}"
+    );
+    assert!(row.contains(&format!("name=\"invoice\" value=\"{}\"", html(&number))));
+
+    let attempts = || count(&t, "payment_attempts");
+    assert_eq!(attempts(), 0);
+    let cpt_token = token(&cpt, "/billing");
+    let mut refused = forged(&cpt, ("invoice", &number), &mag, &mag_token);
+    refused.extend([
+        (
+            "an unknown invoice",
+            cpt.as_str(),
+            vec![("csrf", cpt_token.as_str()), ("invoice", "FA-0000-NOPE")],
+            422,
+        ),
+        (
+            "more than is due",
+            &cpt,
+            vec![
+                ("csrf", cpt_token.as_str()),
+                ("invoice", number.as_str()),
+                ("amount", "99999999"),
+            ],
+            422,
+        ),
+    ]);
+    refuse_all(
+        &http,
+        "/billing/pay-link",
+        "paylink-error",
+        &refused,
+        &attempts,
+    );
+    // an invoice with nothing left to pay
+    let settled = t.rows(
+        "SELECT i.number FROM invoices i WHERE i.deleted_at IS NULL AND (i.status = 'annulée' OR \
+         i.total_incl_tax <= (SELECT coalesce(sum(amount), 0) FROM payments p WHERE p.invoice_id = i.id)) LIMIT 1",
+    );
+    let settled = settled[0][0].clone().unwrap();
+    let a = http.post(
+        "/billing/pay-link",
+        Some(&cpt),
+        &[("csrf", &cpt_token), ("invoice", &settled)],
+    );
+    assert_eq!(a.status, 422, "{settled}: {}", a.body);
+    assert_eq!(attempts(), 0);
+
+    let a = http.post(
+        "/billing/pay-link",
+        Some(&cpt),
+        &[("csrf", &cpt_token), ("invoice", &number), ("amount", "")],
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(attempts(), 1, "exactly one attempt");
+    let at = t.rows(
+        "SELECT invoice_id, order_id, amount_cents, currency, status, trans_id FROM payment_attempts",
+    );
+    assert_eq!(at[0][0].as_deref(), Some(inv_id.as_str()));
+    assert_eq!(at[0][1].as_deref(), Some(number.as_str()));
+    assert_eq!(at[0][2].as_deref(), Some(due.to_string().as_str()));
+    assert_eq!(at[0][3].as_deref(), Some("978"));
+    assert_eq!(at[0][4].as_deref(), Some("SENT"));
+    assert_eq!(by_id(&a.body, "paylink-amount"), euros);
+    assert_eq!(by_id(&a.body, "paylink-invoice"), html(&number));
+    assert_eq!(Some(by_id(&a.body, "paylink-attempt")), at[0][5].clone());
+    // the form sent to the bank: its amount, signed with the shop's key
+    let mut fields = hidden_fields(&a.body, "paylink-form");
+    assert_eq!(fields["vads_amount"], due.to_string());
+    assert_eq!(fields["vads_order_id"], number);
+    assert_eq!(fields["vads_site_id"], "12345678");
+    let signature = fields.remove("signature").unwrap();
+    assert_eq!(
+        signature,
+        repaero::daemon::bank::signature::sign(
+            &fields,
+            BANK_KEY,
+            repaero::daemon::bank::Algorithm::HmacSha256
+        )
+    );
+
+    // without [daemons.bank]: the page says so and nothing is issued
+    let plain = serve(&t);
+    let http2 = Http::new(&plain.base);
+    let cpt2 = http2
+        .login("cpt", PASSWORD)
+        .unwrap_or_else(|a| panic!("{}", a.status));
+    let page = http2.get("/billing", Some(&cpt2)).body;
+    assert!(by_id(&page, "bank-off").contains("[daemons.bank]"));
+    assert!(!page.contains("action=\"/billing/pay-link\""));
+    let a = http2.post(
+        "/billing/pay-link",
+        Some(&cpt2),
+        &[("csrf", &csrf_of(&page)), ("invoice", &number)],
+    );
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert!(by_id(&a.body, "paylink-error").contains("not configured"));
+    assert_eq!(attempts(), 1);
+    drop(plain);
+
+    // ---- the runs page: next runs, the last report against the previous
+    let reports = t.dir.path().join("reports").join("nightly");
+    std::fs::create_dir_all(&reports).unwrap();
+    let old = reports.join("2026-11-29T013000Z.json");
+    let new = reports.join("2026-11-30T013000Z.json");
+    let validate = |out: &Path| {
+        let o = t.run(&["validate", "stock", "--out", out.to_str().unwrap()]);
+        assert!(
+            [0, 3].contains(&code(&o)) && out.is_file(),
+            "{}",
+            stderr(&o)
+        );
+    };
+    validate(&old);
+    rusqlite::Connection::open(t.db())
+        .unwrap()
+        .execute_batch(
+            "UPDATE parts SET quantity = quantity + 5 WHERE reference = (SELECT min(reference) FROM parts);\
+             DELETE FROM part_reservations WHERE rowid = (SELECT min(rowid) FROM part_reservations WHERE intervention_id = 4711);",
+        )
+        .unwrap();
+    validate(&new);
+    let o = t.run(&[
+        "diff",
+        old.to_str().unwrap(),
+        new.to_str().unwrap(),
+        "--json",
+    ]);
+    let changes: Json = serde_json::from_str(&stdout(&o)).unwrap();
+    let changes = changes.as_array().unwrap();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["metric"] == "M5" && c["what"] == "value"),
+        "the stock sum moved: {changes:?}"
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["metric"] == "M6" && c["regression"] == true),
+        "a reservation lost is a regression: {changes:?}"
+    );
+    let t0 = chrono::Utc::now();
+    let runs = http.get("/runs", Some(&dir)).body;
+    let t1 = chrono::Utc::now();
+    let diffs = runs.split("id=\"report-diffs\"").nth(1).unwrap();
+    let regressions = changes.iter().filter(|c| c["regression"] == true).count();
+    assert!(diffs.contains(&format!(
+        "<td>nightly</td><td>stock</td><td>2026-11-30T013000Z</td><td>2026-11-29T013000Z</td><td><span class=\"changes\">{}</span></td><td><span class=\"regressions notmet\">{regressions}</span></td>",
+        changes.len()
+    )));
+    let listed = runs.split("id=\"report-changes\"").nth(1).unwrap();
+    let listed = &listed[..listed.find("</table>").unwrap()];
+    assert_eq!(listed.matches("<tr><td>").count(), changes.len());
+    for c in changes {
+        let row = format!(
+            "<tr><td>stock</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            html(c["metric"].as_str().unwrap()),
+            html(c["what"].as_str().unwrap()),
+            html(c["detail"].as_str().unwrap()),
+            if c["regression"].as_bool().unwrap() {
+                "<span class=\"notmet\">REGRESSION</span>"
+            } else {
+                ""
+            }
+        );
+        assert!(listed.contains(&row), "{row}");
+    }
+    for (name, cron, tz) in [
+        ("nightly", "30 2 * * *", chrono_tz::Europe::Paris),
+        ("hourly", "15 * * * *", chrono_tz::UTC),
+    ] {
+        let shown = next_runs_shown(&runs, name);
+        assert_eq!(shown.len(), 3, "{name}");
+        assert!(
+            shown == next_ticks(cron, tz, t0, 3) || shown == next_ticks(cron, tz, t1, 3),
+            "{name}: {shown:?}"
+        );
+    }
     drop(srv);
 }
 

@@ -1,13 +1,14 @@
 //! Billing: invoices paid, pending and late (unpaid or partly paid past
 //! their due date), the late ones, the last payments and the totals per
-//! method, the pay-link attempts of the bank feed.
+//! method, the pay-link attempts of the bank feed; the invoices to pay with
+//! their pay-link forms (`super::paylink`).
 
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use super::auth::require;
-use super::{Section, Shared, esc, esc_opt, failed, page, table};
+use super::{Section, Shared, esc, esc_opt, failed, page, paylink, table};
 use crate::daemon::bank::store::{ATTEMPTS, INVOICES, PAYMENTS};
 use crate::db::{Conn, Row};
 use crate::error::Result;
@@ -117,6 +118,11 @@ pub async fn show(State(app): State<Shared>, headers: HeaderMap) -> Response {
         Ok(o) => o,
         Err(e) => return failed(&s, "billing", &e),
     };
+    let t3 = today.clone();
+    let to_pay = match app.read(move |c| paylink::pending(c, &t3)).await {
+        Ok(r) => r,
+        Err(e) => return failed(&s, "invoices to pay", &e),
+    };
     let mut body = format!("<h3>Invoices on {today}</h3>");
     let rows: Vec<Vec<String>> = o
         .states
@@ -157,6 +163,7 @@ pub async fn show(State(app): State<Shared>, headers: HeaderMap) -> Response {
         ],
         &rows,
     ));
+    body.push_str(&paylink::render(&s, &to_pay, paylink::bank_state(&app)));
     body.push_str("<h3>Payments by method</h3>");
     let rows: Vec<Vec<String>> = o
         .methods

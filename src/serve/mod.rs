@@ -3,11 +3,15 @@
 //! SVG on the server, behind a login and roles.
 //!
 //! Pages, one module each: [`runs`] (jobs, runs, rejected rows, validation
-//! verdicts, daemon heartbeats), [`stock`] (parts against their minimum,
-//! open alerts, a part's movements, supplier orders and parcels),
+//! verdicts, daemon heartbeats; [`plan`]: the scheduler's next runs and the
+//! diff of each job's last validation report against the previous one),
+//! [`stock`] (parts against their minimum, open alerts, a part's
+//! movements, supplier orders and parcels; [`orders`]: the order
+//! suggestions and the form that places them),
 //! [`workshop`] (appointments per technician and day, completed
 //! interventions, manufacturer documents), [`billing`] (invoices paid,
-//! pending, late; payments; pay-link attempts), [`kpis`] (the plan's
+//! pending, late; payments; pay-link attempts; [`paylink`]: the form that
+//! issues a pay link for an invoice to pay), [`kpis`] (the plan's
 //! indicators, `crate::kpi`). [`auth`] holds the login (file users with
 //! argon2 hashes, or LDAP), the sessions, the CSRF tokens and the roles.
 //!
@@ -18,6 +22,9 @@ pub mod auth;
 pub mod billing;
 pub mod kpis;
 pub mod ldap;
+pub mod orders;
+pub mod paylink;
+pub mod plan;
 pub mod runs;
 pub mod stock;
 pub mod svg;
@@ -390,9 +397,11 @@ pub fn router(app: Shared) -> Router {
         .route("/stock", get(stock::show))
         .route("/stock/part", get(stock::part))
         .route("/stock/alerts/check", post(stock::check_alerts))
+        .route("/stock/orders", post(orders::place))
         .route("/workshop", get(workshop::show))
         .route("/workshop/document", get(workshop::download))
         .route("/billing", get(billing::show))
+        .route("/billing/pay-link", post(paylink::issue))
         .route("/kpi", get(kpis::show))
         .with_state(app)
 }

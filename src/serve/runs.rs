@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::auth::require;
-use super::{Section, Shared, esc, esc_opt, failed, page, table, url_encode};
+use super::{Section, Shared, esc, esc_opt, failed, page, plan, table, url_encode};
 use crate::batch::Value;
 use crate::db::{Conn, Row};
 use crate::error::Result;
@@ -147,6 +147,12 @@ pub async fn show(State(app): State<Shared>, headers: HeaderMap) -> Response {
         Ok(o) => o,
         Err(e) => return failed(&s, "runs", &e),
     };
+    let cfg = app.cfg.clone();
+    let sched =
+        match tokio::task::spawn_blocking(move || plan::load(&cfg, chrono::Utc::now())).await {
+            Ok(p) => p,
+            Err(e) => return failed(&s, "schedule", &crate::error::Error::runtime(e)),
+        };
     let jobs = jobs_of(&app);
     let mut body = String::from("<h3>Jobs</h3><ul id=\"jobs\">");
     for j in &jobs {
@@ -215,6 +221,7 @@ pub async fn show(State(app): State<Shared>, headers: HeaderMap) -> Response {
         ],
         &rows,
     ));
+    body.push_str(&plan::render(&sched));
     body.push_str("<h3>Daemon heartbeats</h3>");
     let rows: Vec<Vec<String>> = o
         .beats

@@ -1,5 +1,6 @@
 //! Stock: parts against their minimum, open alerts (and a form that checks
-//! the stock now), a part's movements over time (a chart), the supplier
+//! the stock now), a part's movements over time (a chart), the order
+//! suggestions and the place-order form (`super::orders`), the supplier
 //! orders with their parcel's status and estimated delivery.
 
 use axum::Form;
@@ -9,11 +10,13 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::auth::{CsrfForm, csrf_ok, csrf_refused, require};
-use super::{Section, Shared, esc, esc_opt, failed, page, status_page, svg, table, url_encode};
+use super::{
+    Section, Shared, esc, esc_opt, failed, orders, page, status_page, svg, table, url_encode,
+};
 use crate::batch::Value;
 use crate::config::ColumnType;
 use crate::db::{Conn, Row};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::stock::alerts::{self, ALERTS};
 use crate::stock::orders::{ORDERS, SHIPMENTS};
 use crate::stock::scans::MOVEMENTS;
@@ -85,7 +88,18 @@ fn overview(conn: &mut dyn Conn, acfg: crate::config::AlertsConfig) -> Result<Ov
     })
 }
 
-pub async fn show(State(app): State<Shared>, headers: HeaderMap) -> Response {
+#[derive(Deserialize)]
+pub struct StockQuery {
+    /// Orders just placed by the form (`ID,ID`), shown with their parcels.
+    #[serde(default)]
+    placed: Option<String>,
+}
+
+pub async fn show(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<StockQuery>,
+) -> Response {
     let s = match require(&app, &headers, Section::Stock) {
         Ok(s) => s,
         Err(r) => return r,
@@ -95,12 +109,22 @@ pub async fn show(State(app): State<Shared>, headers: HeaderMap) -> Response {
         Ok(o) => o,
         Err(e) => return failed(&s, "stock", &e),
     };
+    let (cfg, ids) = (app.cfg.clone(), orders::placed_ids(q.placed.as_deref()));
+    let has_parts = !o.levels.is_empty();
+    let part = match tokio::task::spawn_blocking(move || orders::load(&cfg, has_parts, &ids)).await
+    {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return failed(&s, "order suggestions", &e),
+        Err(e) => return failed(&s, "order suggestions", &Error::runtime(e)),
+    };
+    let (placed, suggestions) = orders::render(&s, &part);
     let low = o.levels.iter().filter(|(l, m)| l.quantity <= *m).count();
     let mut body = format!(
         "<p><span id=\"parts-count\">{}</span> parts, <span id=\"parts-low\">{low}</span> at or under their minimum, <span id=\"alerts-open\">{}</span> open alerts.</p>",
         o.levels.len(),
         o.alerts.len()
     );
+    body.push_str(&placed);
     body.push_str(&format!(
         "<form method=\"post\" action=\"/stock/alerts/check\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button>Check the stock now (raise and clear alerts)</button></form>",
         esc(&s.csrf)
@@ -147,27 +171,14 @@ pub async fn show(State(app): State<Shared>, headers: HeaderMap) -> Response {
         &["part", "designation", "stock", "minimum"],
         &rows,
     ));
+    body.push_str(&suggestions);
     body.push_str("<h3>Supplier orders</h3>");
     let rows: Vec<Vec<String>> = o
         .orders
         .iter()
         .map(|r| r.iter().map(esc_opt).collect())
         .collect();
-    body.push_str(&table(
-        "orders",
-        &[
-            "order",
-            "supplier",
-            "status",
-            "placed",
-            "lines",
-            "total",
-            "parcel",
-            "parcel status",
-            "estimated delivery",
-        ],
-        &rows,
-    ));
+    body.push_str(&table("orders", &orders::ORDER_COLUMNS, &rows));
     page(Section::Stock.title(), Some(&s), &body).into_response()
 }
 

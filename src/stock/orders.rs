@@ -146,7 +146,8 @@ pub fn suggest(cfg: &Config) -> Result<Vec<Suggestion>> {
     Ok(out)
 }
 
-fn offer_text(o: &Option<Offer>) -> String {
+/// An offer as people read it (`12 × AEROSTOCK at 9.90 € = 118.80 €, 5 days`).
+pub fn offer_text(o: &Option<Offer>) -> String {
     match o {
         None => "no supplier".into(),
         Some(o) => format!(
