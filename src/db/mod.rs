@@ -79,8 +79,26 @@ impl dyn Conn + '_ {
         Ok(Some(n))
     }
 
-    /// Distinct non-NULL values of `table.column` as text (reference rules).
-    pub fn key_values(&mut self, table: &str, column: &str) -> Result<HashSet<String>> {
+    /// Distinct non-NULL values of `table.column`, as a set of hashes
+    /// (reference rules).
+    pub fn key_values(&mut self, table: &str, column: &str) -> Result<crate::batch::KeySet> {
+        Ok(self
+            .distinct_texts(table, column)?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect())
+    }
+
+    /// Distinct non-NULL values of `table.column` as text.
+    pub fn key_texts(&mut self, table: &str, column: &str) -> Result<HashSet<String>> {
+        Ok(self
+            .distinct_texts(table, column)?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect())
+    }
+
+    fn distinct_texts(&mut self, table: &str, column: &str) -> Result<Vec<Row>> {
         let d = self.dialect();
         let found = self
             .columns(table)?
@@ -93,18 +111,14 @@ impl dyn Conn + '_ {
             )));
         }
         let c = d.quote(column);
-        let rows = self.query(
+        self.query(
             &format!(
                 "SELECT DISTINCT {} FROM {} WHERE {c} IS NOT NULL",
                 d.as_text(&c),
                 d.quote(table)
             ),
             &[],
-        )?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| r.into_iter().next().flatten())
-            .collect())
+        )
     }
 
     /// Every row of `table`, these columns only, as text.

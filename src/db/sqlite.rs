@@ -247,7 +247,7 @@ mod tests {
         assert_eq!(conn.count_rows("missing").unwrap(), None);
         assert_eq!(
             conn.key_values("t", "b").unwrap(),
-            ["12".to_string()].into_iter().collect()
+            ["12"].into_iter().collect()
         );
     }
 }

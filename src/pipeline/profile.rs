@@ -122,7 +122,7 @@ pub fn profile_job(cfg: &Config, job: &Job) -> Result<JobProfile> {
     let mut tables = Vec::new();
     // Reference rules are checked against what earlier tables of the job
     // would write, so that the profile sees what `migrate` will reject.
-    let mut known: HashMap<(String, String), HashSet<String>> = HashMap::new();
+    let mut known: HashMap<(String, String), crate::batch::KeySet> = HashMap::new();
     for (m, _) in &job.tables {
         for c in &m.columns {
             if let Some(r) = &c.references {

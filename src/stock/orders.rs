@@ -571,12 +571,12 @@ fn place_in(
     } else {
         origin = "manual";
         let parts = if conn.table_exists("parts")? {
-            Some(conn.key_values("parts", "reference")?)
+            Some(conn.key_texts("parts", "reference")?)
         } else {
             None
         };
         let suppliers = if conn.table_exists("suppliers")? {
-            Some(conn.key_values("suppliers", "name")?)
+            Some(conn.key_texts("suppliers", "name")?)
         } else {
             None
         };

@@ -12,7 +12,6 @@
 //! only which row they repeat.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hasher};
 
 use polars::prelude::*;
 
@@ -104,18 +103,6 @@ pub struct Dedupe {
     pub log: Vec<MergeRecord>,
 }
 
-/// A 128-bit hash of key bytes (two SipHash-1-3 with different prefixes):
-/// the chance that two distinct keys of one table collide is negligible
-/// (about n²/2¹²⁹).
-fn key_hash(bytes: &[u8]) -> u128 {
-    let mut a = DefaultHasher::new();
-    a.write(bytes);
-    let mut b = DefaultHasher::new();
-    b.write_u8(0xa5);
-    b.write(bytes);
-    ((a.finish() as u128) << 64) | b.finish() as u128
-}
-
 impl Dedupe {
     /// A dedupe step for the mapping, if it declares one.
     pub fn for_mapping(m: &Mapping) -> Option<Dedupe> {
@@ -204,7 +191,7 @@ impl Dedupe {
             null_key |= matches!(v, ValueRef::Text("")) && !whole_row;
             v.encode_key(bytes);
         }
-        (!null_key).then(|| key_hash(bytes))
+        (!null_key).then(|| crate::batch::hash128(bytes))
     }
 
     /// Keys the target already holds (rows written by earlier runs), each

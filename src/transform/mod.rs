@@ -63,7 +63,7 @@ struct Plan {
     one_of: Option<HashSet<String>>,
     min: Option<Bound>,
     max: Option<Bound>,
-    refs: Option<HashSet<String>>,
+    refs: Option<crate::batch::KeySet>,
     /// Merged id → kept id, for `remap`.
     remap: Option<HashMap<String, String>>,
     /// Values replaced by `remap` in the current batch.
@@ -234,7 +234,7 @@ impl Mapper {
     }
 
     /// Provide the known values for a column's reference rule.
-    pub fn set_reference_values(&mut self, column: &str, values: HashSet<String>) {
+    pub fn set_reference_values(&mut self, column: &str, values: crate::batch::KeySet) {
         if let Some(p) = self.plans.iter_mut().find(|p| p.spec.name == column) {
             p.refs = Some(values);
         }
