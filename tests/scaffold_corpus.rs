@@ -103,21 +103,9 @@ fn prove(file: &Path, targets: &[String], failures: &mut Vec<String>, refused: &
 #[test]
 #[cfg_attr(not(repaero_corpus), ignore = "no corpus: set REPAERO_CORPUS")]
 fn every_access_file_scaffolds_migrates_and_validates() {
-    let db = pg::TempDb::new("scaffold_access");
     let started = Instant::now();
-    let mut failures = Vec::new();
-    let mut refused = Vec::new();
     let all = files(&corpus().join("access"), &["mdb", "accdb"]);
-    for f in &all {
-        // one database per file: the corpus reuses table names (Table1)
-        db.query("DROP SCHEMA public CASCADE; CREATE SCHEMA public");
-        prove(
-            f,
-            &["sqlite://t.db".into(), db.url()],
-            &mut failures,
-            &mut refused,
-        );
-    }
+    let (failures, refused) = prove_all(&all, "scaffold_access", 3);
     eprintln!(
         "{} Access files: {} proved in SQLite and PostgreSQL, refused: {refused:?}, in {:.1?}",
         all.len(),
@@ -128,39 +116,72 @@ fn every_access_file_scaffolds_migrates_and_validates() {
     assert_eq!(refused, ["adox_jet4.mdb"]);
 }
 
-// Measured by hand with the binary (SQLite, 152 s): 136 of 242 workbooks
-// proved, none failing `validate`. Known gaps, to fix before this runs:
-// 59 refused "no table to scaffold" (no row of a sheet holds text to read
-// as a header); 21 fail at migrate, mostly on a repeated header ("CHARGE"
-// in T, X, AA) mapped by its text, which the reader finds ambiguous
-// (scaffold compares the numbered names `CHARGE (2)`, not the headers);
-// 2 (sheetjs__large_strings) take over 30 s; the other ~24 are clean
-// refusals (encrypted, damaged, not spreadsheets) that REFUSED does not
-// list yet.
+/// Scaffold, migrate and validate every file of `all` on `threads`
+/// threads, each with its own PostgreSQL database (the corpus reuses
+/// table names); the failures and the refused files, sorted.
+fn prove_all(
+    all: &[std::path::PathBuf],
+    prefix: &str,
+    threads: usize,
+) -> (Vec<String>, Vec<String>) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let out = std::sync::Mutex::new((Vec::new(), Vec::new()));
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (next, out) = (&next, &out);
+            s.spawn(move || {
+                let db = pg::TempDb::new(&format!("{prefix}{t}"));
+                let (mut failures, mut refused) = (Vec::new(), Vec::new());
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(f) = all.get(i) else { break };
+                    db.query("DROP SCHEMA public CASCADE; CREATE SCHEMA public");
+                    prove(
+                        f,
+                        &["sqlite://t.db".into(), db.url()],
+                        &mut failures,
+                        &mut refused,
+                    );
+                }
+                let mut o = out.lock().unwrap();
+                o.0.extend(failures);
+                o.1.extend(refused);
+            });
+        }
+    });
+    let (mut failures, mut refused) = out.into_inner().unwrap();
+    failures.sort();
+    refused.sort();
+    (failures, refused)
+}
+
 #[test]
-#[ignore = "known gaps (see above): run with --ignored"]
+#[cfg_attr(not(repaero_corpus), ignore = "no corpus: set REPAERO_CORPUS")]
 fn every_readable_workbook_scaffolds_migrates_and_validates() {
-    let db = pg::TempDb::new("scaffold_excel");
     let started = Instant::now();
-    let mut failures = Vec::new();
-    let mut refused = Vec::new();
     let all = files(
         &corpus().join("excel"),
         &["xlsx", "xlsm", "xlsb", "xls", "ods"],
     );
-    for (i, f) in all.iter().enumerate() {
-        // SQLite for every workbook, PostgreSQL for one in four
-        let mut targets = vec!["sqlite://t.db".to_string()];
-        if i % 4 == 0 {
-            db.query("DROP SCHEMA public CASCADE; CREATE SCHEMA public");
-            targets.push(db.url());
-        }
-        prove(f, &targets, &mut failures, &mut refused);
+    // every file the reference expects refused is listed here, with why
+    let text = std::fs::read_to_string(corpus().join("excel/reference.json")).unwrap();
+    let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for (name, entry) in reference["files"].as_object().unwrap() {
+        let listed = REFUSED.iter().any(|(f, _)| f == name);
+        let expect = entry["expect"].as_str().unwrap_or("open");
+        let read = all.iter().any(|p| p.ends_with(name));
+        assert!(
+            !read || expect == "open" || listed,
+            "{name}: expected refused ({expect}), not in REFUSED"
+        );
     }
+    let (failures, refused) = prove_all(&all, "scaffold_excel", 3);
     eprintln!(
-        "{} workbooks: {} proved, refused: {refused:?}, in {:.1?}",
+        "{} workbooks: {} proved in SQLite and PostgreSQL, {} refused, {} failed, in {:.1?}",
         all.len(),
         all.len() - refused.len() - failures.len(),
+        refused.len(),
+        failures.len(),
         started.elapsed()
     );
     assert!(
