@@ -23,10 +23,16 @@ use crate::batch::parse;
 use crate::config::mapping::{ColumnType, NumberFormat, is_reserved_table};
 use crate::error::{Error, Result};
 use crate::inspect::snake_case;
-use crate::source::{DeclaredColumn, ForeignKey, Source, TableKeys, TableRequest, header_key};
+use crate::source::{
+    DeclaredColumn, ForeignKey, Source, SourceColumn, TableKeys, TableRequest, header_key,
+};
 
 /// Distinct values kept per key candidate, to find duplicates.
 const DISTINCT_CAP: usize = 1_000_000;
+
+/// Bytes above which a value is only text: longer than any number, date
+/// or placeholder is written.
+const SHORT: usize = 64;
 
 /// Texts that often stand for "no value" in hand-kept data.
 const PLACEHOLDERS: &[&str] = &[
@@ -127,10 +133,15 @@ struct Profiled {
     target: String,
     rows: u64,
     header_row: u32,
+    /// No header row: the columns are named by their letters.
+    headerless: bool,
     rows_above_header: u64,
     footer_rows: u64,
     /// Source column names read, in order, with their stats.
     columns: Vec<(String, ColStats)>,
+    /// Per column, what a mapping's `from` names it by (`Charge (2)` for
+    /// the second of two columns headed alike), or why it cannot.
+    froms: Vec<std::result::Result<FromText, String>>,
     declared: Option<Vec<DeclaredColumn>>,
     keys: TableKeys,
 }
@@ -138,6 +149,8 @@ struct Profiled {
 /// A column of a mapping being written.
 struct Col {
     source: String,
+    /// The mapping's `from`: `source`, ranked when headers repeat.
+    from: String,
     name: String,
     ty: ColumnType,
     precision: Option<u32>,
@@ -279,7 +292,10 @@ impl ColStats {
         if t.contains('\n') {
             self.newlines += 1;
         }
-        if let Some(p) = is_placeholder(t) {
+        // a number, a date or a placeholder is short: a long text (a
+        // 10,000-character cell) is not parsed as one
+        let short = t.len() <= SHORT;
+        if let Some(p) = short.then(|| is_placeholder(t)).flatten() {
             *self.placeholders.entry(p).or_default() += 1;
         }
         if self.last_value.as_deref() == Some(t) {
@@ -288,7 +304,7 @@ impl ColStats {
         if self.last_value.as_deref() != Some(t) {
             self.last_value = Some(t.to_string());
         }
-        let numeric = parse::looks_numeric(t);
+        let numeric = short && parse::looks_numeric(t);
         let number = if numeric {
             parse::parse_number(t, NumberFormat::Auto).ok()
         } else {
@@ -312,7 +328,7 @@ impl ColStats {
             if t.len() > 1 && t.starts_with('0') && t.bytes().all(|b| b.is_ascii_digit()) {
                 self.leading_zero += 1;
             }
-        } else if let Some(dt) = parse::parse_datetime(t, &[]) {
+        } else if let Some(dt) = short.then(|| parse::parse_datetime(t, &[])).flatten() {
             self.dates += 1;
             if dt.time() != chrono::NaiveTime::MIN {
                 self.with_time += 1;
@@ -371,6 +387,7 @@ fn profile(source: &dyn Source, table: &str, target: String, batch: usize) -> Re
         .iter()
         .filter_map(|c| c.feeds.clone())
         .collect();
+    let froms = from_texts(&reader.columns, declared.is_none());
     let mut columns: Vec<(String, ColStats)> = names
         .iter()
         .map(|n| {
@@ -428,12 +445,82 @@ fn profile(source: &dyn Source, table: &str, target: String, batch: usize) -> Re
         target,
         rows,
         header_row: stats.header_row,
+        headerless: stats.headerless,
         rows_above_header: stats.rows_above_header,
         footer_rows,
         columns,
+        froms,
         declared,
         keys,
     })
+}
+
+/// For each column that feeds the batch, in order, what a mapping's
+/// `from` names it by: its header, or, when visible columns share a
+/// header (as the reader compares them: ignoring case, accents and
+/// spacing), the header and its rank among them (`Charge (2)`), which
+/// the reader resolves by position. `Err` when the ranked name is itself
+/// a header of the table, which the reader would take instead.
+fn from_texts(columns: &[SourceColumn], sheet: bool) -> Vec<std::result::Result<FromText, String>> {
+    let mut twins: HashMap<String, usize> = HashMap::new();
+    for c in columns {
+        let n = twins.entry(header_key(&c.header)).or_default();
+        *n += usize::from(!c.hidden);
+    }
+    let mut rank: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for c in columns {
+        let key = header_key(&c.header);
+        let k = if c.hidden {
+            0
+        } else {
+            let r = rank.entry(key.clone()).or_default();
+            *r += 1;
+            *r
+        };
+        if c.feeds.is_none() {
+            continue;
+        }
+        let n = twins.get(&key).copied().unwrap_or(0);
+        if n < 2 || k == 0 {
+            out.push(Ok(FromText {
+                text: c.header.clone(),
+                why: None,
+            }));
+            continue;
+        }
+        let ranked = format!("{} ({k})", c.header.trim());
+        if twins.contains_key(&header_key(&ranked)) {
+            out.push(Err(format!(
+                "column {} left out: {n} columns are headed {}, and {} is the header of another one; rename one in the source",
+                toml_string(&c.header),
+                toml_string(c.header.trim()),
+                toml_string(&ranked)
+            )));
+        } else {
+            out.push(Ok(FromText {
+                why: Some(format!(
+                    "{n} columns are headed {}: this one{} is named by its rank among them",
+                    toml_string(&comment_text(c.header.trim())),
+                    if sheet {
+                        format!(", in {},", crate::source::column_letter(c.index))
+                    } else {
+                        String::new()
+                    }
+                )),
+                text: ranked,
+            }));
+        }
+    }
+    out
+}
+
+/// How a mapping names a source column, and why so when it is not
+/// simply its header.
+#[derive(Debug, Clone, PartialEq)]
+struct FromText {
+    text: String,
+    why: Option<String>,
 }
 
 /// `Text(50)` → 50; `character varying(50)` → 50.
@@ -466,6 +553,7 @@ fn column(
 ) -> Col {
     let mut c = Col {
         source: source.to_string(),
+        from: source.to_string(),
         name,
         ty: ColumnType::Text,
         precision: None,
@@ -704,10 +792,9 @@ pub fn scaffold(source: &dyn Source, opts: &Options) -> Result<Scaffold> {
         // repaero's own column names
         taken.insert("deleted_at".to_string());
         taken.insert("snapshot_at".to_string());
-        let mut seen_keys: HashMap<String, String> = HashMap::new();
         let mut cols = Vec::new();
         let mut notes = Vec::new();
-        for (src, st) in &p.columns {
+        for ((src, st), from) in p.columns.iter().zip(&p.froms) {
             let decl = p
                 .declared
                 .as_ref()
@@ -722,19 +809,26 @@ pub fn scaffold(source: &dyn Source, opts: &Options) -> Result<Scaffold> {
                 ));
                 continue;
             }
-            // `Prix HT` and `Prix_HT` are one header to the reader
-            let hk = header_key(src);
-            if let Some(first) = seen_keys.get(&hk) {
-                notes.push(format!(
-                    "column {} left out: the reader cannot tell its header from {}'s; rename one in the source",
-                    toml_string(src),
-                    toml_string(first)
-                ));
-                continue;
+            // `Prix HT` and `Prix_HT` are one header to the reader: each
+            // is named by its rank
+            let from = match from {
+                Ok(f) => f,
+                Err(note) => {
+                    notes.push(note.clone());
+                    continue;
+                }
+            };
+            let name = if p.headerless {
+                format!("column_{}", identifier(&from.text))
+            } else {
+                identifier(src)
+            };
+            let mut c = column(p, src, st, decl, unique(name, &mut taken));
+            c.from = from.text.clone();
+            if let Some(why) = &from.why {
+                c.comments.insert(0, why.clone());
             }
-            seen_keys.insert(hk, src.clone());
-            let name = unique(identifier(src), &mut taken);
-            cols.push(column(p, src, st, decl, name));
+            cols.push(c);
         }
         cols_of.insert(p.target.clone(), cols);
         notes_of.insert(p.target.clone(), notes);
@@ -939,7 +1033,7 @@ fn mapping_text(
     today: &str,
 ) -> (String, Vec<String>) {
     let mut s = String::new();
-    let excel = p.declared.is_none() && p.header_row > 0;
+    let excel = p.declared.is_none() && (p.header_row > 0 || p.headerless);
     let _ = writeln!(
         s,
         "# {} → {}: scaffolded by `repaero scaffold` on {today} from {} ({} rows then).",
@@ -965,15 +1059,22 @@ fn mapping_text(
     let _ = writeln!(s, "\n[source]");
     if excel {
         let _ = writeln!(s, "sheet = {}", toml_string(&p.source));
-        let _ = writeln!(
-            s,
-            "# detected: the row holding the most texts among the first 30{}",
-            if p.rows_above_header > 0 {
-                format!(" ({} rows above it: titles, notes)", p.rows_above_header)
-            } else {
-                String::new()
-            }
-        );
+        if p.headerless {
+            let _ = writeln!(
+                s,
+                "# no row among the first 30 holds text to read as column names: no header\n# row, every row is data, and `from` names each column by its letter"
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "# detected: the row holding the most texts among the first 30{}",
+                if p.rows_above_header > 0 {
+                    format!(" ({} rows above it: titles, notes)", p.rows_above_header)
+                } else {
+                    String::new()
+                }
+            );
+        }
         let _ = writeln!(s, "header_row = {}", p.header_row);
         if p.footer_rows > 0 {
             let _ = writeln!(
@@ -1078,7 +1179,7 @@ fn mapping_text(
         }
         let _ = writeln!(s, "[[columns]]");
         let _ = writeln!(s, "name = {}", toml_string(&c.name));
-        let _ = writeln!(s, "from = {}", toml_string(&c.source));
+        let _ = writeln!(s, "from = {}", toml_string(&c.from));
         let _ = writeln!(s, "type = \"{}\"", type_name(c.ty));
         if let Some(pr) = c.precision {
             let _ = writeln!(s, "precision = {pr}");
@@ -1187,6 +1288,10 @@ fn job_text(
 }
 
 fn validation_text(source: &dyn Source, tables: &[Planned]) -> String {
+    // a source that answers SQL is asked by its column names; the others
+    // are read as the mapping reads them
+    let sql = source.capabilities().sql.is_some();
+    let src_col = |c: &Col| toml_string(if sql { &c.source } else { &c.from });
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -1205,7 +1310,7 @@ fn validation_text(source: &dyn Source, tables: &[Planned]) -> String {
             let _ = writeln!(
                 s,
                 "key = {{ source = {}, target = {}, type = \"{}\" }}",
-                toml_string(&c.source),
+                src_col(c),
                 toml_string(&c.name),
                 type_name(c.ty)
             );
@@ -1225,7 +1330,7 @@ fn validation_text(source: &dyn Source, tables: &[Planned]) -> String {
             let _ = writeln!(
                 s,
                 "value = {{ source = {}, target = {}, type = \"decimal\", scale = {} }}",
-                toml_string(&c.source),
+                src_col(c),
                 toml_string(&c.name),
                 c.scale.unwrap_or(2)
             );
@@ -1324,6 +1429,124 @@ mod tests {
         assert_eq!(identifier("__x__"), "x");
         assert_eq!(identifier("名前"), "column");
         assert_eq!(identifier(&"a".repeat(80)).len(), 60);
+    }
+
+    /// Scaffold one sheet written by `fill`; its mapping's text.
+    fn scaffold_sheet(fill: impl FnOnce(&mut rust_xlsxwriter::Worksheet)) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.xlsx");
+        let mut book = rust_xlsxwriter::Workbook::new();
+        let sheet = book.add_worksheet();
+        sheet.set_name("Mesures").unwrap();
+        fill(sheet);
+        book.save(&path).unwrap();
+        let src = crate::source::excel::ExcelSource::open(&path).unwrap();
+        let opts = Options {
+            job: "j".into(),
+            source_name: "w".into(),
+            tables: Vec::new(),
+            batch_size: 1000,
+        };
+        let s = scaffold(&src, &opts).unwrap();
+        let f = s
+            .files
+            .iter()
+            .find(|f| f.kind == FileKind::Mapping)
+            .unwrap();
+        // what is written loads as a mapping
+        let m: crate::config::mapping::Mapping = toml::from_str(&f.text).unwrap();
+        assert!(!m.columns.is_empty());
+        let v = s
+            .files
+            .iter()
+            .find(|f| f.kind == FileKind::Validation)
+            .unwrap();
+        format!("{}\n{}", f.text, v.text)
+    }
+
+    #[test]
+    fn a_sheet_of_figures_without_header_gets_letter_columns() {
+        let text = scaffold_sheet(|ws| {
+            for r in 0..5u32 {
+                ws.write_number(r + 1, 1, f64::from(r) * 1.5).unwrap();
+                ws.write_number(r + 1, 3, f64::from(r)).unwrap();
+            }
+        });
+        // no header: every row is data, the columns named by their letters
+        assert!(text.contains("header_row = 0\n"), "{text}");
+        assert!(text.contains("no header\n# row"), "{text}");
+        assert!(
+            text.contains("name = \"column_b\"\nfrom = \"B\"\ntype = \"decimal\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("name = \"column_d\"\nfrom = \"D\"\ntype = \"integer\""),
+            "{text}"
+        );
+        // the empty columns A and C are not mapped; all 5 rows are counted
+        assert!(!text.contains("from = \"A\""), "{text}");
+        assert!(!text.contains("from = \"C\""), "{text}");
+        assert!(text.contains("(5 rows then)"), "{text}");
+    }
+
+    #[test]
+    fn repeated_headers_are_mapped_by_their_rank() {
+        let text = scaffold_sheet(|ws| {
+            for (c, h) in ["Ref", "Charge", "Date", "charge", "CHARGE "]
+                .iter()
+                .enumerate()
+            {
+                ws.write_string(0, c as u16, *h).unwrap();
+            }
+            for r in 1..4u32 {
+                ws.write_string(r, 0, format!("R{r}")).unwrap();
+                for c in [1u16, 3, 4] {
+                    ws.write_number(r, c, f64::from(r) * f64::from(c)).unwrap();
+                }
+            }
+        });
+        for (name, from) in [
+            ("charge", "Charge (1)"),
+            ("charge_2", "charge (2)"),
+            ("charge_3", "CHARGE (3)"),
+        ] {
+            let want = format!("name = \"{name}\"\nfrom = \"{from}\"\n");
+            assert!(text.contains(&want), "{want}\n{text}");
+        }
+        assert!(
+            text.contains(
+                "# 3 columns are headed \"charge\": this one, in D, is named by its rank"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("from = \"Ref\"\n"), "{text}");
+        // a ranked name that is another column's header: left out, said
+        let cols = vec![
+            SourceColumn {
+                header: "X".into(),
+                index: 0,
+                hidden: false,
+                feeds: Some("X".into()),
+            },
+            SourceColumn {
+                header: "X".into(),
+                index: 1,
+                hidden: false,
+                feeds: Some("X (2)".into()),
+            },
+            SourceColumn {
+                header: "X (2)".into(),
+                index: 2,
+                hidden: false,
+                feeds: Some("X (2) (2)".into()),
+            },
+        ];
+        let f = from_texts(&cols, true);
+        assert!(
+            f[1].as_ref().is_err_and(|e| e.contains("left out")),
+            "{f:?}"
+        );
+        assert_eq!(f[2].as_ref().map(|f| f.text.as_str()), Ok("X (2)"));
     }
 
     #[test]

@@ -197,3 +197,68 @@ fn migrate_all_says_how_to_create_the_billing_base_and_what_ran() {
         "{err}"
     );
 }
+
+#[test]
+fn headerless_sheet_and_repeated_headers_migrate_by_letter_and_rank() {
+    use rust_xlsxwriter::Workbook;
+    let dir = project("sqlite://t.db");
+    let d = dir.path();
+    let path = d.join("releves.xlsx");
+    let mut book = Workbook::new();
+    // figures only, no header: read by their letters
+    let ws = book.add_worksheet();
+    ws.set_name("Mesures").unwrap();
+    for r in 0..4u32 {
+        ws.write_number(r, 0, f64::from(r + 1)).unwrap();
+        ws.write_number(r, 2, f64::from(r) + 0.25).unwrap();
+    }
+    // "Charge" twice: each column by its rank
+    let ws = book.add_worksheet();
+    ws.set_name("Charges").unwrap();
+    for (c, h) in ["Lot", "Charge", "Charge"].iter().enumerate() {
+        ws.write_string(0, c as u16, *h).unwrap();
+    }
+    for r in 1..4u32 {
+        ws.write_string(r, 0, format!("L{r}")).unwrap();
+        ws.write_number(r, 1, f64::from(r) * 10.0).unwrap();
+        ws.write_number(r, 2, f64::from(r) * 100.0).unwrap();
+    }
+    book.save(&path).unwrap();
+    let out = run(d, &["scaffold", path.to_str().unwrap(), "--job", "rel"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let mesures = read(d, "mappings/rel_mesures.toml");
+    assert!(mesures.contains("header_row = 0\n"), "{mesures}");
+    assert!(
+        mesures.contains("name = \"column_c\"\nfrom = \"C\"\ntype = \"decimal\""),
+        "{mesures}"
+    );
+    let charges = read(d, "mappings/rel_charges.toml");
+    assert!(
+        charges.contains("name = \"charge_2\"\nfrom = \"Charge (2)\""),
+        "{charges}"
+    );
+    for cmd in ["migrate", "validate"] {
+        let out = run(d, &[cmd, "rel"]);
+        assert_eq!(code(&out), 0, "{cmd}: {}{}", stdout(&out), stderr(&out));
+    }
+    let db = common::Db::Sqlite(d.join("t.db"));
+    // every row is data: row 1 too
+    assert_eq!(
+        db.rows("SELECT column_a, column_c FROM mesures ORDER BY column_a"),
+        [
+            [Some("1".into()), Some("0.25".into())],
+            [Some("2".into()), Some("1.25".into())],
+            [Some("3".into()), Some("2.25".into())],
+            [Some("4".into()), Some("3.25".into())],
+        ]
+    );
+    // each Charge from its own column
+    assert_eq!(
+        db.rows("SELECT lot, charge, charge_2 FROM charges ORDER BY lot"),
+        [
+            [Some("L1".into()), Some("10".into()), Some("100".into())],
+            [Some("L2".into()), Some("20".into()), Some("200".into())],
+            [Some("L3".into()), Some("30".into()), Some("300".into())],
+        ]
+    );
+}

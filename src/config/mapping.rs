@@ -40,7 +40,9 @@ pub struct SourceSpec {
     /// A query to read instead of a table (PostgreSQL). Name the table too:
     /// it says what the rows are in messages.
     pub query: Option<String>,
-    /// 1-based row of the header; detected from the column names when absent.
+    /// 1-based row of the header; detected from the column names when
+    /// absent; 0 when the sheet has none: every row is data and `from`
+    /// names each column by its letter (`"A"`).
     pub header_row: Option<u32>,
     /// How many rows to look through when detecting the header (default 30).
     pub header_scan_rows: Option<u32>,
@@ -246,7 +248,9 @@ pub struct ColumnSpec {
     /// Target column name.
     pub name: String,
     /// Source header text(s) that feed this column; the first found wins.
-    /// Defaults to `name`. Matching ignores case, accents and spacing.
+    /// Defaults to `name`. Matching ignores case, accents and spacing. A
+    /// header in several visible columns is named by its rank among them:
+    /// `"Charge (2)"`.
     pub from: Option<OneOrMany>,
     /// Target type.
     #[serde(rename = "type", default = "default_type")]

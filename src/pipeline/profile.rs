@@ -352,10 +352,15 @@ pub fn render(p: &JobProfile) -> String {
     for t in &p.tables {
         let st = &t.stats;
         let _ = writeln!(s, "\n  {} ← {}", t.table, t.origin);
+        let header = if st.headerless {
+            "no header row (columns named by their letters)".to_string()
+        } else {
+            format!("header row {}", st.header_row)
+        };
         let _ = writeln!(
             s,
-            "    header row {}; {} data rows; not data: {} above the header, {} blank, {} footer",
-            st.header_row, st.data_rows, st.rows_above_header, st.blank_rows, st.footer_rows
+            "    {header}; {} data rows; not data: {} above the header, {} blank, {} footer",
+            st.data_rows, st.rows_above_header, st.blank_rows, st.footer_rows
         );
         for c in &t.ignored_columns {
             let _ = writeln!(

@@ -25,8 +25,8 @@ use serde::Deserialize;
 
 use super::{
     BadValue, CellKinds, DEFAULT_MAX_CELL_BYTES, Kind, Message, ReadStats, Source, SourceColumn,
-    TableInfo, TableReader, TableRequest, UniqueNames, check_size, column_letter, header_key,
-    resolve_columns,
+    TableInfo, TableReader, TableRequest, UniqueNames, check_size, column_index, column_letter,
+    header_key, resolve_columns,
 };
 use crate::batch::BatchBuilder;
 use crate::batch::parse::{excel_datetime, looks_numeric};
@@ -833,8 +833,10 @@ impl Walker {
     fn row(&mut self, r: u32, row: &mut Row) -> Result<Flow> {
         if self.selected.is_none() {
             let scan_end = match self.req.header_row {
-                Some(h) => h.saturating_sub(1),
-                None => self.req.header_scan_rows.saturating_sub(1),
+                Some(h) if h > 0 => h - 1,
+                // detecting, or headerless: the first rows say which
+                // columns hold values
+                _ => self.req.header_scan_rows.saturating_sub(1),
             };
             self.pending.push((r, row.clone()));
             if r < scan_end {
@@ -849,32 +851,42 @@ impl Walker {
     fn settle_header(&mut self) -> Result<Flow> {
         let pending = std::mem::take(&mut self.pending);
         let pos = match self.req.header_row {
-            Some(h) => pending.iter().position(|(r, _)| *r + 1 == h).ok_or_else(|| {
+            Some(0) => None,
+            Some(h) => Some(pending.iter().position(|(r, _)| *r + 1 == h).ok_or_else(|| {
                 Error::input(format!(
-                    "{}: header_row = {h} is empty; set source.header_row to the row that holds the column names",
+                    "{}: header_row = {h} is empty; set source.header_row to the row that holds the column names (0 when the sheet has none)",
                     self.origin
                 ))
-            })?,
+            })?),
             None => self.detect_header(&pending)?,
         };
-        let (hr, header) = &pending[pos];
-        self.stats.header_row = hr + 1;
-        self.stats.rows_above_header = pending[..pos]
-            .iter()
-            .filter(|(_, row)| row.cells.iter().any(|c| c.kind != CellKind::Blank))
-            .count() as u64;
-        self.last_row = Some(*hr);
-        let headers: Vec<SourceColumn> = header
-            .cells
-            .iter()
-            .filter(|c| !matches!(c.kind, CellKind::Blank | CellKind::Invalid))
-            .map(|c| SourceColumn {
-                header: header.text(c).trim().to_string(),
-                index: c.col,
-                hidden: self.hidden_cols.contains(&c.col),
-                feeds: None,
-            })
-            .collect();
+        let headers: Vec<SourceColumn> = match pos {
+            Some(pos) => {
+                let (hr, header) = &pending[pos];
+                self.stats.header_row = hr + 1;
+                self.stats.rows_above_header = pending[..pos]
+                    .iter()
+                    .filter(|(_, row)| row.cells.iter().any(|c| c.kind != CellKind::Blank))
+                    .count() as u64;
+                self.last_row = Some(*hr);
+                header
+                    .cells
+                    .iter()
+                    .filter(|c| !matches!(c.kind, CellKind::Blank | CellKind::Invalid))
+                    .map(|c| SourceColumn {
+                        header: header.text(c).trim().to_string(),
+                        index: c.col,
+                        hidden: self.hidden_cols.contains(&c.col),
+                        feeds: None,
+                    })
+                    .collect()
+            }
+            None => {
+                self.stats.headerless = true;
+                self.letter_headers(&pending)
+            }
+        };
+        let first_data = pos.map_or(0, |p| p + 1);
         let (names, selected, mut headers) = match &self.req.columns {
             Some(wanted) => {
                 let found = resolve_columns(&self.origin, &headers, wanted)?;
@@ -934,7 +946,7 @@ impl Walker {
             return Ok(Flow::Stop);
         }
         let mut flow = Flow::Go;
-        for (r, row) in pending.iter().skip(pos + 1) {
+        for (r, row) in pending.iter().skip(first_data) {
             flow = self.data_row(*r, row)?;
             if flow == Flow::Stop {
                 break;
@@ -943,7 +955,32 @@ impl Walker {
         Ok(flow)
     }
 
-    fn detect_header(&self, pending: &[(u32, Row)]) -> Result<usize> {
+    /// A headerless sheet's columns, named by their letters: those holding
+    /// a value in the rows read so far, and those a mapping names.
+    fn letter_headers(&self, pending: &[(u32, Row)]) -> Vec<SourceColumn> {
+        let mut cols: std::collections::BTreeSet<u32> = pending
+            .iter()
+            .flat_map(|(_, row)| row.cells.iter())
+            .filter(|c| c.kind != CellKind::Blank)
+            .map(|c| c.col)
+            .collect();
+        for w in self.req.columns.iter().flatten() {
+            cols.extend(w.headers.iter().filter_map(|h| column_index(h)));
+        }
+        cols.into_iter()
+            .map(|i| SourceColumn {
+                header: column_letter(i),
+                index: i,
+                hidden: self.hidden_cols.contains(&i),
+                feeds: None,
+            })
+            .collect()
+    }
+
+    /// The header row among the first rows (an index into `pending`);
+    /// `None` when every column is wanted and no row holds text but some
+    /// hold values: a sheet of figures without a header, read headerless.
+    fn detect_header(&self, pending: &[(u32, Row)]) -> Result<Option<usize>> {
         let score = |row: &Row| -> usize {
             let texts = row.cells.iter().filter(|c| c.kind == CellKind::Text);
             match &self.req.columns {
@@ -964,8 +1001,19 @@ impl Walker {
                 best = Some((i, s));
             }
         }
+        let values = || {
+            pending
+                .iter()
+                .any(|(_, row)| row.cells.iter().any(|c| c.kind != CellKind::Blank))
+        };
         match best {
-            Some((i, _)) => Ok(i),
+            Some((i, _)) => Ok(Some(i)),
+            // cells formatted, none holding a value
+            None if !values() => Err(Error::input(format!(
+                "{}: the sheet is empty; there is no header and no data",
+                self.origin
+            ))),
+            None if self.req.columns.is_none() => Ok(None),
             None => {
                 let what = match &self.req.columns {
                     Some(w) => {
@@ -979,7 +1027,7 @@ impl Walker {
                     None => "no row holds text".to_string(),
                 };
                 Err(Error::input(format!(
-                    "{}: no header row found in the first {} rows: {what}. Set source.header_row in the mapping",
+                    "{}: no header row found in the first {} rows: {what}. Set source.header_row in the mapping (0 when the sheet has none: its columns are then named by their letters)",
                     self.origin, self.req.header_scan_rows
                 )))
             }

@@ -100,7 +100,8 @@ pub struct TableRequest {
     /// Columns to extract; `None` means every visible column, named by its
     /// header (used by `inspect` and `profile`).
     pub columns: Option<Vec<WantedColumn>>,
-    /// 1-based header row; detected when `None`.
+    /// 1-based header row; detected when `None`; `Some(0)`: none, every
+    /// row is data and the columns are named by their letters (`A`, `B`…).
     pub header_row: Option<u32>,
     /// Rows searched for the header.
     pub header_scan_rows: u32,
@@ -169,8 +170,12 @@ pub struct CellKinds {
 /// What a reader skipped and saw, reported at the end of a table.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReadStats {
-    /// 1-based header row used.
+    /// 1-based header row used; 0 when the sheet was read without one.
     pub header_row: u32,
+    /// Read without a header row (`header_row = 0`, or no row of a sheet
+    /// holds text): the columns are named by their letters, every row is
+    /// data.
+    pub headerless: bool,
     /// Rows above the header (titles, notes).
     pub rows_above_header: u64,
     /// Empty rows between data rows.
@@ -649,9 +654,24 @@ impl UniqueNames {
     }
 }
 
+/// `"Charge (2)"` → `("Charge", 2)`: a header followed by its rank among
+/// the visible columns that hold it.
+pub fn ranked_header(alt: &str) -> Option<(&str, usize)> {
+    let (base, rank) = alt.trim_end().strip_suffix(')')?.rsplit_once('(')?;
+    let base = base.trim_end();
+    let rank = rank.trim();
+    if base.is_empty() || rank.is_empty() || !rank.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((base, rank.parse().ok().filter(|&k| k > 0)?))
+}
+
 /// Returns, for each wanted column, the index into `headers` it reads from.
 /// A visible column wins over a hidden one with the same header; two
-/// visible columns with the same header are ambiguous.
+/// visible columns with the same header are ambiguous, unless the mapping
+/// names one by its rank: `Charge (2)` is the second visible column headed
+/// `Charge` (when no header reads `Charge (2)` itself), as `inspect` and
+/// `profile` name it.
 pub fn resolve_columns(
     origin: &str,
     headers: &[SourceColumn],
@@ -669,27 +689,34 @@ pub fn resolve_columns(
     for w in wanted {
         let mut found = None;
         'alts: for alt in &w.headers {
-            let hits: &[usize] = by_key
-                .get(&header_key(alt))
-                .map(|v| v.as_slice())
-                .unwrap_or_default();
-            let visible: Vec<usize> = hits
-                .iter()
-                .copied()
-                .filter(|&i| !headers[i].hidden)
-                .collect();
-            let pick = match (visible.len(), hits.len()) {
-                (0, 0) => None,
-                (1, _) => Some(visible[0]),
-                (0, _) => Some(hits[0]),
+            let visible_with = |key: &str| -> (Vec<usize>, usize) {
+                let hits: &[usize] = by_key.get(key).map(|v| v.as_slice()).unwrap_or_default();
+                let visible = hits
+                    .iter()
+                    .copied()
+                    .filter(|&i| !headers[i].hidden)
+                    .collect();
+                (visible, hits.first().copied().unwrap_or(usize::MAX))
+            };
+            let (visible, first_hit) = visible_with(&header_key(alt));
+            let pick = match visible.len() {
+                0 if first_hit != usize::MAX => Some(first_hit),
+                // `Charge (2)`: the second visible `Charge`
+                0 => ranked_header(alt).and_then(|(base, k)| {
+                    let (twins, _) = visible_with(&header_key(base));
+                    twins.get(k - 1).copied()
+                }),
+                1 => Some(visible[0]),
                 _ => {
                     let cols: Vec<String> = visible
                         .iter()
                         .map(|&i| column_letter(headers[i].index))
                         .collect();
                     return Err(Error::input(format!(
-                        "{origin}: header {alt:?} appears in several visible columns ({}); rename one in the workbook or set a distinct `from` in the mapping",
-                        cols.join(", ")
+                        "{origin}: header {alt:?} appears in several visible columns ({}); rename one in the workbook, or name one by its rank in `from` (\"{} (2)\" is the one in {})",
+                        cols.join(", "),
+                        alt.trim(),
+                        cols[1]
                     )));
                 }
             };
@@ -723,6 +750,19 @@ pub fn resolve_columns(
         )));
     }
     Ok(out)
+}
+
+/// `A → 0`, `aa → 26`, `XFD → 16383` (the last column of a sheet); `None`
+/// for anything else.
+pub fn column_index(letters: &str) -> Option<u32> {
+    let l = letters.trim();
+    if l.is_empty() || l.len() > 3 || !l.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return None;
+    }
+    let n = l.bytes().fold(0u32, |acc, b| {
+        acc * 26 + (b.to_ascii_uppercase() - b'A') as u32 + 1
+    });
+    (n <= 16_384).then(|| n - 1)
 }
 
 /// `0 → A`, `25 → Z`, `26 → AA`.
@@ -803,6 +843,43 @@ mod tests {
     }
 
     #[test]
+    fn twins_are_told_apart_by_their_rank() {
+        // Charge in E, G (hidden) and H; a header written "Total (2)" is
+        // read as written
+        let headers = vec![
+            col("Charge", 4, false),
+            col("CHARGE", 6, true),
+            col("charge", 7, false),
+            col("Total (2)", 8, false),
+            col("Total", 9, false),
+        ];
+        let r = resolve_columns(
+            "f",
+            &headers,
+            &[
+                want("a", &["Charge (1)"]),
+                want("b", &["Charge (2)"]),
+                want("t", &["Total (2)"]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(r, vec![Some(0), Some(2), Some(3)]);
+        // no third visible Charge
+        let err = resolve_columns("f", &headers, &[want("c", &["Charge (3)"])]).unwrap_err();
+        assert!(err.to_string().contains("column `c`"), "{err}");
+        // the error names the way out
+        let err = resolve_columns("f", &headers, &[want("c", &["Charge"])]).unwrap_err();
+        assert!(
+            err.to_string().contains("\"Charge (2)\" is the one in H"),
+            "{err}"
+        );
+        assert_eq!(ranked_header("Prix HT (12)"), Some(("Prix HT", 12)));
+        assert_eq!(ranked_header("(2)"), None);
+        assert_eq!(ranked_header("Prix (0)"), None);
+        assert_eq!(ranked_header("Prix (a)"), None);
+    }
+
+    #[test]
     fn missing_column_names_what_was_found() {
         let headers = vec![col("Réf", 0, false), col("Qté", 1, false)];
         let err = resolve_columns(
@@ -860,5 +937,12 @@ mod tests {
         assert_eq!(column_letter(26), "AA");
         assert_eq!(column_letter(701), "ZZ");
         assert_eq!(column_letter(702), "AAA");
+        for i in [0, 25, 26, 701, 702, 16_383] {
+            assert_eq!(column_index(&column_letter(i)), Some(i));
+        }
+        assert_eq!(column_index("ab"), Some(27));
+        assert_eq!(column_index("XFE"), None);
+        assert_eq!(column_index("A1"), None);
+        assert_eq!(column_index(""), None);
     }
 }

@@ -102,12 +102,14 @@ fn check_columns(
                     let req =
                         source_request(&wanted, &src_table, mapping, cfg.run.batch_size, true)?;
                     let reader = source.read(req).map_err(|e| e.context(&at))?;
-                    let headers: std::collections::HashSet<String> = reader
+                    // found: a header feeds it (by its text, or by its
+                    // rank among headers that repeat: `Id (2)`)
+                    let fed: std::collections::HashSet<&str> = reader
                         .columns
                         .iter()
-                        .map(|c| header_key(&c.header))
+                        .filter_map(|c| c.feeds.as_deref())
                         .collect();
-                    match cols.iter().find(|c| !headers.contains(&header_key(c))) {
+                    match cols.iter().find(|c| !fed.contains(c.as_str())) {
                         Some(c) => Err(Missing::Column(c.clone())),
                         None => Ok(()),
                     }
