@@ -662,7 +662,7 @@ impl Plan {
                             let x = self.remap_int(x);
                             self.check_range(i, Bound::Num(x as f64), errors);
                             if self.refs.is_some() {
-                                self.check_ref(i, &x.to_string(), errors);
+                                self.check_ref(i, itoa::Buffer::new().format(x), errors);
                             }
                             Some(x)
                         }

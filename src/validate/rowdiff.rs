@@ -43,11 +43,7 @@ pub fn canonical(c: &ColumnDef, v: ValueRef<'_>) -> String {
         ValueRef::Text(s) => s.to_string(),
         ValueRef::Int(i) => i.to_string(),
         ValueRef::Float(f) => match c.ty {
-            ColumnType::Decimal => {
-                let s = c.scale as usize;
-                let r = crate::batch::parse::round_to(f, c.scale);
-                format!("{:.s$}", if r == 0.0 { 0.0 } else { r })
-            }
+            ColumnType::Decimal => decimal_text(f, c.scale),
             ColumnType::Integer => format!("{}", f as i64),
             _ => format!("{f:.6}"),
         },
@@ -310,6 +306,34 @@ impl<'a> MappedSource<'a> {
         }
         Ok(())
     }
+}
+
+/// A decimal rounded to `scale` places (half away from zero), as the
+/// target's SQL writes it. From the scaled integer: formatting the float
+/// itself with a precision took 15 % of rowdiff's time (perf, 1M lines).
+fn decimal_text(f: f64, scale: u8) -> String {
+    use crate::batch::parse::{pow10, round_half_away};
+    let scaled = f * pow10(scale);
+    if !(scaled.abs() < 4.0e15) {
+        let s = scale as usize;
+        let r = crate::batch::parse::round_to(f, scale);
+        return format!("{r:.s$}");
+    }
+    let n = round_half_away(scaled) as i64;
+    let p = 10u64.pow(scale as u32);
+    let (int, frac) = (n.unsigned_abs() / p, n.unsigned_abs() % p);
+    let mut out = String::with_capacity(24);
+    if n < 0 {
+        out.push('-');
+    }
+    out.push_str(itoa::Buffer::new().format(int));
+    if scale > 0 {
+        out.push('.');
+        let digits = itoa::Buffer::new().format(frac).to_string();
+        out.extend(std::iter::repeat_n('0', scale as usize - digits.len()));
+        out.push_str(&digits);
+    }
+    out
 }
 
 /// Append a typed value's canonical text to `out` ([`canonical`], without
@@ -798,5 +822,33 @@ mod tests {
         assert_eq!(got, expected);
         drop(spill);
         assert!(!path.exists(), "the spill file is removed");
+    }
+
+    #[test]
+    fn decimal_text_equals_the_rounded_float_formatted() {
+        let old = |f: f64, scale: u8| {
+            let s = scale as usize;
+            let r = crate::batch::parse::round_to(f, scale);
+            format!("{:.s$}", if r == 0.0 { 0.0 } else { r })
+        };
+        let mut x = 0.000_7_f64;
+        for i in 0..20_000 {
+            for f in [x, -x, (i as f64) / 8.0, -(i as f64) * 0.005, x * 1e9] {
+                for scale in [0u8, 1, 2, 4, 6] {
+                    assert_eq!(
+                        decimal_text(f, scale),
+                        old(f, scale),
+                        "{f} at scale {scale}"
+                    );
+                }
+            }
+            x = x * 1.37 + 0.013;
+            if x > 1e7 {
+                x /= 9.9e6;
+            }
+        }
+        assert_eq!(decimal_text(-0.001, 2), "0.00");
+        assert_eq!(decimal_text(2.675, 2), old(2.675, 2));
+        assert_eq!(decimal_text(1e300, 2), old(1e300, 2));
     }
 }
