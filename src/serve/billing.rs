@@ -15,20 +15,30 @@ use crate::error::Result;
 /// Invoices by state: `paid`, `pending`, `late`, `cancelled`, on `today`
 /// (`YYYY-MM-DD`).
 pub fn state_sql(conn: &mut dyn Conn, today: &str) -> Result<String> {
-    let deleted = if conn
-        .columns(INVOICES)?
-        .iter()
-        .any(|c| c.eq_ignore_ascii_case("deleted_at"))
-    {
-        "WHERE deleted_at IS NULL"
-    } else {
-        ""
+    let deleted = match not_deleted(conn)? {
+        "" => String::new(),
+        w => format!("WHERE {w}"),
     };
     Ok(format!(
         "SELECT CASE WHEN status = 'payée' THEN 'paid' WHEN status = 'annulée' THEN 'cancelled' \
          WHEN due_on IS NOT NULL AND due_on < '{today}' THEN 'late' ELSE 'pending' END AS state, \
          id, number, client_code, issued_on, due_on, status, total_incl_tax FROM {INVOICES} {deleted}"
     ))
+}
+
+/// The condition of invoices not soft-deleted (empty without `deleted_at`).
+fn not_deleted(conn: &mut dyn Conn) -> Result<&'static str> {
+    Ok(
+        if conn
+            .columns(INVOICES)?
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case("deleted_at"))
+        {
+            "deleted_at IS NULL"
+        } else {
+            ""
+        },
+    )
 }
 
 struct Overview {
@@ -50,9 +60,16 @@ fn overview(conn: &mut dyn Conn, today: String) -> Result<Overview> {
             ),
             &[],
         )?;
+        // the `late` of state_sql, written on the table so that the index
+        // on due_on gives the oldest first without reading every invoice
+        let deleted = match not_deleted(conn)? {
+            "" => String::new(),
+            w => format!("{w} AND "),
+        };
         let late = conn.query(
             &format!(
-                "SELECT number, client_code, {}, {}, status, {} FROM ({base}) x WHERE state = 'late' ORDER BY due_on LIMIT 50",
+                "SELECT number, client_code, {}, {}, status, {} FROM {INVOICES} i WHERE {deleted}due_on < '{today}' \
+                 AND (status IS NULL OR status NOT IN ('payée', 'annulée')) ORDER BY i.due_on LIMIT 50",
                 d.as_text("issued_on"),
                 d.as_text("due_on"),
                 d.as_text("total_incl_tax")
@@ -73,7 +90,7 @@ fn overview(conn: &mut dyn Conn, today: String) -> Result<Overview> {
         )?;
         let payments = conn.query(
             &format!(
-                "SELECT {}, {}, {}, method, reference FROM {PAYMENTS} ORDER BY paid_on DESC, id DESC LIMIT 50",
+                "SELECT {}, {}, {}, method, reference FROM {PAYMENTS} p ORDER BY p.paid_on DESC, p.id DESC LIMIT 50",
                 d.as_text("paid_on"),
                 d.as_text("invoice_id"),
                 d.as_text("amount")
@@ -87,7 +104,7 @@ fn overview(conn: &mut dyn Conn, today: String) -> Result<Overview> {
     let attempts = if conn.table_exists(ATTEMPTS)? {
         conn.query(
             &format!(
-                "SELECT order_id, {}, {}, status, {} FROM {ATTEMPTS} ORDER BY created_at DESC LIMIT 20",
+                "SELECT order_id, {}, {}, status, {} FROM {ATTEMPTS} a ORDER BY a.created_at DESC LIMIT 20",
                 d.as_text("invoice_id"),
                 d.as_text("amount_cents"),
                 d.as_text("created_at")
