@@ -242,17 +242,15 @@ pub fn ensure(conn: &mut dyn Conn) -> Result<Vec<Rollup>> {
             continue;
         };
         conn.begin()?;
-        let done = (|| -> Result<()> {
-            conn.batch(&format!(
-                "CREATE TABLE IF NOT EXISTS {REGISTRY} (name text PRIMARY KEY, tables text NOT NULL, oids text NOT NULL, built_at timestamptz NOT NULL);\n\
-                 {sql}\
-                 INSERT INTO {REGISTRY} (name, tables, oids, built_at) VALUES ('{name}', '{tables}', {oids}, now()) \
-                 ON CONFLICT (name) DO UPDATE SET tables = excluded.tables, oids = excluded.oids, built_at = excluded.built_at;",
-                name = r.name(),
-                tables = r.tables().join(","),
-                oids = oids_sql(r.tables()),
-            ))
-        })();
+        let done =             conn.batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {REGISTRY} (name text PRIMARY KEY, tables text NOT NULL, oids text NOT NULL, built_at timestamptz NOT NULL);\n\
+             {sql}\
+             INSERT INTO {REGISTRY} (name, tables, oids, built_at) VALUES ('{name}', '{tables}', {oids}, now()) \
+             ON CONFLICT (name) DO UPDATE SET tables = excluded.tables, oids = excluded.oids, built_at = excluded.built_at;",
+            name = r.name(),
+            tables = r.tables().join(","),
+            oids = oids_sql(r.tables()),
+        ));
         match done {
             Ok(()) => conn.commit()?,
             Err(e) => {
