@@ -393,6 +393,8 @@ fn kpi_on_postgres_equals_values_computed_from_the_rows() {
     assert!(created.contains(&"repaero_movements_part"), "{created:?}");
     let mut fresh = |r: Rollup| rollup::fresh(sink.conn().unwrap(), r).unwrap();
     assert!(fresh(Rollup::Moves) && fresh(Rollup::Paid));
+    assert!(fresh(Rollup::Invoices) && fresh(Rollup::Methods));
+    billing_summaries_match(&t);
     assert_eq!(
         t.one("SELECT sum(outs) FROM _repaero_roll_moves"),
         t.one("SELECT count(*) FROM stock_movements WHERE direction = 'OUT'")
@@ -416,8 +418,12 @@ fn kpi_on_postgres_equals_values_computed_from_the_rows() {
     t.rows("UPDATE invoices SET deleted_at = now() WHERE id % 7 = 0");
     t.rows("DELETE FROM payments WHERE id % 11 = 0");
     t.rows("UPDATE payments SET paid_on = paid_on + 3 WHERE id % 13 = 0");
+    t.rows("UPDATE payments SET method = 'chèque', amount = amount + 1 WHERE id % 17 = 0");
+    t.rows("UPDATE invoices SET due_on = NULL WHERE id % 19 = 0");
     assert!(fresh(Rollup::Moves) && fresh(Rollup::Paid));
+    assert!(fresh(Rollup::Invoices) && fresh(Rollup::Methods));
     check_kpi(&t);
+    billing_summaries_match(&t);
 
     // the KPIs are read from the summary: one stock-out more there shows
     let month = t.one("SELECT max(month) FROM _repaero_roll_moves WHERE outs > 0");
@@ -452,6 +458,23 @@ fn kpi_on_postgres_equals_values_computed_from_the_rows() {
     let built = rollup::ensure(sink.conn().unwrap()).unwrap();
     assert_eq!(built, [Rollup::Moves]);
     check_kpi(&t);
+}
+
+/// The billing page's summaries hold what the tables give, group by group.
+fn billing_summaries_match(t: &Target) {
+    assert_eq!(
+        t.rows("SELECT status, due_on, n, total, totals FROM _repaero_roll_invoices WHERE n > 0 ORDER BY 1, 2"),
+        t.rows(
+            "SELECT coalesce(status, ''), coalesce(due_on, 'infinity'), count(*), coalesce(sum(total_incl_tax), 0), count(total_incl_tax) \
+             FROM invoices WHERE deleted_at IS NULL GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+    );
+    assert_eq!(
+        t.rows("SELECT method, n, amount, amounts FROM _repaero_roll_methods WHERE n > 0 ORDER BY 1"),
+        t.rows(
+            "SELECT coalesce(method, ''), count(*), coalesce(sum(amount), 0), count(amount) FROM payments GROUP BY 1 ORDER BY 1"
+        )
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -657,6 +680,13 @@ fn check_dashboard(t: &Target) {
 
     let srv = serve(t);
     let http = Http::new(&srv.base);
+    if t.pg.is_some() {
+        // the pages below read the summaries serve built at start
+        assert_eq!(
+            t.one("SELECT string_agg(name, ',' ORDER BY name) FROM _repaero_rollups"),
+            "invoices,methods,moves,paid"
+        );
+    }
 
     // no session: to the login form
     let a = http.get("/stock", None);
