@@ -28,8 +28,8 @@
 //! tables it was built from: a migration in `replace` mode swaps a new
 //! table in (without the triggers), so a summary whose tables changed is
 //! stale. Readers use a summary only when it is fresh; `repaero serve`
-//! rebuilds the stale or missing ones when it starts and before computing
-//! the KPIs. SQLite and Oracle targets have no summaries: the direct
+//! rebuilds the stale or missing ones when it starts and before the KPI
+//! and billing pages read them. SQLite and Oracle targets have no summaries: the direct
 //! queries run there.
 
 use crate::db::{Conn, Dialect};

@@ -58,6 +58,10 @@ struct Overview {
 }
 
 fn overview(conn: &mut dyn Conn, today: String) -> Result<Overview> {
+    // a table replaced since the summaries were built: rebuild them
+    if let Err(e) = crate::rollup::ensure(conn) {
+        tracing::warn!("dashboard: billing summaries not rebuilt: {e}");
+    }
     let d = conn.dialect();
     let (states, late) = if conn.table_exists(INVOICES)? {
         // PostgreSQL: from the summary per status and due date (crate::rollup)
