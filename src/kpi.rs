@@ -23,6 +23,10 @@
 //! - `orders_per_intervention`: supplier orders placed in the month
 //!   (`supplier_orders.placed_at`) over the interventions completed in it
 //!   (`interventions.status = 'Terminee'`, by `performed_at`).
+//!
+//! On PostgreSQL, `stock_outs` and `payment_days` read the summaries of
+//! [`crate::rollup`] when they are fresh (the same numbers, kept by
+//! triggers), else these queries.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -250,6 +254,12 @@ fn payment_days(conn: &mut dyn Conn) -> Result<Monthly> {
     } else {
         ""
     };
+    if crate::rollup::fresh(conn, crate::rollup::Rollup::Paid)? {
+        return Ok(paid_months(grouped(
+            conn,
+            &crate::rollup::Rollup::Paid.read_sql(),
+        )?));
+    }
     let days = match d {
         Dialect::Sqlite => "julianday(max(p.paid_on)) - julianday(i.issued_on)".to_string(),
         // date - date: whole days (PostgreSQL), fractional (Oracle DATE)
@@ -262,11 +272,15 @@ fn payment_days(conn: &mut dyn Conn) -> Result<Monthly> {
            WHERE i.status = 'payée'{deleted} GROUP BY i.id, i.issued_on) x GROUP BY {m}",
         m = month_expr(d, "last_paid")
     );
-    Ok(grouped(conn, &sql)?
-        .into_iter()
+    Ok(paid_months(grouped(conn, &sql)?))
+}
+
+/// Month → (sum of days, invoices) into month → (mean days, invoices).
+fn paid_months(sums: BTreeMap<String, (f64, f64)>) -> Monthly {
+    sums.into_iter()
         .filter(|(_, (_, n))| *n > 0.0)
         .map(|(m, (sum, n))| (m, (sum / n, n as u64)))
-        .collect())
+        .collect()
 }
 
 fn stock_outs(conn: &mut dyn Conn) -> Result<Monthly> {
@@ -274,11 +288,15 @@ fn stock_outs(conn: &mut dyn Conn) -> Result<Monthly> {
     if !conn.table_exists("stock_movements")? {
         return Ok(Monthly::new());
     }
-    let sql = format!(
-        "SELECT {m}, sum(CASE WHEN stock_after = 0 THEN 1 ELSE 0 END), count(*) \
-         FROM stock_movements WHERE direction = 'OUT' GROUP BY {m}",
-        m = month_expr(d, "scanned_at")
-    );
+    let sql = if crate::rollup::fresh(conn, crate::rollup::Rollup::Moves)? {
+        crate::rollup::Rollup::Moves.read_sql()
+    } else {
+        format!(
+            "SELECT {m}, sum(CASE WHEN stock_after = 0 THEN 1 ELSE 0 END), count(*) \
+             FROM stock_movements WHERE direction = 'OUT' GROUP BY {m}",
+            m = month_expr(d, "scanned_at")
+        )
+    };
     Ok(grouped(conn, &sql)?
         .into_iter()
         .map(|(m, (outs, moves))| (m, (outs, moves as u64)))

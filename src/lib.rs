@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod kpi;
 pub mod notify;
 pub mod pipeline;
+pub mod rollup;
 pub mod scaffold;
 pub mod schedule;
 pub mod serve;

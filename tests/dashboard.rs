@@ -1,5 +1,5 @@
-//! The dashboard and `repaero kpi` over a SQLite target holding the
-//! fixtures: the stock workbook, the Access clients base, the supplier
+//! The dashboard and `repaero kpi` over a SQLite target, and the same over
+//! a PostgreSQL one (the production-like target), holding the fixtures: the stock workbook, the Access clients base, the supplier
 //! catalogues, a scanner export, the billing base (generated in a
 //! PostgreSQL database of its own, migrated, dropped), a stream of booking
 //! messages applied through the queue feed's store, supplier orders placed
@@ -8,13 +8,16 @@
 //! `repaero kpi` is checked against values computed here from the raw
 //! rows; the dashboard (the real binary, `repaero serve` on a free port)
 //! is logged into per role with an HTTP client, and what its pages show is
-//! checked against the database.
+//! checked against the database. On PostgreSQL the KPIs are also checked
+//! once served from the summaries `repaero serve` builds (crate::rollup),
+//! after rows are written, changed and deleted behind them, and after a
+//! table is replaced under them.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
 use common::*;
@@ -25,16 +28,28 @@ const GO_LIVE: &str = "2026-01";
 
 struct Target {
     dir: tempfile::TempDir,
+    /// A PostgreSQL target (dropped with it), else SQLite in `dir`.
+    pg: Option<pg::TempDb>,
 }
 
 impl Target {
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("t.db")
+    fn new(pg: Option<pg::TempDb>) -> Target {
+        Target {
+            dir: tempfile::tempdir().unwrap(),
+            pg,
+        }
+    }
+
+    fn db(&self) -> Db {
+        match &self.pg {
+            Some(p) => Db::Pg(p.url()),
+            None => Db::Sqlite(self.dir.path().join("t.db")),
+        }
     }
 
     fn sets(&self) -> Vec<String> {
         vec![
-            format!("target.url=sqlite://{}", self.db().display()),
+            format!("target.url={}", self.db().url()),
             format!("paths.quarantine={}", self.dir.path().join("q").display()),
             format!(
                 "serve.users={}",
@@ -73,9 +88,10 @@ impl Target {
         stdout(&o)
     }
 
-    /// Rows of a query on the target, every value as text.
+    /// Rows of a query on the target, every value as text (also runs
+    /// statements that return none).
     fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
-        Db::Sqlite(self.db()).rows(sql)
+        self.db().rows(sql)
     }
 
     fn one(&self, sql: &str) -> String {
@@ -83,11 +99,10 @@ impl Target {
     }
 }
 
-/// The fixtures migrated and fed into a fresh SQLite target.
-fn target(name: &str) -> Target {
-    let t = Target {
-        dir: tempfile::tempdir().unwrap(),
-    };
+/// The fixtures migrated and fed into a fresh target: SQLite, or a
+/// PostgreSQL database of its own.
+fn target(name: &str, postgres: bool) -> Target {
+    let t = Target::new(postgres.then(|| pg::TempDb::new(&format!("dash_target_{name}"))));
     t.ok(&["migrate", "stock", "clients", "suppliers"]);
     t.ok(&["scans", "import", "fixtures/scans/scans.csv"]);
 
@@ -273,8 +288,12 @@ fn close(a: f64, b: f64) -> bool {
 
 #[test]
 fn kpi_equals_values_computed_from_the_rows() {
-    let t = target("kpi");
-    let want = expected(&t);
+    check_kpi(&target("kpi", false));
+}
+
+/// `repaero kpi --json` against the values computed from the rows.
+fn check_kpi(t: &Target) {
+    let want = expected(t);
     let got: Json = serde_json::from_str(&t.ok(&["kpi", "--json"])).unwrap();
     assert_eq!(got["go_live"], GO_LIVE);
     let factors = [
@@ -359,6 +378,107 @@ fn kpi_equals_values_computed_from_the_rows() {
     );
     let bad = t.run(&["kpi", "--month", "2026-13"]);
     assert_eq!(code(&bad), 2, "{}", stderr(&bad));
+}
+
+/// On PostgreSQL: the direct queries, then the summaries `repaero serve`
+/// builds, kept by the triggers through inserts, updates and deletes,
+/// actually read, and left aside once a table is replaced under them.
+#[test]
+fn kpi_on_postgres_equals_values_computed_from_the_rows() {
+    use repaero::rollup::{self, Rollup};
+    let t = target("kpi_pg", true);
+    let mut sink = repaero::sink::open(&t.db().url(), false).unwrap();
+    let mut fresh = |r: Rollup| rollup::fresh(sink.conn().unwrap(), r).unwrap();
+    assert!(!fresh(Rollup::Moves) && !fresh(Rollup::Paid));
+    check_kpi(&t);
+
+    let mut sink = repaero::sink::open(&t.db().url(), false).unwrap();
+    let created = repaero::serve::indexes::prepare(sink.conn().unwrap()).unwrap();
+    assert!(created.contains(&"repaero_movements_part"), "{created:?}");
+    let mut fresh = |r: Rollup| rollup::fresh(sink.conn().unwrap(), r).unwrap();
+    assert!(fresh(Rollup::Moves) && fresh(Rollup::Paid));
+    assert!(fresh(Rollup::Invoices) && fresh(Rollup::Methods));
+    billing_summaries_match(&t);
+    assert_eq!(
+        t.one("SELECT sum(outs) FROM _repaero_roll_moves"),
+        t.one("SELECT count(*) FROM stock_movements WHERE direction = 'OUT'")
+    );
+    check_kpi(&t);
+
+    // rows written, changed and deleted behind the summaries
+    t.rows(
+        "INSERT INTO stock_movements (line_id, scanned_at, barcode, reference, quantity, direction, operator, stock_after, file, line) \
+         SELECT 'test-' || g, timestamp '2025-03-10 10:00' + g * interval '9 days', '3700000000001', 'TEST-1', 1, \
+                CASE WHEN g % 3 = 0 THEN 'IN' ELSE 'OUT' END, 'op', g % 2, 'test.csv', g FROM generate_series(1, 80) g",
+    );
+    t.rows("UPDATE stock_movements SET stock_after = 0 WHERE line_id IN (SELECT line_id FROM stock_movements WHERE direction = 'OUT' AND stock_after <> 0 ORDER BY line_id LIMIT 7)");
+    t.rows("UPDATE stock_movements SET direction = 'IN' WHERE line_id = 'test-2'");
+    t.rows("DELETE FROM stock_movements WHERE line_id LIKE 'test-1%'");
+    t.rows(
+        "INSERT INTO payments (id, invoice_id, paid_on, amount, method) \
+         SELECT 900000 + id, id, issued_on + 200, 1, 'carte' FROM invoices WHERE status = 'payée' AND id % 5 = 0",
+    );
+    t.rows("UPDATE invoices SET status = 'payée' WHERE status = 'partiellement payée'");
+    t.rows("UPDATE invoices SET deleted_at = now() WHERE id % 7 = 0");
+    t.rows("DELETE FROM payments WHERE id % 11 = 0");
+    t.rows("UPDATE payments SET paid_on = paid_on + 3 WHERE id % 13 = 0");
+    t.rows("UPDATE payments SET method = 'chèque', amount = amount + 1 WHERE id % 17 = 0");
+    t.rows("UPDATE invoices SET due_on = NULL WHERE id % 19 = 0");
+    assert!(fresh(Rollup::Moves) && fresh(Rollup::Paid));
+    assert!(fresh(Rollup::Invoices) && fresh(Rollup::Methods));
+    check_kpi(&t);
+    billing_summaries_match(&t);
+
+    // the KPIs are read from the summary: one stock-out more there shows
+    let month = t.one("SELECT max(month) FROM _repaero_roll_moves WHERE outs > 0");
+    let outs = |t: &Target| -> f64 {
+        let k: Json = serde_json::from_str(&t.ok(&["kpi", "--month", &month, "--json"])).unwrap();
+        k["indicators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["key"] == "stock_outs")
+            .unwrap()["months"][0]["value"]
+            .as_f64()
+            .unwrap()
+    };
+    let before = outs(&t);
+    t.rows(&format!(
+        "UPDATE _repaero_roll_moves SET zeros = zeros + 1 WHERE month = '{month}'"
+    ));
+    assert_eq!(outs(&t), before + 1.0);
+    t.rows(&format!(
+        "UPDATE _repaero_roll_moves SET zeros = zeros - 1 WHERE month = '{month}'"
+    ));
+
+    // a table replaced (a migration in replace mode): the direct query
+    // answers until the summary is rebuilt
+    t.rows(
+        "CREATE TABLE moved AS SELECT * FROM stock_movements; DROP TABLE stock_movements; \
+         ALTER TABLE moved RENAME TO stock_movements; DELETE FROM stock_movements WHERE line_id LIKE 'test-%'",
+    );
+    assert!(!fresh(Rollup::Moves) && fresh(Rollup::Paid));
+    check_kpi(&t);
+    let built = rollup::ensure(sink.conn().unwrap()).unwrap();
+    assert_eq!(built, [Rollup::Moves]);
+    check_kpi(&t);
+}
+
+/// The billing page's summaries hold what the tables give, group by group.
+fn billing_summaries_match(t: &Target) {
+    assert_eq!(
+        t.rows("SELECT status, due_on, n, total, totals FROM _repaero_roll_invoices WHERE n > 0 ORDER BY 1, 2"),
+        t.rows(
+            "SELECT coalesce(status, ''), coalesce(due_on, 'infinity'), count(*), coalesce(sum(total_incl_tax), 0), count(total_incl_tax) \
+             FROM invoices WHERE deleted_at IS NULL GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+    );
+    assert_eq!(
+        t.rows("SELECT method, n, amount, amounts FROM _repaero_roll_methods WHERE n > 0 ORDER BY 1"),
+        t.rows(
+            "SELECT coalesce(method, ''), count(*), coalesce(sum(amount), 0), count(amount) FROM payments GROUP BY 1 ORDER BY 1"
+        )
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -544,14 +664,22 @@ const PASSWORD: &str = "hangar-42-Sécurité";
 
 #[test]
 fn dashboard_per_role_shows_the_database_numbers() {
-    let t = target("serve");
+    check_dashboard(&target("serve", false));
+}
+
+#[test]
+fn dashboard_on_postgres_shows_the_database_numbers() {
+    check_dashboard(&target("serve_pg", true));
+}
+
+fn check_dashboard(t: &Target) {
     for (user, role) in [
         ("dir", "direction"),
         ("mag", "magasin"),
         ("atl", "atelier"),
         ("cpt", "comptabilite"),
     ] {
-        add_user(&t, user, role, PASSWORD);
+        add_user(t, user, role, PASSWORD);
     }
     let users = std::fs::read_to_string(t.dir.path().join("users.toml")).unwrap();
     assert!(users.contains("$argon2id$") && !users.contains(PASSWORD));
@@ -561,8 +689,15 @@ fn dashboard_per_role_shows_the_database_numbers() {
         .unwrap();
     assert_ne!(code(&short), 0, "no password on stdin is refused");
 
-    let srv = serve(&t);
+    let srv = serve(t);
     let http = Http::new(&srv.base);
+    if t.pg.is_some() {
+        // the pages below read the summaries serve built at start
+        assert_eq!(
+            t.one("SELECT string_agg(name, ',' ORDER BY name) FROM _repaero_rollups"),
+            "invoices,methods,moves,paid"
+        );
+    }
 
     // no session: to the login form
     let a = http.get("/stock", None);
@@ -601,10 +736,19 @@ fn dashboard_per_role_shows_the_database_numbers() {
 
     // Stock: the parts and those at or under their minimum, the open alerts
     let html = http.get("/stock", Some(&sessions["mag"])).body;
-    assert_eq!(
-        by_id(&html, "parts-count"),
-        t.one("SELECT count(*) FROM parts")
-    );
+    let parts = t.one("SELECT count(*) FROM parts");
+    assert_eq!(by_id(&html, "parts-count"), parts);
+    // the list is paged
+    let listed = html
+        .split("id=\"parts\"")
+        .nth(1)
+        .and_then(|x| x.split("</table>").next())
+        .unwrap()
+        .matches("<tr>")
+        .count()
+        - 1;
+    let parts: usize = parts.parse().unwrap();
+    assert_eq!(listed, parts.min(repaero::serve::stock::PARTS));
     assert_eq!(
         by_id(&html, "alerts-open"),
         t.one("SELECT count(*) FROM stock_alerts WHERE cleared_at IS NULL")
@@ -708,7 +852,7 @@ fn dashboard_per_role_shows_the_database_numbers() {
     // Workshop: appointments per technician and day
     let html = http.get("/workshop", Some(&sessions["atl"])).body;
     let per_day = t.rows(
-        "SELECT coalesce(technician_id, '—'), substr(start_at, 1, 10), count(*) FROM appointments WHERE status <> 'cancelled' GROUP BY 1, 2 ORDER BY 2 DESC, 1 LIMIT 1",
+        "SELECT coalesce(technician_id, '—'), substr(CAST(start_at AS TEXT), 1, 10), count(*) FROM appointments WHERE status <> 'cancelled' GROUP BY 1, 2 ORDER BY 2 DESC, 1 LIMIT 1",
     );
     let row = format!(
         "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -721,10 +865,7 @@ fn dashboard_per_role_shows_the_database_numbers() {
     // a form without its CSRF token changes nothing; with it, it does
     let open = t.one("SELECT count(*) FROM stock_alerts WHERE cleared_at IS NULL");
     assert_ne!(open, "0", "the fixtures have parts under their minimum");
-    rusqlite::Connection::open(t.db())
-        .unwrap()
-        .execute_batch("DELETE FROM stock_alerts;")
-        .unwrap();
+    t.rows("DELETE FROM stock_alerts");
     let stock = http.get("/stock", Some(&sessions["mag"])).body;
     let token = csrf_of(&stock);
     let a = http.post("/stock/alerts/check", Some(&sessions["mag"]), &[]);
@@ -1380,9 +1521,7 @@ fn slapd(dir: &Path, users: &[(&str, &str)]) -> Slapd {
 
 #[test]
 fn ldap_groups_are_the_roles() {
-    let t = Target {
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let t = Target::new(None);
     let users = [
         ("marie", "direction"),
         ("paul", "magasin"),

@@ -12,24 +12,42 @@ use super::{Section, Shared, esc, esc_opt, failed, page, paylink, table};
 use crate::daemon::bank::store::{ATTEMPTS, INVOICES, PAYMENTS};
 use crate::db::{Conn, Row};
 use crate::error::Result;
+use crate::rollup::Rollup;
 
 /// Invoices by state: `paid`, `pending`, `late`, `cancelled`, on `today`
 /// (`YYYY-MM-DD`).
 pub fn state_sql(conn: &mut dyn Conn, today: &str) -> Result<String> {
-    let deleted = if conn
-        .columns(INVOICES)?
-        .iter()
-        .any(|c| c.eq_ignore_ascii_case("deleted_at"))
-    {
-        "WHERE deleted_at IS NULL"
-    } else {
-        ""
+    let deleted = match not_deleted(conn)? {
+        "" => String::new(),
+        w => format!("WHERE {w}"),
     };
     Ok(format!(
-        "SELECT CASE WHEN status = 'payée' THEN 'paid' WHEN status = 'annulée' THEN 'cancelled' \
-         WHEN due_on IS NOT NULL AND due_on < '{today}' THEN 'late' ELSE 'pending' END AS state, \
-         id, number, client_code, issued_on, due_on, status, total_incl_tax FROM {INVOICES} {deleted}"
+        "SELECT {} AS state, id, number, client_code, issued_on, due_on, status, total_incl_tax FROM {INVOICES} {deleted}",
+        state_case(today)
     ))
+}
+
+/// The state of an invoice (`status`, `due_on`) on `today`.
+fn state_case(today: &str) -> String {
+    format!(
+        "CASE WHEN status = 'payée' THEN 'paid' WHEN status = 'annulée' THEN 'cancelled' \
+         WHEN due_on IS NOT NULL AND due_on < '{today}' THEN 'late' ELSE 'pending' END"
+    )
+}
+
+/// The condition of invoices not soft-deleted (empty without `deleted_at`).
+fn not_deleted(conn: &mut dyn Conn) -> Result<&'static str> {
+    Ok(
+        if conn
+            .columns(INVOICES)?
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case("deleted_at"))
+        {
+            "deleted_at IS NULL"
+        } else {
+            ""
+        },
+    )
 }
 
 struct Overview {
@@ -41,19 +59,37 @@ struct Overview {
 }
 
 fn overview(conn: &mut dyn Conn, today: String) -> Result<Overview> {
+    // a table replaced since the summaries were built: rebuild them
+    if let Err(e) = crate::rollup::ensure(conn) {
+        tracing::warn!("dashboard: billing summaries not rebuilt: {e}");
+    }
     let d = conn.dialect();
     let (states, late) = if conn.table_exists(INVOICES)? {
-        let base = state_sql(conn, &today)?;
-        let states = conn.query(
-            &format!(
-                "SELECT state, count(*), {} FROM ({base}) x GROUP BY state ORDER BY state",
-                d.as_text("sum(total_incl_tax)")
-            ),
-            &[],
-        )?;
+        // PostgreSQL: from the summary per status and due date (crate::rollup)
+        let states_sql = if crate::rollup::fresh(conn, Rollup::Invoices)? {
+            format!(
+                "SELECT {} AS state, sum(n), sum(total_incl_tax)::text FROM ({}) x GROUP BY 1 ORDER BY 1",
+                state_case(&today),
+                Rollup::Invoices.read_sql()
+            )
+        } else {
+            format!(
+                "SELECT state, count(*), {} FROM ({}) x GROUP BY state ORDER BY state",
+                d.as_text("sum(total_incl_tax)"),
+                state_sql(conn, &today)?
+            )
+        };
+        let states = conn.query(&states_sql, &[])?;
+        // the `late` of state_sql, written on the table so that the index
+        // on due_on gives the oldest first without reading every invoice
+        let deleted = match not_deleted(conn)? {
+            "" => String::new(),
+            w => format!("{w} AND "),
+        };
         let late = conn.query(
             &format!(
-                "SELECT number, client_code, {}, {}, status, {} FROM ({base}) x WHERE state = 'late' ORDER BY due_on LIMIT 50",
+                "SELECT number, client_code, {}, {}, status, {} FROM {INVOICES} i WHERE {deleted}due_on < '{today}' \
+                 AND (status IS NULL OR status NOT IN ('payée', 'annulée')) ORDER BY i.due_on LIMIT 50",
                 d.as_text("issued_on"),
                 d.as_text("due_on"),
                 d.as_text("total_incl_tax")
@@ -65,16 +101,18 @@ fn overview(conn: &mut dyn Conn, today: String) -> Result<Overview> {
         (Vec::new(), Vec::new())
     };
     let (methods, payments) = if conn.table_exists(PAYMENTS)? {
-        let methods = conn.query(
-            &format!(
+        let methods_sql = if crate::rollup::fresh(conn, Rollup::Methods)? {
+            Rollup::Methods.read_sql()
+        } else {
+            format!(
                 "SELECT method, count(*), {} FROM {PAYMENTS} GROUP BY method ORDER BY method",
                 d.as_text("sum(amount)")
-            ),
-            &[],
-        )?;
+            )
+        };
+        let methods = conn.query(&methods_sql, &[])?;
         let payments = conn.query(
             &format!(
-                "SELECT {}, {}, {}, method, reference FROM {PAYMENTS} ORDER BY paid_on DESC, id DESC LIMIT 50",
+                "SELECT {}, {}, {}, method, reference FROM {PAYMENTS} p ORDER BY p.paid_on DESC, p.id DESC LIMIT 50",
                 d.as_text("paid_on"),
                 d.as_text("invoice_id"),
                 d.as_text("amount")
@@ -88,7 +126,7 @@ fn overview(conn: &mut dyn Conn, today: String) -> Result<Overview> {
     let attempts = if conn.table_exists(ATTEMPTS)? {
         conn.query(
             &format!(
-                "SELECT order_id, {}, {}, status, {} FROM {ATTEMPTS} ORDER BY created_at DESC LIMIT 20",
+                "SELECT order_id, {}, {}, status, {} FROM {ATTEMPTS} a ORDER BY a.created_at DESC LIMIT 20",
                 d.as_text("invoice_id"),
                 d.as_text("amount_cents"),
                 d.as_text("created_at")

@@ -22,7 +22,16 @@ pub async fn show(State(app): State<Shared>, headers: HeaderMap) -> Response {
         Ok(k) => k,
         Err(e) => return failed(&s, "KPIs", &e),
     };
-    let r = match app.read(move |c| kpi::compute(c, &kcfg)).await {
+    let r = match app
+        .read(move |c| {
+            // a table replaced since the summaries were built: rebuild them
+            if let Err(e) = crate::rollup::ensure(c) {
+                tracing::warn!("dashboard: KPI summaries not rebuilt: {e}");
+            }
+            kpi::compute(c, &kcfg)
+        })
+        .await
+    {
         Ok(r) => r,
         Err(e) => return failed(&s, "KPIs", &e),
     };

@@ -16,10 +16,13 @@
 //! argon2 hashes, or LDAP), the sessions, the CSRF tokens and the roles.
 //!
 //! Reads go through the target layer on a database thread of their own
-//! (`daemon::Db`); every query is bounded (LIMIT, aggregates).
+//! (`daemon::Db`); every query is bounded (LIMIT, aggregates, pages), and
+//! [`indexes`] makes sure at start of the indexes and summaries that keep
+//! them fast at real volumes (docs/benchmarks.md).
 
 pub mod auth;
 pub mod billing;
+pub mod indexes;
 pub mod kpis;
 pub mod ldap;
 pub mod orders;
@@ -435,6 +438,14 @@ pub async fn run(cfg: Arc<Config>, listen: Option<String>) -> Result<()> {
         serve,
         auth,
     });
+    // the indexes and summaries of the pages, before the first page
+    match app.read(indexes::prepare).await {
+        Ok(created) if !created.is_empty() => {
+            tracing::info!("dashboard: indexes created: {}", created.join(", "))
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("dashboard: indexes and KPI summaries not made: {e}"),
+    }
     let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     let scheme = if tls.is_some() { "https" } else { "http" };

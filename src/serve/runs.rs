@@ -58,7 +58,7 @@ pub fn last_runs(conn: &mut dyn Conn, limit: usize) -> Result<Vec<RunLine>> {
     }
     let d = conn.dialect();
     let sql = format!(
-        "SELECT run_id, job, {}, {}, status, {}, {} FROM {RUNS_TABLE} ORDER BY started_at DESC LIMIT {limit}",
+        "SELECT run_id, job, {}, {}, status, {}, {} FROM {RUNS_TABLE} r ORDER BY r.started_at DESC LIMIT {limit}",
         d.as_text("started_at"),
         d.as_text("finished_at"),
         d.as_text("dry_run"),
@@ -305,7 +305,7 @@ fn rejects_of(
         .sum();
     let rows = conn.query(
         &format!(
-            "SELECT table_name, {}, reason, detail, {} FROM {REJECTS_TABLE} WHERE {filter} ORDER BY table_name, source_row LIMIT {PAGE} OFFSET {}",
+            "SELECT table_name, {}, reason, detail, {} FROM {REJECTS_TABLE} r WHERE {filter} ORDER BY r.table_name, r.source_row LIMIT {PAGE} OFFSET {}",
             d.as_text("source_row"),
             d.as_text("record"),
             page.min(1_000_000) * PAGE

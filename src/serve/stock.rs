@@ -23,10 +23,13 @@ use crate::stock::scans::MOVEMENTS;
 
 /// Movements drawn for a part (the latest ones).
 const MOVES: usize = 500;
+/// Parts listed per page (at or under their minimum first).
+pub const PARTS: usize = 100;
 
 struct Overview {
     levels: Vec<(crate::stock::Level, i64)>,
     alerts: Vec<Row>,
+    alerts_open: u64,
     orders: Vec<Row>,
 }
 
@@ -43,18 +46,26 @@ fn overview(conn: &mut dyn Conn, acfg: crate::config::AlertsConfig) -> Result<Ov
         (a.0.quantity > a.1, &a.0.reference).cmp(&(b.0.quantity > b.1, &b.0.reference))
     });
     let d = conn.dialect();
-    let alerts = if conn.table_exists(ALERTS)? {
-        conn.query(
+    let (alerts, alerts_open) = if conn.table_exists(ALERTS)? {
+        let open = conn
+            .query_one(
+                &format!("SELECT count(*) FROM {ALERTS} WHERE cleared_at IS NULL"),
+                &[],
+            )?
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let shown = conn.query(
             &format!(
-                "SELECT reference, designation, {}, {}, {} FROM {ALERTS} WHERE cleared_at IS NULL ORDER BY raised_at DESC LIMIT 200",
+                "SELECT reference, designation, {}, {}, {} FROM {ALERTS} a WHERE cleared_at IS NULL ORDER BY a.raised_at DESC LIMIT 200",
                 d.as_text("quantity"),
                 d.as_text("minimum"),
                 d.as_text("raised_at")
             ),
             &[],
-        )?
+        )?;
+        (shown, open)
     } else {
-        Vec::new()
+        (Vec::new(), 0)
     };
     let orders = if conn.table_exists(ORDERS)? {
         let parcels = conn.table_exists(SHIPMENTS)?;
@@ -84,15 +95,19 @@ fn overview(conn: &mut dyn Conn, acfg: crate::config::AlertsConfig) -> Result<Ov
     Ok(Overview {
         levels,
         alerts,
+        alerts_open,
         orders,
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub struct StockQuery {
     /// Orders just placed by the form (`ID,ID`), shown with their parcels.
     #[serde(default)]
     placed: Option<String>,
+    /// The page of the parts list (0 first).
+    #[serde(default)]
+    page: usize,
 }
 
 pub async fn show(
@@ -122,7 +137,7 @@ pub async fn show(
     let mut body = format!(
         "<p><span id=\"parts-count\">{}</span> parts, <span id=\"parts-low\">{low}</span> at or under their minimum, <span id=\"alerts-open\">{}</span> open alerts.</p>",
         o.levels.len(),
-        o.alerts.len()
+        o.alerts_open
     );
     body.push_str(&placed);
     body.push_str(&format!(
@@ -140,10 +155,17 @@ pub async fn show(
         &["part", "designation", "stock", "minimum", "raised"],
         &rows,
     ));
-    body.push_str("<h3>Parts against their minimum</h3>");
+    let pages = o.levels.len().div_ceil(PARTS).max(1);
+    let at = q.page.min(pages - 1);
+    body.push_str(&format!(
+        "<h3>Parts against their minimum</h3><p>Page <span id=\"parts-page\">{}</span> of {pages}, {PARTS} parts a page.</p>",
+        at + 1
+    ));
     let rows: Vec<Vec<String>> = o
         .levels
         .iter()
+        .skip(at * PARTS)
+        .take(PARTS)
         .map(|(l, m)| {
             let flag = if l.quantity <= *m {
                 " class=\"low\""
@@ -171,6 +193,18 @@ pub async fn show(
         &["part", "designation", "stock", "minimum"],
         &rows,
     ));
+    if at > 0 {
+        body.push_str(&format!(
+            "<a rel=\"prev\" href=\"/stock?page={}\">← previous</a> ",
+            at - 1
+        ));
+    }
+    if at + 1 < pages {
+        body.push_str(&format!(
+            "<a rel=\"next\" href=\"/stock?page={}\">next →</a>",
+            at + 1
+        ));
+    }
     body.push_str(&suggestions);
     body.push_str("<h3>Supplier orders</h3>");
     let rows: Vec<Vec<String>> = o
@@ -208,7 +242,7 @@ fn movements(conn: &mut dyn Conn, reference: String) -> Result<(Option<i64>, Vec
     }
     let mut rows = conn.query(
         &format!(
-            "SELECT {}, direction, {}, {}, operator FROM {MOVEMENTS} WHERE reference = {} ORDER BY scanned_at DESC, line_id DESC LIMIT {MOVES}",
+            "SELECT {}, direction, {}, {}, operator FROM {MOVEMENTS} m WHERE reference = {} ORDER BY m.scanned_at DESC, m.line_id DESC LIMIT {MOVES}",
             d.as_text("scanned_at"),
             d.as_text("quantity"),
             d.as_text("stock_after"),

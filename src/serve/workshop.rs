@@ -56,7 +56,7 @@ fn overview(conn: &mut dyn Conn, words: Vec<String>) -> Result<Overview> {
         };
         let done = conn.query(
             &format!(
-                "SELECT {reference}, {}, {tech}, intervention_type, {}, {} FROM {INTERVENTIONS} WHERE status = 'Terminee' ORDER BY performed_at DESC LIMIT 50",
+                "SELECT {reference}, {}, {tech}, intervention_type, {}, {} FROM {INTERVENTIONS} i WHERE status = 'Terminee' ORDER BY i.performed_at DESC LIMIT 50",
                 d.as_text("performed_at"),
                 d.as_text("duration_minutes"),
                 d.as_text("amount_excl_tax"),
