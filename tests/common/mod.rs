@@ -195,6 +195,19 @@ impl Db {
         }
     }
 
+    /// Statements without results (several, `;`-separated).
+    pub fn execute(&self, sql: &str) {
+        match self {
+            Db::Sqlite(p) => rusqlite::Connection::open(p)
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+            Db::Pg(u) => {
+                pg::psql(u, sql);
+            }
+        }
+    }
+
     /// The single value of a query.
     pub fn one(&self, sql: &str) -> String {
         self.rows(sql)
