@@ -420,6 +420,18 @@ fn assert_num(shown: &str, want: f64, what: &str) {
     );
 }
 
+/// A table of groups as shown (name, count, sum) equals the database's.
+fn assert_groups(shown: &[Vec<String>], want: &BTreeMap<String, (i64, f64)>, what: &str) {
+    assert_eq!(shown.len(), want.len(), "{what}: {shown:?} vs {want:?}");
+    for r in shown {
+        let (n, sum) = want
+            .get(&r[0])
+            .unwrap_or_else(|| panic!("{what}: {} is not in the database", r[0]));
+        assert_eq!(num(&r[1]) as i64, *n, "{what}: {} count", r[0]);
+        assert_num(&r[2], *sum, &format!("{what}: {} sum", r[0]));
+    }
+}
+
 /// `(label, title, y, height)` of SVG marks, as the browser lays them out.
 fn marks(b: &Browser, css: &str) -> Vec<(String, String, f64, f64)> {
     let v = b.js(
@@ -438,14 +450,7 @@ fn browser_every_page_shows_the_database_numbers() {
     let driver = Driver::start().unwrap_or_else(|e| panic!("{e}"));
     let t = target("browser");
     feed_documents(&t);
-    for (user, role) in [
-        ("dir", "direction"),
-        ("mag", "magasin"),
-        ("atl", "atelier"),
-        ("cpt", "comptabilite"),
-    ] {
-        add_user(&t, user, role, PASSWORD);
-    }
+    add_role_users(&t);
     let srv = serve(&t);
     let mut b = Browser::open(&driver, &srv.base);
     println!("screenshots in {}", b.shots.display());
@@ -826,12 +831,9 @@ fn browser_every_page_shows_the_database_numbers() {
         "paid, pending and late invoices: {states:?}"
     );
     let shown = b.table("invoice-states");
-    assert_eq!(shown.len(), states.len());
-    for r in &shown {
-        let (n, total) = states[&r[0]];
-        assert_eq!(num(&r[1]) as i64, n, "{} invoices", r[0]);
-        assert_num(&r[2], total, &format!("{} total", r[0]));
-        assert_eq!(b.number(&format!("#invoices-{}", r[0])) as i64, n);
+    assert_groups(&shown, &states, "invoices by state");
+    for (state, (n, _)) in &states {
+        assert_eq!(b.number(&format!("#invoices-{state}")) as i64, *n);
     }
     let mut methods: BTreeMap<String, (i64, f64)> = BTreeMap::new();
     for r in t.rows("SELECT method, amount FROM payments") {
@@ -842,13 +844,7 @@ fn browser_every_page_shows_the_database_numbers() {
         e.1 += r[1].as_deref().map(num).unwrap_or(0.0);
     }
     assert!(!methods.is_empty(), "the billing base has payments");
-    let shown = b.table("methods");
-    assert_eq!(shown.len(), methods.len());
-    for r in &shown {
-        let (n, amount) = methods[&r[0]];
-        assert_eq!(num(&r[1]) as i64, n, "{} payments", r[0]);
-        assert_num(&r[2], amount, &format!("{} amount", r[0]));
-    }
+    assert_groups(&b.table("methods"), &methods, "payments by method");
     b.shot("09-billing");
 
     // ---- KPIs: each month's value as computed here from the rows, and the
@@ -870,12 +866,7 @@ fn browser_every_page_shows_the_database_numbers() {
         }
     }
     let k: Json = serde_json::from_str(&t.ok(&["kpi", "--json"])).unwrap();
-    let appts = k["indicators"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["key"] == "appointments")
-        .unwrap();
+    let appts = indicator(&k, "appointments");
     for (what, v) in [
         ("baseline", &appts["baseline"]),
         ("target", &appts["target"]),

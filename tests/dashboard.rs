@@ -33,12 +33,7 @@ fn kpi_equals_values_computed_from_the_rows() {
         ("orders_per_intervention", 0.5),
     ];
     for (key, factor) in factors {
-        let ind = got["indicators"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["key"] == key)
-            .unwrap_or_else(|| panic!("no indicator {key}"));
+        let ind = indicator(&got, key);
         let w = &want[key];
         assert!(!w.is_empty(), "{key}: the fixtures give no data");
         let months: Vec<&Json> = ind["months"].as_array().unwrap().iter().collect();
@@ -227,14 +222,7 @@ fn csrf_of(html: &str) -> String {
 #[test]
 fn dashboard_per_role_shows_the_database_numbers() {
     let t = target("serve");
-    for (user, role) in [
-        ("dir", "direction"),
-        ("mag", "magasin"),
-        ("atl", "atelier"),
-        ("cpt", "comptabilite"),
-    ] {
-        add_user(&t, user, role, PASSWORD);
-    }
+    add_role_users(&t);
     let users = std::fs::read_to_string(t.dir.path().join("users.toml")).unwrap();
     assert!(users.contains("$argon2id$") && !users.contains(PASSWORD));
     let short = t
@@ -371,12 +359,7 @@ fn dashboard_per_role_shows_the_database_numbers() {
             );
         }
     }
-    let appts = k["indicators"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["key"] == "appointments")
-        .unwrap();
+    let appts = indicator(&k, "appointments");
     let chart = html.split("id=\"kpi-chart\"").nth(1).unwrap();
     let bars = appts["months"].as_array().unwrap().len().min(24);
     assert_eq!(chart.matches("class=\"bar\"").count(), bars);

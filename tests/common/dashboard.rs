@@ -260,6 +260,16 @@ pub fn expected(t: &Target) -> BTreeMap<&'static str, Monthly> {
     out
 }
 
+/// One indicator of `repaero kpi --json`, by key.
+pub fn indicator<'a>(kpi: &'a Json, key: &str) -> &'a Json {
+    kpi["indicators"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["key"] == key)
+        .unwrap_or_else(|| panic!("no indicator {key} in {kpi}"))
+}
+
 pub fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-6
 }
@@ -337,6 +347,19 @@ pub fn enc(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// A file user in each default role: dir (direction), mag (magasin), atl
+/// (atelier), cpt (comptabilite), all with `PASSWORD`.
+pub fn add_role_users(t: &Target) {
+    for (user, role) in [
+        ("dir", "direction"),
+        ("mag", "magasin"),
+        ("atl", "atelier"),
+        ("cpt", "comptabilite"),
+    ] {
+        add_user(t, user, role, PASSWORD);
+    }
 }
 
 pub const PASSWORD: &str = "hangar-42-Sécurité";
