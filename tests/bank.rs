@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{code, pg, stderr, stdout};
+use common::{code, free_port, pg, stderr, stdout};
 use hmac::{Hmac, Mac};
 
 const KEY: &str = "RepAeroTestKey01";
@@ -185,14 +185,6 @@ fn one(url: &str, sql: &str) -> String {
 }
 
 // ---- the daemon --------------------------------------------------------------
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn write_config(dir: &Path, url: &str, port: u16, tls: Option<(&Path, &Path)>) -> PathBuf {
     let tls = tls

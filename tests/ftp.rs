@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use common::free_port;
 use repaero::config::Config;
 use repaero::daemon::Db;
 use repaero::daemon::ftp::register::{self, DocRow};
@@ -172,14 +173,6 @@ fn sh(dir: &Path, prog: &str, args: &[&str]) {
         "{prog} {args:?}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// pure-ftpd on 127.0.0.1 with explicit TLS (a certificate for 127.0.0.1
