@@ -385,11 +385,15 @@ const SPECS: &[Spec] = &[
     },
 ];
 
-/// Every indicator, every month the data has.
+/// Every indicator, every month the data has up to the current one (a
+/// later month is not measured yet: appointments booked ahead, or a date
+/// mistyped years ahead, would otherwise show as months of their own).
 pub fn compute(conn: &mut dyn Conn, cfg: &KpiConfig) -> Result<Report> {
+    let now = chrono::Utc::now().format("%Y-%m").to_string();
     let mut indicators = Vec::new();
     for s in SPECS {
-        let monthly = (s.compute)(conn).map_err(|e| e.context(format!("KPI {}", s.key)))?;
+        let mut monthly = (s.compute)(conn).map_err(|e| e.context(format!("KPI {}", s.key)))?;
+        monthly.retain(|m, _| *m <= now);
         indicators.push(assess(s, &monthly, cfg.go_live.as_deref()));
     }
     Ok(Report {

@@ -314,7 +314,7 @@ impl<'a> MappedSource<'a> {
 fn decimal_text(f: f64, scale: u8) -> String {
     use crate::batch::parse::{pow10, round_half_away};
     let scaled = f * pow10(scale);
-    if !(scaled.abs() < 4.0e15) {
+    if scaled.is_nan() || scaled.abs() >= 4.0e15 {
         let s = scale as usize;
         let r = crate::batch::parse::round_to(f, scale);
         return format!("{r:.s$}");

@@ -273,6 +273,11 @@ pub fn expected(t: &Target) -> BTreeMap<&'static str, Monthly> {
             })
             .collect(),
     );
+    // months after the current one are not measured yet
+    let now = chrono::Utc::now().format("%Y-%m").to_string();
+    for monthly in out.values_mut() {
+        monthly.retain(|m, _| *m <= now);
+    }
     out
 }
 
@@ -288,7 +293,6 @@ pub fn indicator<'a>(kpi: &'a Json, key: &str) -> &'a Json {
 pub fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-6
 }
-
 
 // ---------------------------------------------------------------------------
 // The dashboard, served.
