@@ -262,9 +262,22 @@ impl Browser {
         ok(self.rt.block_on(self.client.execute(script, args)), script)
     }
 
+    /// The element, once the page shows it (a form's answer may still be
+    /// loading when the address bar already reads the same path).
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        ok(
+            self.client
+                .wait()
+                .at_most(Duration::from_secs(15))
+                .for_element(Locator::Css(css))
+                .await,
+            css,
+        )
+    }
+
     fn text(&self, css: &str) -> String {
         self.rt.block_on(async {
-            let e = ok(self.client.find(Locator::Css(css)).await, css);
+            let e = self.find(css).await;
             ok(e.text().await, css).trim().to_string()
         })
     }
@@ -282,14 +295,14 @@ impl Browser {
 
     fn click(&self, css: &str) {
         self.rt.block_on(async {
-            let e = ok(self.client.find(Locator::Css(css)).await, css);
+            let e = self.find(css).await;
             ok(e.click().await, css);
         })
     }
 
     fn type_into(&self, css: &str, text: &str) {
         self.rt.block_on(async {
-            let e = ok(self.client.find(Locator::Css(css)).await, css);
+            let e = self.find(css).await;
             ok(e.clear().await, css);
             ok(e.send_keys(text).await, css);
         })
