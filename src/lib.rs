@@ -75,8 +75,8 @@ pub const FLOORS: &[Floor] = &[
     Floor {
         name: "views",
         // what reads the services' tables for people: the plan's
-        // indicators and the dashboard
-        modules: &["kpi", "serve"],
+        // indicators, their summary tables and the dashboard
+        modules: &["kpi", "rollup", "serve"],
         siblings_apart: false,
     },
     Floor {
