@@ -82,23 +82,19 @@ impl dyn Conn + '_ {
     /// Distinct non-NULL values of `table.column`, as a set of hashes
     /// (reference rules).
     pub fn key_values(&mut self, table: &str, column: &str) -> Result<crate::batch::KeySet> {
-        Ok(self
-            .distinct_texts(table, column)?
-            .into_iter()
-            .filter_map(|r| r.into_iter().next().flatten())
-            .collect())
+        Ok(self.distinct_texts(table, column)?.collect())
     }
 
     /// Distinct non-NULL values of `table.column` as text.
     pub fn key_texts(&mut self, table: &str, column: &str) -> Result<HashSet<String>> {
-        Ok(self
-            .distinct_texts(table, column)?
-            .into_iter()
-            .filter_map(|r| r.into_iter().next().flatten())
-            .collect())
+        Ok(self.distinct_texts(table, column)?.collect())
     }
 
-    fn distinct_texts(&mut self, table: &str, column: &str) -> Result<Vec<Row>> {
+    fn distinct_texts(
+        &mut self,
+        table: &str,
+        column: &str,
+    ) -> Result<impl Iterator<Item = String> + use<>> {
         let d = self.dialect();
         let found = self
             .columns(table)?
@@ -111,14 +107,17 @@ impl dyn Conn + '_ {
             )));
         }
         let c = d.quote(column);
-        self.query(
+        let rows = self.query(
             &format!(
                 "SELECT DISTINCT {} FROM {} WHERE {c} IS NOT NULL",
                 d.as_text(&c),
                 d.quote(table)
             ),
             &[],
-        )
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten()))
     }
 
     /// Every row of `table`, these columns only, as text.

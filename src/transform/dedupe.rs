@@ -32,7 +32,6 @@ struct Kept {
     more: Option<Box<KeptMore>>,
 }
 
-#[derive(Default)]
 struct KeptMore {
     id: Option<String>,
     /// Values of `locate`, when they must be remembered.

@@ -519,9 +519,10 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
         modulo(d.hash40(&key_text))
     };
     let segment_of = |key: &str| -> u64 {
-        match key.parse::<i64>() {
-            Ok(k) if integer_key => k.rem_euclid(segments as i64) as u64,
-            _ => hash40(key) % segments,
+        // (a text key is never parsed as a number: only the integer key is)
+        match integer_key.then(|| key.parse::<i64>().ok()).flatten() {
+            Some(k) => k.rem_euclid(segments as i64) as u64,
+            None => hash40(key) % segments,
         }
     };
     let inner = format!(
