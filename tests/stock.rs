@@ -94,6 +94,30 @@ fn migrate_stock_matches_the_ground_truth() {
             "{table}"
         );
     }
+    // the state kept until a table ends is declared with its size: the
+    // dedupe's keys (one per distinct reference) and the reference rule's
+    // keys (the parts written before part_barcodes)
+    let held = |table: &str, what: &str| -> (u64, u64, u64) {
+        let h = table_report(&report, table)["held"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{table}: no held state in the report"))
+            .iter()
+            .find(|h| h["what"].as_str().is_some_and(|w| w.starts_with(what)))
+            .unwrap_or_else(|| panic!("{table}: no held {what}"))
+            .clone();
+        let n = |k: &str| h[k].as_u64().unwrap();
+        (n("entries"), n("bytes"), n("peak_bytes"))
+    };
+    let distinct = truth["parts"]["distinct_keys"].as_u64().unwrap();
+    let (keys, bytes, peak) = held("parts", "dedupe keys");
+    assert_eq!(
+        keys, distinct,
+        "parts: one dedupe key per distinct reference"
+    );
+    assert!(bytes >= keys * 32 && bytes <= peak, "{bytes} {peak}");
+    let (refs, bytes, _) = held("part_barcodes", "reference keys of parts.reference");
+    assert_eq!(refs, truth["parts"]["written"].as_u64().unwrap());
+    assert!(bytes >= refs * 16, "{bytes}");
     let db = dir.path().join("t.db");
     let parts = &truth["parts"];
     assert_eq!(

@@ -505,6 +505,62 @@ impl KeySet {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The set's memory, as a run report declares it.
+    pub fn held(&self, what: impl Into<String>) -> Held {
+        let table = TableBytes::of(self.0.capacity(), std::mem::size_of::<u128>());
+        Held {
+            what: what.into(),
+            entries: self.0.len() as u64,
+            bytes: table.now,
+            peak_bytes: table.peak,
+        }
+    }
+}
+
+/// One piece of state a table keeps in memory until it ends.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Held {
+    /// What it is: `dedupe keys`, `reference keys of parts.reference`.
+    pub what: String,
+    pub entries: u64,
+    /// Bytes at the table's end.
+    pub bytes: u64,
+    /// Bytes at most: while its hash table last doubled, the old table was
+    /// live beside the new one.
+    pub peak_bytes: u64,
+}
+
+/// The memory of a hash table (std's `HashMap`/`HashSet`, hashbrown
+/// underneath) of `capacity` entries of `entry` bytes: its buckets (a power
+/// of two holding 8/7 of the capacity) with one control byte each.
+/// `peak` adds the table it grew from: while a table doubles, the old one
+/// is still live (both were seen at once in heaptrack's peak).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableBytes {
+    pub now: u64,
+    pub peak: u64,
+}
+
+impl TableBytes {
+    pub fn of(capacity: usize, entry: usize) -> TableBytes {
+        if capacity == 0 {
+            return TableBytes { now: 0, peak: 0 };
+        }
+        let buckets = if capacity < 8 {
+            (capacity + 1).next_power_of_two()
+        } else {
+            (capacity.saturating_mul(8) / 7).next_power_of_two()
+        } as u64;
+        let bytes = |b: u64| b * (entry as u64 + 1) + 16;
+        let now = bytes(buckets);
+        let peak = if buckets > 4 {
+            now + bytes(buckets / 2)
+        } else {
+            now
+        };
+        TableBytes { now, peak }
+    }
 }
 
 impl<S: AsRef<str>> FromIterator<S> for KeySet {
@@ -526,6 +582,24 @@ impl<S: AsRef<str>> Extend<S> for KeySet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_bytes_count_buckets_control_bytes_and_the_table_grown_from() {
+        assert_eq!(TableBytes::of(0, 16), TableBytes { now: 0, peak: 0 });
+        // 3 entries: 4 buckets of 16 + 1 bytes, nothing grown from
+        assert_eq!(TableBytes::of(3, 16), TableBytes { now: 84, peak: 84 });
+        // 896 entries fill 1,024 buckets (7/8); the 512-bucket table it
+        // doubled from was live beside it
+        let t = TableBytes::of(896, 16);
+        assert_eq!(t.now, 1024 * 17 + 16);
+        assert_eq!(t.peak, 1024 * 17 + 16 + 512 * 17 + 16);
+        // one more needs the next power of two
+        assert_eq!(TableBytes::of(897, 16).now, 2048 * 17 + 16);
+        let keys: KeySet = (0..1000).map(|i| format!("REF-{i}")).collect();
+        let h = keys.held("reference keys");
+        assert_eq!(h.entries, 1000);
+        assert!(h.bytes >= 1000 * 17 && h.bytes <= 4 * 1000 * 17, "{h:?}");
+    }
 
     #[test]
     fn rows_round_trip_through_frames() {

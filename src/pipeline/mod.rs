@@ -159,6 +159,13 @@ pub fn run_job(cfg: &Config, job: &Job, opts: &RunOptions, run_id: &str) -> Resu
         .map_err(|e| e.context(format!("job {}, source `{}`", job.name, job.source)))?;
     let mut sink = sink::open(&cfg.target.url, opts.dry_run)
         .map_err(|e| e.context(format!("job {}, target", job.name)))?;
+    if sink.conn()?.dialect() == crate::db::dialect::Dialect::Sqlite {
+        // A migration writes each table once, in batches: a 16 MiB page
+        // cache costs it 2-4 % more CPU than the 64 MiB the scans import
+        // needs for its index, and its peak RSS 40-65 MiB less at 2M rows
+        // (docs/benchmarks.md, "Memory: where the workbook's growth goes").
+        sink.conn()?.batch("PRAGMA cache_size = -16384;")?;
+    }
     sink.begin()?;
     match run_job_in(cfg, job, opts, run_id, sink.as_mut(), source) {
         Ok(report) => {
@@ -361,6 +368,9 @@ impl JobRun<'_> {
                 n = values.len(),
                 "reference values loaded"
             );
+            tally
+                .held
+                .push(values.held(format!("reference keys of {rtable}.{rcol} (for {col})")));
             mapper.set_reference_values(&col, values);
         }
         let mut def = TableDef::from_mapping(mapping);
@@ -461,6 +471,7 @@ impl JobRun<'_> {
             "stage seconds"
         );
         if let Some(d) = dedupe.as_mut() {
+            tally.held.push(d.held());
             // exact duplicates need no merge statement; count them here
             tally.merged = d.merged - out.merge_misses;
             if let Some(p) = quarantine::write_merges(&self.qdir, job, table, &d.log)? {

@@ -16,6 +16,11 @@ fn thousands(n: u64) -> String {
     out
 }
 
+/// Bytes as MiB with one decimal ("17.8 MiB").
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
 fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{} {}", thousands(n), if n == 1 { one } else { many })
 }
@@ -121,6 +126,19 @@ pub fn render(r: &JobReport) -> String {
                 thousands(*n)
             );
         }
+        // state held to the table's end, when it is worth a line (the
+        // JSON report always has it)
+        for h in t.held.iter().filter(|h| h.peak_bytes >= 1 << 20) {
+            let _ = writeln!(
+                s,
+                "  {:<w$}    held     {:>6}  {}: {} (at most {} while its map grew)",
+                "",
+                mib(h.bytes),
+                h.what,
+                thousands(h.entries),
+                mib(h.peak_bytes)
+            );
+        }
         let k = &t.skipped;
         let mut skipped = Vec::new();
         if k.rows_above_header > 0 {
@@ -183,6 +201,12 @@ mod tests {
         t.skipped.blank_rows = 4;
         t.skipped.footer_rows = 1;
         t.seconds = 0.5;
+        t.held.push(crate::batch::Held {
+            what: "dedupe keys".into(),
+            entries: 1230,
+            bytes: 3 * 1024 * 1024 / 2,
+            peak_bytes: 5 * 1024 * 1024 / 2,
+        });
         let r = JobReport {
             job: "stock".into(),
             run_id: "R".into(),
@@ -211,5 +235,11 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("2,468"), "{out}");
+        assert!(
+            out.contains(
+                "held     1.5 MiB  dedupe keys: 1,230 (at most 2.5 MiB while its map grew)"
+            ),
+            "{out}"
+        );
     }
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::batch::Held;
 use crate::error::{Error, Result};
 
 /// Rows a source skipped because they are not data (not counted as read).
@@ -39,6 +40,11 @@ pub struct Tally {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rounded: BTreeMap<String, u64>,
     pub skipped: Skipped,
+    /// State kept in memory from the table's first row to its last (a
+    /// dedupe's keys, a reference rule's keys): it grows with the table,
+    /// so the report declares it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<Held>,
     /// Upserts: rows written that were new, and that replaced a row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inserted: Option<u64>,

@@ -160,6 +160,44 @@ impl Dedupe {
         &self.locate
     }
 
+    /// The keys kept so far, as the run report declares them: the map of
+    /// key hashes and what is boxed beside an entry (an id, locating
+    /// values, a target's identity), plus the merged → kept id map.
+    pub fn held(&self) -> crate::batch::Held {
+        let table =
+            crate::batch::TableBytes::of(self.seen.capacity(), std::mem::size_of::<(u128, Kept)>());
+        let text = |s: &String| s.capacity() as u64;
+        let boxed: u64 = self
+            .seen
+            .values()
+            .filter_map(|k| k.more.as_deref())
+            .map(|m| {
+                std::mem::size_of::<KeptMore>() as u64
+                    + m.id.as_ref().map_or(0, text)
+                    + m.target.as_ref().map_or(0, text)
+                    + m.at.as_ref().map_or(0, |at| {
+                        at.iter()
+                            .map(|(n, v)| {
+                                (n.capacity() + std::mem::size_of::<(String, Value)>()) as u64
+                                    + v.as_ref().to_text().map_or(0, |t| t.len() as u64)
+                            })
+                            .sum()
+                    })
+            })
+            .sum();
+        let remap = crate::batch::TableBytes::of(
+            self.remap.capacity(),
+            std::mem::size_of::<(String, String)>(),
+        );
+        let remap_text: u64 = self.remap.iter().map(|(a, b)| text(a) + text(b)).sum();
+        crate::batch::Held {
+            what: "dedupe keys".into(),
+            entries: self.seen.len() as u64,
+            bytes: table.now + boxed + remap.now + remap_text,
+            peak_bytes: table.peak + boxed + remap.peak + remap_text,
+        }
+    }
+
     /// Whether duplicates are rejected (rather than merged).
     pub fn rejects(&self) -> bool {
         self.reject
