@@ -469,25 +469,45 @@ pub fn describe_row(names: &[String], values: &[ValueRef<'_>]) -> String {
     s
 }
 
-/// A 128-bit hash of bytes (two SipHash-1-3 with different prefixes): the
-/// chance that two distinct keys of one table collide is negligible (about
-/// n²/2¹²⁹). Dedupe state and reference sets hold keys this way, 16 bytes a
-/// key whatever its length.
+/// A 128-bit hash of bytes (XXH3-128): the chance that two distinct keys
+/// of one table collide is negligible (about n²/2¹²⁹). Dedupe state and
+/// reference sets hold keys this way, 16 bytes a key whatever its length.
+/// (Two SipHash-1-3 before: 5-8 % of a stock migration's CPU went to
+/// hashing keys, docs/benchmarks.md.) Not a defence against keys crafted
+/// to collide: the sources are the company's own files and databases.
 pub fn hash128(bytes: &[u8]) -> u128 {
-    use std::hash::{DefaultHasher, Hasher};
-    let mut a = DefaultHasher::new();
-    a.write(bytes);
-    let mut b = DefaultHasher::new();
-    b.write_u8(0xa5);
-    b.write(bytes);
-    ((a.finish() as u128) << 64) | b.finish() as u128
+    xxhash_rust::xxh3::xxh3_128(bytes)
 }
+
+/// The hasher of maps keyed by a [`hash128`]: the key is a hash already,
+/// so its two halves folded are the map's hash (hashing it again with
+/// SipHash cost as much as the check itself).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // not used by u128 keys; any other key still spreads
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 ^= (n as u64) ^ ((n >> 64) as u64);
+    }
+}
+
+/// Build [`KeyHasher`]s.
+pub type KeyHash = std::hash::BuildHasherDefault<KeyHasher>;
 
 /// A set of key texts held as [`hash128`]s: what a reference rule checks
 /// values against. (The parts' 600,000 references took 26 MB as a set of
 /// Strings; as hashes they take 17 MB, whatever the references' length.)
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct KeySet(std::collections::HashSet<u128>);
+pub struct KeySet(std::collections::HashSet<u128, KeyHash>);
 
 impl KeySet {
     pub fn contains(&self, key: &str) -> bool {

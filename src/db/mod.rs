@@ -40,6 +40,18 @@ pub trait Conn: Send {
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64>;
     /// One query with parameters; its rows, every value as text.
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>>;
+    /// One query without parameters, the first column's non-NULL values
+    /// handed to `f` one at a time as text, never held as rows: for sets
+    /// too large to hold twice (a reference rule's keys: 800,000 of them
+    /// held as rows took 84 MB of PostgreSQL messages beside the set).
+    fn for_each_text(&mut self, sql: &str, f: &mut dyn FnMut(&str)) -> Result<()> {
+        for row in self.query(sql, &[])? {
+            if let Some(Some(v)) = row.into_iter().next() {
+                f(&v);
+            }
+        }
+        Ok(())
+    }
     /// The columns of `table`, as the database names them; empty when the
     /// table does not exist.
     fn columns(&mut self, table: &str) -> Result<Vec<String>>;
@@ -82,19 +94,26 @@ impl dyn Conn + '_ {
     /// Distinct non-NULL values of `table.column`, as a set of hashes
     /// (reference rules).
     pub fn key_values(&mut self, table: &str, column: &str) -> Result<crate::batch::KeySet> {
-        Ok(self.distinct_texts(table, column)?.collect())
+        let sql = self.distinct_sql(table, column)?;
+        let mut set = crate::batch::KeySet::default();
+        self.for_each_text(&sql, &mut |v| {
+            set.insert(v);
+        })?;
+        Ok(set)
     }
 
     /// Distinct non-NULL values of `table.column` as text.
     pub fn key_texts(&mut self, table: &str, column: &str) -> Result<HashSet<String>> {
-        Ok(self.distinct_texts(table, column)?.collect())
+        let sql = self.distinct_sql(table, column)?;
+        let mut set = HashSet::new();
+        self.for_each_text(&sql, &mut |v| {
+            set.insert(v.to_string());
+        })?;
+        Ok(set)
     }
 
-    fn distinct_texts(
-        &mut self,
-        table: &str,
-        column: &str,
-    ) -> Result<impl Iterator<Item = String> + use<>> {
+    /// The query of the distinct non-NULL values of `table.column`, as text.
+    fn distinct_sql(&mut self, table: &str, column: &str) -> Result<String> {
         let d = self.dialect();
         let found = self
             .columns(table)?
@@ -107,17 +126,11 @@ impl dyn Conn + '_ {
             )));
         }
         let c = d.quote(column);
-        let rows = self.query(
-            &format!(
-                "SELECT DISTINCT {} FROM {} WHERE {c} IS NOT NULL",
-                d.as_text(&c),
-                d.quote(table)
-            ),
-            &[],
-        )?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| r.into_iter().next().flatten()))
+        Ok(format!(
+            "SELECT DISTINCT {} FROM {} WHERE {c} IS NOT NULL",
+            d.as_text(&c),
+            d.quote(table)
+        ))
     }
 
     /// Every row of `table`, these columns only, as text.

@@ -617,6 +617,25 @@ impl Conn for PgConn {
             .map_err(|e| Error::runtime(format!("{}: {}", self.label, pg_error(&e))))
     }
 
+    fn for_each_text(&mut self, sql: &str, f: &mut dyn FnMut(&str)) -> Result<()> {
+        use futures_util::TryStreamExt;
+        let label = &self.label;
+        let client = &self.client;
+        self.rt
+            .block_on(async {
+                let none: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
+                let stream = client.query_raw(sql, none).await?;
+                futures_util::pin_mut!(stream);
+                while let Some(row) = stream.try_next().await? {
+                    if let Some(v) = row.try_get::<_, Option<&str>>(0)? {
+                        f(v);
+                    }
+                }
+                Ok::<_, tokio_postgres::Error>(())
+            })
+            .map_err(|e| Error::runtime(format!("{label}: {}", pg_error(&e))))
+    }
+
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
         if params.is_empty() {
             // the simple protocol: PostgreSQL's own text for every value

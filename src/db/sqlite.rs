@@ -159,6 +159,17 @@ impl Conn for SqliteConn {
         Ok(out)
     }
 
+    fn for_each_text(&mut self, sql: &str, f: &mut dyn FnMut(&str)) -> Result<()> {
+        let mut stmt = self.prepared(sql, &[])?;
+        let mut rows = stmt.raw_query();
+        while let Some(r) = rows.next().map_err(db_err(&self.label))? {
+            if let Some(v) = text_of(r.get_ref(0).map_err(db_err(&self.label))?) {
+                f(&v);
+            }
+        }
+        Ok(())
+    }
+
     fn columns(&mut self, table: &str) -> Result<Vec<String>> {
         let mut stmt = self
             .conn

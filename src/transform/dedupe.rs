@@ -91,7 +91,7 @@ pub struct Dedupe {
     /// differs from what was written.
     locate: Vec<String>,
     /// Key hash → the kept row's source row, identity and locating values.
-    seen: HashMap<u128, Kept>,
+    seen: HashMap<u128, Kept, crate::batch::KeyHash>,
     /// Reject duplicates instead of merging them.
     reject: bool,
     /// Merged id → kept id (with `[dedupe] id`).
@@ -142,7 +142,7 @@ impl Dedupe {
             },
             id: spec.id.clone(),
             reject: spec.on_duplicate == OnDuplicate::Reject,
-            seen: HashMap::new(),
+            seen: HashMap::default(),
             remap: HashMap::new(),
             merged: 0,
             log: Vec::new(),
