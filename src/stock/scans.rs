@@ -304,7 +304,15 @@ fn check_line(
     parts: &HashMap<String, (i64, Option<i64>)>,
     barcodes: &HashMap<String, String>,
 ) -> std::result::Result<Candidate, (String, String)> {
-    let fields = split_record(text, delim);
+    // a line without quotes splits at each delimiter (what `split_record`
+    // does then), without a String per field
+    let quoted;
+    let fields: Vec<&str> = if text.contains('"') {
+        quoted = split_record(text, delim);
+        quoted.iter().map(String::as_str).collect()
+    } else {
+        text.split(delim).collect()
+    };
     if fields.len() != lay.fields {
         return Err((
             "line: wrong number of fields".into(),
@@ -356,16 +364,20 @@ fn check_line(
             format!("quantity = {q:?}"),
         )
     })?;
-    let d = f(lay.direction).to_uppercase();
-    let out = match d.as_str() {
-        "IN" | "E" | "ENTREE" | "ENTRÉE" => false,
-        "OUT" | "S" | "SORTIE" => true,
-        _ => {
-            return Err((
-                "direction: not IN or OUT".into(),
-                format!("direction = {:?}", f(lay.direction)),
-            ));
-        }
+    let out = match f(lay.direction) {
+        // what scanners write, without an upper-case copy
+        "IN" => false,
+        "OUT" => true,
+        d => match d.to_uppercase().as_str() {
+            "IN" | "E" | "ENTREE" | "ENTRÉE" => false,
+            "OUT" | "S" | "SORTIE" => true,
+            _ => {
+                return Err((
+                    "direction: not IN or OUT".into(),
+                    format!("direction = {:?}", f(lay.direction)),
+                ));
+            }
+        },
     };
     let operator = f(lay.operator).to_string();
     if operator.is_empty() {
@@ -379,11 +391,12 @@ fn check_line(
     // a line's identity: what it says, whatever file it comes in; its
     // key is led by the time, so that the key (and its index) grows at
     // its end as a scanner's export does, instead of at random places
+    let mut qty = itoa::Buffer::new();
     let id = line_id(
         at,
         &[
             code,
-            &quantity.to_string(),
+            qty.format(quantity),
             if out { "OUT" } else { "IN" },
             &operator,
             location.as_deref().unwrap_or(""),
@@ -407,18 +420,31 @@ fn check_line(
 /// (to the nanosecond) and the fields, `|`-separated.
 fn line_id(at: NaiveDateTime, fields: &[&str]) -> String {
     use chrono::{Datelike, Timelike};
-    use std::fmt::Write as _;
-    let mut stamp = String::with_capacity(32);
-    let _ = write!(
-        stamp,
-        "{:04}{:02}{:02}{:02}{:02}{:02}",
-        at.year(),
-        at.month(),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    );
+    // digits written by hand: this runs once per line (the formatting
+    // machinery took 4 % of an import, docs/benchmarks.md)
+    fn digits(s: &mut String, v: u32, width: usize) {
+        let mut b = [b'0'; 10];
+        let mut v = v;
+        for i in (0..width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        if v > 0 {
+            s.push_str(&format!("{}", v));
+        }
+        b[..width].iter().for_each(|d| s.push(char::from(*d)));
+    }
+    let mut stamp = String::with_capacity(48);
+    let year = at.year();
+    if (0..=9999).contains(&year) {
+        digits(&mut stamp, year as u32, 4);
+    } else {
+        use std::fmt::Write as _;
+        let _ = write!(stamp, "{year:04}");
+    }
+    for v in [at.month(), at.day(), at.hour(), at.minute(), at.second()] {
+        digits(&mut stamp, v, 2);
+    }
     let nanos = at.nanosecond();
     let mut h = Sha256::new();
     h.update(stamp.as_bytes());
@@ -427,8 +453,14 @@ fn line_id(at: NaiveDateTime, fields: &[&str]) -> String {
         h.update(b"|");
         h.update(f.as_bytes());
     }
-    let _ = write!(stamp, ".{:03}-", nanos / 1_000_000);
-    stamp.push_str(&hex::encode(&h.finalize()[..12]));
+    stamp.push('.');
+    digits(&mut stamp, nanos / 1_000_000, 3);
+    stamp.push('-');
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in &h.finalize()[..12] {
+        stamp.push(char::from(HEX[usize::from(b >> 4)]));
+        stamp.push(char::from(HEX[usize::from(b & 15)]));
+    }
     stamp
 }
 
@@ -562,10 +594,16 @@ impl Import<'_> {
         let known = self.known_ids(&pending)?;
         // the lines of earlier batches are in the table already (the query
         // above sees them, in this transaction): only this batch's are kept
-        let mut seen: HashSet<String> = HashSet::with_capacity(pending.len());
-        let mut rows = Vec::with_capacity(pending.len());
-        for c in pending {
-            if known.contains(&c.id) || !seen.insert(c.id.clone()) {
+        let first: Vec<bool> = {
+            let mut seen: HashSet<&str> = HashSet::with_capacity(pending.len());
+            pending
+                .iter()
+                .map(|c| !known.contains(c.id.as_str()) && seen.insert(c.id.as_str()))
+                .collect()
+        };
+        let mut rows = Movements::with_capacity(pending.len());
+        for (c, first) in pending.into_iter().zip(first) {
+            if !first {
                 self.report.already += 1;
                 continue;
             }
@@ -612,28 +650,105 @@ impl Import<'_> {
                 }
             }
             stock.0 = after;
-            self.changed.insert(c.reference.clone());
+            if !self.changed.contains(&c.reference) {
+                self.changed.insert(c.reference.clone());
+            }
             self.report.accepted += 1;
-            rows.push(vec![
-                Value::Text(c.id),
-                Value::Datetime(epoch_millis(c.at)),
-                Value::Text(c.barcode),
-                Value::Text(c.reference),
-                Value::Int(c.quantity),
-                Value::Text(if c.out { "OUT" } else { "IN" }.into()),
-                Value::Text(c.operator),
-                c.location.map_or(Value::Null, Value::Text),
-                Value::Int(after),
-                Value::Text(self.file.clone()),
-                Value::Int(c.line as i64),
-            ]);
+            rows.push(c, after);
         }
-        if !rows.is_empty() {
-            let df = frame_from_rows(&schema(&movements_def()), &rows)?;
+        if !rows.line.is_empty() {
+            let df = rows.frame(&self.file)?;
             let out = self.sink.write(&df)?;
             self.note_refused(out)?;
         }
         Ok(())
+    }
+}
+
+/// A batch's movements column by column: the frame of `stock_movements`
+/// built from them without a row of [`Value`]s per line (building and
+/// dropping those rows took 30 % of an import, docs/benchmarks.md).
+struct Movements {
+    id: Vec<String>,
+    at: Vec<i64>,
+    barcode: Vec<String>,
+    reference: Vec<String>,
+    quantity: Vec<i64>,
+    out: Vec<bool>,
+    operator: Vec<String>,
+    location: Vec<Option<String>>,
+    after: Vec<i64>,
+    line: Vec<i64>,
+}
+
+impl Movements {
+    fn with_capacity(n: usize) -> Movements {
+        Movements {
+            id: Vec::with_capacity(n),
+            at: Vec::with_capacity(n),
+            barcode: Vec::with_capacity(n),
+            reference: Vec::with_capacity(n),
+            quantity: Vec::with_capacity(n),
+            out: Vec::with_capacity(n),
+            operator: Vec::with_capacity(n),
+            location: Vec::with_capacity(n),
+            after: Vec::with_capacity(n),
+            line: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, c: Candidate, after: i64) {
+        self.id.push(c.id);
+        self.at.push(epoch_millis(c.at));
+        self.barcode.push(c.barcode);
+        self.reference.push(c.reference);
+        self.quantity.push(c.quantity);
+        self.out.push(c.out);
+        self.operator.push(c.operator);
+        self.location.push(c.location);
+        self.after.push(after);
+        self.line.push(c.line as i64);
+    }
+
+    /// The frame, with the columns and types of [`movements_def`].
+    fn frame(self, file: &str) -> Result<polars::prelude::DataFrame> {
+        use polars::prelude::*;
+        let n = self.line.len();
+        let text = |name: &str, v: &[String]| {
+            StringChunked::from_iter_values(name.into(), v.iter().map(String::as_str))
+                .into_series()
+                .into_column()
+        };
+        let int = |name: &str, v: Vec<i64>| Int64Chunked::from_vec(name.into(), v).into_column();
+        let cols = vec![
+            text("line_id", &self.id),
+            Int64Chunked::from_vec("scanned_at".into(), self.at)
+                .into_datetime(TimeUnit::Milliseconds, None)
+                .into_series()
+                .into_column(),
+            text("barcode", &self.barcode),
+            text("reference", &self.reference),
+            int("quantity", self.quantity),
+            StringChunked::from_iter_values(
+                "direction".into(),
+                self.out.iter().map(|o| if *o { "OUT" } else { "IN" }),
+            )
+            .into_series()
+            .into_column(),
+            text("operator", &self.operator),
+            StringChunked::from_iter_options(
+                "location".into(),
+                self.location.iter().map(|l| l.as_deref()),
+            )
+            .into_series()
+            .into_column(),
+            int("stock_after", self.after),
+            StringChunked::from_iter_values("file".into(), std::iter::repeat_n(file, n))
+                .into_series()
+                .into_column(),
+            int("line", self.line),
+        ];
+        DataFrame::new(n, cols).map_err(|e| Error::runtime(format!("building rows: {e}")))
     }
 }
 
@@ -1154,6 +1269,62 @@ mod tests {
         let s = snap(&big);
         assert_eq!((s.complete, s.incomplete_line), (300 * 1024 + 1, Some(2)));
         assert_eq!(s.checksum, sha(&big[..300 * 1024 + 1]));
+    }
+
+    #[test]
+    fn a_line_id_is_what_it_always_was() {
+        // computed by the formatting of the first version: ids already in
+        // stock_movements must keep matching (idempotence)
+        let at = |s: &str| parse_datetime(s, &[]).unwrap();
+        assert_eq!(
+            line_id(
+                at("2026-11-29T08:15:02"),
+                &["4006381333931", "2", "OUT", "J. Martin", "B-12"]
+            ),
+            "20261129081502.000-e660ecce3b7fec143c4adfd2"
+        );
+        assert_eq!(
+            line_id(
+                at("2026-11-29T08:15:02.123"),
+                &["HYD-2040", "12", "IN", "É. Dubois", ""]
+            ),
+            "20261129081502.123-6b3e73a08c519bec8d9b7430"
+        );
+        let ok = check("2026-11-29T08:15:02;4006381333931;2;OUT;J. Martin;B-12").unwrap();
+        assert_eq!(ok.id, "20261129081502.000-e660ecce3b7fec143c4adfd2");
+    }
+
+    #[test]
+    fn a_batch_frame_is_the_rows_frame() {
+        let mut a = check("2026-11-29T08:15:02;4006381333931;2;OUT;J. Martin;B-12").unwrap();
+        a.line = 2;
+        let mut b = check("29/11/2026 08:15:03;hyd-2040;1;E;A. Nguyen;").unwrap();
+        b.line = 3;
+        let rows: Vec<Vec<Value>> = [(&a, 3), (&b, 4)]
+            .iter()
+            .map(|(c, after)| {
+                vec![
+                    Value::Text(c.id.clone()),
+                    Value::Datetime(epoch_millis(c.at)),
+                    Value::Text(c.barcode.clone()),
+                    Value::Text(c.reference.clone()),
+                    Value::Int(c.quantity),
+                    Value::Text(if c.out { "OUT" } else { "IN" }.into()),
+                    Value::Text(c.operator.clone()),
+                    c.location.clone().map_or(Value::Null, Value::Text),
+                    Value::Int(*after),
+                    Value::Text("scans.csv".into()),
+                    Value::Int(c.line as i64),
+                ]
+            })
+            .collect();
+        let want = frame_from_rows(&schema(&movements_def()), &rows).unwrap();
+        let mut m = Movements::with_capacity(2);
+        m.push(a, 3);
+        m.push(b, 4);
+        let got = m.frame("scans.csv").unwrap();
+        assert_eq!(got.schema(), want.schema());
+        assert!(got.equals_missing(&want), "{got}\n{want}");
     }
 
     #[test]
