@@ -202,23 +202,60 @@ pub fn date_text(days: i32) -> String {
 
 /// `YYYY-MM-DDTHH:MM:SS[.fff]` for milliseconds since the Unix epoch.
 pub fn datetime_text(ms: i64) -> String {
+    datetime_text_sep(ms, 'T')
+}
+
+/// [`datetime_text`] with `sep` between the date and the time (SQLite
+/// stores a space). Digits are written by hand for the years 0–9999: a
+/// bulk write formats one per row (4 % of the scans import on SQLite
+/// through `format!`, docs/benchmarks.md).
+pub fn datetime_text_sep(ms: i64, sep: char) -> String {
     use chrono::{Datelike, Timelike};
     match chrono::DateTime::from_timestamp_millis(ms) {
         Some(dt) => {
             let n = dt.naive_utc();
-            let mut s = format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-                n.year(),
-                n.month(),
-                n.day(),
-                n.hour(),
-                n.minute(),
-                n.second()
-            );
-            let frac = ms.rem_euclid(1000);
-            if frac != 0 {
-                s.push_str(&format!(".{frac:03}"));
+            let frac = ms.rem_euclid(1000) as u32;
+            if !(0..=9999).contains(&n.year()) {
+                let mut s = format!(
+                    "{:04}-{:02}-{:02}{sep}{:02}:{:02}:{:02}",
+                    n.year(),
+                    n.month(),
+                    n.day(),
+                    n.hour(),
+                    n.minute(),
+                    n.second()
+                );
+                if frac != 0 {
+                    s.push_str(&format!(".{frac:03}"));
+                }
+                return s;
             }
+            let mut b = [0u8; 23];
+            let mut put = |at: usize, v: u32, width: usize| {
+                let mut v = v;
+                for i in (at..at + width).rev() {
+                    b[i] = b'0' + (v % 10) as u8;
+                    v /= 10;
+                }
+            };
+            put(0, n.year() as u32, 4);
+            put(5, n.month(), 2);
+            put(8, n.day(), 2);
+            put(11, n.hour(), 2);
+            put(14, n.minute(), 2);
+            put(17, n.second(), 2);
+            put(20, frac, 3);
+            b[4] = b'-';
+            b[7] = b'-';
+            b[13] = b':';
+            b[16] = b':';
+            b[19] = b'.';
+            let len = if frac != 0 { 23 } else { 19 };
+            let mut s = String::with_capacity(len);
+            // ASCII digits and separators only
+            s.push_str(std::str::from_utf8(&b[..10]).unwrap_or_default());
+            s.push(sep);
+            s.push_str(std::str::from_utf8(&b[11..len]).unwrap_or_default());
             s
         }
         None => format!("ms {ms}"),
@@ -619,6 +656,40 @@ mod tests {
         let h = keys.held("reference keys");
         assert_eq!(h.entries, 1000);
         assert!(h.bytes >= 1000 * 17 && h.bytes <= 4 * 1000 * 17, "{h:?}");
+    }
+
+    #[test]
+    fn datetime_text_as_format_writes_it() {
+        use chrono::{Datelike, Timelike};
+        for ms in [
+            0i64,
+            1_764_404_102_000,
+            1_764_404_102_007,
+            1_764_404_102_120,
+            -1_000,
+            -62_135_596_800_000,
+            253_402_300_799_999,
+            253_402_300_800_000,
+            -62_135_596_800_001,
+        ] {
+            let n = chrono::DateTime::from_timestamp_millis(ms)
+                .unwrap()
+                .naive_utc();
+            let mut want = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                n.year(),
+                n.month(),
+                n.day(),
+                n.hour(),
+                n.minute(),
+                n.second()
+            );
+            if ms.rem_euclid(1000) != 0 {
+                want.push_str(&format!(".{:03}", ms.rem_euclid(1000)));
+            }
+            assert_eq!(datetime_text(ms), want);
+            assert_eq!(datetime_text_sep(ms, ' '), want.replacen('T', " ", 1));
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::Path;
 use rusqlite::Connection;
 
 use super::{Conn, Dialect, Row};
-use crate::batch::{Value, ValueRef, date_text, datetime_text, format_float, time_text};
+use crate::batch::{Value, ValueRef, date_text, format_float, time_text};
 use crate::error::{Error, Result};
 
 /// An error of this connection, with what it was doing.
@@ -20,7 +20,7 @@ pub fn db_err(ctx: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
 
 /// A date-time as SQLite stores it.
 pub fn datetime_sql(ms: i64) -> String {
-    datetime_text(ms).replacen('T', " ", 1)
+    crate::batch::datetime_text_sep(ms, ' ')
 }
 
 /// Bind one value as SQLite stores it (dates and date-times as text).

@@ -149,18 +149,40 @@ fn is_zero(n: &u8) -> bool {
 }
 
 /// A checked line, before it is known whether it was imported already.
+/// Its texts are spans of its batch's [`Arena`]: a line costs no heap
+/// allocation of its own (freeing five Strings a line took 8 % of an
+/// import, docs/benchmarks.md).
 struct Candidate {
     line: u64,
-    id: String,
+    id: Span,
     at: NaiveDateTime,
-    barcode: String,
-    reference: String,
+    barcode: Span,
+    /// Upper-case reference.
+    reference: Span,
     quantity: i64,
     out: bool,
-    operator: String,
-    location: Option<String>,
+    operator: Span,
+    location: Option<Span>,
     /// The line as read, for the quarantine if it is refused later.
-    line_text: String,
+    line_text: Span,
+}
+
+type Span = std::ops::Range<usize>;
+
+/// The texts of a batch's candidates, one after the other.
+#[derive(Default)]
+struct Arena(String);
+
+impl Arena {
+    fn push(&mut self, s: &str) -> Span {
+        let start = self.0.len();
+        self.0.push_str(s);
+        start..self.0.len()
+    }
+
+    fn get(&self, span: &Span) -> &str {
+        self.0.get(span.clone()).unwrap_or_default()
+    }
 }
 
 /// Where each field is in the file's lines.
@@ -303,8 +325,17 @@ fn check_line(
     lay: &Layout,
     parts: &HashMap<String, (i64, Option<i64>)>,
     barcodes: &HashMap<String, String>,
+    arena: &mut Arena,
 ) -> std::result::Result<Candidate, (String, String)> {
-    let fields = split_record(text, delim);
+    // a line without quotes splits at each delimiter (what `split_record`
+    // does then), without a String per field
+    let quoted;
+    let fields: Vec<&str> = if text.contains('"') {
+        quoted = split_record(text, delim);
+        quoted.iter().map(String::as_str).collect()
+    } else {
+        text.split(delim).collect()
+    };
     if fields.len() != lay.fields {
         return Err((
             "line: wrong number of fields".into(),
@@ -320,6 +351,7 @@ fn check_line(
         )
     })?;
     let code = f(lay.barcode);
+    let mark = arena.0.len();
     let reference = if code.len() == 13 && code.bytes().all(|b| b.is_ascii_digit()) {
         if !is_ean13(code) {
             return Err((
@@ -327,12 +359,13 @@ fn check_line(
                 format!("barcode = {code:?} has a wrong check digit"),
             ));
         }
-        barcodes.get(code).cloned().ok_or_else(|| {
+        let r = barcodes.get(code).ok_or_else(|| {
             (
                 "barcode: unknown".to_string(),
                 format!("barcode {code} is not in part_barcodes"),
             )
-        })?
+        })?;
+        arena.push(r)
     } else if code.bytes().all(|b| b.is_ascii_digit()) {
         return Err((
             "barcode: not an EAN-13 (check digit)".into(),
@@ -340,8 +373,14 @@ fn check_line(
         ));
     } else {
         // a Code128 label carries the part number itself
-        let r = code.to_uppercase();
-        if !parts.contains_key(&r) {
+        let r = if code.is_ascii() {
+            arena.0.extend(code.chars().map(|c| c.to_ascii_uppercase()));
+            mark..arena.0.len()
+        } else {
+            arena.push(&code.to_uppercase())
+        };
+        if !parts.contains_key(arena.get(&r)) {
+            arena.0.truncate(mark);
             return Err((
                 "barcode: unknown".into(),
                 format!("part number {code:?} is not in parts"),
@@ -349,87 +388,130 @@ fn check_line(
         }
         r
     };
-    let q = f(lay.quantity);
-    let quantity = q.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
-        (
-            "quantity: not a whole number above 0".to_string(),
-            format!("quantity = {q:?}"),
-        )
-    })?;
-    let d = f(lay.direction).to_uppercase();
-    let out = match d.as_str() {
-        "IN" | "E" | "ENTREE" | "ENTRÉE" => false,
-        "OUT" | "S" | "SORTIE" => true,
-        _ => {
-            return Err((
-                "direction: not IN or OUT".into(),
-                format!("direction = {:?}", f(lay.direction)),
-            ));
-        }
+    // the checks below truncate the arena back to where this line began
+    let fail = |arena: &mut Arena, e: (String, String)| {
+        arena.0.truncate(mark);
+        Err(e)
     };
-    let operator = f(lay.operator).to_string();
+    let q = f(lay.quantity);
+    let Some(quantity) = q.parse::<i64>().ok().filter(|v| *v > 0) else {
+        return fail(
+            arena,
+            (
+                "quantity: not a whole number above 0".to_string(),
+                format!("quantity = {q:?}"),
+            ),
+        );
+    };
+    let out = match f(lay.direction) {
+        // what scanners write, without an upper-case copy
+        "IN" => false,
+        "OUT" => true,
+        d => match d.to_uppercase().as_str() {
+            "IN" | "E" | "ENTREE" | "ENTRÉE" => false,
+            "OUT" | "S" | "SORTIE" => true,
+            _ => {
+                return fail(
+                    arena,
+                    (
+                        "direction: not IN or OUT".into(),
+                        format!("direction = {:?}", f(lay.direction)),
+                    ),
+                );
+            }
+        },
+    };
+    let operator = f(lay.operator);
     if operator.is_empty() {
-        return Err(("operator: required".into(), "operator is empty".into()));
+        return fail(
+            arena,
+            ("operator: required".into(), "operator is empty".into()),
+        );
     }
-    let location = lay
-        .location
-        .map(f)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string);
+    let location = lay.location.map(f).filter(|s| !s.is_empty());
     // a line's identity: what it says, whatever file it comes in; its
     // key is led by the time, so that the key (and its index) grows at
     // its end as a scanner's export does, instead of at random places
-    let id = line_id(
+    let mut qty = itoa::Buffer::new();
+    let start = arena.0.len();
+    push_line_id(
+        &mut arena.0,
         at,
         &[
             code,
-            &quantity.to_string(),
+            qty.format(quantity),
             if out { "OUT" } else { "IN" },
-            &operator,
-            location.as_deref().unwrap_or(""),
+            operator,
+            location.unwrap_or(""),
         ],
     );
+    let id = start..arena.0.len();
     Ok(Candidate {
         line: 0,
         id,
         at,
-        barcode: code.to_string(),
+        barcode: arena.push(code),
         reference,
         quantity,
         out,
-        operator,
-        location,
-        line_text: text.to_string(),
+        operator: arena.push(operator),
+        location: location.map(|l| arena.push(l)),
+        line_text: arena.push(text),
     })
 }
 
 /// `YYYYMMDDHHMMSS.mmm-` and 24 hex digits of the SHA-256 of the time
 /// (to the nanosecond) and the fields, `|`-separated.
 fn line_id(at: NaiveDateTime, fields: &[&str]) -> String {
+    let mut id = String::with_capacity(48);
+    push_line_id(&mut id, at, fields);
+    id
+}
+
+/// [`line_id`] written at the end of `stamp`.
+fn push_line_id(stamp: &mut String, at: NaiveDateTime, fields: &[&str]) {
     use chrono::{Datelike, Timelike};
-    use std::fmt::Write as _;
-    let mut stamp = String::with_capacity(32);
-    let _ = write!(
-        stamp,
-        "{:04}{:02}{:02}{:02}{:02}{:02}",
-        at.year(),
-        at.month(),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    );
+    // digits written by hand: this runs once per line (the formatting
+    // machinery took 4 % of an import, docs/benchmarks.md)
+    fn digits(s: &mut String, v: u32, width: usize) {
+        let mut b = [b'0'; 10];
+        let mut v = v;
+        for i in (0..width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        if v > 0 {
+            s.push_str(&format!("{}", v));
+        }
+        b[..width].iter().for_each(|d| s.push(char::from(*d)));
+    }
+    let from = stamp.len();
+    let year = at.year();
+    if (0..=9999).contains(&year) {
+        digits(stamp, year as u32, 4);
+    } else {
+        use std::fmt::Write as _;
+        let _ = write!(stamp, "{year:04}");
+    }
+    for v in [at.month(), at.day(), at.hour(), at.minute(), at.second()] {
+        digits(stamp, v, 2);
+    }
     let nanos = at.nanosecond();
     let mut h = Sha256::new();
-    h.update(stamp.as_bytes());
+    h.update(&stamp.as_bytes()[from..]);
     h.update(nanos.to_le_bytes());
     for f in fields {
         h.update(b"|");
         h.update(f.as_bytes());
     }
-    let _ = write!(stamp, ".{:03}-", nanos / 1_000_000);
-    stamp.push_str(&hex::encode(&h.finalize()[..12]));
-    stamp
+    stamp.push('.');
+    digits(stamp, nanos / 1_000_000, 3);
+    stamp.push('-');
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in &h.finalize()[..12] {
+        stamp.push(char::from(HEX[usize::from(b >> 4)]));
+        stamp.push(char::from(HEX[usize::from(b & 15)]));
+    }
 }
 
 /// The import of one file, inside the sink's transaction.
@@ -443,6 +525,8 @@ struct Import<'a> {
     parts: HashMap<String, (i64, Option<i64>)>,
     changed: HashSet<String>,
     pending: Vec<Candidate>,
+    /// The texts of `pending`.
+    arena: Arena,
     /// Lines whose movement the target refused in an earlier attempt at
     /// this file, with its reason and detail: rejected this time.
     refused_before: &'a HashMap<u64, (String, String)>,
@@ -505,15 +589,17 @@ impl Import<'_> {
     /// planner scan the whole table: 100 ms a batch). When the range holds
     /// many more rows than the batch (a file out of time order), the ids
     /// are looked up one by one with an `IN` list instead.
-    fn known_ids(&mut self, pending: &[Candidate]) -> Result<HashSet<String>> {
+    ///
+    /// The answer may hold ids in the range that are not the batch's: the
+    /// caller only asks it about the batch's.
+    fn known_ids(&mut self, pending: &[Candidate], arena: &Arena) -> Result<HashSet<String>> {
         let d = self.sink.dialect();
         let (Some(lo), Some(hi)) = (
-            pending.iter().map(|c| &c.id).min(),
-            pending.iter().map(|c| &c.id).max(),
+            pending.iter().map(|c| arena.get(&c.id)).min(),
+            pending.iter().map(|c| arena.get(&c.id)).max(),
         ) else {
             return Ok(HashSet::new());
         };
-        let ours: HashSet<&str> = pending.iter().map(|c| c.id.as_str()).collect();
         let cap = 4 * pending.len() + 1;
         let limit = match d {
             crate::db::Dialect::Oracle => format!(" FETCH FIRST {cap} ROWS ONLY"),
@@ -536,7 +622,7 @@ impl Import<'_> {
             let marks: Vec<String> = (1..=pending.len())
                 .map(|i| d.param(i, ColumnType::Text))
                 .collect();
-            let ids: Vec<Value> = pending.iter().map(|c| text(&c.id)).collect();
+            let ids: Vec<Value> = pending.iter().map(|c| text(arena.get(&c.id))).collect();
             self.sink.conn()?.query(
                 &format!(
                     "SELECT {col} FROM {table} WHERE {col} IN ({})",
@@ -548,7 +634,6 @@ impl Import<'_> {
         Ok(rows
             .into_iter()
             .filter_map(|r| r.into_iter().next().flatten())
-            .filter(|id| ours.contains(id.as_str()))
             .collect())
     }
 
@@ -559,13 +644,23 @@ impl Import<'_> {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
-        let known = self.known_ids(&pending)?;
+        let arena = std::mem::take(&mut self.arena);
+        let known = self.known_ids(&pending, &arena)?;
         // the lines of earlier batches are in the table already (the query
         // above sees them, in this transaction): only this batch's are kept
-        let mut seen: HashSet<String> = HashSet::with_capacity(pending.len());
-        let mut rows = Vec::with_capacity(pending.len());
-        for c in pending {
-            if known.contains(&c.id) || !seen.insert(c.id.clone()) {
+        let first: Vec<bool> = {
+            let mut seen: HashSet<&str> = HashSet::with_capacity(pending.len());
+            pending
+                .iter()
+                .map(|c| {
+                    let id = arena.get(&c.id);
+                    !known.contains(id) && seen.insert(id)
+                })
+                .collect()
+        };
+        let mut rows = Movements(Vec::with_capacity(pending.len()));
+        for (c, first) in pending.into_iter().zip(first) {
+            if !first {
                 self.report.already += 1;
                 continue;
             }
@@ -574,16 +669,23 @@ impl Import<'_> {
                     c.line,
                     reason.clone(),
                     detail.clone(),
-                    vec![("line".to_string(), Some(shown(c.line_text.as_bytes())))],
+                    vec![(
+                        "line".to_string(),
+                        Some(shown(arena.get(&c.line_text).as_bytes())),
+                    )],
                 )?;
                 continue;
             }
-            let Some(stock) = self.parts.get_mut(&c.reference) else {
+            let reference = arena.get(&c.reference);
+            let Some(stock) = self.parts.get_mut(reference) else {
                 self.reject(
                     c.line,
                     "barcode: unknown".into(),
-                    format!("part {} is not in parts", c.reference),
-                    vec![("line".to_string(), Some(shown(c.line_text.as_bytes())))],
+                    format!("part {reference} is not in parts"),
+                    vec![(
+                        "line".to_string(),
+                        Some(shown(arena.get(&c.line_text).as_bytes())),
+                    )],
                 )?;
                 continue;
             };
@@ -597,14 +699,17 @@ impl Import<'_> {
                 match self.cfg.scans.below_zero {
                     BelowZero::Reject => {
                         let detail = format!(
-                            "OUT {} of {} would leave {after} (stock {})",
-                            c.quantity, c.reference, stock.0
+                            "OUT {} of {reference} would leave {after} (stock {})",
+                            c.quantity, stock.0
                         );
                         self.reject(
                             c.line,
                             "stock: would go below zero".into(),
                             detail,
-                            vec![("line".to_string(), Some(shown(c.line_text.as_bytes())))],
+                            vec![(
+                                "line".to_string(),
+                                Some(shown(arena.get(&c.line_text).as_bytes())),
+                            )],
                         )?;
                         continue;
                     }
@@ -612,28 +717,77 @@ impl Import<'_> {
                 }
             }
             stock.0 = after;
-            self.changed.insert(c.reference.clone());
+            if !self.changed.contains(reference) {
+                self.changed.insert(reference.to_string());
+            }
             self.report.accepted += 1;
-            rows.push(vec![
-                Value::Text(c.id),
-                Value::Datetime(epoch_millis(c.at)),
-                Value::Text(c.barcode),
-                Value::Text(c.reference),
-                Value::Int(c.quantity),
-                Value::Text(if c.out { "OUT" } else { "IN" }.into()),
-                Value::Text(c.operator),
-                c.location.map_or(Value::Null, Value::Text),
-                Value::Int(after),
-                Value::Text(self.file.clone()),
-                Value::Int(c.line as i64),
-            ]);
+            rows.0.push((c, after));
         }
-        if !rows.is_empty() {
-            let df = frame_from_rows(&schema(&movements_def()), &rows)?;
+        if !rows.0.is_empty() {
+            let df = rows.frame(&arena, &self.file)?;
             let out = self.sink.write(&df)?;
             self.note_refused(out)?;
         }
+        // its room serves the next batch
+        let mut arena = arena;
+        arena.0.clear();
+        self.arena = arena;
         Ok(())
+    }
+}
+
+/// A batch's movements (with the stock after each): the frame of
+/// `stock_movements` is built from them column by column, without a row of
+/// [`Value`]s per line (building and dropping those rows took 30 % of an
+/// import, docs/benchmarks.md).
+struct Movements(Vec<(Candidate, i64)>);
+
+impl Movements {
+    /// The frame, with the columns and types of [`movements_def`].
+    fn frame(&self, arena: &Arena, file: &str) -> Result<polars::prelude::DataFrame> {
+        use polars::prelude::*;
+        let rows = &self.0;
+        let text = |name: &str, f: fn(&Candidate) -> &Span| {
+            StringChunked::from_iter_values(name.into(), rows.iter().map(|(c, _)| arena.get(f(c))))
+                .into_series()
+                .into_column()
+        };
+        let int = |name: &str, f: fn(&(Candidate, i64)) -> i64| {
+            Int64Chunked::from_vec(name.into(), rows.iter().map(f).collect()).into_column()
+        };
+        let cols = vec![
+            text("line_id", |c| &c.id),
+            Int64Chunked::from_vec(
+                "scanned_at".into(),
+                rows.iter().map(|(c, _)| epoch_millis(c.at)).collect(),
+            )
+            .into_datetime(TimeUnit::Milliseconds, None)
+            .into_series()
+            .into_column(),
+            text("barcode", |c| &c.barcode),
+            text("reference", |c| &c.reference),
+            int("quantity", |(c, _)| c.quantity),
+            StringChunked::from_iter_values(
+                "direction".into(),
+                rows.iter().map(|(c, _)| if c.out { "OUT" } else { "IN" }),
+            )
+            .into_series()
+            .into_column(),
+            text("operator", |c| &c.operator),
+            StringChunked::from_iter_options(
+                "location".into(),
+                rows.iter()
+                    .map(|(c, _)| c.location.as_ref().map(|l| arena.get(l))),
+            )
+            .into_series()
+            .into_column(),
+            int("stock_after", |(_, after)| *after),
+            StringChunked::from_iter_values("file".into(), std::iter::repeat_n(file, rows.len()))
+                .into_series()
+                .into_column(),
+            int("line", |(c, _)| c.line as i64),
+        ];
+        DataFrame::new(rows.len(), cols).map_err(|e| Error::runtime(format!("building rows: {e}")))
     }
 }
 
@@ -773,6 +927,7 @@ fn attempt_file(
             parts,
             changed: HashSet::new(),
             pending: Vec::new(),
+            arena: Arena::default(),
             refused_before,
             refused_now: Vec::new(),
         };
@@ -799,7 +954,9 @@ fn attempt_file(
             let checked = match lines.content(&line, &buf, Encoding::Utf8) {
                 LineContent::Rejected { reason, detail } => Err((reason, detail)),
                 LineContent::Blank => continue,
-                LineContent::Text(text) => check_line(&text, delim, &lay, &imp.parts, &barcodes),
+                LineContent::Text(text) => {
+                    check_line(&text, delim, &lay, &imp.parts, &barcodes, &mut imp.arena)
+                }
             };
             imp.report.lines += 1;
             match checked {
@@ -1119,10 +1276,31 @@ mod tests {
         [("HYD-2040".to_string(), (5, Some(2)))].into()
     }
 
-    fn check(line: &str) -> std::result::Result<Candidate, String> {
+    /// A checked line and its texts.
+    struct Checked {
+        c: Candidate,
+        arena: Arena,
+    }
+
+    impl Checked {
+        fn id(&self) -> &str {
+            self.arena.get(&self.c.id)
+        }
+        fn reference(&self) -> &str {
+            self.arena.get(&self.c.reference)
+        }
+    }
+
+    fn check(line: &str) -> std::result::Result<Checked, String> {
         let codes: HashMap<String, String> =
             [("4006381333931".to_string(), "HYD-2040".to_string())].into();
-        check_line(line, ';', &lay(), &parts(), &codes).map_err(|(r, _)| r)
+        let mut arena = Arena::default();
+        let c = check_line(line, ';', &lay(), &parts(), &codes, &mut arena).map_err(|(r, _)| {
+            // a line refused leaves nothing in the arena
+            assert_eq!(arena.0, "");
+            r
+        })?;
+        Ok(Checked { c, arena })
     }
 
     #[test]
@@ -1157,16 +1335,78 @@ mod tests {
     }
 
     #[test]
+    fn a_line_id_is_what_it_always_was() {
+        // computed by the formatting of the first version: ids already in
+        // stock_movements must keep matching (idempotence)
+        let at = |s: &str| parse_datetime(s, &[]).unwrap();
+        assert_eq!(
+            line_id(
+                at("2026-11-29T08:15:02"),
+                &["4006381333931", "2", "OUT", "J. Martin", "B-12"]
+            ),
+            "20261129081502.000-e660ecce3b7fec143c4adfd2"
+        );
+        assert_eq!(
+            line_id(
+                at("2026-11-29T08:15:02.123"),
+                &["HYD-2040", "12", "IN", "É. Dubois", ""]
+            ),
+            "20261129081502.123-6b3e73a08c519bec8d9b7430"
+        );
+        let ok = check("2026-11-29T08:15:02;4006381333931;2;OUT;J. Martin;B-12").unwrap();
+        assert_eq!(ok.id(), "20261129081502.000-e660ecce3b7fec143c4adfd2");
+    }
+
+    #[test]
+    fn a_batch_frame_is_the_rows_frame() {
+        let codes: HashMap<String, String> =
+            [("4006381333931".to_string(), "HYD-2040".to_string())].into();
+        let mut arena = Arena::default();
+        let mut line = |text: &str, n: u64| {
+            let mut c = check_line(text, ';', &lay(), &parts(), &codes, &mut arena).unwrap();
+            c.line = n;
+            c
+        };
+        let a = line("2026-11-29T08:15:02;4006381333931;2;OUT;J. Martin;B-12", 2);
+        let b = line("29/11/2026 08:15:03;hyd-2040;1;E;A. Nguyen;", 3);
+        let rows: Vec<Vec<Value>> = [(&a, 3), (&b, 4)]
+            .iter()
+            .map(|(c, after)| {
+                let t = |s: &Span| Value::Text(arena.get(s).to_string());
+                vec![
+                    t(&c.id),
+                    Value::Datetime(epoch_millis(c.at)),
+                    t(&c.barcode),
+                    t(&c.reference),
+                    Value::Int(c.quantity),
+                    Value::Text(if c.out { "OUT" } else { "IN" }.into()),
+                    t(&c.operator),
+                    c.location.as_ref().map_or(Value::Null, t),
+                    Value::Int(*after),
+                    Value::Text("scans.csv".into()),
+                    Value::Int(c.line as i64),
+                ]
+            })
+            .collect();
+        let want = frame_from_rows(&schema(&movements_def()), &rows).unwrap();
+        let got = Movements(vec![(a, 3), (b, 4)])
+            .frame(&arena, "scans.csv")
+            .unwrap();
+        assert_eq!(got.schema(), want.schema());
+        assert!(got.equals_missing(&want), "{got}\n{want}");
+    }
+
+    #[test]
     fn each_check_has_its_reason() {
         let ok = check("2026-11-29T08:15:02;4006381333931;2;OUT;J. Martin;B-12").unwrap();
         assert_eq!(
-            (ok.reference.as_str(), ok.quantity, ok.out),
+            (ok.reference(), ok.c.quantity, ok.c.out),
             ("HYD-2040", 2, true)
         );
         assert_eq!(
             check("29/11/2026 08:15:02;hyd-2040;1;E;J. Martin;")
                 .unwrap()
-                .reference,
+                .reference(),
             "HYD-2040"
         );
         let r = |l: &str| check(l).err().unwrap();
@@ -1206,6 +1446,6 @@ mod tests {
         // the same scan read twice has one identity
         let a = check("2026-11-29T08:15:02;4006381333931;2;OUT;J. Martin;B-12").unwrap();
         let b = check("2026-11-29T08:15:02; 4006381333931 ;2;OUT;J. Martin;B-12").unwrap();
-        assert_eq!(a.id, b.id);
+        assert_eq!(a.id(), b.id());
     }
 }
