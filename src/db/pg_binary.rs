@@ -238,42 +238,40 @@ fn push_4(out: &mut String, d: u16) {
     }
 }
 
+/// A finite numeric's digits as an integer at its display scale (`14.8000`
+/// → 148000), when they hold nothing past that scale and fit 2^53.
+fn scaled_digits(n: &Numeric<'_>) -> Option<u64> {
+    if !(n.sign == 0 || n.sign == NUMERIC_NEG) || n.dscale > 22 {
+        return None;
+    }
+    let dscale = n.dscale as i32;
+    // the group holding the last digit of the display scale
+    let last = n.weight as i32 + (dscale + 3) / 4;
+    if n.ndigits as i32 > last + 1 {
+        return None;
+    }
+    let mut m: u64 = 0;
+    for k in (n.weight.min(0) as i32)..=last {
+        m = m.checked_mul(10_000).filter(|v| *v < 1 << 53)? + n.digit(k) as u64;
+    }
+    // m has 4·⌈dscale/4⌉ decimals
+    let p = 10u64.pow((4 * ((dscale + 3) / 4) - dscale) as u32);
+    (m.is_multiple_of(p) && m / p < 1 << 53).then_some(m / p)
+}
+
+/// The f64 of digits at a display scale: both exact below 2^53 and 10^22,
+/// one IEEE division rounds correctly, as `str::parse` of the text does.
+fn scaled_f64(n: &Numeric<'_>, m: u64) -> f64 {
+    let v = m as f64 / crate::batch::parse::pow10(n.dscale as u8);
+    if n.sign == NUMERIC_NEG { -v } else { v }
+}
+
 /// A numeric as the f64 its text reads as (`str::parse`, correctly
-/// rounded): directly when its digits, scaled to its display scale, fit
-/// 2^53 (the integer and the power of ten are then exact, and one IEEE
-/// division rounds correctly); through its text otherwise.
+/// rounded): directly when its digits fit 2^53, through its text otherwise.
 pub fn numeric_f64(b: &[u8], scratch: &mut String) -> Option<f64> {
     let n = numeric_parts(b)?;
-    if n.sign == 0 || n.sign == NUMERIC_NEG {
-        let dscale = n.dscale as i32;
-        // digits from group 0 to the one holding the last scale digit
-        let last = n.weight as i32 + (dscale + 3) / 4;
-        let first = n.weight.min(0) as i32;
-        let mut m: u64 = 0;
-        let mut exact = dscale <= 22 && n.ndigits as i32 <= last + 1;
-        if exact {
-            for k in first.min(0)..=last {
-                match m.checked_mul(10_000) {
-                    Some(v) if v < (1u64 << 53) => m = v + n.digit(k) as u64,
-                    _ => {
-                        exact = false;
-                        break;
-                    }
-                }
-            }
-        }
-        // m holds (last + 1) groups past the point: 4·(last - weight)
-        // fraction digits, of which dscale are shown
-        let shown = 4 * (last - n.weight as i32);
-        if exact && shown >= dscale && m < (1u64 << 53) {
-            let drop = (shown - dscale) as u32;
-            let p = 10u64.pow(drop);
-            if m % p == 0 {
-                let m = m / p;
-                let v = m as f64 / crate::batch::parse::pow10(dscale as u8);
-                return Some(if n.sign == NUMERIC_NEG { -v } else { v });
-            }
-        }
+    if let Some(m) = scaled_digits(&n) {
+        return Some(scaled_f64(&n, m));
     }
     scratch.clear();
     numeric_text(b, scratch).then_some(())?;
@@ -281,37 +279,22 @@ pub fn numeric_f64(b: &[u8], scratch: &mut String) -> Option<f64> {
 }
 
 /// A numeric to carry typed: the f64 its text reads as, and its display
-/// scale when that f64 shows its text back exactly (`{:.scale$}`: at most
-/// 15 significant digits); otherwise `None`, and its text is left in
+/// scale when that f64 shows its text back exactly (`{:.scale$}`: below
+/// 10^15 at that scale); otherwise `None`, and its text is left in
 /// `scratch`.
 pub fn numeric_carried(b: &[u8], scratch: &mut String) -> Option<(f64, Option<u8>)> {
-    let v = numeric_f64(b, scratch)?;
     let n = numeric_parts(b)?;
-    if (n.sign == 0 || n.sign == NUMERIC_NEG) && n.dscale <= 22 && digits_below(&n, 1e15) {
-        return Some((v, Some(n.dscale as u8)));
+    let m = scaled_digits(&n);
+    if let Some(m) = m.filter(|m| *m < 1_000_000_000_000_000) {
+        return Some((scaled_f64(&n, m), Some(n.dscale as u8)));
     }
     scratch.clear();
     numeric_text(b, scratch).then_some(())?;
+    let v = match m {
+        Some(m) => scaled_f64(&n, m),
+        None => scratch.parse().ok()?,
+    };
     Some((v, None))
-}
-
-/// Whether a numeric's digits, scaled to its display scale, are below
-/// `limit` (and hold nothing past the display scale).
-fn digits_below(n: &Numeric<'_>, limit: f64) -> bool {
-    let last = n.weight as i32 + (n.dscale as i32 + 3) / 4;
-    if n.ndigits as i32 > last + 1 {
-        return false;
-    }
-    let mut m = 0f64;
-    for k in (n.weight.min(0) as i32)..=last {
-        m = m * 10_000.0 + n.digit(k) as f64;
-        if m >= limit * 10_000.0 {
-            return false;
-        }
-    }
-    // m is scaled to 4·⌈dscale/4⌉ decimals
-    let extra = 4 * ((n.dscale as i32 + 3) / 4) - n.dscale as i32;
-    m / 10f64.powi(extra) < limit
 }
 
 /// `YYYY-MM-DD` (` BC` for years before 1, as the server writes them).
@@ -337,7 +320,7 @@ pub fn timestamp_text(us: i64, tz: bool, out: &mut String) {
         .checked_add(PG_EPOCH_US)
         .and_then(chrono::DateTime::from_timestamp_micros)
     else {
-        out.push_str("?");
+        out.push('?');
         return;
     };
     let n = dt.naive_utc();
@@ -474,7 +457,7 @@ mod tests {
             s
         };
         // 2026-07-03 10:01:00 UTC
-        let us = (1_783_072_860_000_000 - PG_EPOCH_US) as i64;
+        let us = 1_783_072_860_000_000 - PG_EPOCH_US;
         assert_eq!(t(us, true), "2026-07-03 10:01:00+00");
         assert_eq!(t(us, false), "2026-07-03 10:01:00");
         assert_eq!(t(us + 500_000, true), "2026-07-03 10:01:00.5+00");
