@@ -11,7 +11,10 @@ pub mod parse;
 pub mod raw;
 
 pub use outcome::{MergeOp, MergeRecord, Reject};
-pub use raw::{BatchBuilder, ERROR_COLUMN, ERROR_DETAIL_COLUMN, ROW_COLUMN, typed_column};
+pub use raw::{
+    BatchBuilder, ERROR_COLUMN, ERROR_DETAIL_COLUMN, MAX_BATCH_CELLS, ROW_COLUMN,
+    carried_scale_column, carried_text_column, typed_column,
+};
 
 use std::fmt::Write as _;
 

@@ -22,6 +22,21 @@ pub fn typed_column(name: &str) -> String {
     format!("__typed__{name}")
 }
 
+/// Name of the column giving, per row, the display scale of a decimal a
+/// source handed over typed (see `Mapper::carries`): its text is the value
+/// with that many decimals (`14.8000`). NULL where the value has too many
+/// digits for an f64 to show them back; its text is then in
+/// [`carried_text_column`].
+pub fn carried_scale_column(name: &str) -> String {
+    format!("__scale__{name}")
+}
+
+/// Name of the column holding, per row, the source's text of a carried
+/// value that its typed form cannot show back exactly (NULL elsewhere).
+pub fn carried_text_column(name: &str) -> String {
+    format!("__text__{name}")
+}
+
 /// Builds batches of text columns row by row, straight into polars
 /// builders.
 pub struct BatchBuilder {
@@ -36,7 +51,7 @@ pub struct BatchBuilder {
 
 /// Cells a batch holds at most: a sheet thousands of columns wide gets
 /// fewer rows per batch, so that memory stays flat in both directions.
-const MAX_BATCH_CELLS: usize = 1 << 20;
+pub const MAX_BATCH_CELLS: usize = 1 << 20;
 
 impl BatchBuilder {
     /// A builder of batches of `capacity` rows (fewer for a very wide

@@ -11,6 +11,7 @@
 
 pub mod dialect;
 pub mod oracle;
+pub mod pg_binary;
 pub mod postgres;
 pub mod sqlite;
 

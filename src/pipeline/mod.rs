@@ -110,6 +110,7 @@ pub fn table_request(m: &Mapping, batch_size: usize) -> Result<TableRequest> {
                     name: c.name.clone(),
                     headers: c.sources(),
                     optional: c.optional,
+                    carry: None,
                 })
                 .collect(),
         ),
@@ -329,6 +330,11 @@ impl JobRun<'_> {
             mapper.set_remap(&col, map);
         }
         let mut req = table_request(mapping, self.batch_size)?;
+        // columns no text rule touches may arrive typed (a database's
+        // binary values, no text round-trip)
+        for c in req.columns.iter_mut().flatten() {
+            c.carry = mapper.carries(&c.name);
+        }
         // upserts count the rows already there, to tell inserts from updates
         let rows_before = if mode.write_mode() == WriteMode::Upsert {
             sink.conn()?.count_rows(table)?

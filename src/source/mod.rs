@@ -84,6 +84,10 @@ pub struct WantedColumn {
     pub headers: Vec<String>,
     /// When absent from the source, yield NULLs instead of failing.
     pub optional: bool,
+    /// The mapper takes this column's values typed as they are (no text
+    /// rule applies to it, see `Mapper::carries`): a source that holds
+    /// values of exactly this type may hand them over typed, not as text.
+    pub carry: Option<crate::config::mapping::ColumnType>,
 }
 
 /// What to read from a source.
@@ -814,6 +818,7 @@ mod tests {
             name: name.into(),
             headers: headers.iter().map(|s| s.to_string()).collect(),
             optional: false,
+            carry: None,
         }
     }
 

@@ -15,12 +15,14 @@ use super::{
     Capabilities, CellKinds, DeclaredColumn, ForeignKey, Kind, Message, ReadStats, Source,
     SourceColumn, TableInfo, TableKeys, TableReader, TableRequest, select_columns,
 };
-use crate::batch::BatchBuilder;
+use crate::batch::{BatchBuilder, MAX_BATCH_CELLS};
 use crate::config::mapping::ColumnType;
 use crate::config::redact_url;
+use crate::db::pg_binary::{self, Step, Wire};
 use crate::db::postgres::{PgConn, pg_error};
 use crate::db::{Dialect, Row};
 use crate::error::{Error, Result};
+use polars::prelude::*;
 
 pub struct PgSource {
     url: String,
@@ -357,6 +359,35 @@ fn read_table(url: &str, origin: &str, req: TableRequest, tx: &SyncSender<Messag
     if tx.send(Message::Columns(headers)).is_err() {
         return Ok(());
     }
+    // every selected column of a type read in binary: the binary COPY,
+    // values the mapper takes typed carried without a text round-trip
+    let wires: Option<Vec<Wire>> = selected
+        .iter()
+        .flatten()
+        .map(|i| Wire::of(&described[*i].1))
+        .collect();
+    if let Some(wires) = wires.filter(|w| !w.is_empty()) {
+        let carry: Vec<Option<ColumnType>> = match req.columns.as_deref() {
+            Some(w) => w.iter().map(|c| c.carry).collect(),
+            None => vec![None; names.len()],
+        };
+        let copy = format!(
+            "COPY (SELECT {} FROM ({select}) AS repaero_s) TO STDOUT (FORMAT binary)",
+            cols.join(", ")
+        );
+        return read_binary(
+            &conn,
+            origin,
+            &copy,
+            names,
+            &selected,
+            &wires,
+            &carry,
+            update_slot,
+            req.batch_size,
+            tx,
+        );
+    }
     let copy = format!(
         "COPY (SELECT {} FROM ({select}) AS repaero_s) TO STDOUT",
         if cols.is_empty() {
@@ -437,6 +468,516 @@ fn read_table(url: &str, origin: &str, req: TableRequest, tx: &SyncSender<Messag
         data_rows: rows.n,
         kinds: names.into_iter().zip(rows.kinds).collect(),
         max_update_key: rows.max_key,
+        null_update_key: rows.null_keys,
+        ..Default::default()
+    }));
+    Ok(())
+}
+
+/// One column of a binary read, as it is built.
+enum Slot {
+    /// Text: of a text column, or the server's text of a value the mapper
+    /// reads as text (typed, canonical).
+    Text {
+        b: StringChunkedBuilder,
+        typed: Vec<bool>,
+        wire: Wire,
+    },
+    /// A column the source does not have: NULLs.
+    Missing(StringChunkedBuilder),
+    /// Integers carried as they are (int2, int4, int8 → Int64).
+    Int(Vec<Option<i64>>),
+    /// Numerics carried as the f64 their text reads as, with their display
+    /// scale, or their text when the f64 cannot show it back.
+    Num {
+        v: Vec<Option<f64>>,
+        scale: Vec<Option<i32>>,
+        text: Vec<Option<String>>,
+    },
+    /// Timestamps carried in microseconds since 2000-01-01 (timestamptz:
+    /// in UTC).
+    Micros(Vec<Option<i64>>, bool),
+}
+
+impl Slot {
+    fn new(wire: Option<Wire>, carry: Option<ColumnType>, name: &str, cap: usize) -> Slot {
+        match (wire, carry) {
+            (None, _) => Slot::Missing(StringChunkedBuilder::new(name.into(), cap)),
+            (Some(Wire::Int2 | Wire::Int4 | Wire::Int8), Some(ColumnType::Integer)) => {
+                Slot::Int(Vec::with_capacity(cap))
+            }
+            (Some(Wire::Numeric), Some(ColumnType::Decimal)) => Slot::Num {
+                v: Vec::with_capacity(cap),
+                scale: Vec::with_capacity(cap),
+                text: Vec::new(),
+            },
+            (Some(Wire::Timestamp), Some(ColumnType::Datetime)) => {
+                Slot::Micros(Vec::with_capacity(cap), false)
+            }
+            (Some(Wire::Timestamptz), Some(ColumnType::Datetime)) => {
+                Slot::Micros(Vec::with_capacity(cap), true)
+            }
+            (Some(wire), _) => Slot::Text {
+                b: StringChunkedBuilder::new(name.into(), cap),
+                typed: Vec::with_capacity(cap),
+                wire,
+            },
+        }
+    }
+
+    /// The column built so far, and its typed flags (text columns with a
+    /// typed value) or its decimals' scales and texts; the slot starts over.
+    fn take(&mut self, name: &str, cap: usize) -> (Column, Vec<Column>) {
+        let fresh = |wire: Option<Wire>, carry| Slot::new(wire, carry, name, cap);
+        let next = match self {
+            Slot::Text { wire, .. } => fresh(Some(*wire), None),
+            Slot::Missing(_) => fresh(None, None),
+            Slot::Int(_) => fresh(Some(Wire::Int8), Some(ColumnType::Integer)),
+            Slot::Num { .. } => fresh(Some(Wire::Numeric), Some(ColumnType::Decimal)),
+            Slot::Micros(_, tz) => fresh(
+                Some(if *tz {
+                    Wire::Timestamptz
+                } else {
+                    Wire::Timestamp
+                }),
+                Some(ColumnType::Datetime),
+            ),
+        };
+        let label = name;
+        let name: PlSmallStr = name.into();
+        match std::mem::replace(self, next) {
+            Slot::Text { b, typed, .. } => {
+                let mut extra = Vec::new();
+                if typed.iter().any(|t| *t) {
+                    extra.push(
+                        BooleanChunked::from_iter_values(
+                            crate::batch::typed_column(label).as_str().into(),
+                            typed.into_iter(),
+                        )
+                        .into_series()
+                        .into_column(),
+                    );
+                }
+                (b.finish().into_series().into_column(), extra)
+            }
+            Slot::Missing(b) => (b.finish().into_series().into_column(), Vec::new()),
+            Slot::Int(v) => (
+                Int64Chunked::from_iter_options(name, v.into_iter())
+                    .into_series()
+                    .into_column(),
+                Vec::new(),
+            ),
+            Slot::Num { v, scale, mut text } => {
+                let mut extra = vec![
+                    Int32Chunked::from_iter_options(
+                        crate::batch::carried_scale_column(label).as_str().into(),
+                        scale.into_iter(),
+                    )
+                    .into_series()
+                    .into_column(),
+                ];
+                if !text.is_empty() {
+                    text.resize(v.len(), None);
+                    extra.push(
+                        StringChunked::from_iter_options(
+                            crate::batch::carried_text_column(label).as_str().into(),
+                            text.iter().map(|t| t.as_deref()),
+                        )
+                        .into_series()
+                        .into_column(),
+                    );
+                }
+                (
+                    Float64Chunked::from_iter_options(name, v.into_iter())
+                        .into_series()
+                        .into_column(),
+                    extra,
+                )
+            }
+            Slot::Micros(v, tz) => (
+                Int64Chunked::from_iter_options(name, v.into_iter())
+                    .into_datetime(
+                        TimeUnit::Microseconds,
+                        tz.then_some(polars::prelude::TimeZone::UTC),
+                    )
+                    .into_series()
+                    .into_column(),
+                Vec::new(),
+            ),
+        }
+    }
+}
+
+/// A value as a binary read takes it.
+enum Got {
+    Null,
+    Int(i64),
+    /// A numeric, with its display scale (`None`: its text is in the
+    /// numeric scratch buffer).
+    Num(f64, Option<u8>),
+    Micros(i64),
+    /// Its text is in the scratch buffer; `true` when typed.
+    Text(bool),
+    /// Its text is the field's bytes.
+    Raw,
+}
+
+/// Read one field for its slot; `Err` names what it is not.
+fn take_field(
+    slot: &Slot,
+    field: Option<&[u8]>,
+    scratch: &mut String,
+    num_scratch: &mut String,
+) -> std::result::Result<Got, &'static str> {
+    let Some(f) = field else {
+        return Ok(Got::Null);
+    };
+    let wire = match slot {
+        Slot::Missing(_) => return Ok(Got::Null),
+        Slot::Int(_) => return pg_binary::int(f).map(Got::Int).ok_or("an integer"),
+        Slot::Num { .. } => {
+            return pg_binary::numeric_carried(f, num_scratch)
+                .map(|(v, scale)| Got::Num(v, scale))
+                .ok_or("a numeric");
+        }
+        Slot::Micros(..) => return pg_binary::i64_of(f).map(Got::Micros).ok_or("a timestamp"),
+        Slot::Text { wire, .. } => *wire,
+    };
+    scratch.clear();
+    match wire {
+        Wire::Text => return Ok(Got::Raw),
+        Wire::Bool => match f {
+            [0] => scratch.push('f'),
+            [_] => scratch.push('t'),
+            _ => return Err("a boolean"),
+        },
+        Wire::Int2 | Wire::Int4 | Wire::Int8 => {
+            scratch.push_str(itoa::Buffer::new().format(pg_binary::int(f).ok_or("an integer")?))
+        }
+        Wire::Numeric => {
+            if !pg_binary::numeric_text(f, scratch) {
+                return Err("a numeric");
+            }
+        }
+        Wire::Timestamp | Wire::Timestamptz => pg_binary::timestamp_text(
+            pg_binary::i64_of(f).ok_or("a timestamp")?,
+            wire == Wire::Timestamptz,
+            scratch,
+        ),
+        Wire::Date => pg_binary::date_text(pg_binary::i32_of(f).ok_or("a date")?, scratch),
+    }
+    Ok(Got::Text(true))
+}
+
+/// What reading the binary COPY builds.
+struct BinRows<'a> {
+    names: Vec<String>,
+    slots: Vec<Slot>,
+    /// Per wanted column, its field in the COPY's tuples.
+    field_of: Vec<Option<usize>>,
+    kinds: Vec<CellKinds>,
+    rows: Vec<u64>,
+    capacity: usize,
+    update_slot: Option<(usize, Order)>,
+    /// The highest update key, as text.
+    max_key: Option<String>,
+    /// The highest update key of a carried column (integer or
+    /// microseconds), turned into its text at the end.
+    max_carried: Option<i64>,
+    null_keys: u64,
+    n: u64,
+    scratch: String,
+    num_scratch: String,
+    fields: Vec<Option<(usize, usize)>>,
+    origin: &'a str,
+    tx: &'a SyncSender<Message>,
+}
+
+impl BinRows<'_> {
+    /// One tuple (its fields in `self.fields`, ranges of `b`); `false`
+    /// when the reader is no longer wanted.
+    fn tuple(&mut self, b: &[u8]) -> Result<bool> {
+        self.n += 1;
+        self.rows.push(self.n);
+        for slot in 0..self.slots.len() {
+            let field = self.field_of[slot]
+                .and_then(|f| self.fields.get(f).copied())
+                .flatten()
+                .and_then(|(x, y)| b.get(x..y));
+            let got = take_field(
+                &self.slots[slot],
+                field,
+                &mut self.scratch,
+                &mut self.num_scratch,
+            )
+            .map_err(|what| {
+                Error::runtime(format!(
+                    "{}: row {}, column {}: not {what} in the binary COPY",
+                    self.origin, self.n, self.names[slot]
+                ))
+            })?;
+            let key = self.update_slot.is_some_and(|(k, _)| k == slot);
+            let kinds = &mut self.kinds[slot];
+            match (&mut self.slots[slot], got) {
+                (s, Got::Null) => {
+                    kinds.empty += 1;
+                    if key {
+                        self.null_keys += 1;
+                    }
+                    match s {
+                        Slot::Text { b, typed, .. } => {
+                            b.append_null();
+                            typed.push(false);
+                        }
+                        Slot::Missing(b) => b.append_null(),
+                        Slot::Int(v) | Slot::Micros(v, _) => v.push(None),
+                        Slot::Num { v, scale, .. } => {
+                            v.push(None);
+                            scale.push(None);
+                        }
+                    }
+                }
+                (Slot::Int(v), Got::Int(x)) | (Slot::Micros(v, _), Got::Micros(x)) => {
+                    kinds.number += 1;
+                    v.push(Some(x));
+                    if key {
+                        self.max_carried = Some(self.max_carried.map_or(x, |m| m.max(x)));
+                    }
+                }
+                (Slot::Num { v, scale, text }, Got::Num(x, d)) => {
+                    kinds.number += 1;
+                    if d.is_none() {
+                        text.resize(v.len(), None);
+                        text.push(Some(self.num_scratch.clone()));
+                    }
+                    v.push(Some(x));
+                    scale.push(d.map(i32::from));
+                }
+                (
+                    Slot::Text {
+                        b: builder, typed, ..
+                    },
+                    got,
+                ) => {
+                    let is_typed = matches!(got, Got::Text(true));
+                    let text: std::borrow::Cow<'_, str> = match got {
+                        Got::Raw => {
+                            let f = field.unwrap_or_default();
+                            // a value that is not UTF-8 is read with U+FFFD
+                            match std::str::from_utf8(f) {
+                                Ok(s) => std::borrow::Cow::Borrowed(s),
+                                Err(_) => String::from_utf8_lossy(f),
+                            }
+                        }
+                        _ => std::borrow::Cow::Borrowed(self.scratch.as_str()),
+                    };
+                    if is_typed {
+                        kinds.number += 1;
+                    } else {
+                        kinds.text += 1;
+                    }
+                    if let Some((_, order)) = self.update_slot.filter(|_| key)
+                        && self
+                            .max_key
+                            .as_deref()
+                            .is_none_or(|m| above(order, &text, m))
+                    {
+                        self.max_key = Some(text.to_string());
+                    }
+                    builder.append_value(&text);
+                    typed.push(is_typed);
+                }
+                _ => {
+                    return Err(Error::runtime(format!(
+                        "{}: column {}: a value read for another slot (this is a bug in repaero)",
+                        self.origin, self.names[slot]
+                    )));
+                }
+            }
+        }
+        if self.rows.len() >= self.capacity {
+            let df = self.take()?;
+            if self.tx.send(Message::Batch(df)).is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn take(&mut self) -> Result<DataFrame> {
+        let height = self.rows.len();
+        let mut columns = Vec::with_capacity(self.slots.len() * 2 + 1);
+        let mut flags = Vec::new();
+        for (slot, name) in self.slots.iter_mut().zip(&self.names) {
+            let (col, extra) = slot.take(name, self.capacity);
+            columns.push(col);
+            flags.extend(extra);
+        }
+        columns.extend(flags);
+        let rows = std::mem::replace(&mut self.rows, Vec::with_capacity(self.capacity));
+        columns.push(
+            UInt64Chunked::from_vec(crate::batch::ROW_COLUMN.into(), rows)
+                .into_series()
+                .into_column(),
+        );
+        DataFrame::new(height, columns)
+            .map_err(|e| Error::runtime(format!("building a batch: {e}")))
+    }
+}
+
+/// Read a table through the binary COPY.
+#[allow(clippy::too_many_arguments)]
+fn read_binary(
+    conn: &PgConn,
+    origin: &str,
+    copy: &str,
+    names: Vec<String>,
+    selected: &[Option<usize>],
+    wires: &[Wire],
+    carry: &[Option<ColumnType>],
+    update_slot: Option<(usize, Order)>,
+    batch_size: usize,
+    tx: &SyncSender<Message>,
+) -> Result<()> {
+    let capacity = batch_size.min((MAX_BATCH_CELLS / names.len().max(1)).max(1));
+    let mut field_of = Vec::with_capacity(selected.len());
+    let mut slots = Vec::with_capacity(selected.len());
+    let mut k = 0;
+    for (slot, s) in selected.iter().enumerate() {
+        let field = s.map(|_| {
+            k += 1;
+            k - 1
+        });
+        field_of.push(field);
+        let wire = field.and_then(|f| wires.get(f).copied());
+        slots.push(Slot::new(
+            wire,
+            carry.get(slot).copied().flatten(),
+            &names[slot],
+            capacity,
+        ));
+    }
+    // the update key's watermark is the text the server writes: a carried
+    // one is kept as a number and written once at the end
+    let key_carried = update_slot.and_then(|(k, _)| match &slots[k] {
+        Slot::Int(_) => Some(None),
+        Slot::Micros(_, tz) => Some(Some(*tz)),
+        _ => None,
+    });
+    let mut rows = BinRows {
+        kinds: vec![CellKinds::default(); names.len()],
+        names,
+        slots,
+        field_of,
+        rows: Vec::with_capacity(capacity),
+        capacity,
+        update_slot,
+        max_key: None,
+        max_carried: None,
+        null_keys: 0,
+        n: 0,
+        scratch: String::new(),
+        num_scratch: String::new(),
+        fields: Vec::new(),
+        origin,
+        tx,
+    };
+    let broken = |e: String| Error::runtime(format!("{origin}: {e}"));
+    let result: Result<bool> = conn.run(async {
+        let stream = conn
+            .client
+            .copy_out(copy)
+            .await
+            .map_err(|e| Error::input(format!("{origin}: {}", pg_error(&e))))?;
+        let stream = stream.ready_chunks(256);
+        futures_util::pin_mut!(stream);
+        let mut pending: Vec<u8> = Vec::new();
+        let mut header = false;
+        let mut end = false;
+        // tuples read where they are: in the chunk as received, or in
+        // `pending` when one spans two chunks
+        let eat = |b: &[u8],
+                   header: &mut bool,
+                   end: &mut bool,
+                   rows: &mut BinRows<'_>|
+         -> Result<Option<usize>> {
+            let mut at = 0;
+            if !*header {
+                match pg_binary::header(b).map_err(broken)? {
+                    Some(n) => {
+                        at = n;
+                        *header = true;
+                    }
+                    None => return Ok(Some(0)),
+                }
+            }
+            while !*end {
+                match pg_binary::tuple(&b[at..], &mut rows.fields).map_err(broken)? {
+                    Step::Row(n) => {
+                        if !rows.tuple(&b[at..at + n])? {
+                            return Ok(None);
+                        }
+                        at += n;
+                    }
+                    Step::End => {
+                        *end = true;
+                        at += 2;
+                    }
+                    Step::More => break,
+                }
+            }
+            Ok(Some(at))
+        };
+        while let Some(chunks) = stream.next().await {
+            for chunk in chunks {
+                let chunk =
+                    chunk.map_err(|e| Error::runtime(format!("{origin}: {}", pg_error(&e))))?;
+                if pending.is_empty() {
+                    match eat(&chunk, &mut header, &mut end, &mut rows)? {
+                        None => return Ok(false),
+                        Some(used) => pending.extend_from_slice(&chunk[used..]),
+                    }
+                    continue;
+                }
+                pending.extend_from_slice(&chunk);
+                match eat(&pending, &mut header, &mut end, &mut rows)? {
+                    None => return Ok(false),
+                    Some(used) => {
+                        pending.drain(..used);
+                    }
+                }
+            }
+        }
+        if !end || !pending.is_empty() {
+            return Err(broken(
+                "the binary COPY ended in the middle of a tuple".into(),
+            ));
+        }
+        Ok(true)
+    });
+    if !result? {
+        return Ok(());
+    }
+    if !rows.rows.is_empty() {
+        let df = rows.take()?;
+        if tx.send(Message::Batch(df)).is_err() {
+            return Ok(());
+        }
+    }
+    let max_update_key = match (key_carried, rows.max_carried) {
+        (Some(None), Some(x)) => Some(x.to_string()),
+        (Some(Some(tz)), Some(us)) => {
+            let mut s = String::new();
+            pg_binary::timestamp_text(us, tz, &mut s);
+            Some(s)
+        }
+        (Some(_), None) => None,
+        (None, _) => rows.max_key,
+    };
+    let _ = tx.send(Message::Done(ReadStats {
+        data_rows: rows.n,
+        kinds: rows.names.into_iter().zip(rows.kinds).collect(),
+        max_update_key,
         null_update_key: rows.null_keys,
         ..Default::default()
     }));

@@ -253,6 +253,30 @@ impl Mapper {
             .collect()
     }
 
+    /// The type a column's values can be handed over in, typed, when the
+    /// source holds them in exactly that type: no text rule applies to the
+    /// column (no placeholders, fill-down, padding, phone, remap, date
+    /// formats, flag-only rules), so its text would only be read back into
+    /// the same value. Integers, decimals and date-times.
+    pub fn carries(&self, column: &str) -> Option<ColumnType> {
+        let p = self.plans.iter().find(|p| p.spec.name == column)?;
+        let s = &p.spec;
+        let plain = s.null_values.is_empty()
+            && !s.fill_down
+            && s.zero_pad.is_none()
+            && s.phone.is_none()
+            && s.remap.is_none()
+            && p.remap.is_none()
+            && !s.flag_only()
+            && s.date_formats.is_empty();
+        (plain
+            && matches!(
+                s.ty,
+                ColumnType::Integer | ColumnType::Decimal | ColumnType::Datetime
+            ))
+        .then_some(s.ty)
+    }
+
     /// Provide the merged → kept ids for a column's `remap`.
     pub fn set_remap(&mut self, column: &str, map: HashMap<String, String>) {
         if let Some(p) = self.plans.iter_mut().find(|p| p.spec.name == column) {
@@ -275,6 +299,24 @@ impl Mapper {
         let mut out: Vec<Column> = Vec::with_capacity(self.plans.len() + 1);
         for plan in self.plans.iter_mut() {
             let name = plan.spec.name.clone();
+            // values the source handed over typed (see `carries`)
+            if let Ok(c) = raw.column(&name)
+                && c.dtype() != &DataType::String
+            {
+                let mut failures = Failures {
+                    errors: &mut errors,
+                    counts: &mut self.failures,
+                    flagged: &mut self.flagged,
+                    flag_only: plan.spec.flag_only(),
+                    invalid: vec![false; n],
+                };
+                out.push(plan.cast_carried(raw, c, &mut failures)?);
+                let rounded = plan.rounded.take();
+                if rounded > 0 {
+                    *self.rounded.entry(name.clone()).or_default() += rounded;
+                }
+                continue;
+            }
             let raw_col = match raw.column(&name) {
                 Ok(c) => Some(
                     c.str()
@@ -440,17 +482,14 @@ impl Mapper {
             .map(|c| c.name().to_string())
             .filter(|n| !crate::batch::is_internal(n))
             .collect();
-        let raw_cols: Vec<Option<&StringChunked>> = names
-            .iter()
-            .map(|n| raw.column(n).ok().and_then(|c| c.str().ok()))
-            .collect();
+        let raw_cols: Vec<Option<&Column>> = names.iter().map(|n| raw.column(n).ok()).collect();
         let mut rejects = Vec::new();
         for (i, e) in errors.into_iter().enumerate() {
             if let Some(e) = e {
                 let record = names
                     .iter()
                     .zip(&raw_cols)
-                    .map(|(n, c)| (n.clone(), c.and_then(|c| c.get(i)).map(|s| s.to_string())))
+                    .map(|(n, c)| (n.clone(), c.and_then(|c| raw_text(raw, c, i))))
                     .collect();
                 rejects.push(Reject {
                     row: row_nums[i],
@@ -461,6 +500,49 @@ impl Mapper {
             }
         }
         Ok(Mapped { kept, rejects })
+    }
+}
+
+/// A source value as text, for a rejected row's record: the text of a
+/// text column; a carried value in the form its source writes it.
+fn raw_text(raw: &DataFrame, c: &Column, i: usize) -> Option<String> {
+    match c.dtype() {
+        DataType::String => c.str().ok()?.get(i).map(|s| s.to_string()),
+        DataType::Int64 => c.i64().ok()?.get(i).map(|x| x.to_string()),
+        DataType::Float64 => {
+            let x = c.f64().ok()?.get(i)?;
+            Some(carried_decimal_text(raw, c.name(), i, x))
+        }
+        DataType::Datetime(TimeUnit::Microseconds, tz) => {
+            let us = c.datetime().ok()?.physical().get(i)?;
+            let mut s = String::new();
+            crate::db::pg_binary::timestamp_text(us, tz.is_some(), &mut s);
+            Some(s)
+        }
+        _ => Cursor::new(c).ok()?.get(i).to_text(),
+    }
+}
+
+/// A carried decimal's text as its source wrote it: the value at its
+/// display scale (`14.8000`), or the text carried beside it.
+fn carried_decimal_text(raw: &DataFrame, name: &str, i: usize, x: f64) -> String {
+    let text = raw
+        .column(&crate::batch::carried_text_column(name))
+        .ok()
+        .and_then(|c| c.str().ok())
+        .and_then(|c| c.get(i));
+    if let Some(t) = text {
+        return t.to_string();
+    }
+    let scale = raw
+        .column(&crate::batch::carried_scale_column(name))
+        .ok()
+        .and_then(|c| c.i32().ok())
+        .and_then(|c| c.get(i));
+    match scale {
+        // a zero has no sign in the source's text
+        Some(d) => format!("{:.*}", d.max(0) as usize, if x == 0.0 { 0.0 } else { x }),
+        None => format_float(x),
     }
 }
 
@@ -690,34 +772,7 @@ impl Plan {
                 for (i, v) in cleaned.iter().enumerate() {
                     let parsed = v.as_deref().map(|s| (s, number(i, s)));
                     vals.push(match parsed {
-                        Some((s, Ok(x))) => {
-                            let x = if decimal {
-                                let r = round_to(x, self.spec.scale());
-                                if (r - x).abs() > 1e-9 * x.abs().max(1.0) {
-                                    self.rounded.set(self.rounded.get() + 1);
-                                }
-                                r
-                            } else {
-                                x
-                            };
-                            if decimal && x.abs() >= self.decimal_limit {
-                                let why = format!(
-                                    "too large for decimal({},{})",
-                                    self.spec.precision(),
-                                    self.spec.scale()
-                                );
-                                reject_row(
-                                    errors,
-                                    i,
-                                    format!("{name}: {why}"),
-                                    format!("{name} = {s:?} is {why}"),
-                                );
-                                None
-                            } else {
-                                self.check_range(i, Bound::Num(x), errors);
-                                Some(x)
-                            }
-                        }
+                        Some((s, Ok(x))) => self.number_read(i, x, decimal, || s, errors),
                         Some((s, Err(e))) => {
                             let what = match e {
                                 NumberError::TooLarge => "too large",
@@ -885,6 +940,154 @@ impl Plan {
         if self.spec.required {
             for (i, v) in cleaned.iter().enumerate() {
                 if v.is_none() {
+                    reject_row(
+                        errors,
+                        i,
+                        format!("{name}: required"),
+                        format!("{name} is empty"),
+                    );
+                }
+            }
+        }
+        Ok(series.into_column())
+    }
+
+    /// A number read (from its text, or carried): rounded to a decimal's
+    /// scale, checked against its precision and range.
+    fn number_read<S: std::fmt::Debug>(
+        &self,
+        i: usize,
+        x: f64,
+        decimal: bool,
+        text: impl FnOnce() -> S,
+        errors: &mut Failures<'_>,
+    ) -> Option<f64> {
+        let name = self.spec.name.as_str();
+        let x = if decimal {
+            let r = round_to(x, self.spec.scale());
+            if (r - x).abs() > 1e-9 * x.abs().max(1.0) {
+                self.rounded.set(self.rounded.get() + 1);
+            }
+            r
+        } else {
+            x
+        };
+        if decimal && x.abs() >= self.decimal_limit {
+            let why = format!(
+                "too large for decimal({},{})",
+                self.spec.precision(),
+                self.spec.scale()
+            );
+            let s = text();
+            reject_row(
+                errors,
+                i,
+                format!("{name}: {why}"),
+                format!("{name} = {s:?} is {why}"),
+            );
+            None
+        } else {
+            self.check_range(i, Bound::Num(x), errors);
+            Some(x)
+        }
+    }
+
+    /// Values a source handed over typed (see [`Mapper::carries`]): the
+    /// value, checks and counts their text would have had, without the
+    /// text. A date-time whose text does not read as ISO (infinity, BC,
+    /// past 9999) goes through its text, as before.
+    fn cast_carried(
+        &self,
+        frame: &DataFrame,
+        raw: &Column,
+        errors: &mut Failures<'_>,
+    ) -> Result<Column> {
+        let name = self.spec.name.as_str();
+        let col: PlSmallStr = name.into();
+        let bad = |e: PolarsError| Error::runtime(format!("column {name}: {e}"));
+        let n = raw.len();
+        let series = match (self.spec.ty, raw.dtype()) {
+            (ColumnType::Integer, DataType::Int64) => {
+                let ca = raw.i64().map_err(bad)?;
+                if self.min.is_some() || self.max.is_some() || self.refs.is_some() {
+                    for (i, v) in ca.iter().enumerate() {
+                        if let Some(x) = v {
+                            self.check_range(i, Bound::Num(x as f64), errors);
+                            if self.refs.is_some() {
+                                self.check_ref(i, itoa::Buffer::new().format(x), errors);
+                            }
+                        }
+                    }
+                }
+                ca.clone().with_name(col).into_series()
+            }
+            (ColumnType::Decimal, DataType::Float64) => {
+                let ca = raw.f64().map_err(bad)?;
+                let mut vals = Vec::with_capacity(n);
+                for (i, v) in ca.iter().enumerate() {
+                    vals.push(v.and_then(|x| {
+                        self.number_read(
+                            i,
+                            x,
+                            true,
+                            || carried_decimal_text(frame, name, i, x),
+                            errors,
+                        )
+                    }));
+                }
+                Float64Chunked::from_iter_options(col, vals.into_iter()).into_series()
+            }
+            (ColumnType::Datetime, DataType::Datetime(TimeUnit::Microseconds, tz)) => {
+                let tz = tz.is_some();
+                let ca = raw.datetime().map_err(bad)?.physical();
+                let mut vals = Vec::with_capacity(n);
+                let mut text = String::new();
+                for (i, v) in ca.iter().enumerate() {
+                    let Some(us) = v else {
+                        vals.push(None);
+                        continue;
+                    };
+                    let ms = match crate::db::pg_binary::timestamp_millis(us) {
+                        Some(ms) => Some(ms),
+                        None => {
+                            text.clear();
+                            crate::db::pg_binary::timestamp_text(us, tz, &mut text);
+                            parse_datetime(&text, &[]).map(epoch_millis)
+                        }
+                    };
+                    vals.push(match ms {
+                        Some(ms) => {
+                            self.check_range(i, Bound::Millis(ms), errors);
+                            Some(ms)
+                        }
+                        None => {
+                            let s = text.as_str();
+                            reject_row(
+                                errors,
+                                i,
+                                format!("{name}: not a date-time"),
+                                match crate::batch::parse::not_a_date_note(s) {
+                                    Some(why) => format!("{name} = {s:?}: {why}"),
+                                    None => format!("{name} = {s:?} is not a date-time"),
+                                },
+                            );
+                            None
+                        }
+                    });
+                }
+                Int64Chunked::from_iter_options(col, vals.into_iter())
+                    .into_datetime(TimeUnit::Milliseconds, None)
+                    .into_series()
+            }
+            (ty, other) => {
+                return Err(Error::runtime(format!(
+                    "column {name}: {other} values handed over for a {ty:?} column (this is a bug in repaero)"
+                )));
+            }
+        };
+        if self.spec.required && raw.null_count() > 0 {
+            for i in 0..n {
+                if raw.get(i).is_ok_and(|v| v.is_null()) {
                     reject_row(
                         errors,
                         i,

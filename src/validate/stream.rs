@@ -168,6 +168,7 @@ pub(super) fn source_request(
                 name: c.clone(),
                 headers: vec![c.clone()],
                 optional,
+                carry: None,
             })
             .collect(),
     );
