@@ -55,7 +55,9 @@ fn kill_midway(mut child: Child, busy: &dyn Fn() -> bool) -> Duration {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    std::thread::sleep(Duration::from_millis(150));
+    // into the COPY, not past it: the binary read made the copy of 400,000
+    // lines last about a second
+    std::thread::sleep(Duration::from_millis(50));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     t0.elapsed()
@@ -96,7 +98,7 @@ fn copying(db: &TempDb, into: &str) -> bool {
 #[test]
 fn a_killed_billing_run_then_a_rerun_equals_a_clean_load() {
     let src = TempDb::new("crash_src");
-    generate(&src.url(), 200_000, 11).unwrap();
+    generate(&src.url(), 400_000, 11).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("q");
     let clean = TempDb::new("crash_clean");
