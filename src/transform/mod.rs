@@ -686,6 +686,16 @@ fn reject_row(f: &mut Failures<'_>, i: usize, reason: String, detail: String) {
     }
 }
 
+/// Reject a row whose `what` ("date", "date-time") does not parse, saying
+/// why when the text is close to one.
+fn reject_unparsed_date(f: &mut Failures<'_>, i: usize, name: &str, s: &str, what: &str) {
+    let detail = match crate::batch::parse::not_a_date_note(s) {
+        Some(why) => format!("{name} = {s:?}: {why}"),
+        None => format!("{name} = {s:?} is not a {what}"),
+    };
+    reject_row(f, i, format!("{name}: not a {what}"), detail);
+}
+
 impl Plan {
     fn cast_and_check(
         &self,
@@ -827,15 +837,7 @@ impl Plan {
                                 Some(days)
                             }
                             None => {
-                                reject_row(
-                                    errors,
-                                    i,
-                                    format!("{name}: not a date"),
-                                    match crate::batch::parse::not_a_date_note(s) {
-                                        Some(why) => format!("{name} = {s:?}: {why}"),
-                                        None => format!("{name} = {s:?} is not a date"),
-                                    },
-                                );
+                                reject_unparsed_date(errors, i, name, s, "date");
                                 None
                             }
                         },
@@ -917,15 +919,7 @@ impl Plan {
                                 Some(ms)
                             }
                             None => {
-                                reject_row(
-                                    errors,
-                                    i,
-                                    format!("{name}: not a date-time"),
-                                    match crate::batch::parse::not_a_date_note(s) {
-                                        Some(why) => format!("{name} = {s:?}: {why}"),
-                                        None => format!("{name} = {s:?} is not a date-time"),
-                                    },
-                                );
+                                reject_unparsed_date(errors, i, name, s, "date-time");
                                 None
                             }
                         },
@@ -1062,15 +1056,7 @@ impl Plan {
                         }
                         None => {
                             let s = text.as_str();
-                            reject_row(
-                                errors,
-                                i,
-                                format!("{name}: not a date-time"),
-                                match crate::batch::parse::not_a_date_note(s) {
-                                    Some(why) => format!("{name} = {s:?}: {why}"),
-                                    None => format!("{name} = {s:?} is not a date-time"),
-                                },
-                            );
+                            reject_unparsed_date(errors, i, name, s, "date-time");
                             None
                         }
                     });
