@@ -303,18 +303,15 @@ impl Mapper {
             if let Ok(c) = raw.column(&name)
                 && c.dtype() != &DataType::String
             {
-                let mut failures = Failures {
-                    errors: &mut errors,
-                    counts: &mut self.failures,
-                    flagged: &mut self.flagged,
-                    flag_only: plan.spec.flag_only(),
-                    invalid: vec![false; n],
-                };
+                let mut failures = Failures::new(
+                    &mut errors,
+                    &mut self.failures,
+                    &mut self.flagged,
+                    plan.spec.flag_only(),
+                    n,
+                );
                 out.push(plan.cast_carried(raw, c, &mut failures)?);
-                let rounded = plan.rounded.take();
-                if rounded > 0 {
-                    *self.rounded.entry(name.clone()).or_default() += rounded;
-                }
+                add_count(&mut self.rounded, &name, plan.rounded.take());
                 continue;
             }
             let raw_col = match raw.column(&name) {
@@ -391,13 +388,13 @@ impl Mapper {
                 };
                 cleaned.push(v);
             }
-            let mut failures = Failures {
-                errors: &mut errors,
-                counts: &mut self.failures,
-                flagged: &mut self.flagged,
-                flag_only: plan.spec.flag_only(),
-                invalid: vec![false; n],
-            };
+            let mut failures = Failures::new(
+                &mut errors,
+                &mut self.failures,
+                &mut self.flagged,
+                plan.spec.flag_only(),
+                n,
+            );
             for (i, bad) in phone_bad.iter().enumerate() {
                 if *bad {
                     let s = cleaned[i].as_deref().unwrap_or("");
@@ -409,18 +406,9 @@ impl Mapper {
                 }
             }
             out.push(plan.cast_and_check(&cleaned, &typed, &mut failures)?);
-            let nulled = plan.nulled.take();
-            if nulled > 0 {
-                *self.nulled.entry(name.clone()).or_default() += nulled;
-            }
-            let rounded = plan.rounded.take();
-            if rounded > 0 {
-                *self.rounded.entry(name.clone()).or_default() += rounded;
-            }
-            let remapped = plan.remapped.take();
-            if remapped > 0 {
-                *self.remapped.entry(name.clone()).or_default() += remapped;
-            }
+            add_count(&mut self.nulled, &name, plan.nulled.take());
+            add_count(&mut self.rounded, &name, plan.rounded.take());
+            add_count(&mut self.remapped, &name, plan.remapped.take());
             if plan.spec.flag_only() {
                 let invalid = failures.invalid;
                 let valid = BooleanChunked::from_iter_options(
@@ -584,13 +572,13 @@ impl Mapper {
             let mut verdict: Vec<Option<bool>> = vec![None; n];
             let (l, r) = (l.rechunk(), r.rechunk());
             let (lc, rc) = (Cursor::new(&l)?, Cursor::new(&r)?);
-            let mut failures = Failures {
-                errors: &mut *errors,
-                counts: &mut self.failures,
-                flagged: &mut self.flagged,
-                flag_only: false,
-                invalid: Vec::new(),
-            };
+            let mut failures = Failures::new(
+                &mut *errors,
+                &mut self.failures,
+                &mut self.flagged,
+                false,
+                0,
+            );
             for (i, slot) in verdict.iter_mut().enumerate().take(l.len()) {
                 let (a, b) = (lc.get(i), rc.get(i));
                 if a.is_null() || b.is_null() {
@@ -657,7 +645,25 @@ struct Failures<'a> {
     invalid: Vec<bool>,
 }
 
-impl Failures<'_> {
+impl<'a> Failures<'a> {
+    /// The failures of one column of `n` rows (`n` matters only when the
+    /// column flags instead of rejecting).
+    fn new(
+        errors: &'a mut [Option<RowError>],
+        counts: &'a mut BTreeMap<String, u64>,
+        flagged: &'a mut BTreeMap<String, u64>,
+        flag_only: bool,
+        n: usize,
+    ) -> Failures<'a> {
+        Failures {
+            errors,
+            counts,
+            flagged,
+            flag_only,
+            invalid: vec![false; if flag_only { n } else { 0 }],
+        }
+    }
+
     /// A failed rule: rejects the row, or, for a flagging column, flags it
     /// and keeps it.
     fn failed(&mut self, i: usize, reason: String, detail: String) {
@@ -670,6 +676,14 @@ impl Failures<'_> {
         } else {
             reject_row(self, i, reason, detail);
         }
+    }
+}
+
+/// Add a column's count of the batch (values nulled, rounded, re-pointed)
+/// to the mapping's, naming the column only when there is one.
+fn add_count(counts: &mut BTreeMap<String, u64>, column: &str, n: u64) {
+    if n > 0 {
+        *counts.entry(column.to_string()).or_default() += n;
     }
 }
 
