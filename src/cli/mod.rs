@@ -86,6 +86,10 @@ pub enum Command {
         job: String,
         /// Target table of the job
         table: String,
+        /// Map every source row, even where a PostgreSQL source could hash
+        /// its rows in its own SQL (only the segments that differ are then mapped)
+        #[arg(long)]
+        stream: bool,
         /// Machine-readable output
         #[arg(long)]
         json: bool,
@@ -1023,10 +1027,16 @@ fn run(cli: Cli) -> Result<u8> {
                 0
             })
         }
-        Command::Rowdiff { job, table, json } => {
+        Command::Rowdiff {
+            job,
+            table,
+            stream,
+            json,
+        } => {
             let cfg = load(&cli)?;
             let job = Job::load(&cfg, job, &ProcessEnv)?;
-            let result = crate::validate::rowdiff::rowdiff(&cfg, &job, table)?;
+            let opts = crate::validate::rowdiff::Options { stream: *stream };
+            let result = crate::validate::rowdiff::rowdiff(&cfg, &job, table, opts)?;
             if *json {
                 print_json(&result)?;
             } else {

@@ -18,6 +18,7 @@
 
 mod accounting;
 mod filter;
+mod pushdown;
 mod reconcile;
 pub mod report;
 pub mod rowdiff;

@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::pushdown::{self, SourceSql};
 use crate::batch::{Cursor, ValueRef, cursors};
 use crate::config::mapping::{ColumnType, Mapping};
 use crate::config::{Config, Job};
@@ -124,10 +125,13 @@ fn concat_sql(d: Dialect, parts: &[String]) -> String {
     parts.join(&format!(" || {sep} || "))
 }
 
-/// Per segment: rows and the sum of their hashes.
-type Segments = HashMap<u64, (u64, u64)>;
+/// Per segment: rows, the sum of their hashes, and the rows a side flags
+/// (the source's SQL unsure of a value, a target row whose reference is
+/// gone: see [`pushdown`]).
+type Segments = HashMap<u64, (u64, u64, u64)>;
 
-/// Per segment (count, sum of hashes), from the rows of the segments query.
+/// Per segment (count, sum of hashes, flagged), from the rows of a
+/// segments query.
 fn segments_of(rows: Vec<crate::db::Row>) -> Segments {
     let mut out: Segments = HashMap::new();
     for r in rows {
@@ -145,7 +149,7 @@ fn segments_of(rows: Vec<crate::db::Row>) -> Segments {
             .flatten()
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or_else(|| get(2));
-        out.insert(get(0), (get(1), sum));
+        out.insert(get(0), (get(1), sum, get(3)));
     }
     out
 }
@@ -174,6 +178,15 @@ pub struct RowdiffResult {
     pub merged: u64,
     pub segments: u64,
     pub segments_differing: u64,
+    /// Segments equal in count and sum, read row by row all the same: the
+    /// source's SQL was not sure how the mapping renders a value, or a
+    /// target row refers to a row that is gone.
+    pub segments_unsure: u64,
+    /// Whether the source hashed its rows in its own SQL (only the
+    /// segments read row by row went through the mapping).
+    pub source_hashed_in_sql: bool,
+    /// Why every source row went through the mapping, when it did.
+    pub streamed: Option<String>,
     /// Keys in the source (as migrated) and not in the target.
     pub missing: Vec<String>,
     /// Keys in the target and not in the source.
@@ -210,6 +223,7 @@ impl<'a> MappedSource<'a> {
         mapping: &Mapping,
         def: &'a TableDef,
         batch: usize,
+        filter: Option<String>,
     ) -> Result<MappedSource<'a>> {
         let mut mapper = Mapper::new(mapping)?;
         for (col, rtable, rcol) in mapper.references() {
@@ -225,7 +239,9 @@ impl<'a> MappedSource<'a> {
                 .collect();
             mapper.set_remap(&col, map);
         }
-        let reader = source.read(crate::pipeline::table_request(mapping, batch)?)?;
+        let mut req = crate::pipeline::table_request(mapping, batch)?;
+        req.filter = filter;
+        let reader = source.read(req)?;
         Ok(MappedSource {
             reader,
             mapper,
@@ -444,8 +460,263 @@ impl Drop for Spill {
     }
 }
 
+/// How rowdiff reads the source.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Map every source row, even where the source could hash its rows in
+    /// its own SQL (`--stream`).
+    pub stream: bool,
+}
+
+/// The SQL of a segment number: `e` modulo `n`.
+fn modulo(d: Dialect, e: &str, n: u64) -> String {
+    match d {
+        Dialect::Oracle => format!("MOD({e}, {n})"),
+        _ => format!("({e}) % {n}"),
+    }
+}
+
+/// What one side's pass found: the source's rows of the segments to
+/// compare row by row, and its counts.
+struct Found {
+    /// Source rows as migrated (read, less rejected and merged).
+    source_rows: u64,
+    rejected: u64,
+    merged: u64,
+    merged_keys: HashSet<String>,
+    /// Segments whose count or sum differ.
+    differing: Vec<u64>,
+    /// Segments equal in count and sum but read row by row all the same:
+    /// the source's SQL was not sure of a value, or a target row's
+    /// reference points nowhere.
+    unsure: Vec<u64>,
+    /// Source rows (key → canonical row) of `differing` and `unsure`.
+    rows: BTreeMap<String, String>,
+    /// Why the source was streamed whole, when it was.
+    streamed: Option<String>,
+}
+
+/// The parts of the comparison both passes share.
+struct Plan<'a> {
+    cfg: &'a Config,
+    job: &'a Job,
+    mapping: &'a Mapping,
+    def: &'a TableDef,
+    table: &'a str,
+    segments: u64,
+    /// The target's segment number, row text and key text, in its SQL.
+    seg_sql: String,
+    row_text: String,
+    integer_key: bool,
+}
+
+impl Plan<'_> {
+    /// A key's segment (the target's SQL computes the same).
+    fn segment_of(&self, key: &str) -> u64 {
+        // (a text key is never parsed as a number: only the integer key is)
+        match self.integer_key.then(|| key.parse::<i64>().ok()).flatten() {
+            Some(k) => k.rem_euclid(self.segments as i64) as u64,
+            None => hash40(key) % self.segments,
+        }
+    }
+
+    /// The target's segments, on a connection of their own.
+    fn target_segments(&self, extra_from: &str, flag: &str) -> Result<Segments> {
+        let mut conn = crate::db::open(&self.cfg.target.url, true)?;
+        let d = conn.dialect();
+        let sql = format!(
+            "SELECT seg, count(*), sum(rh), sum(f) FROM (SELECT {} AS seg, {} AS rh, {flag} AS f FROM {}{extra_from}) s GROUP BY seg",
+            self.seg_sql,
+            d.hash40(&self.row_text),
+            d.quote(self.table)
+        );
+        conn.begin_read_only()?;
+        let rows = conn.query(&sql, &[])?;
+        conn.rollback()?;
+        Ok(segments_of(rows))
+    }
+
+    /// Every source row through the mapping, hashed per segment and spilled
+    /// to a temporary file, while the target hashes its rows in SQL.
+    fn streamed(&self, source: &dyn Source, target: &mut dyn Conn, why: String) -> Result<Found> {
+        let mut src = MappedSource::open(
+            source,
+            target,
+            &self.job.name,
+            self.mapping,
+            self.def,
+            self.cfg.run.batch_size,
+            None,
+        )?;
+        let mut spill = Spill::create()?;
+        let mut source_segs: Segments = HashMap::new();
+        let mut source_rows = 0u64;
+        let (target_segs, streamed) = std::thread::scope(|scope| {
+            let hashing = scope.spawn(|| self.target_segments("", "0"));
+            let streamed = src.for_each(&mut |key, row| {
+                source_rows += 1;
+                let seg = self.segment_of(key);
+                let e = source_segs.entry(seg).or_insert((0, 0, 0));
+                e.0 += 1;
+                e.1 = e.1.wrapping_add(hash40(row));
+                spill.push(seg, key, row)
+            });
+            (joined(hashing.join()), streamed)
+        });
+        streamed?;
+        let target_segs = target_segs?;
+        let (differing, unsure) = compare_segments(&source_segs, &target_segs);
+        let mut rows = BTreeMap::new();
+        if !differing.is_empty() {
+            let wanted: HashSet<u64> = differing.iter().copied().collect();
+            spill.read(&wanted, &mut |key, row| {
+                rows.insert(key, row);
+            })?;
+        }
+        Ok(Found {
+            source_rows,
+            rejected: src.rejected,
+            merged: src.merged,
+            merged_keys: std::mem::take(&mut src.merged_keys),
+            differing,
+            unsure,
+            rows,
+            streamed: Some(why),
+        })
+    }
+
+    /// The source's segments in its own SQL beside the target's, then only
+    /// the segments that differ (or that either side is unsure of) read
+    /// and mapped. `Ok(Err(why))`: the source is to be streamed whole.
+    fn pushed(
+        &self,
+        source: &dyn Source,
+        target: &mut dyn Conn,
+        sql: &SourceSql,
+    ) -> Result<std::result::Result<Found, String>> {
+        let pg = Dialect::Postgres;
+        let key_idx: Vec<usize> = self
+            .def
+            .key
+            .iter()
+            .filter_map(|k| self.def.columns.iter().position(|c| &c.name == k))
+            .collect();
+        let src_seg = if self.integer_key {
+            let k = &sql.columns[key_idx[0]];
+            modulo(
+                pg,
+                &format!("{} + {}", modulo(pg, k, self.segments), self.segments),
+                self.segments,
+            )
+        } else {
+            let key_text: Vec<String> = key_idx.iter().map(|&i| sql.texts[i].clone()).collect();
+            modulo(pg, &pg.hash40(&concat_sql(pg, &key_text)), self.segments)
+        };
+        let unsure = if sql.unsure.is_empty() {
+            "0".to_string()
+        } else {
+            format!("CASE WHEN {} THEN 1 ELSE 0 END", sql.unsure.join(" OR "))
+        };
+        let source_sql = format!(
+            "SELECT seg, count(*), sum(rh), sum(u) FROM (SELECT {src_seg} AS seg, {} AS rh, {unsure} AS u FROM {}) s GROUP BY seg",
+            pg.hash40(&concat_sql(pg, &sql.texts)),
+            sql.table
+        );
+        let d = target.dialect();
+        let (joins, orphans) = pushdown::orphans_sql(d, &pushdown::references(self.mapping));
+        let (target_segs, source_segs) = std::thread::scope(|scope| {
+            let hashing = scope.spawn(|| self.target_segments(&joins, &orphans));
+            let source_segs = source.query(&source_sql).map(segments_of);
+            (joined(hashing.join()), source_segs)
+        });
+        let (source_segs, target_segs) = match (source_segs, target_segs) {
+            (Ok(s), Ok(t)) => (s, t),
+            (Err(e), _) => return Ok(Err(format!("the source's SQL failed: {e}"))),
+            (_, Err(e)) => return Ok(Err(format!("the target's SQL failed: {e}"))),
+        };
+        let (differing, unsure) = compare_segments(&source_segs, &target_segs);
+        let read = differing.len() + unsure.len();
+        // past half the segments, one pass mapping every row beats a
+        // filter listing most of them
+        if read as u64 > self.segments / 2 {
+            return Ok(Err(format!(
+                "{read} of {} segments differ or are unsure in the source's SQL",
+                self.segments
+            )));
+        }
+        let total: u64 = source_segs.values().map(|v| v.0).sum();
+        let mut found = Found {
+            source_rows: total,
+            rejected: 0,
+            merged: 0,
+            merged_keys: HashSet::new(),
+            differing,
+            unsure,
+            rows: BTreeMap::new(),
+            streamed: None,
+        };
+        if read > 0 {
+            let list: Vec<String> = found
+                .differing
+                .iter()
+                .chain(&found.unsure)
+                .map(|s| s.to_string())
+                .collect();
+            let mut src = MappedSource::open(
+                source,
+                target,
+                &self.job.name,
+                self.mapping,
+                self.def,
+                self.cfg.run.batch_size,
+                Some(format!("{src_seg} IN ({})", list.join(", "))),
+            )?;
+            let rows = &mut found.rows;
+            src.for_each(&mut |key, row| {
+                rows.insert(key.to_string(), row.to_string());
+                Ok(())
+            })?;
+            found.rejected = src.rejected;
+            found.merged = src.merged;
+            found.source_rows = total.saturating_sub(src.rejected + src.merged);
+        }
+        Ok(Ok(found))
+    }
+}
+
+/// A hashing thread's result.
+fn joined(
+    r: std::result::Result<Result<Segments>, Box<dyn std::any::Any + Send>>,
+) -> Result<Segments> {
+    r.unwrap_or_else(|_| {
+        Err(Error::runtime(
+            "rowdiff: the target's hashing thread panicked",
+        ))
+    })
+}
+
+/// Segments whose count or sum differ, and segments equal in both that
+/// a side flagged (sorted).
+fn compare_segments(source: &Segments, target: &Segments) -> (Vec<u64>, Vec<u64>) {
+    let all: HashSet<u64> = source.keys().chain(target.keys()).copied().collect();
+    let (mut differing, mut unsure) = (Vec::new(), Vec::new());
+    for s in all {
+        let (a, b) = (source.get(&s), target.get(&s));
+        let sums = |v: Option<&(u64, u64, u64)>| v.map(|v| (v.0, v.1));
+        let flagged = |v: Option<&(u64, u64, u64)>| v.is_some_and(|v| v.2 > 0);
+        if sums(a) != sums(b) {
+            differing.push(s);
+        } else if flagged(a) || flagged(b) {
+            unsure.push(s);
+        }
+    }
+    differing.sort_unstable();
+    unsure.sort_unstable();
+    (differing, unsure)
+}
+
 /// Compare `table` of `job` between its source and the target.
-pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
+pub fn rowdiff(cfg: &Config, job: &Job, table: &str, opts: Options) -> Result<RowdiffResult> {
     let t0 = Instant::now();
     let mapping = job
         .tables
@@ -484,7 +755,6 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
     // about 32 rows a segment
     let segments = (target_rows / 32).clamp(16, 65_536);
 
-    // the target's segments, in SQL
     let row_text = concat_sql(
         d,
         &def.columns
@@ -504,98 +774,70 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
             .map(|c| canonical_sql(d, c))
             .collect::<Vec<_>>(),
     );
-    let modulo = |e: String| match d {
-        Dialect::Oracle => format!("MOD({e}, {segments})"),
-        _ => format!("({e}) % {segments}"),
-    };
     // A single integer key is its own segment number, modulo the count
     // (ten times cheaper for the database than hashing its text); any
     // other key is hashed.
     let integer_key = matches!(key_cols.as_slice(), [c] if c.ty == ColumnType::Integer);
     let seg_sql = if integer_key {
         let k = d.quote(&key_cols[0].name);
-        modulo(format!("{} + {segments}", modulo(k)))
+        modulo(
+            d,
+            &format!("{} + {segments}", modulo(d, &k, segments)),
+            segments,
+        )
     } else {
-        modulo(d.hash40(&key_text))
+        modulo(d, &d.hash40(&key_text), segments)
     };
-    let segment_of = |key: &str| -> u64 {
-        // (a text key is never parsed as a number: only the integer key is)
-        match integer_key.then(|| key.parse::<i64>().ok()).flatten() {
-            Some(k) => k.rem_euclid(segments as i64) as u64,
-            None => hash40(key) % segments,
-        }
-    };
-    let inner = format!(
-        "SELECT {} AS seg, {} AS rh FROM {}",
-        seg_sql,
-        d.hash40(&row_text),
-        d.quote(table)
-    );
-    let segments_sql = format!("SELECT seg, count(*), sum(rh) FROM ({inner}) s GROUP BY seg");
-
-    // The target hashes its rows on its own connection while the source is
-    // streamed through the mapping here: the two run side by side.
-    let mut src = MappedSource::open(
-        source.as_ref(),
-        target.as_mut(),
-        &job.name,
+    let plan = Plan {
+        cfg,
+        job,
         mapping,
-        &def,
-        cfg.run.batch_size,
-    )?;
-    let mut spill = Spill::create()?;
-    let mut source_segs: Segments = HashMap::new();
-    let mut source_rows = 0u64;
-    let (target_segs, streamed) = std::thread::scope(|scope| {
-        let hashing = scope.spawn(|| -> Result<Segments> {
-            let mut conn = crate::db::open(&cfg.target.url, true)?;
-            conn.begin_read_only()?;
-            let rows = conn.query(&segments_sql, &[])?;
-            conn.rollback()?;
-            Ok(segments_of(rows))
-        });
-        let streamed = src.for_each(&mut |key, row| {
-            source_rows += 1;
-            let seg = segment_of(key);
-            let e = source_segs.entry(seg).or_insert((0, 0));
-            e.0 += 1;
-            e.1 = e.1.wrapping_add(hash40(row));
-            spill.push(seg, key, row)
-        });
-        let target_segs = hashing.join().unwrap_or_else(|_| {
-            Err(Error::runtime(
-                "rowdiff: the target's hashing thread panicked",
-            ))
-        });
-        (target_segs, streamed)
-    });
-    streamed?;
-    let target_segs = target_segs?;
-    let (rejected, merged, merged_keys) = (src.rejected, src.merged, src.merged_keys.clone());
+        def: &def,
+        table,
+        segments,
+        seg_sql,
+        row_text,
+        integer_key,
+    };
 
-    let mut differing: Vec<u64> = source_segs
-        .keys()
-        .chain(target_segs.keys())
-        .copied()
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .filter(|s| source_segs.get(s) != target_segs.get(s))
-        .collect();
-    differing.sort_unstable();
+    let pushed = if opts.stream {
+        Err("--stream".to_string())
+    } else if source.capabilities().sql != Some(Dialect::Postgres) {
+        Err("the source is not a PostgreSQL database".to_string())
+    } else {
+        let declared = match &mapping.source.table {
+            Some(t) if mapping.source.query.is_none() => source.declared_columns(t)?,
+            _ => None,
+        };
+        pushdown::plan(mapping, &def, declared.as_deref())
+    };
+    let found = match pushed {
+        Ok(sql) => match plan.pushed(source.as_ref(), target.as_mut(), &sql)? {
+            Ok(found) => found,
+            Err(why) => plan.streamed(source.as_ref(), target.as_mut(), why)?,
+        },
+        Err(why) => plan.streamed(source.as_ref(), target.as_mut(), why)?,
+    };
 
     let mut missing = Vec::new();
     let mut extra = Vec::new();
     let mut different = Vec::new();
     let mut merged_differing = 0u64;
-    if !differing.is_empty() {
-        let wanted: HashSet<u64> = differing.iter().copied().collect();
+    let read: Vec<u64> = found
+        .differing
+        .iter()
+        .chain(&found.unsure)
+        .copied()
+        .collect();
+    if !read.is_empty() {
         // the target's rows of those segments, in chunks of segment ids
         let mut target_rows_of: BTreeMap<String, String> = BTreeMap::new();
-        for chunk in differing.chunks(500) {
+        for chunk in read.chunks(500) {
             let list: Vec<String> = chunk.iter().map(|s| s.to_string()).collect();
             let rows = target.query(&format!(
-                "SELECT k, r FROM (SELECT {key_text} AS k, {row_text} AS r, {} AS seg FROM {}) s WHERE seg IN ({})",
-                seg_sql,
+                "SELECT k, r FROM (SELECT {key_text} AS k, {} AS r, {} AS seg FROM {}) s WHERE seg IN ({})",
+                plan.row_text,
+                plan.seg_sql,
                 d.quote(table),
                 list.join(", ")
             ), &[])?;
@@ -605,17 +847,13 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
                 }
             }
         }
-        // the source's, read back from the first pass
-        let mut source_rows_of: BTreeMap<String, String> = BTreeMap::new();
-        spill.read(&wanted, &mut |key, row| {
-            source_rows_of.insert(key, row);
-        })?;
+        let source_rows_of = &found.rows;
         let show_key = |k: &str| k.replace(SEP, ", ");
-        for (k, srow) in &source_rows_of {
+        for (k, srow) in source_rows_of {
             match target_rows_of.get(k) {
                 None => missing.push(show_key(k)),
                 Some(trow) if trow != srow => {
-                    if merged_keys.contains(k) {
+                    if found.merged_keys.contains(k) {
                         merged_differing += 1;
                         continue;
                     }
@@ -647,12 +885,15 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str) -> Result<RowdiffResult> {
         source: source.describe(),
         target: target.describe(),
         key: def.key.clone(),
-        source_rows,
+        source_rows: found.source_rows,
         target_rows,
-        rejected,
-        merged,
+        rejected: found.rejected,
+        merged: found.merged,
         segments,
-        segments_differing: differing.len() as u64,
+        segments_differing: found.differing.len() as u64,
+        segments_unsure: found.unsure.len() as u64,
+        source_hashed_in_sql: found.streamed.is_none(),
+        streamed: found.streamed,
         missing,
         extra,
         different,
@@ -684,6 +925,14 @@ pub fn render(r: &RowdiffResult) -> String {
         r.segments,
         r.seconds
     );
+    let _ = match &r.streamed {
+        None => writeln!(
+            s,
+            "  source hashed in its own SQL; {} more segments read to be sure",
+            r.segments_unsure
+        ),
+        Some(why) => writeln!(s, "  every source row mapped ({why})"),
+    };
     const SHOWN: usize = 100;
     for k in r.missing.iter().take(SHOWN) {
         let _ = writeln!(s, "  missing in the target: {k}");

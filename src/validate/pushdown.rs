@@ -1,0 +1,353 @@
+//! rowdiff's source side in the source's own SQL, as data-diff does on
+//! both ends: when a PostgreSQL table maps column by column onto the
+//! target (types the server can render the way the migration writes them,
+//! no rule that rewrites a value), the source's rows are hashed per
+//! segment on its server, and only the segments that differ are read and
+//! mapped here.
+//!
+//! A value the SQL cannot be sure to render as the mapping would (text
+//! the cleaning changes, a decimal it rounds, a date-time with
+//! microseconds, a NULL a rule rejects) marks its segment "unsure": that
+//! segment is streamed through the real mapping like a differing one. So
+//! the SQL only has to be exact on the values it calls sure, and every
+//! row the mapping would reject lands in a streamed segment (unsure, or
+//! absent from the target, or next to a target row whose reference is
+//! gone), which keeps the rejected count exact.
+
+use crate::config::mapping::{ColumnSpec, ColumnType, Mapping};
+use crate::db::{ColumnDef, Dialect, TableDef};
+use crate::source::{DeclaredColumn, header_key};
+
+/// The source's side of rowdiff as SQL over its table (PostgreSQL).
+#[derive(Debug, Clone)]
+pub struct SourceSql {
+    /// The source table, quoted.
+    pub table: String,
+    /// Per target column, in the target's order: the canonical text of
+    /// the source value (what [`super::rowdiff::canonical`] gives for the
+    /// mapped value, when the row is sure).
+    pub texts: Vec<String>,
+    /// Per target column: its source column, quoted.
+    pub columns: Vec<String>,
+    /// Conditions under which a row is not sure to map to its SQL text.
+    pub unsure: Vec<String>,
+}
+
+/// The plan of a mapping's source side in SQL, or why there is none (the
+/// source is then streamed through the mapping, as before).
+pub fn plan(
+    m: &Mapping,
+    def: &TableDef,
+    declared: Option<&[DeclaredColumn]>,
+) -> Result<SourceSql, String> {
+    if m.source.query.is_some() {
+        return Err("the mapping reads a query, not a table".into());
+    }
+    let Some(table) = m.source.table.as_deref() else {
+        return Err("the mapping reads no table".into());
+    };
+    if m.dedupe.is_some() {
+        return Err("the mapping merges duplicates (a merge spans segments)".into());
+    }
+    if !m.checks.is_empty() {
+        return Err("the mapping has cross-column checks".into());
+    }
+    let Some(declared) = declared else {
+        return Err(format!("the source does not declare {table}'s columns"));
+    };
+    let q = |name: &str| crate::source::postgres::quote_name(name);
+    let mut out = SourceSql {
+        table: q(table),
+        texts: Vec::with_capacity(def.columns.len()),
+        columns: Vec::with_capacity(def.columns.len()),
+        unsure: Vec::new(),
+    };
+    for c in &def.columns {
+        let spec = m
+            .columns
+            .iter()
+            .find(|s| s.name == c.name)
+            .ok_or_else(|| format!("the target column {} has no mapping", c.name))?;
+        let col = source_column(spec, declared)?;
+        let x = q(&col.name);
+        let (text, unsure) = column_sql(spec, c, &col.source_type, &x)
+            .map_err(|why| format!("column {}: {why}", c.name))?;
+        if spec.required {
+            out.unsure.push(format!("{x} IS NULL"));
+        }
+        out.unsure.extend(
+            unsure
+                .into_iter()
+                .map(|u| format!("({x} IS NOT NULL AND ({u}))")),
+        );
+        out.texts
+            .push(format!("CASE WHEN {x} IS NULL THEN '\\N' ELSE {text} END"));
+        out.columns.push(x);
+    }
+    Ok(out)
+}
+
+/// The declared column a spec reads: the one its single header names, as
+/// the reader matches headers.
+fn source_column<'a>(
+    spec: &ColumnSpec,
+    declared: &'a [DeclaredColumn],
+) -> Result<&'a DeclaredColumn, String> {
+    let sources = spec.sources();
+    let [from] = sources.as_slice() else {
+        return Err(format!("column {} names several source headers", spec.name));
+    };
+    let wanted = header_key(from);
+    let mut found = declared.iter().filter(|d| header_key(&d.name) == wanted);
+    match (found.next(), found.next()) {
+        (Some(d), None) => Ok(d),
+        (None, _) => Err(format!("no source column {from}")),
+        (Some(_), Some(_)) => Err(format!("several source columns match {from}")),
+    }
+}
+
+/// A column's canonical text in SQL and the conditions under which its
+/// value is not sure to be rendered as the mapping does; an error says
+/// why the column cannot be pushed down.
+fn column_sql(
+    spec: &ColumnSpec,
+    c: &ColumnDef,
+    source_type: &str,
+    x: &str,
+) -> Result<(String, Vec<String>), String> {
+    let rewrites = !spec.null_values.is_empty()
+        || spec.fill_down
+        || spec.case.is_some()
+        || !spec.date_formats.is_empty()
+        || spec.min.is_some()
+        || spec.max.is_some()
+        || spec.pattern.is_some()
+        || spec.one_of.is_some()
+        || spec.flag_only()
+        || spec.zero_pad.is_some()
+        || spec.phone.is_some()
+        || spec.ean13
+        || spec.remap.is_some();
+    if rewrites {
+        return Err("a rule rewrites or checks its values".into());
+    }
+    let st = source_type.to_ascii_lowercase();
+    let integer = matches!(st.as_str(), "smallint" | "integer" | "bigint");
+    let numeric = integer || st == "numeric" || st.starts_with("numeric(");
+    let timestamp = st.starts_with("timestamp");
+    let unsupported = || Err(format!("{source_type} into {}", c.ty.as_str()));
+    let range =
+        |v: &str| format!("NOT isfinite({v}) OR {v} < '0001-01-01' OR {v} >= '10000-01-01'");
+    Ok(match c.ty {
+        ColumnType::Integer if integer => (format!("{x}::text"), Vec::new()),
+        ColumnType::Decimal if numeric => {
+            // the mapping reads the number as a float: sure when it needs
+            // no rounding and fits the precision and a float's 15 digits
+            let s = c.scale;
+            let int_digits = c.precision.saturating_sub(s).min(15u8.saturating_sub(s));
+            let n = format!("{x}::numeric");
+            (
+                format!("round({n}, {s})::text"),
+                vec![format!(
+                    "{n} = 'NaN' OR {n} <> round({n}, {s}) OR abs({n}) >= 1e{int_digits}"
+                )],
+            )
+        }
+        ColumnType::Text if st == "text" || st.starts_with("character varying") => {
+            if !(spec.trim && spec.collapse_spaces) {
+                return Err("text kept as typed (no trim or collapse)".into());
+            }
+            // spaces at the ends or repeated are trimmed and collapsed
+            // here as the cleaning does (2 % of the fixture's lines, enough
+            // to touch half the segments); what else the cleaning changes
+            // is unsure: text empty once trimmed (NULL), not NFC, a
+            // control character, an odd or invisible space (transform::clean)
+            (
+                format!(
+                    "CASE WHEN strpos({x}, '  ') > 0 THEN regexp_replace(btrim({x}, ' '), '  +', ' ', 'g') ELSE btrim({x}, ' ') END"
+                ),
+                vec![format!(
+                    "btrim({x}, ' ') = '' OR {x} IS NOT NFC NORMALIZED OR {x} ~ '[{ODD}]'"
+                )],
+            )
+        }
+        ColumnType::Datetime if timestamp => (
+            format!("to_char({x}, 'YYYY-MM-DD HH24:MI:SS.MS')"),
+            vec![format!(
+                "{} OR {x} <> date_trunc('milliseconds', {x})",
+                range(x)
+            )],
+        ),
+        ColumnType::Date if st == "date" => (format!("to_char({x}, 'YYYY-MM-DD')"), vec![range(x)]),
+        ColumnType::Boolean if st == "boolean" => {
+            (format!("CASE WHEN {x} THEN 't' ELSE 'f' END"), Vec::new())
+        }
+        _ => return unsupported(),
+    })
+}
+
+/// The characters text cleaning changes or drops, as a regular expression
+/// class (PostgreSQL's `\u` escapes): controls, Unicode White_Space but
+/// U+0020, the invisible ones.
+const ODD: &str = "\\u0001-\\u001f\\u007f\\u0085\\u00a0\\u00ad\\u1680\\u2000-\\u200d\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff";
+
+/// The target's references of a mapping: (column, table, referenced
+/// column), whose lost rows make a target row one the mapping would reject.
+pub fn references(m: &Mapping) -> Vec<(String, String, String)> {
+    m.columns
+        .iter()
+        .filter_map(|c| {
+            let r = c.references.as_ref()?;
+            Some((c.name.clone(), r.table.clone(), r.column.clone()))
+        })
+        .collect()
+}
+
+/// The target's per-row count of references that point nowhere: a
+/// `LEFT JOIN` per reference (added to `FROM`) and the expression.
+pub fn orphans_sql(d: Dialect, refs: &[(String, String, String)]) -> (String, String) {
+    let mut joins = String::new();
+    let mut terms = Vec::new();
+    for (i, (col, table, rcol)) in refs.iter().enumerate() {
+        let alias = format!("repaero_ref{i}");
+        joins.push_str(&format!(
+            " LEFT JOIN (SELECT DISTINCT {rc} AS k FROM {t}) {alias} ON {alias}.k = {c}",
+            rc = d.quote(rcol),
+            t = d.quote(table),
+            c = d.quote(col),
+        ));
+        terms.push(format!(
+            "CASE WHEN {} IS NOT NULL AND {alias}.k IS NULL THEN 1 ELSE 0 END",
+            d.quote(col)
+        ));
+    }
+    if terms.is_empty() {
+        terms.push("0".into());
+    }
+    (joins, terms.join(" + "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(toml_text: &str) -> Mapping {
+        let mut m: Mapping = toml::from_str(toml_text).expect("mapping");
+        m.file = "t.toml".into();
+        m
+    }
+
+    fn declared(cols: &[(&str, &str)]) -> Vec<DeclaredColumn> {
+        cols.iter()
+            .map(|(n, t)| DeclaredColumn {
+                name: n.to_string(),
+                source_type: t.to_string(),
+                nullable: true,
+                target_type: ColumnType::Text,
+            })
+            .collect()
+    }
+
+    const LINES: &str = r#"
+[source]
+table = "lignes"
+[target]
+table = "lines"
+key = ["id"]
+[[columns]]
+name = "id"
+type = "integer"
+required = true
+[[columns]]
+name = "label"
+from = "libelle"
+[[columns]]
+name = "qty"
+from = "quantite"
+type = "decimal"
+precision = 10
+scale = 2
+"#;
+
+    #[test]
+    fn a_plain_mapping_is_rendered_column_by_column() {
+        let m = mapping(LINES);
+        let def = TableDef::from_mapping(&m);
+        let cols = declared(&[
+            ("id", "integer"),
+            ("libelle", "text"),
+            ("quantite", "numeric(10,3)"),
+        ]);
+        let p = plan(&m, &def, Some(&cols)).expect("pushed down");
+        assert_eq!(p.table, "\"lignes\"");
+        assert_eq!(p.columns, ["\"id\"", "\"libelle\"", "\"quantite\""]);
+        assert_eq!(
+            p.texts[2],
+            "CASE WHEN \"quantite\" IS NULL THEN '\\N' ELSE round(\"quantite\"::numeric, 2)::text END"
+        );
+        // required id, the text's cleaning, the decimal's rounding
+        assert_eq!(p.unsure.len(), 3);
+        assert_eq!(p.unsure[0], "\"id\" IS NULL");
+        assert!(p.unsure[2].contains("abs(\"quantite\"::numeric) >= 1e8"));
+    }
+
+    #[test]
+    fn rules_that_rewrite_values_keep_the_stream() {
+        let cols = declared(&[
+            ("id", "integer"),
+            ("libelle", "text"),
+            ("quantite", "numeric"),
+        ]);
+        for (edit, why) in [
+            (
+                "name = \"label\"\nfrom = \"libelle\"\ncase = \"upper\"",
+                "rewrites",
+            ),
+            (
+                "name = \"label\"\nfrom = \"libelle\"\ntrim = false",
+                "as typed",
+            ),
+            ("name = \"label\"\nfrom = [\"libelle\", \"nom\"]", "several"),
+            ("name = \"label\"\nfrom = \"absent\"", "no source column"),
+        ] {
+            let text = LINES.replace("name = \"label\"\nfrom = \"libelle\"", edit);
+            let m = mapping(&text);
+            let def = TableDef::from_mapping(&m);
+            let err = plan(&m, &def, Some(&cols)).expect_err(edit);
+            assert!(err.contains(why), "{edit}: {err}");
+        }
+        let m = mapping(&format!("{LINES}\n[dedupe]\nkey = [\"label\"]\n"));
+        let def = TableDef::from_mapping(&m);
+        assert!(plan(&m, &def, Some(&cols)).unwrap_err().contains("merges"));
+        let m = mapping(LINES);
+        let def = TableDef::from_mapping(&m);
+        let floats = declared(&[
+            ("id", "integer"),
+            ("libelle", "text"),
+            ("quantite", "double precision"),
+        ]);
+        assert_eq!(
+            plan(&m, &def, Some(&floats)).unwrap_err(),
+            "column qty: double precision into decimal"
+        );
+    }
+
+    #[test]
+    fn orphans_join_each_reference() {
+        let refs = vec![(
+            "invoice_id".to_string(),
+            "invoices".to_string(),
+            "id".to_string(),
+        )];
+        let (joins, expr) = orphans_sql(Dialect::Postgres, &refs);
+        assert_eq!(
+            joins,
+            " LEFT JOIN (SELECT DISTINCT \"id\" AS k FROM \"invoices\") repaero_ref0 ON repaero_ref0.k = \"invoice_id\""
+        );
+        assert_eq!(
+            expr,
+            "CASE WHEN \"invoice_id\" IS NOT NULL AND repaero_ref0.k IS NULL THEN 1 ELSE 0 END"
+        );
+        assert_eq!(orphans_sql(Dialect::Sqlite, &[]).1, "0");
+    }
+}
