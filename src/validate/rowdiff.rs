@@ -9,7 +9,10 @@
 //! the job's mapping, so that it is compared as the migration writes it).
 //! Only the segments whose count or sum differ are read row by row, on
 //! both sides, and their rows compared by key: a few changed rows in a
-//! million cost two passes over the source and two queries on the target.
+//! million cost one pass over the source and two queries on the target.
+//! A PostgreSQL source whose mapping copies its columns as they are
+//! hashes its segments in its own SQL too ([`super::pushdown`]): only the
+//! rows of the segments read row by row then go through the mapping.
 //!
 //! Rows the mapping rejects, or folds into another by its dedupe, are not
 //! differences: they are counted apart, as the run's report counts them.
@@ -125,9 +128,8 @@ fn concat_sql(d: Dialect, parts: &[String]) -> String {
     parts.join(&format!(" || {sep} || "))
 }
 
-/// Per segment: rows, the sum of their hashes, and the rows a side flags
-/// (the source's SQL unsure of a value, a target row whose reference is
-/// gone: see [`pushdown`]).
+/// Per segment: rows, the sum of their hashes, and the rows the source's
+/// SQL is unsure of (see [`pushdown`]).
 type Segments = HashMap<u64, (u64, u64, u64)>;
 
 /// Per segment (count, sum of hashes, flagged), from the rows of a
@@ -179,8 +181,7 @@ pub struct RowdiffResult {
     pub segments: u64,
     pub segments_differing: u64,
     /// Segments equal in count and sum, read row by row all the same: the
-    /// source's SQL was not sure how the mapping renders a value, or a
-    /// target row refers to a row that is gone.
+    /// source's SQL was not sure how the mapping renders a value.
     pub segments_unsure: u64,
     /// Whether the source hashed its rows in its own SQL (only the
     /// segments read row by row went through the mapping).
@@ -487,8 +488,7 @@ struct Found {
     /// Segments whose count or sum differ.
     differing: Vec<u64>,
     /// Segments equal in count and sum but read row by row all the same:
-    /// the source's SQL was not sure of a value, or a target row's
-    /// reference points nowhere.
+    /// the source's SQL was not sure of a value.
     unsure: Vec<u64>,
     /// Source rows (key → canonical row) of `differing` and `unsure`.
     rows: BTreeMap<String, String>,
@@ -521,11 +521,11 @@ impl Plan<'_> {
     }
 
     /// The target's segments, on a connection of their own.
-    fn target_segments(&self, extra_from: &str, flag: &str) -> Result<Segments> {
+    fn target_segments(&self) -> Result<Segments> {
         let mut conn = crate::db::open(&self.cfg.target.url, true)?;
         let d = conn.dialect();
         let sql = format!(
-            "SELECT seg, count(*), sum(rh), sum(f) FROM (SELECT {} AS seg, {} AS rh, {flag} AS f FROM {}{extra_from}) s GROUP BY seg",
+            "SELECT seg, count(*), sum(rh) FROM (SELECT {} AS seg, {} AS rh FROM {}) s GROUP BY seg",
             self.seg_sql,
             d.hash40(&self.row_text),
             d.quote(self.table)
@@ -552,7 +552,7 @@ impl Plan<'_> {
         let mut source_segs: Segments = HashMap::new();
         let mut source_rows = 0u64;
         let (target_segs, streamed) = std::thread::scope(|scope| {
-            let hashing = scope.spawn(|| self.target_segments("", "0"));
+            let hashing = scope.spawn(|| self.target_segments());
             let streamed = src.for_each(&mut |key, row| {
                 source_rows += 1;
                 let seg = self.segment_of(key);
@@ -586,7 +586,7 @@ impl Plan<'_> {
     }
 
     /// The source's segments in its own SQL beside the target's, then only
-    /// the segments that differ (or that either side is unsure of) read
+    /// the segments that differ (or that the source is unsure of) read
     /// and mapped. `Ok(Err(why))`: the source is to be streamed whole.
     fn pushed(
         &self,
@@ -617,23 +617,69 @@ impl Plan<'_> {
         } else {
             format!("CASE WHEN {} THEN 1 ELSE 0 END", sql.unsure.join(" OR "))
         };
+        // rows the mapping is sure to reject: left out of the hashes
+        let mut rejects = sql.rejects.clone();
+        for (i, rtable, rcol) in &sql.references {
+            let x = &sql.columns[*i];
+            let keys = target.key_values(rtable, rcol)?;
+            let mut missing = Vec::new();
+            let distinct = format!(
+                "SELECT DISTINCT {x}::text FROM {} WHERE {x} IS NOT NULL",
+                sql.table
+            );
+            let values = match source.query(&distinct) {
+                Ok(rows) => rows,
+                Err(e) => return Ok(Err(format!("the source's SQL failed: {e}"))),
+            };
+            for v in values
+                .into_iter()
+                .filter_map(|r| r.into_iter().next().flatten())
+            {
+                if !keys.contains(&v) {
+                    // (an integer column's text: digits and a sign)
+                    missing.push(v.parse::<i64>().map_err(|_| {
+                        Error::runtime(format!("rowdiff: {x} = {v:?} is not an integer"))
+                    })?);
+                }
+            }
+            if missing.len() > 100_000 {
+                return Ok(Err(format!(
+                    "{} values of {x} are missing from {rtable}",
+                    missing.len()
+                )));
+            }
+            if !missing.is_empty() {
+                let list: Vec<String> = missing.iter().map(|v| v.to_string()).collect();
+                rejects.push(format!("{x} IN ({})", list.join(", ")));
+            }
+        }
+        let rejected_sql = if rejects.is_empty() {
+            "false".to_string()
+        } else {
+            format!("COALESCE({}, false)", rejects.join(" OR "))
+        };
         let source_sql = format!(
-            "SELECT seg, count(*), sum(rh), sum(u) FROM (SELECT {src_seg} AS seg, {} AS rh, {unsure} AS u FROM {}) s GROUP BY seg",
+            "SELECT seg, count(*) - sum(r), sum(CASE WHEN r = 1 THEN 0 ELSE rh END), sum(u * (1 - r)), sum(r) \
+             FROM (SELECT {src_seg} AS seg, {} AS rh, {unsure} AS u, CASE WHEN {rejected_sql} THEN 1 ELSE 0 END AS r FROM {}) s GROUP BY seg",
             pg.hash40(&concat_sql(pg, &sql.texts)),
             sql.table
         );
-        let d = target.dialect();
-        let (joins, orphans) = pushdown::orphans_sql(d, &pushdown::references(self.mapping));
-        let (target_segs, source_segs) = std::thread::scope(|scope| {
-            let hashing = scope.spawn(|| self.target_segments(&joins, &orphans));
-            let source_segs = source.query(&source_sql).map(segments_of);
-            (joined(hashing.join()), source_segs)
+        let (target_segs, source_rows) = std::thread::scope(|scope| {
+            let hashing = scope.spawn(|| self.target_segments());
+            let source_rows = source.query(&source_sql);
+            (joined(hashing.join()), source_rows)
         });
-        let (source_segs, target_segs) = match (source_segs, target_segs) {
+        let (source_rows, target_segs) = match (source_rows, target_segs) {
             (Ok(s), Ok(t)) => (s, t),
             (Err(e), _) => return Ok(Err(format!("the source's SQL failed: {e}"))),
             (_, Err(e)) => return Ok(Err(format!("the target's SQL failed: {e}"))),
         };
+        let sure_rejects: u64 = source_rows
+            .iter()
+            .filter_map(|r| r.get(4).cloned().flatten())
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum();
+        let source_segs = segments_of(source_rows);
         let (differing, unsure) = compare_segments(&source_segs, &target_segs);
         let read = differing.len() + unsure.len();
         // past half the segments, one pass mapping every row beats a
@@ -647,7 +693,7 @@ impl Plan<'_> {
         let total: u64 = source_segs.values().map(|v| v.0).sum();
         let mut found = Found {
             source_rows: total,
-            rejected: 0,
+            rejected: sure_rejects,
             merged: 0,
             merged_keys: HashSet::new(),
             differing,
@@ -669,14 +715,17 @@ impl Plan<'_> {
                 self.mapping,
                 self.def,
                 self.cfg.run.batch_size,
-                Some(format!("{src_seg} IN ({})", list.join(", "))),
+                Some(format!(
+                    "{src_seg} IN ({}) AND NOT {rejected_sql}",
+                    list.join(", ")
+                )),
             )?;
             let rows = &mut found.rows;
             src.for_each(&mut |key, row| {
                 rows.insert(key.to_string(), row.to_string());
                 Ok(())
             })?;
-            found.rejected = src.rejected;
+            found.rejected += src.rejected;
             found.merged = src.merged;
             found.source_rows = total.saturating_sub(src.rejected + src.merged);
         }
@@ -696,7 +745,7 @@ fn joined(
 }
 
 /// Segments whose count or sum differ, and segments equal in both that
-/// a side flagged (sorted).
+/// the source flagged (sorted).
 fn compare_segments(source: &Segments, target: &Segments) -> (Vec<u64>, Vec<u64>) {
     let all: HashSet<u64> = source.keys().chain(target.keys()).copied().collect();
     let (mut differing, mut unsure) = (Vec::new(), Vec::new());
@@ -830,9 +879,15 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str, opts: Options) -> Result<Ro
         .copied()
         .collect();
     if !read.is_empty() {
-        // the target's rows of those segments, in chunks of segment ids
+        // the target's rows of those segments, in one scan (Oracle: in
+        // chunks of the 1,000 values an IN list may hold)
         let mut target_rows_of: BTreeMap<String, String> = BTreeMap::new();
-        for chunk in read.chunks(500) {
+        let chunk = if d == Dialect::Oracle {
+            1000
+        } else {
+            read.len()
+        };
+        for chunk in read.chunks(chunk) {
             let list: Vec<String> = chunk.iter().map(|s| s.to_string()).collect();
             let rows = target.query(&format!(
                 "SELECT k, r FROM (SELECT {key_text} AS k, {} AS r, {} AS seg FROM {}) s WHERE seg IN ({})",
