@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use crate::batch::MergeOp;
 use crate::batch::Reject;
 use crate::batch::parse::{epoch_millis, parse_datetime};
-use crate::batch::{Value, dtype_of, frame_from_rows};
+use crate::batch::{Value, dtype_of, frame_from_rows, push_padded};
 use crate::config::mapping::{ColumnType, Merge, WriteMode};
 use crate::config::{BelowZero, Config};
 use crate::db::{ColumnDef, TableDef};
@@ -471,30 +471,16 @@ fn line_id(at: NaiveDateTime, fields: &[&str]) -> String {
 /// [`line_id`] written at the end of `stamp`.
 fn push_line_id(stamp: &mut String, at: NaiveDateTime, fields: &[&str]) {
     use chrono::{Datelike, Timelike};
-    // digits written by hand: this runs once per line (the formatting
-    // machinery took 4 % of an import, docs/benchmarks.md)
-    fn digits(s: &mut String, v: u32, width: usize) {
-        let mut b = [b'0'; 10];
-        let mut v = v;
-        for i in (0..width).rev() {
-            b[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-        if v > 0 {
-            s.push_str(&format!("{}", v));
-        }
-        b[..width].iter().for_each(|d| s.push(char::from(*d)));
-    }
     let from = stamp.len();
     let year = at.year();
     if (0..=9999).contains(&year) {
-        digits(stamp, year as u32, 4);
+        push_padded(stamp, year as u32, 4);
     } else {
         use std::fmt::Write as _;
         let _ = write!(stamp, "{year:04}");
     }
     for v in [at.month(), at.day(), at.hour(), at.minute(), at.second()] {
-        digits(stamp, v, 2);
+        push_padded(stamp, v, 2);
     }
     let nanos = at.nanosecond();
     let mut h = Sha256::new();
@@ -505,7 +491,7 @@ fn push_line_id(stamp: &mut String, at: NaiveDateTime, fields: &[&str]) {
         h.update(f.as_bytes());
     }
     stamp.push('.');
-    digits(stamp, nanos / 1_000_000, 3);
+    push_padded(stamp, nanos / 1_000_000, 3);
     stamp.push('-');
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for b in &h.finalize()[..12] {
