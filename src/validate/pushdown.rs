@@ -32,6 +32,9 @@ pub struct SourceSql {
     pub texts: Vec<String>,
     /// Per target column: its source column, quoted.
     pub columns: Vec<String>,
+    /// Per target column: the source value typed as the target holds it
+    /// (for a hash of typed values, when the target is PostgreSQL too).
+    pub typed: Vec<String>,
     /// Conditions under which a row is not sure to map to its SQL text.
     pub unsure: Vec<String>,
     /// Conditions under which the mapping is sure to reject a row.
@@ -68,6 +71,7 @@ pub fn plan(
         table: q(table),
         texts: Vec::with_capacity(def.columns.len()),
         columns: Vec::with_capacity(def.columns.len()),
+        typed: Vec::with_capacity(def.columns.len()),
         unsure: Vec::new(),
         rejects: Vec::new(),
         references: Vec::new(),
@@ -80,7 +84,11 @@ pub fn plan(
             .ok_or_else(|| format!("the target column {} has no mapping", c.name))?;
         let col = source_column(spec, declared)?;
         let x = q(&col.name);
-        let (text, unsure) = column_sql(spec, c, &col.source_type, &x)
+        let Rendered {
+            text,
+            typed,
+            unsure,
+        } = column_sql(spec, c, &col.source_type, &x)
             .map_err(|why| format!("column {}: {why}", c.name))?;
         if spec.required {
             out.rejects.push(format!("{x} IS NULL"));
@@ -104,6 +112,7 @@ pub fn plan(
         );
         out.texts
             .push(format!("CASE WHEN {x} IS NULL THEN '\\N' ELSE {text} END"));
+        out.typed.push(typed);
         out.columns.push(x);
     }
     Ok(out)
@@ -128,6 +137,32 @@ fn source_column<'a>(
     }
 }
 
+/// A source column in SQL.
+struct Rendered {
+    /// Its canonical text (not NULL).
+    text: String,
+    /// Its value as the target's type holds it.
+    typed: String,
+    /// Conditions under which the mapping may render it otherwise.
+    unsure: Vec<String>,
+}
+
+/// Digits before and after the point of a declared numeric type:
+/// `numeric(12,4)`, the integers; `None` when unconstrained.
+fn numeric_digits(source_type: &str) -> Option<(u8, u8)> {
+    match source_type {
+        "smallint" => Some((5, 0)),
+        "integer" => Some((10, 0)),
+        "bigint" => Some((19, 0)),
+        t => {
+            let inner = t.strip_prefix("numeric(")?.strip_suffix(')')?;
+            let (p, s) = inner.split_once(',').unwrap_or((inner, "0"));
+            let (p, s) = (p.trim().parse::<u8>().ok()?, s.trim().parse::<u8>().ok()?);
+            Some((p.checked_sub(s)?, s))
+        }
+    }
+}
+
 /// A column's canonical text in SQL and the conditions under which its
 /// value is not sure to be rendered as the mapping does; an error says
 /// why the column cannot be pushed down.
@@ -136,7 +171,7 @@ fn column_sql(
     c: &ColumnDef,
     source_type: &str,
     x: &str,
-) -> Result<(String, Vec<String>), String> {
+) -> Result<Rendered, String> {
     let rewrites = !spec.null_values.is_empty()
         || spec.fill_down
         || spec.case.is_some()
@@ -160,20 +195,34 @@ fn column_sql(
     let unsupported = || Err(format!("{source_type} into {}", c.ty.as_str()));
     let range =
         |v: &str| format!("NOT isfinite({v}) OR {v} < '0001-01-01' OR {v} >= '10000-01-01'");
+    let plain = |text: String, unsure: Vec<String>| Rendered {
+        text,
+        typed: x.to_string(),
+        unsure,
+    };
     Ok(match c.ty {
-        ColumnType::Integer if integer => (format!("{x}::text"), Vec::new()),
+        ColumnType::Integer if integer => plain(format!("{x}::text"), Vec::new()),
         ColumnType::Decimal if numeric => {
             // the mapping reads the number as a float: sure when it needs
-            // no rounding and fits the precision and a float's 15 digits
+            // no rounding and fits the precision and a float's 15 digits;
+            // a declared type within both needs no test but NaN's
             let s = c.scale;
             let int_digits = c.precision.saturating_sub(s).min(15u8.saturating_sub(s));
             let n = format!("{x}::numeric");
-            (
-                format!("round({n}, {s})::text"),
-                vec![format!(
+            let unsure = match numeric_digits(&st) {
+                Some((int, frac)) if frac <= s && int <= int_digits && integer => Vec::new(),
+                Some((int, frac)) if frac <= s && int <= int_digits => {
+                    vec![format!("{n} = 'NaN'")]
+                }
+                _ => vec![format!(
                     "{n} = 'NaN' OR {n} <> round({n}, {s}) OR abs({n}) >= 1e{int_digits}"
                 )],
-            )
+            };
+            Rendered {
+                text: format!("round({n}, {s})::text"),
+                typed: n,
+                unsure,
+            }
         }
         ColumnType::Text if st == "text" || st.starts_with("character varying") => {
             if !(spec.trim && spec.collapse_spaces) {
@@ -184,25 +233,30 @@ fn column_sql(
             // to touch half the segments); what else the cleaning changes
             // is unsure: text empty once trimmed (NULL), not NFC, a
             // control character, an odd or invisible space (transform::clean)
-            (
-                format!(
-                    "CASE WHEN strpos({x}, '  ') > 0 THEN regexp_replace(btrim({x}, ' '), '  +', ' ', 'g') ELSE btrim({x}, ' ') END"
-                ),
-                vec![format!(
-                    "btrim({x}, ' ') = '' OR {x} IS NOT NFC NORMALIZED OR {x} ~ '[{ODD}]'"
+            let text = format!(
+                "CASE WHEN strpos({x}, '  ') > 0 THEN regexp_replace(btrim({x}, ' '), '  +', ' ', 'g') ELSE btrim({x}, ' ') END"
+            );
+            Rendered {
+                typed: format!("({text}) COLLATE \"C\""),
+                text,
+                // (the NFC test only where a character is not ASCII)
+                unsure: vec![format!(
+                    "btrim({x}, ' ') = '' OR {x} ~ '[{ODD}]' OR (octet_length({x}) <> char_length({x}) AND {x} IS NOT NFC NORMALIZED)"
                 )],
-            )
+            }
         }
-        ColumnType::Datetime if timestamp => (
+        ColumnType::Datetime if timestamp => plain(
             format!("to_char({x}, 'YYYY-MM-DD HH24:MI:SS.MS')"),
             vec![format!(
                 "{} OR {x} <> date_trunc('milliseconds', {x})",
                 range(x)
             )],
         ),
-        ColumnType::Date if st == "date" => (format!("to_char({x}, 'YYYY-MM-DD')"), vec![range(x)]),
+        ColumnType::Date if st == "date" => {
+            plain(format!("to_char({x}, 'YYYY-MM-DD')"), vec![range(x)])
+        }
         ColumnType::Boolean if st == "boolean" => {
-            (format!("CASE WHEN {x} THEN 't' ELSE 'f' END"), Vec::new())
+            plain(format!("CASE WHEN {x} THEN 't' ELSE 'f' END"), Vec::new())
         }
         _ => return unsupported(),
     })
