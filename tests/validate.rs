@@ -418,7 +418,11 @@ fn rowdiff_both(p: &Project, target: &str) -> (Value, Value) {
 /// allows, and finds what mapping every row finds: values the cleaning
 /// changes, rounds or rejects in the source; changed, missing and extra
 /// rows and rows whose reference is gone in the target.
-fn check_pushed_rowdiff(p: &Project, db: &Db) {
+/// `keep_fk`: the source keeps its foreign key from lines to invoices
+/// (rowdiff then lists the invoices' keys; without it, the lines' distinct
+/// invoice numbers), and the line that points nowhere points to an invoice
+/// the migration rejected instead of one that does not exist.
+fn check_pushed_rowdiff(p: &Project, db: &Db, keep_fk: bool) {
     let target = db.url();
     let out = p.run(&target, &["migrate", "billing"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -427,10 +431,30 @@ fn check_pushed_rowdiff(p: &Project, db: &Db) {
         let n = db.one("SELECT count(*) FROM invoice_lines");
         (f, n.parse::<u64>().unwrap())
     };
+    let (fk, nowhere) = if keep_fk {
+        let kept: BTreeSet<String> = db
+            .rows("SELECT id FROM invoices")
+            .into_iter()
+            .map(|r| r[0].clone().unwrap())
+            .collect();
+        let rejected = p
+            .billing
+            .query("SELECT id FROM factures ORDER BY id")
+            .lines()
+            .find(|id| !kept.contains(*id))
+            .expect("an invoice the migration rejected")
+            .to_string();
+        ("", rejected)
+    } else {
+        (
+            "ALTER TABLE lignes_facture DROP CONSTRAINT lignes_facture_facture_id_fkey;",
+            "999999999".to_string(),
+        )
+    };
     // source values the SQL cannot render as the mapping does
     p.billing.query(&format!(
         "ALTER TABLE lignes_facture ALTER COLUMN designation DROP NOT NULL;
-         ALTER TABLE lignes_facture DROP CONSTRAINT lignes_facture_facture_id_fkey;
+         {fk}
          ALTER TABLE lignes_facture ALTER COLUMN quantite TYPE numeric(12,4);
          INSERT INTO lignes_facture VALUES
           (900001, {f}, 91, E'Joint\\u00a0torique', 1, 2.5, 20, now()),
@@ -439,7 +463,7 @@ fn check_pushed_rowdiff(p: &Project, db: &Db) {
           (900004, {f}, 94, NULL, 1, 2.5, 20, now()),
           (900005, {f}, 95, 'Durite', 2.125, 2.5, 20, now()),
           (900006, {f}, 96, 'Filtre', 1, 2.5, 20, '2030-01-01 10:00:00.123456+00'),
-          (900007, 999999999, 97, 'Orpheline', 1, 2.5, 20, now()),
+          (900007, {nowhere}, 97, 'Orpheline', 1, 2.5, 20, now()),
           (900008, {f}, 98, '', 1, 2.5, 20, now()),
           (900009, {f}, 99, 'Bougie', 3.1000, 2.5, 20, now())"
     ));
@@ -534,12 +558,16 @@ fn check_pushed_rowdiff(p: &Project, db: &Db) {
 #[test]
 fn rowdiff_pushed_down_finds_what_the_stream_finds_in_sqlite() {
     let p = Project::new("rd_push_lite");
-    check_pushed_rowdiff(&p, &Db::Sqlite(Path::new(&p.path("t.db")).to_path_buf()));
+    check_pushed_rowdiff(
+        &p,
+        &Db::Sqlite(Path::new(&p.path("t.db")).to_path_buf()),
+        false,
+    );
 }
 
 #[test]
 fn rowdiff_pushed_down_finds_what_the_stream_finds_in_postgres() {
     let p = Project::new("rd_push_pg");
     let db = TempDb::new("rd_push_pg_target");
-    check_pushed_rowdiff(&p, &Db::Pg(db.url()));
+    check_pushed_rowdiff(&p, &Db::Pg(db.url()), true);
 }

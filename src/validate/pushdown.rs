@@ -26,12 +26,16 @@ use crate::source::{DeclaredColumn, header_key};
 pub struct SourceSql {
     /// The source table, quoted.
     pub table: String,
+    /// The source table's name.
+    pub table_name: String,
     /// Per target column, in the target's order: the canonical text of
     /// the source value (what [`super::rowdiff::canonical`] gives for the
     /// mapped value, when the row is sure).
     pub texts: Vec<String>,
     /// Per target column: its source column, quoted.
     pub columns: Vec<String>,
+    /// Per target column: its source column's name.
+    pub names: Vec<String>,
     /// Per target column: the source value typed as the target holds it
     /// (for a hash of typed values, when the target is PostgreSQL too).
     pub typed: Vec<String>,
@@ -69,8 +73,10 @@ pub fn plan(
     let q = |name: &str| crate::source::postgres::quote_name(name);
     let mut out = SourceSql {
         table: q(table),
+        table_name: table.to_string(),
         texts: Vec::with_capacity(def.columns.len()),
         columns: Vec::with_capacity(def.columns.len()),
+        names: Vec::with_capacity(def.columns.len()),
         typed: Vec::with_capacity(def.columns.len()),
         unsure: Vec::new(),
         rejects: Vec::new(),
@@ -114,6 +120,7 @@ pub fn plan(
             .push(format!("CASE WHEN {x} IS NULL THEN '\\N' ELSE {text} END"));
         out.typed.push(typed);
         out.columns.push(x);
+        out.names.push(col.name.clone());
     }
     Ok(out)
 }

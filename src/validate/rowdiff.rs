@@ -217,18 +217,25 @@ struct MappedSource<'a> {
 }
 
 impl<'a> MappedSource<'a> {
+    /// The source of `plan`'s table, its rows limited by `filter`; the
+    /// references checked against the sets in `known` (by target column),
+    /// else against the target's keys.
     fn open(
+        plan: &Plan<'a>,
         source: &dyn Source,
         target: &mut dyn Conn,
-        job: &str,
-        mapping: &Mapping,
-        def: &'a TableDef,
-        batch: usize,
         filter: Option<String>,
+        mut known: Vec<(String, crate::batch::KeySet)>,
     ) -> Result<MappedSource<'a>> {
+        let (job, mapping, def) = (plan.job.name.as_str(), plan.mapping, plan.def);
+        let batch = plan.cfg.run.batch_size;
         let mut mapper = Mapper::new(mapping)?;
         for (col, rtable, rcol) in mapper.references() {
-            let values = target.key_values(&rtable, &rcol)?;
+            // (the keys a caller loaded already, else the target's)
+            let values = match known.iter().position(|(c, _)| *c == col) {
+                Some(i) => known.swap_remove(i).1,
+                None => target.key_values(&rtable, &rcol)?,
+            };
             mapper.set_reference_values(&col, values);
         }
         for (col, remap_to) in mapper.remaps() {
@@ -539,15 +546,7 @@ impl Plan<'_> {
     /// Every source row through the mapping, hashed per segment and spilled
     /// to a temporary file, while the target hashes its rows in SQL.
     fn streamed(&self, source: &dyn Source, target: &mut dyn Conn, why: String) -> Result<Found> {
-        let mut src = MappedSource::open(
-            source,
-            target,
-            &self.job.name,
-            self.mapping,
-            self.def,
-            self.cfg.run.batch_size,
-            None,
-        )?;
+        let mut src = MappedSource::open(self, source, target, None, Vec::new())?;
         let rh = target.dialect().hash40(&self.row_text);
         let mut spill = Spill::create()?;
         let mut source_segs: Segments = HashMap::new();
@@ -583,6 +582,46 @@ impl Plan<'_> {
             unsure,
             rows,
             streamed: Some(why),
+        })
+    }
+
+    /// The source's segments in its own SQL: its rows, the condition of
+    /// the rows the mapping is sure to reject (left out of the hashes),
+    /// and the target's keys of each reference. `Ok(Err(why))`: the
+    /// source is to be streamed whole.
+    fn source_segments(
+        &self,
+        source: &dyn Source,
+        target: &mut dyn Conn,
+        sql: &SourceSql,
+        seg: &str,
+        hash: &str,
+        unsure: &str,
+    ) -> Result<std::result::Result<SourceSegments, String>> {
+        let mut rejects = sql.rejects.clone();
+        let mut known = Vec::new();
+        for (i, rtable, rcol) in &sql.references {
+            match missing_references(source, target, sql, *i, rtable, rcol)? {
+                Ok((cond, keys)) => {
+                    rejects.extend(cond);
+                    known.push((self.def.columns[*i].name.clone(), keys));
+                }
+                Err(why) => return Ok(Err(why)),
+            }
+        }
+        let rejected = if rejects.is_empty() {
+            "false".to_string()
+        } else {
+            format!("COALESCE({}, false)", rejects.join(" OR "))
+        };
+        let query = format!(
+            "SELECT seg, count(*) - sum(r), sum(CASE WHEN r = 1 THEN 0 ELSE rh END), sum(u * (1 - r)), sum(r) \
+             FROM (SELECT {seg} AS seg, {hash} AS rh, {unsure} AS u, CASE WHEN {rejected} THEN 1 ELSE 0 END AS r FROM {}) s GROUP BY seg",
+            sql.table
+        );
+        Ok(match source.query(&query) {
+            Ok(rows) => Ok((rows, rejected, known)),
+            Err(e) => Err(format!("the source's SQL failed: {e}")),
         })
     }
 
@@ -647,34 +686,10 @@ impl Plan<'_> {
         let (target_segs, source_side) = std::thread::scope(|scope| {
             let hashing = scope.spawn(|| self.target_segments(&target_hash));
             let source_side =
-                (|| -> Result<std::result::Result<(Vec<crate::db::Row>, String), String>> {
-                    // rows the mapping is sure to reject: left out of the hashes
-                    let mut rejects = sql.rejects.clone();
-                    for (i, rtable, rcol) in &sql.references {
-                        match missing_references(source, target, sql, *i, rtable, rcol)? {
-                            Ok(Some(cond)) => rejects.push(cond),
-                            Ok(None) => {}
-                            Err(why) => return Ok(Err(why)),
-                        }
-                    }
-                    let rejected_sql = if rejects.is_empty() {
-                        "false".to_string()
-                    } else {
-                        format!("COALESCE({}, false)", rejects.join(" OR "))
-                    };
-                    let source_sql = format!(
-                        "SELECT seg, count(*) - sum(r), sum(CASE WHEN r = 1 THEN 0 ELSE rh END), sum(u * (1 - r)), sum(r) \
-                     FROM (SELECT {src_seg} AS seg, {source_hash} AS rh, {unsure} AS u, CASE WHEN {rejected_sql} THEN 1 ELSE 0 END AS r FROM {}) s GROUP BY seg",
-                        sql.table
-                    );
-                    Ok(match source.query(&source_sql) {
-                        Ok(rows) => Ok((rows, rejected_sql)),
-                        Err(e) => Err(format!("the source's SQL failed: {e}")),
-                    })
-                })();
+                self.source_segments(source, target, sql, &src_seg, &source_hash, &unsure);
             (joined(hashing.join()), source_side)
         });
-        let (source_rows, rejected_sql) = match source_side? {
+        let (source_rows, rejected_sql, known) = match source_side? {
             Ok(v) => v,
             Err(why) => return Ok(Err(why)),
         };
@@ -717,16 +732,14 @@ impl Plan<'_> {
                 .map(|s| s.to_string())
                 .collect();
             let mut src = MappedSource::open(
+                self,
                 source,
                 target,
-                &self.job.name,
-                self.mapping,
-                self.def,
-                self.cfg.run.batch_size,
                 Some(format!(
                     "{src_seg} IN ({}) AND NOT {rejected_sql}",
                     list.join(", ")
                 )),
+                known,
             )?;
             let rows = &mut found.rows;
             src.for_each(&mut |key, row| {
@@ -751,9 +764,13 @@ fn typed_hash(values: &[String]) -> String {
 }
 
 /// The condition of the source rows whose reference (column `i`, an
-/// integer) names a key missing from the target's `rtable.rcol`: the
-/// source's distinct values less the target's keys. `Ok(Err(why))`: too
-/// many to list, or the source's SQL failed.
+/// integer) names a key missing from the target's `rtable.rcol`, and the
+/// target's keys (for the mapping of the rows read later). The values
+/// the source may hold: those of the table its foreign key names when it
+/// declares one (a quarter of the benchmark's lines, and no DISTINCT),
+/// else its distinct values; read while the target's keys load. A value
+/// missed there only makes its row's segment be read and mapped.
+/// `Ok(Err(why))`: too many to list, or the source's SQL failed.
 fn missing_references(
     source: &dyn Source,
     target: &mut dyn Conn,
@@ -761,14 +778,38 @@ fn missing_references(
     i: usize,
     rtable: &str,
     rcol: &str,
-) -> Result<std::result::Result<Option<String>, String>> {
+) -> Result<std::result::Result<(Option<String>, crate::batch::KeySet), String>> {
     let x = &sql.columns[i];
-    let keys = target.key_values(rtable, rcol)?;
-    let distinct = format!(
-        "SELECT DISTINCT {x}::text FROM {} WHERE {x} IS NOT NULL",
-        sql.table
-    );
-    let values = match source.query(&distinct) {
+    let q = crate::source::postgres::quote_name;
+    let declared = source
+        .keys(&sql.table_name)?
+        .and_then(|k| {
+            k.foreign
+                .into_iter()
+                .find(|f| f.enforced && f.columns == [sql.names[i].clone()])
+        })
+        .and_then(|f| Some((f.ref_table, f.ref_columns.into_iter().next()?)));
+    let values_sql = match declared {
+        Some((t, c)) => format!(
+            "SELECT {c}::text FROM {t} WHERE {c} IS NOT NULL",
+            c = q(&c),
+            t = q(&t)
+        ),
+        None => format!(
+            "SELECT DISTINCT {x}::text FROM {} WHERE {x} IS NOT NULL",
+            sql.table
+        ),
+    };
+    let (keys, values) = std::thread::scope(|scope| {
+        let values = scope.spawn(|| source.query(&values_sql));
+        let keys = target.key_values(rtable, rcol);
+        let values = values
+            .join()
+            .unwrap_or_else(|_| Err(Error::runtime("rowdiff: the source's thread panicked")));
+        (keys, values)
+    });
+    let keys = keys?;
+    let values = match values {
         Ok(rows) => rows,
         Err(e) => return Ok(Err(format!("the source's SQL failed: {e}"))),
     };
@@ -792,11 +833,20 @@ fn missing_references(
             missing.len()
         )));
     }
-    Ok(Ok((!missing.is_empty()).then(|| {
+    let cond = (!missing.is_empty()).then(|| {
         let list: Vec<String> = missing.iter().map(|v| v.to_string()).collect();
         format!("{x} IN ({})", list.join(", "))
-    })))
+    });
+    Ok(Ok((cond, keys)))
 }
+
+/// The source's segment rows, the condition of its sure rejects, and the
+/// target's keys of each reference (by target column).
+type SourceSegments = (
+    Vec<crate::db::Row>,
+    String,
+    Vec<(String, crate::batch::KeySet)>,
+);
 
 /// A hashing thread's result.
 fn joined(
