@@ -237,19 +237,18 @@ fn column_sql(
             }
             // spaces at the ends or repeated are trimmed and collapsed
             // here as the cleaning does (2 % of the fixture's lines, enough
-            // to touch half the segments); what else the cleaning changes
-            // is unsure: text empty once trimmed (NULL), not NFC, a
-            // control character, an odd or invisible space (transform::clean)
+            // to touch half the segments); text empty once trimmed (NULL)
+            // or holding a character outside printable ASCII, Latin-1's
+            // letters and signs and the usual French punctuation is unsure
+            // (controls, odd and invisible spaces, combining marks that
+            // NFC would compose: transform::clean)
             let text = format!(
                 "CASE WHEN strpos({x}, '  ') > 0 THEN regexp_replace(btrim({x}, ' '), '  +', ' ', 'g') ELSE btrim({x}, ' ') END"
             );
             Rendered {
                 typed: format!("({text}) COLLATE \"C\""),
                 text,
-                // (the NFC test only where a character is not ASCII)
-                unsure: vec![format!(
-                    "btrim({x}, ' ') = '' OR {x} ~ '[{ODD}]' OR (octet_length({x}) <> char_length({x}) AND {x} IS NOT NFC NORMALIZED)"
-                )],
+                unsure: vec![format!("btrim({x}, ' ') = '' OR {x} !~ '^[{SAFE}]*$'")],
             }
         }
         ColumnType::Datetime if timestamp => plain(
@@ -269,10 +268,15 @@ fn column_sql(
     })
 }
 
-/// The characters text cleaning changes or drops, as a regular expression
-/// class (PostgreSQL's `\u` escapes): controls, Unicode White_Space but
-/// U+0020, the invisible ones.
-const ODD: &str = "\\u0001-\\u001f\\u007f\\u0085\\u00a0\\u00ad\\u1680\\u2000-\\u200d\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff";
+/// Characters the cleaning keeps as they are, as a regular expression
+/// class (PostgreSQL's `\u` escapes): printable ASCII, Latin-1 but its
+/// no-break space and soft hyphen, œ Œ Ÿ, dashes, quotes, the ellipsis
+/// and the euro sign. None is a control, a space but U+0020 or invisible
+/// (transform::clean), and text made of them is NFC already (none has a
+/// canonical decomposition that is not itself, none is a combining mark).
+/// One regular expression instead of three tests: 0.57 s against 0.89 s
+/// for 1M lines, half of them not ASCII (NFC's test alone took 0.43 s).
+const SAFE: &str = " -~\\u00a1-\\u00ac\\u00ae-\\u00ff\\u0152\\u0153\\u0178\\u2013\\u2014\\u2018-\\u201d\\u2026\\u20ac";
 
 #[cfg(test)]
 mod tests {
