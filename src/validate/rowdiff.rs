@@ -264,12 +264,7 @@ impl<'a> MappedSource<'a> {
     /// Each kept row as (key text, row text), batch by batch (the texts
     /// are built in buffers reused from row to row).
     fn for_each(&mut self, f: &mut dyn FnMut(&str, &str) -> Result<()>) -> Result<()> {
-        let key_idx: Vec<usize> = self
-            .def
-            .key
-            .iter()
-            .filter_map(|k| self.def.columns.iter().position(|c| &c.name == k))
-            .collect();
+        let key_idx = key_positions(self.def);
         let (mut row, mut key) = (String::new(), String::new());
         let mut ends: Vec<(usize, usize)> = Vec::with_capacity(self.def.columns.len());
         while let Some(raw) = self.reader.next_batch()? {
@@ -330,6 +325,14 @@ impl<'a> MappedSource<'a> {
         }
         Ok(())
     }
+}
+
+/// Where the key's columns stand among the table's.
+fn key_positions(def: &TableDef) -> Vec<usize> {
+    def.key
+        .iter()
+        .filter_map(|k| def.columns.iter().position(|c| &c.name == k))
+        .collect()
 }
 
 /// A decimal rounded to `scale` places (half away from zero), as the
@@ -635,12 +638,7 @@ impl Plan<'_> {
         sql: &SourceSql,
     ) -> Result<std::result::Result<Found, String>> {
         let pg = Dialect::Postgres;
-        let key_idx: Vec<usize> = self
-            .def
-            .key
-            .iter()
-            .filter_map(|k| self.def.columns.iter().position(|c| &c.name == k))
-            .collect();
+        let key_idx = key_positions(self.def);
         let src_seg = if self.integer_key {
             let k = &sql.columns[key_idx[0]];
             modulo(
