@@ -233,7 +233,9 @@ fn column_sql(
         }
         ColumnType::Text if st == "text" || st.starts_with("character varying") => {
             if !(spec.trim && spec.collapse_spaces) {
-                return Err("text kept as typed (no trim or collapse)".into());
+                return Err(
+                    "text cleaned otherwise than trimmed and collapsed (the default)".into(),
+                );
             }
             // spaces at the ends or repeated are trimmed and collapsed
             // here as the cleaning does (2 % of the fixture's lines, enough
@@ -357,7 +359,7 @@ scale = 2
             ),
             (
                 "name = \"label\"\nfrom = \"libelle\"\ntrim = false",
-                "as typed",
+                "otherwise than trimmed",
             ),
             ("name = \"label\"\nfrom = [\"libelle\", \"nom\"]", "several"),
             ("name = \"label\"\nfrom = \"absent\"", "no source column"),
