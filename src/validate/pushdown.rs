@@ -21,6 +21,8 @@ use crate::config::mapping::{ColumnSpec, ColumnType, Mapping};
 use crate::db::{ColumnDef, TableDef};
 use crate::source::{DeclaredColumn, header_key};
 
+use super::rowdiff::{canonical_value_sql, null_or};
+
 /// The source's side of rowdiff as SQL over its table (PostgreSQL).
 #[derive(Debug, Clone)]
 pub struct SourceSql {
@@ -116,8 +118,7 @@ pub fn plan(
                 .into_iter()
                 .map(|u| format!("({x} IS NOT NULL AND ({u}))")),
         );
-        out.texts
-            .push(format!("CASE WHEN {x} IS NULL THEN '\\N' ELSE {text} END"));
+        out.texts.push(null_or(&x, &text));
         out.typed.push(typed);
         out.columns.push(x);
         out.names.push(col.name.clone());
@@ -202,13 +203,15 @@ fn column_sql(
     let unsupported = || Err(format!("{source_type} into {}", c.ty.as_str()));
     let range =
         |v: &str| format!("NOT isfinite({v}) OR {v} < '0001-01-01' OR {v} >= '10000-01-01'");
-    let plain = |text: String, unsure: Vec<String>| Rendered {
-        text,
+    // (the target's canonical text of the same value, `x` as its expression)
+    let pg = crate::db::Dialect::Postgres;
+    let plain = |unsure: Vec<String>| Rendered {
+        text: canonical_value_sql(pg, c, x),
         typed: x.to_string(),
         unsure,
     };
     Ok(match c.ty {
-        ColumnType::Integer if integer => plain(format!("{x}::text"), Vec::new()),
+        ColumnType::Integer if integer => plain(Vec::new()),
         ColumnType::Decimal if numeric => {
             // the mapping reads the number as a float: sure when it needs
             // no rounding and fits the precision and a float's 15 digits;
@@ -226,7 +229,7 @@ fn column_sql(
                 )],
             };
             Rendered {
-                text: format!("round({n}, {s})::text"),
+                text: canonical_value_sql(pg, c, &n),
                 typed: n,
                 unsure,
             }
@@ -253,19 +256,12 @@ fn column_sql(
                 unsure: vec![format!("btrim({x}, ' ') = '' OR {x} !~ '^[{SAFE}]*$'")],
             }
         }
-        ColumnType::Datetime if timestamp => plain(
-            format!("to_char({x}, 'YYYY-MM-DD HH24:MI:SS.MS')"),
-            vec![format!(
-                "{} OR {x} <> date_trunc('milliseconds', {x})",
-                range(x)
-            )],
-        ),
-        ColumnType::Date if st == "date" => {
-            plain(format!("to_char({x}, 'YYYY-MM-DD')"), vec![range(x)])
-        }
-        ColumnType::Boolean if st == "boolean" => {
-            plain(format!("CASE WHEN {x} THEN 't' ELSE 'f' END"), Vec::new())
-        }
+        ColumnType::Datetime if timestamp => plain(vec![format!(
+            "{} OR {x} <> date_trunc('milliseconds', {x})",
+            range(x)
+        )]),
+        ColumnType::Date if st == "date" => plain(vec![range(x)]),
+        ColumnType::Boolean if st == "boolean" => plain(Vec::new()),
         _ => return unsupported(),
     })
 }

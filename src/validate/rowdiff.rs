@@ -68,8 +68,20 @@ pub fn canonical(c: &ColumnDef, v: ValueRef<'_>) -> String {
 /// The SQL expression giving a column's canonical text.
 pub fn canonical_sql(d: Dialect, c: &ColumnDef) -> String {
     let q = d.quote(&c.name);
-    let e = match (d, c.ty) {
-        (_, ColumnType::Text) => q,
+    null_or(&q, &canonical_value_sql(d, c, &q))
+}
+
+/// `e`, or the canonical NULL where `q` is NULL. (SQLite's printf turns
+/// NULL into 0.00: the column itself is tested.)
+pub fn null_or(q: &str, e: &str) -> String {
+    format!("CASE WHEN {q} IS NULL THEN '{NULL}' ELSE {e} END")
+}
+
+/// The canonical text in SQL of the non-NULL value of expression `q`,
+/// held as column `c`'s type.
+pub fn canonical_value_sql(d: Dialect, c: &ColumnDef, q: &str) -> String {
+    match (d, c.ty) {
+        (_, ColumnType::Text) => q.to_string(),
         (Dialect::Postgres, ColumnType::Integer) => format!("{q}::text"),
         (Dialect::Sqlite, ColumnType::Integer) => format!("CAST({q} AS TEXT)"),
         (Dialect::Oracle, ColumnType::Integer) => format!("TO_CHAR({q})"),
@@ -111,12 +123,7 @@ pub fn canonical_sql(d: Dialect, c: &ColumnDef) -> String {
         (Dialect::Oracle, ColumnType::Binary) => {
             format!("LOWER(RAWTOHEX(DBMS_LOB.SUBSTR({q}, 2000, 1)))")
         }
-    };
-    // (SQLite's printf turns NULL into 0.00: test the column itself)
-    format!(
-        "CASE WHEN {} IS NULL THEN '{NULL}' ELSE {e} END",
-        d.quote(&c.name)
-    )
+    }
 }
 
 fn concat_sql(d: Dialect, parts: &[String]) -> String {
@@ -487,6 +494,16 @@ fn modulo(d: Dialect, e: &str, n: u64) -> String {
     }
 }
 
+/// The SQL of a row's segment among `n`: a single integer key is its own
+/// segment number, modulo the count (ten times cheaper for the database
+/// than hashing its text); any other key's canonical text is hashed.
+fn segment_sql(d: Dialect, integer_key: Option<&str>, key_text: &str, n: u64) -> String {
+    match integer_key {
+        Some(k) => modulo(d, &format!("{} + {n}", modulo(d, k, n)), n),
+        None => modulo(d, &d.hash40(key_text), n),
+    }
+}
+
 /// What one side's pass found: the source's rows of the segments to
 /// compare row by row, and its counts.
 struct Found {
@@ -514,9 +531,10 @@ struct Plan<'a> {
     def: &'a TableDef,
     table: &'a str,
     segments: u64,
-    /// The target's segment number, row text and key text, in its SQL.
+    /// The target's segment number, and the hash of its rows' canonical
+    /// text, in its SQL.
     seg_sql: String,
-    row_text: String,
+    text_hash: String,
     integer_key: bool,
 }
 
@@ -550,12 +568,11 @@ impl Plan<'_> {
     /// to a temporary file, while the target hashes its rows in SQL.
     fn streamed(&self, source: &dyn Source, target: &mut dyn Conn, why: String) -> Result<Found> {
         let mut src = MappedSource::open(self, source, target, None, Vec::new())?;
-        let rh = target.dialect().hash40(&self.row_text);
         let mut spill = Spill::create()?;
         let mut source_segs: Segments = HashMap::new();
         let mut source_rows = 0u64;
         let (target_segs, streamed) = std::thread::scope(|scope| {
-            let hashing = scope.spawn(|| self.target_segments(&rh));
+            let hashing = scope.spawn(|| self.target_segments(&self.text_hash));
             let streamed = src.for_each(&mut |key, row| {
                 source_rows += 1;
                 let seg = self.segment_of(key);
@@ -639,17 +656,13 @@ impl Plan<'_> {
     ) -> Result<std::result::Result<Found, String>> {
         let pg = Dialect::Postgres;
         let key_idx = key_positions(self.def);
-        let src_seg = if self.integer_key {
-            let k = &sql.columns[key_idx[0]];
-            modulo(
-                pg,
-                &format!("{} + {}", modulo(pg, k, self.segments), self.segments),
-                self.segments,
-            )
-        } else {
-            let key_text: Vec<String> = key_idx.iter().map(|&i| sql.texts[i].clone()).collect();
-            modulo(pg, &pg.hash40(&concat_sql(pg, &key_text)), self.segments)
-        };
+        let key_text: Vec<String> = key_idx.iter().map(|&i| sql.texts[i].clone()).collect();
+        let src_seg = segment_sql(
+            pg,
+            self.integer_key.then(|| sql.columns[key_idx[0]].as_str()),
+            &concat_sql(pg, &key_text),
+            self.segments,
+        );
         let unsure = if sql.unsure.is_empty() {
             "0".to_string()
         } else {
@@ -673,10 +686,9 @@ impl Plan<'_> {
                 .collect();
             (typed_hash(&sql.typed), typed_hash(&target_cols))
         } else {
-            let d = target.dialect();
             (
                 pg.hash40(&concat_sql(pg, &sql.texts)),
-                d.hash40(&self.row_text),
+                self.text_hash.clone(),
             )
         };
         // The target hashes its segments while the references are checked
@@ -936,20 +948,13 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str, opts: Options) -> Result<Ro
             .map(|c| canonical_sql(d, c))
             .collect::<Vec<_>>(),
     );
-    // A single integer key is its own segment number, modulo the count
-    // (ten times cheaper for the database than hashing its text); any
-    // other key is hashed.
     let integer_key = matches!(key_cols.as_slice(), [c] if c.ty == ColumnType::Integer);
-    let seg_sql = if integer_key {
-        let k = d.quote(&key_cols[0].name);
-        modulo(
-            d,
-            &format!("{} + {segments}", modulo(d, &k, segments)),
-            segments,
-        )
-    } else {
-        modulo(d, &d.hash40(&key_text), segments)
-    };
+    let seg_sql = segment_sql(
+        d,
+        integer_key.then(|| d.quote(&key_cols[0].name)).as_deref(),
+        &key_text,
+        segments,
+    );
     let plan = Plan {
         cfg,
         job,
@@ -958,7 +963,7 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str, opts: Options) -> Result<Ro
         table,
         segments,
         seg_sql,
-        row_text,
+        text_hash: d.hash40(&row_text),
         integer_key,
     };
 
@@ -1003,8 +1008,7 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str, opts: Options) -> Result<Ro
         for chunk in read.chunks(chunk) {
             let list: Vec<String> = chunk.iter().map(|s| s.to_string()).collect();
             let rows = target.query(&format!(
-                "SELECT k, r FROM (SELECT {key_text} AS k, {} AS r, {} AS seg FROM {}) s WHERE seg IN ({})",
-                plan.row_text,
+                "SELECT k, r FROM (SELECT {key_text} AS k, {row_text} AS r, {} AS seg FROM {}) s WHERE seg IN ({})",
                 plan.seg_sql,
                 d.quote(table),
                 list.join(", ")
