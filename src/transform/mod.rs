@@ -299,17 +299,17 @@ impl Mapper {
         let mut out: Vec<Column> = Vec::with_capacity(self.plans.len() + 1);
         for plan in self.plans.iter_mut() {
             let name = plan.spec.name.clone();
+            let mut failures = Failures::new(
+                &mut errors,
+                &mut self.failures,
+                &mut self.flagged,
+                plan.spec.flag_only(),
+                n,
+            );
             // values the source handed over typed (see `carries`)
             if let Ok(c) = raw.column(&name)
                 && c.dtype() != &DataType::String
             {
-                let mut failures = Failures::new(
-                    &mut errors,
-                    &mut self.failures,
-                    &mut self.flagged,
-                    plan.spec.flag_only(),
-                    n,
-                );
                 out.push(plan.cast_carried(raw, c, &mut failures)?);
                 add_count(&mut self.rounded, &name, plan.rounded.take());
                 continue;
@@ -388,13 +388,6 @@ impl Mapper {
                 };
                 cleaned.push(v);
             }
-            let mut failures = Failures::new(
-                &mut errors,
-                &mut self.failures,
-                &mut self.flagged,
-                plan.spec.flag_only(),
-                n,
-            );
             for (i, bad) in phone_bad.iter().enumerate() {
                 if *bad {
                     let s = cleaned[i].as_deref().unwrap_or("");
