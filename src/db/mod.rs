@@ -96,11 +96,11 @@ impl dyn Conn + '_ {
     /// (reference rules).
     pub fn key_values(&mut self, table: &str, column: &str) -> Result<crate::batch::KeySet> {
         let sql = self.distinct_sql(table, column)?;
-        let mut set = crate::batch::KeySet::default();
+        let mut hashes = Vec::new();
         self.for_each_text(&sql, &mut |v| {
-            set.insert(v);
+            hashes.push(crate::batch::hash128(v.as_bytes()));
         })?;
-        Ok(set)
+        Ok(crate::batch::KeySet::from_hashes(hashes))
     }
 
     /// Distinct non-NULL values of `table.column` as text.
