@@ -246,3 +246,99 @@ fn version_and_completions() {
     let out = repaero(&["frobnicate"]);
     assert_eq!(code(&out), 2);
 }
+
+/// A reference rule's keys are loaded once for the tables of a job that
+/// check them, and again once a table has written the referenced table: a
+/// move naming a part the job's parts file adds is rejected before that
+/// table and kept after it.
+#[test]
+fn reference_keys_follow_the_tables_a_job_wrote() {
+    let parts = |table: &str, mode: &str| {
+        format!(
+            "[source]\ntable = \"{table}.csv\"\n[target]\ntable = \"parts\"\nkey = [\"reference\"]\nmode = \"{mode}\"\n[[columns]]\nname = \"reference\"\n"
+        )
+    };
+    let moves = |table: &str| {
+        format!(
+            "[source]\ntable = \"{table}.csv\"\n[target]\ntable = \"{table}\"\n[[columns]]\nname = \"line\"\ntype = \"integer\"\n[[columns]]\nname = \"reference\"\nreferences = {{ table = \"parts\", column = \"reference\" }}\n"
+        )
+    };
+    let job = |tables: &[&str]| {
+        tables
+            .iter()
+            .map(|m| format!("[[tables]]\nmapping = \"{m}\"\n"))
+            .collect::<String>()
+    };
+    let dir = common::project(
+        "[sources.csv]\nkind = \"csv\"\npath = \"data\"\n",
+        &[
+            ("mappings/parts_a.toml", &parts("parts_a", "replace")),
+            ("mappings/parts_b.toml", &parts("parts_b", "append")),
+            ("mappings/moves_1.toml", &moves("moves_1")),
+            ("mappings/moves_2.toml", &moves("moves_2")),
+            ("mappings/moves_3.toml", &moves("moves_3")),
+            (
+                "jobs/first.toml",
+                &format!("source = \"csv\"\n{}", job(&["parts_a"])),
+            ),
+            (
+                "jobs/j.toml",
+                &format!(
+                    "source = \"csv\"\n{}",
+                    job(&["moves_1", "moves_2", "parts_b", "moves_3"])
+                ),
+            ),
+        ],
+    );
+    let p = dir.path();
+    std::fs::create_dir_all(p.join("data")).unwrap();
+    for (name, text) in [
+        ("parts_a", "reference\nA\nB\n"),
+        ("parts_b", "reference\nC\n"),
+        ("moves_1", "line;reference\n1;A\n2;C\n"),
+        ("moves_2", "line;reference\n1;B\n2;C\n3;D\n"),
+        ("moves_3", "line;reference\n1;A\n2;C\n3;D\n"),
+    ] {
+        std::fs::write(p.join(format!("data/{name}.csv")), text).unwrap();
+    }
+    let db = p.join("t.db");
+    let target = format!("target.url=sqlite://{}", db.display());
+    let out = repaero_in(p, &["--set", &target, "migrate", "first"]);
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    let out = repaero_in(p, &["--set", &target, "migrate", "j", "--json"]);
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let counts: Vec<(String, u64, u64)> = report["runs"][0]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["table"].as_str().unwrap().to_string(),
+                t["written"].as_u64().unwrap(),
+                t["rejected"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64, u64)> = [
+        ("moves_1", 1, 1),
+        ("moves_2", 1, 2),
+        ("parts", 1, 0),
+        ("moves_3", 2, 1),
+    ]
+    .iter()
+    .map(|(t, w, r)| (t.to_string(), *w, *r))
+    .collect();
+    assert_eq!(counts, want);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let refs = |table: &str| -> Vec<String> {
+        conn.prepare(&format!("SELECT reference FROM {table} ORDER BY line"))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    assert_eq!(refs("moves_2"), ["B"]);
+    assert_eq!(refs("moves_3"), ["A", "C"]);
+}

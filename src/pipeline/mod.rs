@@ -7,6 +7,7 @@ pub mod report;
 pub mod tally;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -149,6 +150,11 @@ struct JobRun<'a> {
     files: Vec<String>,
     /// `table.id` → merged id → kept id, from the dedupes run so far.
     remaps: HashMap<String, HashMap<String, String>>,
+    /// The target's keys a reference rule checked, by (table, column), kept
+    /// for the job's later tables that check the same ones, until a table
+    /// writes that table (each load of the stock parts' 200,000 references
+    /// took 85 ms).
+    ref_keys: HashMap<(String, String), Arc<crate::batch::KeySet>>,
     /// When the run started: the time of snapshots and soft deletes.
     started: chrono::DateTime<chrono::Utc>,
 }
@@ -263,6 +269,7 @@ fn run_job_in(
         opts,
         files: Vec::new(),
         remaps: HashMap::new(),
+        ref_keys: HashMap::new(),
         started,
     };
     let mut report = JobReport {
@@ -279,11 +286,22 @@ fn run_job_in(
         files: Vec::new(),
     };
     let outcome = (|| -> Result<()> {
-        for (mapping, mode) in &job.tables {
+        for (i, (mapping, mode)) in job.tables.iter().enumerate() {
             let tally = run.table(sink, mapping, *mode).map_err(|e| {
                 e.context(format!("job {}, table {}", job.name, mapping.target.table))
             })?;
             report.tables.push(tally);
+            // keys no later table checks are dropped
+            let later = &job.tables[i + 1..];
+            run.ref_keys.retain(|(t, c), _| {
+                later.iter().any(|(m, _)| {
+                    m.columns.iter().any(|col| {
+                        col.references
+                            .as_ref()
+                            .is_some_and(|r| r.table == *t && r.column == *c)
+                    })
+                })
+            });
         }
         sink.check_integrity()
             .map_err(|e| e.context(format!("job {}", job.name)))?;
@@ -365,15 +383,23 @@ impl JobRun<'_> {
         let origin = reader.origin.clone();
         let mut tally = Tally::new(table, &origin, mode.as_str());
         for (col, rtable, rcol) in mapper.references() {
-            let values = sink.conn()?.key_values(&rtable, &rcol)?;
-            tracing::debug!(
-                table,
-                col,
-                rtable,
-                rcol,
-                n = values.len(),
-                "reference values loaded"
-            );
+            let values = match self.ref_keys.get(&(rtable.clone(), rcol.clone())) {
+                Some(values) => Arc::clone(values),
+                None => {
+                    let values = Arc::new(sink.conn()?.key_values(&rtable, &rcol)?);
+                    tracing::debug!(
+                        table,
+                        col,
+                        rtable,
+                        rcol,
+                        n = values.len(),
+                        "reference values loaded"
+                    );
+                    self.ref_keys
+                        .insert((rtable.clone(), rcol.clone()), Arc::clone(&values));
+                    values
+                }
+            };
             tally
                 .held
                 .push(values.held(format!("reference keys of {rtable}.{rcol} (for {col})")));
@@ -550,6 +576,10 @@ impl JobRun<'_> {
         tally.nulled = std::mem::take(&mut mapper.nulled);
         tally.remapped = std::mem::take(&mut mapper.remapped);
         tally.rounded = std::mem::take(&mut mapper.rounded);
+        // this table's keys changed: a later reference to them loads them
+        // again
+        self.ref_keys
+            .retain(|(t, _), _| !t.eq_ignore_ascii_case(table));
         tally.seconds = t0.elapsed().as_secs_f64();
         tally.check()?;
         Ok(tally)

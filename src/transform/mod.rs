@@ -63,7 +63,7 @@ struct Plan {
     one_of: Option<HashSet<String>>,
     min: Option<Bound>,
     max: Option<Bound>,
-    refs: Option<crate::batch::KeySet>,
+    refs: Option<std::sync::Arc<crate::batch::KeySet>>,
     /// Merged id → kept id, for `remap`.
     remap: Option<HashMap<String, String>>,
     /// Values replaced by `remap` in the current batch.
@@ -234,9 +234,13 @@ impl Mapper {
     }
 
     /// Provide the known values for a column's reference rule.
-    pub fn set_reference_values(&mut self, column: &str, values: crate::batch::KeySet) {
+    pub fn set_reference_values(
+        &mut self,
+        column: &str,
+        values: impl Into<std::sync::Arc<crate::batch::KeySet>>,
+    ) {
         if let Some(p) = self.plans.iter_mut().find(|p| p.spec.name == column) {
-            p.refs = Some(values);
+            p.refs = Some(values.into());
         }
     }
 
@@ -1337,7 +1341,10 @@ mod tests {
         );
         mapper.set_reference_values(
             "code",
-            ["ABC-1", "ABC-2"].iter().map(|s| s.to_string()).collect(),
+            ["ABC-1", "ABC-2"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<crate::batch::KeySet>(),
         );
         let out = mapper
             .apply(&raw(
