@@ -26,6 +26,15 @@ fn is_group_sep(c: char) -> bool {
 /// Read a decimal number. Currency signs and thousands separators are
 /// dropped; `(12,50)` and a trailing `-` are negative.
 pub fn parse_number(s: &str, fmt: NumberFormat) -> Result<f64, NumberError> {
+    // the common case, plain digits (codes, barcodes, quantities), without
+    // the allocations below: an integer below 10^18 converts to the f64
+    // nearest it, as parsing its text does
+    if (1..=18).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .map(|v| v as f64)
+            .map_err(|_| NumberError::NotANumber);
+    }
     let mut t = s.trim_matches(|c: char| c.is_whitespace() || c == '\u{a0}' || c == '\u{202f}');
     // cheap rejection of most text ("HYD-2040", "n/a") before any allocation
     match t.chars().next() {
@@ -594,6 +603,38 @@ pub fn epoch_millis(dt: NaiveDateTime) -> i64 {
 mod tests {
     use super::*;
     use NumberFormat::*;
+
+    #[test]
+    fn plain_digits_read_as_their_text_parses() {
+        for s in [
+            "0",
+            "7",
+            "0042",
+            "3760123456789",
+            "9007199254740993",
+            "123456789012345678",
+            "000000000000000001",
+            "999999999999999999",
+            "1234567890123456789",
+            "99999999999999999999999",
+        ] {
+            let want: f64 = s.parse().unwrap();
+            for fmt in [Auto, Fr, En] {
+                assert_eq!(parse_number(s, fmt), Ok(want), "{s} {fmt:?}");
+            }
+            assert!(looks_numeric(s));
+        }
+        // 2^53 + 1 has no f64: both ways give the even neighbour
+        assert_eq!(
+            parse_number("9007199254740993", Auto),
+            Ok(9007199254740992.0)
+        );
+        assert_eq!(
+            parse_number(&"9".repeat(400), Auto),
+            Err(NumberError::TooLarge)
+        );
+        assert!(!looks_numeric("") && !looks_numeric("12a") && !looks_numeric("١٢"));
+    }
 
     #[test]
     fn french_numbers() {
