@@ -1134,3 +1134,56 @@ fn thousands_of_identical_headers_are_numbered() {
     wb.save(&xlsx).unwrap();
     check(&repaero_in(p.path(), &["inspect", "wide.xlsx", "--json"]));
 }
+
+/// A sheet whose XML breaks after thousands of rows (read in chunks by one
+/// thread, walked into batches by another): the run fails naming the
+/// sheet, and nothing of the rows before the break is kept.
+#[test]
+fn a_sheet_broken_past_its_first_rows_fails_the_job_and_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("big.xlsx");
+    let out = repaero_in(
+        dir.path(),
+        &[
+            "fixtures",
+            "stock",
+            "--rows",
+            "3000",
+            "--out",
+            book.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    patch_xlsx(&book, "xl/worksheets/sheet1.xml", |xml| {
+        let at = xml.find("<row r=\"2000\"").expect("row 2000");
+        format!(
+            "{}<row r=\"2000\"><c r=\"A2000\" t=\"s\"><v>1</v></x></row>{}",
+            &xml[..at],
+            &xml[at..]
+        )
+    });
+    let p = stock_project(
+        &book,
+        &[
+            ("jobs/stock.toml", STOCK_JOB),
+            ("mappings/stock_parts.toml", &mapping("stock_parts")),
+            ("mappings/stock_receipts.toml", &mapping("stock_receipts")),
+        ],
+    );
+    let out = repaero_in(p.path(), &["migrate", "stock"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("big.xlsx › Stock: malformed sheet data"),
+        "{}",
+        stderr(&out)
+    );
+    let c = Connection::open(p.path().join("repaero.db")).unwrap();
+    let tables: i64 = c
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('parts', 'parts__repaero_new')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "rows before the break were kept");
+}

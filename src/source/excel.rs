@@ -656,14 +656,97 @@ fn read_sheet(
         HashSet::new()
     };
     let name = req.table.clone();
-    let mut walker = Walker::new(origin.to_string(), req, hidden_cols, tx.clone());
-    if for_each_row(book, &name, origin, max_cell, &mut |r, row| {
-        walker.row(r, row)
-    })? == Flow::Stop
-    {
-        return Ok(());
+    let walker = Walker::new(origin.to_string(), req, hidden_cols, tx.clone());
+    // calamine's parse and the cells' conversion on this thread; the header
+    // walk and the batches on another, fed chunks of rows whose buffers
+    // come back to be reused (the parse alone kept one core busy while the
+    // batches were built after it: "Stock workbook" in docs/benchmarks.md)
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Chunk>(2);
+    let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Chunk>(4);
+    std::thread::scope(|scope| {
+        let walk = std::thread::Builder::new()
+            .name("repaero-sheet".into())
+            .spawn_scoped(scope, move || walk_chunks(walker, full_rx, empty_tx))
+            .map_err(|e| Error::runtime(format!("{origin}: starting a reader thread: {e}")))?;
+        let mut chunk = Chunk::default();
+        let parsed = for_each_row(book, &name, origin, max_cell, &mut |r, row| {
+            chunk.put(r, row);
+            if chunk.len == CHUNK_ROWS {
+                let next = empty_rx.try_recv().unwrap_or_default();
+                if full_tx.send(std::mem::replace(&mut chunk, next)).is_err() {
+                    return Ok(Flow::Stop);
+                }
+            }
+            Ok(Flow::Go)
+        });
+        let parsed = match parsed {
+            Ok(Flow::Go) => {
+                chunk.end = true;
+                // (a walk that stopped says why below)
+                let _ = full_tx.send(chunk);
+                Ok(())
+            }
+            Ok(Flow::Stop) => Ok(()),
+            Err(e) => Err(e),
+        };
+        drop(full_tx);
+        let walked = walk
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        // the parse's error first: the walk then only saw a cut stream
+        parsed.and(walked)
+    })
+}
+
+/// Rows a chunk carries from the parse to the walk.
+const CHUNK_ROWS: usize = 512;
+
+/// Sheet rows on their way from the parse to the walk; `rows[..len]` are
+/// this chunk's, the rest are buffers kept for reuse.
+#[derive(Default)]
+struct Chunk {
+    rows: Vec<(u32, Row)>,
+    len: usize,
+    /// The sheet's last rows: the walk may finish.
+    end: bool,
+}
+
+impl Chunk {
+    /// Take `row`'s cells, leaving it a buffer of an earlier row to clear.
+    fn put(&mut self, r: u32, row: &mut Row) {
+        if self.len < self.rows.len() {
+            let slot = &mut self.rows[self.len];
+            slot.0 = r;
+            std::mem::swap(&mut slot.1, row);
+        } else {
+            self.rows.push((r, std::mem::take(row)));
+        }
+        self.len += 1;
     }
-    walker.finish()
+}
+
+/// The walk's side of [`read_sheet`]: rows through the walker, chunks back
+/// for reuse; the walker finishes only on the sheet's last chunk (a cut
+/// stream is the parse's error, which it returns).
+fn walk_chunks(
+    mut walker: Walker,
+    full: std::sync::mpsc::Receiver<Chunk>,
+    empty: SyncSender<Chunk>,
+) -> Result<()> {
+    for mut chunk in full {
+        for (r, row) in &mut chunk.rows[..chunk.len] {
+            if walker.row(*r, row)? == Flow::Stop {
+                return Ok(());
+            }
+        }
+        if chunk.end {
+            return walker.finish();
+        }
+        chunk.len = 0;
+        // (a full pool: this chunk is dropped)
+        let _ = empty.try_send(chunk);
+    }
+    Ok(())
 }
 
 /// Call `f` with every row of a sheet that holds a cell (0-based row
