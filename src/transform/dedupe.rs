@@ -305,6 +305,7 @@ impl Dedupe {
         let mut ops = Vec::new();
         let mut rejects = Vec::new();
         let mut bytes = Vec::with_capacity(64);
+        let mut values: Vec<ValueRef<'_>> = Vec::with_capacity(key_idx.len());
         for i in 0..df.height() {
             let src_row = row_idx
                 .map(|j| match cursors[j].get(i) {
@@ -312,7 +313,8 @@ impl Dedupe {
                     _ => 0,
                 })
                 .unwrap_or(i as u64);
-            let values: Vec<ValueRef<'_>> = key_idx.iter().map(|&j| cursors[j].get(i)).collect();
+            values.clear();
+            values.extend(key_idx.iter().map(|&j| cursors[j].get(i)));
             let Some(h) = self.hash_key(&values, whole_row, &mut bytes) else {
                 keep.push(true);
                 continue;
