@@ -332,6 +332,38 @@ fn run_job_in(
     outcome.map(|()| report)
 }
 
+/// A source batch mapped (and deduplicated), ready to be written.
+struct Step {
+    read: u64,
+    rejects: Vec<crate::batch::Reject>,
+    /// The mapped rows, when the table has no dedupe.
+    kept: polars::prelude::DataFrame,
+    deduped: Option<crate::transform::dedupe::Deduped>,
+}
+
+fn map_batch(
+    raw: &polars::prelude::DataFrame,
+    mapper: &mut Mapper,
+    dedupe: Option<&mut Dedupe>,
+) -> Result<Step> {
+    let mapped = mapper.apply(raw)?;
+    let read = raw.height() as u64;
+    Ok(match dedupe {
+        Some(d) => Step {
+            read,
+            rejects: mapped.rejects,
+            kept: polars::prelude::DataFrame::empty(),
+            deduped: Some(d.push(mapped.kept)?),
+        },
+        None => Step {
+            read,
+            rejects: mapped.rejects,
+            kept: mapped.kept,
+            deduped: None,
+        },
+    })
+}
+
 impl JobRun<'_> {
     fn table(&mut self, sink: &mut dyn Sink, mapping: &Mapping, mode: Mode) -> Result<Tally> {
         let t0 = Instant::now();
@@ -452,39 +484,72 @@ impl JobRun<'_> {
         let pb = progress_bar(self.opts.progress, table, reader.estimated_rows);
         // where the time goes, for `-vv`: waiting for the source, mapping,
         // writing (waiting for the target included)
-        let (mut t_read, mut t_map, mut t_write) = (0f64, 0f64, 0f64);
-        let mut tk = Instant::now();
-        while let Some(raw) = reader.next_batch()? {
-            t_read += tk.elapsed().as_secs_f64();
-            tk = Instant::now();
-            tally.read += raw.height() as u64;
-            pb.inc(raw.height() as u64);
-            let mapped = mapper.apply(&raw)?;
-            t_map += tk.elapsed().as_secs_f64();
-            tk = Instant::now();
-            out.reject(&mapped.rejects, &mut tally)?;
-            match dedupe.as_mut() {
-                Some(d) => {
-                    let mut deduped = d.push(mapped.kept)?;
-                    out.reject(&deduped.rejects, &mut tally)?;
-                    if let Some((col, ms)) = &snapshot {
-                        deduped.kept = stamp(deduped.kept, col, *ms)?;
-                        for op in deduped.ops.iter_mut() {
-                            op.key
-                                .push((col.clone(), crate::batch::Value::Datetime(*ms)));
+        // the source's batches are mapped and deduplicated on a thread of
+        // their own while the previous one is written here ("Stock
+        // workbook" in docs/benchmarks.md: the target's inserts alone kept
+        // this thread busy at the end of a table)
+        let (steps_tx, steps_rx) = std::sync::mpsc::sync_channel::<Result<Step>>(1);
+        let mut t_write = 0f64;
+        let (t_read, t_map) = std::thread::scope(|scope| -> Result<(f64, f64)> {
+            let (reader, mapper, dedupe) = (&mut reader, &mut mapper, &mut dedupe);
+            let worker = std::thread::Builder::new()
+                .name("repaero-map".into())
+                .spawn_scoped(scope, move || {
+                    let (mut t_read, mut t_map) = (0f64, 0f64);
+                    let mut tk = Instant::now();
+                    loop {
+                        let step = match reader.next_batch() {
+                            Ok(None) => break,
+                            Ok(Some(raw)) => {
+                                t_read += tk.elapsed().as_secs_f64();
+                                tk = Instant::now();
+                                let step = map_batch(&raw, mapper, dedupe.as_mut());
+                                t_map += tk.elapsed().as_secs_f64();
+                                step
+                            }
+                            Err(e) => Err(e),
+                        };
+                        let failed = step.is_err();
+                        // (the writer went away: it says why)
+                        if steps_tx.send(step).is_err() || failed {
+                            break;
                         }
+                        tk = Instant::now();
                     }
-                    out.write(&deduped.kept, &mut tally)?;
-                    out.merge(&deduped.ops, &mut tally)?;
+                    (t_read, t_map)
+                })
+                .map_err(|e| Error::runtime(format!("{origin}: starting a mapping thread: {e}")))?;
+            for step in steps_rx {
+                let step = step?;
+                let tk = Instant::now();
+                tally.read += step.read;
+                pb.inc(step.read);
+                out.reject(&step.rejects, &mut tally)?;
+                match step.deduped {
+                    Some(mut deduped) => {
+                        out.reject(&deduped.rejects, &mut tally)?;
+                        if let Some((col, ms)) = &snapshot {
+                            deduped.kept = stamp(deduped.kept, col, *ms)?;
+                            for op in deduped.ops.iter_mut() {
+                                op.key
+                                    .push((col.clone(), crate::batch::Value::Datetime(*ms)));
+                            }
+                        }
+                        out.write(&deduped.kept, &mut tally)?;
+                        out.merge(&deduped.ops, &mut tally)?;
+                    }
+                    None => match &snapshot {
+                        Some((col, ms)) => out.write(&stamp(step.kept, col, *ms)?, &mut tally)?,
+                        None => out.write(&step.kept, &mut tally)?,
+                    },
                 }
-                None => match &snapshot {
-                    Some((col, ms)) => out.write(&stamp(mapped.kept, col, *ms)?, &mut tally)?,
-                    None => out.write(&mapped.kept, &mut tally)?,
-                },
+                t_write += tk.elapsed().as_secs_f64();
             }
-            t_write += tk.elapsed().as_secs_f64();
-            tk = Instant::now();
-        }
+            Ok(worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        })?;
+        let tk = Instant::now();
         // replacing with nothing empties the table: only when asked (rows
         // read and all rejected are another matter, shown in the tally)
         if mode == Mode::Replace && tally.read == 0 && !mapping.target.allow_empty {
