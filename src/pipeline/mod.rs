@@ -336,9 +336,13 @@ fn run_job_in(
 struct Step {
     read: u64,
     rejects: Vec<crate::batch::Reject>,
-    /// The mapped rows, when the table has no dedupe.
-    kept: polars::prelude::DataFrame,
-    deduped: Option<crate::transform::dedupe::Deduped>,
+    rows: Rows,
+}
+
+enum Rows {
+    /// The mapped rows of a table without dedupe.
+    Mapped(polars::prelude::DataFrame),
+    Deduped(crate::transform::dedupe::Deduped),
 }
 
 fn map_batch(
@@ -347,19 +351,12 @@ fn map_batch(
     dedupe: Option<&mut Dedupe>,
 ) -> Result<Step> {
     let mapped = mapper.apply(raw)?;
-    let read = raw.height() as u64;
-    Ok(match dedupe {
-        Some(d) => Step {
-            read,
-            rejects: mapped.rejects,
-            kept: polars::prelude::DataFrame::empty(),
-            deduped: Some(d.push(mapped.kept)?),
-        },
-        None => Step {
-            read,
-            rejects: mapped.rejects,
-            kept: mapped.kept,
-            deduped: None,
+    Ok(Step {
+        read: raw.height() as u64,
+        rejects: mapped.rejects,
+        rows: match dedupe {
+            Some(d) => Rows::Deduped(d.push(mapped.kept)?),
+            None => Rows::Mapped(mapped.kept),
         },
     })
 }
@@ -525,8 +522,8 @@ impl JobRun<'_> {
                 tally.read += step.read;
                 pb.inc(step.read);
                 out.reject(&step.rejects, &mut tally)?;
-                match step.deduped {
-                    Some(mut deduped) => {
+                match step.rows {
+                    Rows::Deduped(mut deduped) => {
                         out.reject(&deduped.rejects, &mut tally)?;
                         if let Some((col, ms)) = &snapshot {
                             deduped.kept = stamp(deduped.kept, col, *ms)?;
@@ -538,9 +535,9 @@ impl JobRun<'_> {
                         out.write(&deduped.kept, &mut tally)?;
                         out.merge(&deduped.ops, &mut tally)?;
                     }
-                    None => match &snapshot {
-                        Some((col, ms)) => out.write(&stamp(step.kept, col, *ms)?, &mut tally)?,
-                        None => out.write(&step.kept, &mut tally)?,
+                    Rows::Mapped(kept) => match &snapshot {
+                        Some((col, ms)) => out.write(&stamp(kept, col, *ms)?, &mut tally)?,
+                        None => out.write(&kept, &mut tally)?,
                     },
                 }
                 t_write += tk.elapsed().as_secs_f64();
