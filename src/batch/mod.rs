@@ -234,24 +234,38 @@ pub fn datetime_text_sep(ms: i64, sep: char) -> String {
                 return s;
             }
             let mut s = String::with_capacity(23);
-            push_padded(&mut s, n.year() as u32, 4);
-            s.push('-');
-            push_padded(&mut s, n.month(), 2);
-            s.push('-');
-            push_padded(&mut s, n.day(), 2);
-            s.push(sep);
-            push_padded(&mut s, n.hour(), 2);
-            s.push(':');
-            push_padded(&mut s, n.minute(), 2);
-            s.push(':');
-            push_padded(&mut s, n.second(), 2);
-            if frac != 0 {
-                s.push('.');
-                push_padded(&mut s, frac, 3);
-            }
+            push_iso_datetime(&mut s, &n, Some(sep));
             s
         }
         None => format!("ms {ms}"),
+    }
+}
+
+/// Append `YYYY-MM-DD`, then `<sep>hh:mm:ss`, then `.fff` when there are
+/// milliseconds; with `sep = None`, the time (after a `T`) only when it is
+/// not midnight. Years 0–9999 (a caller refuses or formats the others).
+pub fn push_iso_datetime(b: &mut String, n: &chrono::NaiveDateTime, sep: Option<char>) {
+    use chrono::{Datelike, Timelike};
+    push_padded(b, n.year() as u32, 4);
+    b.push('-');
+    push_padded(b, n.month(), 2);
+    b.push('-');
+    push_padded(b, n.day(), 2);
+    let ms = n.nanosecond() / 1_000_000;
+    let sep = match sep {
+        Some(c) => c,
+        None if n.num_seconds_from_midnight() != 0 || ms != 0 => 'T',
+        None => return,
+    };
+    b.push(sep);
+    push_padded(b, n.hour(), 2);
+    b.push(':');
+    push_padded(b, n.minute(), 2);
+    b.push(':');
+    push_padded(b, n.second(), 2);
+    if ms != 0 {
+        b.push('.');
+        push_padded(b, ms, 3);
     }
 }
 

@@ -661,7 +661,7 @@ const OLE_DAYS: std::ops::Range<f64> = -657_434.0..2_958_466.0;
 /// that is no date (NaN, an infinity, out of Access's years 100 to 9999: a
 /// damaged row) is refused, never a panic nor a made-up date.
 fn write_ole_date(b: &mut String, v: f64) -> Result<(), BadValue> {
-    use chrono::{Datelike, Timelike};
+    use chrono::Datelike;
     if !v.is_finite() {
         return Err(BadValue::Date(format!(
             "the Date/Time value is {v:?}, not a number (a damaged row?)"
@@ -691,32 +691,9 @@ fn write_ole_date(b: &mut String, v: f64) -> Result<(), BadValue> {
             "the Date/Time value {v:?} rounds past 9999-12-31"
         )));
     }
-    let push = |b: &mut String, v: u32, width: usize| {
-        let mut digits = itoa::Buffer::new();
-        let d = digits.format(v);
-        for _ in d.len()..width {
-            b.push('0');
-        }
-        b.push_str(d);
-    };
-    push(b, dt.year().unsigned_abs(), 4);
-    b.push('-');
-    push(b, dt.month(), 2);
-    b.push('-');
-    push(b, dt.day(), 2);
-    if ms != 0 {
-        b.push('T');
-        push(b, dt.hour(), 2);
-        b.push(':');
-        push(b, dt.minute(), 2);
-        b.push(':');
-        push(b, dt.second(), 2);
-        let frac = dt.nanosecond() / 1_000_000;
-        if frac != 0 {
-            b.push('.');
-            push(b, frac, 3);
-        }
-    }
+    // (years 100–9999, checked above; a time whenever the value has a
+    // fraction, even one that rounds to the next midnight)
+    crate::batch::push_iso_datetime(b, &dt, (ms != 0).then_some('T'));
     Ok(())
 }
 
@@ -871,6 +848,12 @@ mod tests {
         assert_eq!(t(-1.25), "1899-12-29T06:00:00");
         assert_eq!(t(-657_434.0), "0100-01-01");
         assert_eq!(t(2_958_465.5), "9999-12-31T12:00:00");
+        assert_eq!(
+            t(45000.0 + 3_723_007.0 / 86_400_000.0),
+            "2023-03-15T01:02:03.007"
+        );
+        // a fraction that rounds to the next midnight still shows a time
+        assert_eq!(t(45_000.999_999_999_9), "2023-03-16T00:00:00");
         // found by the fuzz target: 23:59:59.9999996 rounds to the year 10000
         assert!(t(2_958_465.999_999_995).starts_with("bad: "));
         // a damaged row: said, never a panic (TimeDelta::days out of

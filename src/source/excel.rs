@@ -581,7 +581,6 @@ const MAX_DURATION_DAYS: f64 = 1.0e7;
 /// A serial that is no date (NaN, an infinity, out of the years 1–9999,
 /// or the 29/02/1900 Excel invented) is refused, never guessed.
 fn write_datetime(b: &mut String, dt: &ExcelDateTime) -> Result<(), BadValue> {
-    use chrono::{Datelike, Timelike};
     let serial = dt.as_f64();
     if dt.is_duration() {
         if !serial.is_finite() || serial.abs() >= MAX_DURATION_DAYS {
@@ -609,25 +608,7 @@ fn write_datetime(b: &mut String, dt: &ExcelDateTime) -> Result<(), BadValue> {
     let n = excel_datetime(serial, is_1904).map_err(|e| BadValue::Date(e.describe(serial)))?;
     // (years 1–9999: `excel_datetime` refuses the others; written by hand,
     // the formatting machinery was 1.3 % of the sheet reader's samples)
-    let p = crate::batch::push_padded;
-    p(b, n.year() as u32, 4);
-    b.push('-');
-    p(b, n.month(), 2);
-    b.push('-');
-    p(b, n.day(), 2);
-    let ms = n.nanosecond() / 1_000_000;
-    if n.num_seconds_from_midnight() != 0 || ms != 0 {
-        b.push('T');
-        p(b, n.hour(), 2);
-        b.push(':');
-        p(b, n.minute(), 2);
-        b.push(':');
-        p(b, n.second(), 2);
-        if ms != 0 {
-            b.push('.');
-            p(b, ms, 3);
-        }
-    }
+    crate::batch::push_iso_datetime(b, &n, None);
     Ok(())
 }
 
