@@ -168,10 +168,12 @@ pub fn run_job(cfg: &Config, job: &Job, opts: &RunOptions, run_id: &str) -> Resu
         .map_err(|e| e.context(format!("job {}, target", job.name)))?;
     if sink.conn()?.dialect() == crate::db::dialect::Dialect::Sqlite {
         // A migration writes each table once, in batches: a 16 MiB page
-        // cache costs it 2-4 % more CPU than the 64 MiB the scans import
-        // needs for its index, and its peak RSS 40-65 MiB less at 2M rows
-        // (docs/benchmarks.md, "Memory: where the workbook's growth goes").
-        sink.conn()?.batch("PRAGMA cache_size = -16384;")?;
+        // cache cost it 2-4 % more CPU than the 64 MiB the scans import
+        // needs for its index, and its peak RSS 40-65 MiB less at 2M rows;
+        // 8 MiB: 8 MiB less again, 3 % more wall time at 2M rows, the same
+        // at 500k (docs/benchmarks.md, "Memory: where the workbook's growth
+        // goes", decision 59).
+        sink.conn()?.batch("PRAGMA cache_size = -8192;")?;
     }
     sink.begin()?;
     match run_job_in(cfg, job, opts, run_id, sink.as_mut(), source) {
