@@ -571,3 +571,47 @@ fn rowdiff_pushed_down_finds_what_the_stream_finds_in_postgres() {
     let db = TempDb::new("rd_push_pg_target");
     check_pushed_rowdiff(&p, &Db::Pg(db.url()), true);
 }
+
+/// rowdiff sizes its segments by PostgreSQL's estimate (a count when the
+/// table was never analysed); a reference's keys are read without DISTINCT
+/// when a unique index covers the column, integers are made distinct
+/// before their cast to text, and a numeric's values keep their texts.
+#[test]
+fn postgres_row_estimates_and_distinct_integer_keys() {
+    let db = TempDb::new("estimate");
+    db.query(
+        "CREATE TABLE t (id bigint PRIMARY KEY, n numeric(6,2), k integer, code text UNIQUE);
+         INSERT INTO t SELECT g, g % 7, g % 3, 'P-' || g FROM generate_series(1, 5000) g;
+         INSERT INTO t VALUES (5001, NULL, NULL, NULL)",
+    );
+    let mut conn = repaero::db::open(&db.url(), false).expect("connect");
+    // not analysed yet (or analysed whole by autovacuum): the exact count
+    assert_eq!(conn.estimated_rows("t").expect("estimate"), Some(5001));
+    assert_eq!(conn.estimated_rows("missing").expect("estimate"), None);
+    db.query("ANALYZE t; INSERT INTO t SELECT g, 1, 1 FROM generate_series(5002, 10001) g");
+    // analysed at 5,001 rows, then doubled: the statistics scaled by the
+    // table's pages now
+    let estimate = conn
+        .estimated_rows("t")
+        .expect("estimate")
+        .expect("a table");
+    assert!((9_000..=11_000).contains(&estimate), "{estimate}");
+
+    let mut facts = |c: &str| conn.column_facts("t", c).expect("catalog");
+    let (id, n, k, code) = (facts("id"), facts("n"), facts("k"), facts("code"));
+    assert!(id.integer && id.unique, "{id:?}");
+    assert!(!n.integer && !n.unique, "{n:?}");
+    assert!(k.integer && !k.unique, "{k:?}");
+    assert!(!code.integer && code.unique, "{code:?}");
+    let ids = conn.key_values("t", "id").expect("keys");
+    assert_eq!(ids.len(), 10_001);
+    assert!(ids.contains("1") && ids.contains("10001") && !ids.contains("0"));
+    let amounts = conn.key_texts("t", "n").expect("keys");
+    let want: std::collections::HashSet<String> = (0..7).map(|v| format!("{v}.00")).collect();
+    assert_eq!(amounts, want);
+    let ks = conn.key_texts("t", "k").expect("keys");
+    assert_eq!(ks, ["0", "1", "2"].map(String::from).into());
+    let codes = conn.key_values("t", "code").expect("keys");
+    assert_eq!(codes.len(), 5000);
+    assert!(codes.contains("P-1") && !codes.contains("P-5001"));
+}

@@ -56,6 +56,12 @@ pub trait Conn: Send {
     /// The columns of `table`, as the database names them; empty when the
     /// table does not exist.
     fn columns(&mut self, table: &str) -> Result<Vec<String>>;
+    /// What the catalog says of `table.column` (as [`Conn::columns`]
+    /// names it), for the query of its distinct values; nothing when the
+    /// connection cannot tell.
+    fn column_facts(&mut self, _table: &str, _column: &str) -> Result<ColumnFacts> {
+        Ok(ColumnFacts::default())
+    }
     /// Start a unit of work (SQLite takes the write lock at once).
     fn begin(&mut self) -> Result<()>;
     /// Make what follows read-only: a statement that would write fails
@@ -68,6 +74,17 @@ pub trait Conn: Send {
     fn is_closed(&self) -> bool {
         false
     }
+}
+
+/// What a catalog says of a column.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnFacts {
+    /// It holds integers of some width: equal integers have one text, so
+    /// their distinct values may be found before the cast to text.
+    pub integer: bool,
+    /// A unique index covers it alone: its values are distinct already
+    /// (and so are their texts: unequal values never print alike).
+    pub unique: bool,
 }
 
 /// The named queries: what the floors above ask a database for.
@@ -90,6 +107,31 @@ impl dyn Conn + '_ {
             .and_then(|s| s.parse::<u64>().ok())
             .ok_or_else(|| Error::runtime(format!("{}: count of {table}", self.describe())))?;
         Ok(Some(n))
+    }
+
+    /// About how many rows `table` holds, or `None` when it does not
+    /// exist: on PostgreSQL its statistics' rows per page times its pages
+    /// now (what the planner estimates; 1 ms, where counting 1M rows takes
+    /// 70–120 ms), else, or when it was never analysed, a count.
+    pub fn estimated_rows(&mut self, table: &str) -> Result<Option<u64>> {
+        let d = self.dialect();
+        if d == Dialect::Postgres {
+            if !self.table_exists(table)? {
+                return Ok(None);
+            }
+            let estimate = self.query_one(
+                &format!(
+                    "SELECT (c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::int))::bigint \
+                     FROM pg_catalog.pg_class c WHERE c.oid = to_regclass({}) AND c.relpages > 0 AND c.reltuples >= 0",
+                    d.param(1, crate::config::mapping::ColumnType::Text)
+                ),
+                &[Value::Text(d.quote(table))],
+            )?;
+            if let Some(n) = estimate.and_then(|v| v.parse::<u64>().ok()) {
+                return Ok(Some(n));
+            }
+        }
+        self.count_rows(table)
     }
 
     /// Distinct non-NULL values of `table.column`, as a set of hashes
@@ -116,22 +158,37 @@ impl dyn Conn + '_ {
     /// The query of the distinct non-NULL values of `table.column`, as text.
     fn distinct_sql(&mut self, table: &str, column: &str) -> Result<String> {
         let d = self.dialect();
-        let found = self
+        let wanted = d.column_name(column);
+        let Some(name) = self
             .columns(table)?
-            .iter()
-            .any(|c| c.eq_ignore_ascii_case(&d.column_name(column)));
-        if !found {
+            .into_iter()
+            .find(|c| c.eq_ignore_ascii_case(&wanted))
+        else {
             return Err(Error::config(format!(
                 "{}: reference to {table}.{column}: no such table or column in the target; write {table} earlier in the job",
                 self.describe()
             )));
-        }
+        };
         let c = d.quote(column);
-        Ok(format!(
-            "SELECT DISTINCT {} FROM {} WHERE {c} IS NOT NULL",
-            d.as_text(&c),
-            d.quote(table)
-        ))
+        let t = d.quote(table);
+        let facts = self.column_facts(table, &name)?;
+        Ok(if facts.unique {
+            // a key: no DISTINCT (the 200,000 parts' references in 0.46 s
+            // with it, under load)
+            format!("SELECT {} FROM {t} WHERE {c} IS NOT NULL", d.as_text(&c))
+        } else if facts.integer {
+            // the integers made distinct, then cast: 250,000 keys in 0.10 s
+            // against 0.22–0.29 s for the distinct texts (PostgreSQL)
+            format!(
+                "SELECT {} FROM (SELECT DISTINCT {c} FROM {t} WHERE {c} IS NOT NULL) s",
+                d.as_text(&c)
+            )
+        } else {
+            format!(
+                "SELECT DISTINCT {} FROM {t} WHERE {c} IS NOT NULL",
+                d.as_text(&c)
+            )
+        })
     }
 
     /// Every row of `table`, these columns only, as text.

@@ -687,6 +687,28 @@ impl Conn for PgConn {
         Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
     }
 
+    fn column_facts(&mut self, table: &str, column: &str) -> Result<crate::db::ColumnFacts> {
+        let rows = self.rows(
+            "SELECT a.atttypid IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype),
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                            WHERE i.indrelid = a.attrelid AND i.indisunique AND i.indnkeyatts = 1
+                              AND i.indkey[0] = a.attnum AND i.indpred IS NULL AND i.indexprs IS NULL)
+             FROM pg_catalog.pg_attribute a
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = current_schema() AND c.relname = $1 AND a.attname = $2
+               AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&table, &column],
+        )?;
+        Ok(rows
+            .first()
+            .map(|r| crate::db::ColumnFacts {
+                integer: r.get(0),
+                unique: r.get(1),
+            })
+            .unwrap_or_default())
+    }
+
     fn begin(&mut self) -> Result<()> {
         PgConn::batch(self, "BEGIN")
     }
