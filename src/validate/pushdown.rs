@@ -253,13 +253,25 @@ fn column_sql(
             Rendered {
                 typed: format!("({text}) COLLATE \"C\""),
                 text,
-                unsure: vec![format!("btrim({x}, ' ') = '' OR {x} !~ '^[{SAFE}]*$'")],
+                // (a character outside the class searched for: 0.61–0.72 s
+                // for 1M lines against 0.75–0.83 s for the whole text
+                // matched against the class repeated)
+                unsure: vec![format!("btrim({x}, ' ') = '' OR {x} ~ '[^{SAFE}]'")],
             }
         }
-        ColumnType::Datetime if timestamp => plain(vec![format!(
-            "{} OR {x} <> date_trunc('milliseconds', {x})",
-            range(x)
-        )]),
+        ColumnType::Datetime if timestamp => {
+            // sub-millisecond digits: the value differs from itself
+            // rounded to milliseconds by its type's cast, integer
+            // arithmetic (0.13 s for 1M lines) where `date_trunc` of a
+            // time stamp with zone goes through the session's zone (0.27–
+            // 0.35 s); after the range tests, so no rounding can overflow
+            let ms = if st.contains("with time zone") || st.starts_with("timestamptz") {
+                "timestamptz(3)"
+            } else {
+                "timestamp(3)"
+            };
+            plain(vec![format!("{} OR {x} <> {x}::{ms}", range(x))])
+        }
         ColumnType::Date if st == "date" => plain(vec![range(x)]),
         ColumnType::Boolean if st == "boolean" => plain(Vec::new()),
         _ => return unsupported(),
