@@ -116,6 +116,14 @@ fn postgres_gets_the_same_rows_as_sqlite() {
         "0"
     );
     assert_eq!(db.query("SELECT count(*) FROM _repaero_runs"), "2");
+
+    // the second run replaced `parts` and the tables referencing it: their
+    // keys to it are back, checked
+    let fks = "SELECT string_agg(conrelid::regclass || ':' || convalidated, ',' ORDER BY conrelid::regclass::text) FROM pg_constraint WHERE contype = 'f' AND confrelid = 'parts'::regclass";
+    assert_eq!(
+        db.query(fks),
+        "part_barcodes:true,part_reservations:true,stock_receipts:true"
+    );
 }
 
 #[test]
