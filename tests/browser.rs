@@ -96,16 +96,23 @@ impl Driver {
             chromium: chromium.to_path_buf(),
             profile,
         };
+        let exited = |d: &mut Driver| match d.child.try_wait() {
+            Ok(Some(status)) => Err(format!(
+                "{} exited at start ({status}): {}",
+                chromedriver.display(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )),
+            _ => Ok(()),
+        };
         let until = Instant::now() + Duration::from_secs(20);
         while Instant::now() < until {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                return Err(format!(
-                    "{} exited at start ({status}): {}",
-                    chromedriver.display(),
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                ));
-            }
+            exited(&mut d)?;
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // still running a moment later: the port may have been
+                // taken by another test's process since it was picked free
+                // (a driver that exited at once was found "listening" so)
+                std::thread::sleep(Duration::from_millis(200));
+                exited(&mut d)?;
                 return Ok(d);
             }
             std::thread::sleep(Duration::from_millis(50));
