@@ -116,9 +116,7 @@ impl dyn Conn + '_ {
     pub fn estimated_rows(&mut self, table: &str) -> Result<Option<u64>> {
         let d = self.dialect();
         if d == Dialect::Postgres {
-            if !self.table_exists(table)? {
-                return Ok(None);
-            }
+            // (no row for a table that does not exist: the count says so)
             let estimate = self.query_one(
                 &format!(
                     "SELECT (c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::int))::bigint \
@@ -170,24 +168,21 @@ impl dyn Conn + '_ {
             )));
         };
         let c = d.quote(column);
-        let t = d.quote(table);
+        let (text, rows) = (
+            d.as_text(&c),
+            format!("FROM {} WHERE {c} IS NOT NULL", d.quote(table)),
+        );
         let facts = self.column_facts(table, &name)?;
         Ok(if facts.unique {
             // a key: no DISTINCT (the 200,000 parts' references in 0.46 s
             // with it, under load)
-            format!("SELECT {} FROM {t} WHERE {c} IS NOT NULL", d.as_text(&c))
+            format!("SELECT {text} {rows}")
         } else if facts.integer {
             // the integers made distinct, then cast: 250,000 keys in 0.10 s
             // against 0.22–0.29 s for the distinct texts (PostgreSQL)
-            format!(
-                "SELECT {} FROM (SELECT DISTINCT {c} FROM {t} WHERE {c} IS NOT NULL) s",
-                d.as_text(&c)
-            )
+            format!("SELECT {text} FROM (SELECT DISTINCT {c} {rows}) s")
         } else {
-            format!(
-                "SELECT DISTINCT {} FROM {t} WHERE {c} IS NOT NULL",
-                d.as_text(&c)
-            )
+            format!("SELECT DISTINCT {text} {rows}")
         })
     }
 

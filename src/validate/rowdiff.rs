@@ -528,6 +528,13 @@ struct Found {
     target_rows_of: Option<BTreeMap<String, String>>,
 }
 
+impl Found {
+    /// The segments read row by row: the differing, then the unsure.
+    fn to_read(&self) -> Vec<u64> {
+        self.differing.iter().chain(&self.unsure).copied().collect()
+    }
+}
+
 /// The parts of the comparison both passes share.
 struct Plan<'a> {
     cfg: &'a Config,
@@ -559,17 +566,24 @@ impl Plan<'_> {
     /// The target's segments, on a connection of their own, each row
     /// hashed by `rh` (SQL).
     fn target_segments(&self, rh: &str) -> Result<Segments> {
+        self.on_own_connection(|conn| {
+            let sql = format!(
+                "SELECT seg, count(*), sum(rh) FROM (SELECT {} AS seg, {rh} AS rh FROM {}) s GROUP BY seg",
+                self.seg_sql,
+                conn.dialect().quote(self.table)
+            );
+            Ok(segments_of(conn.query(&sql, &[])?))
+        })
+    }
+
+    /// `f` on a read-only connection to the target of its own (for a
+    /// thread working beside the main one).
+    fn on_own_connection<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
         let mut conn = crate::db::open(&self.cfg.target.url, true)?;
-        let d = conn.dialect();
-        let sql = format!(
-            "SELECT seg, count(*), sum(rh) FROM (SELECT {} AS seg, {rh} AS rh FROM {}) s GROUP BY seg",
-            self.seg_sql,
-            d.quote(self.table)
-        );
         conn.begin_read_only()?;
-        let rows = conn.query(&sql, &[])?;
+        let out = f(conn.as_mut())?;
         conn.rollback()?;
-        Ok(segments_of(rows))
+        Ok(out)
     }
 
     /// The target's rows (key → canonical row) of segments `read`, in one
@@ -625,7 +639,7 @@ impl Plan<'_> {
                 e.1 = e.1.wrapping_add(hash40(row));
                 spill.push(seg, key, row)
             });
-            (joined(hashing.join()), streamed)
+            (joined(hashing.join(), "target's hashing"), streamed)
         });
         streamed?;
         let target_segs = target_segs?;
@@ -748,7 +762,7 @@ impl Plan<'_> {
             let hashing = scope.spawn(|| self.target_segments(&target_hash));
             let source_side =
                 self.source_segments(source, target, sql, &src_seg, &source_hash, &unsure);
-            (joined(hashing.join()), source_side)
+            (joined(hashing.join(), "target's hashing"), source_side)
         });
         let (source_rows, rejected_sql, known) = match source_side? {
             Ok(v) => v,
@@ -802,30 +816,15 @@ impl Plan<'_> {
             target_rows_of: None,
         };
         if read > 0 {
-            let list: Vec<String> = found
-                .differing
-                .iter()
-                .chain(&found.unsure)
-                .map(|s| s.to_string())
-                .collect();
-            let segs: Vec<u64> = found
-                .differing
-                .iter()
-                .chain(&found.unsure)
-                .copied()
-                .collect();
+            let segs = found.to_read();
+            let list: Vec<String> = segs.iter().map(|s| s.to_string()).collect();
             let rows = &mut found.rows;
             // the target's rows of the same segments on a connection of
             // their own while the source's are read and mapped (0.11 s and
             // 0.15 s, one after the other before)
             let (target_rows, counts) = std::thread::scope(|scope| {
-                let reading = scope.spawn(|| -> Result<BTreeMap<String, String>> {
-                    let mut conn = crate::db::open(&self.cfg.target.url, true)?;
-                    conn.begin_read_only()?;
-                    let rows = self.target_rows_of(conn.as_mut(), &segs)?;
-                    conn.rollback()?;
-                    Ok(rows)
-                });
+                let reading =
+                    scope.spawn(|| self.on_own_connection(|conn| self.target_rows_of(conn, &segs)));
                 let counts = (|| -> Result<(u64, u64)> {
                     let mut src = MappedSource::open(
                         self,
@@ -843,12 +842,7 @@ impl Plan<'_> {
                     })?;
                     Ok((src.rejected, src.merged))
                 })();
-                let target_rows = reading.join().unwrap_or_else(|_| {
-                    Err(Error::runtime(
-                        "rowdiff: the target's reading thread panicked",
-                    ))
-                });
-                (target_rows, counts)
+                (joined(reading.join(), "target's reading"), counts)
             });
             let (rejected, merged) = counts?;
             found.target_rows_of = Some(target_rows?);
@@ -909,9 +903,7 @@ fn missing_references(
     let (keys, values) = std::thread::scope(|scope| {
         let values = scope.spawn(|| source.query(&values_sql));
         let keys = target.key_values(rtable, rcol);
-        let values = values
-            .join()
-            .unwrap_or_else(|_| Err(Error::runtime("rowdiff: the source's thread panicked")));
+        let values = joined(values.join(), "source's");
         (keys, values)
     });
     let keys = keys?;
@@ -955,13 +947,14 @@ type SourceSegments = (
 );
 
 /// A hashing thread's result.
-fn joined(
-    r: std::result::Result<Result<Segments>, Box<dyn std::any::Any + Send>>,
-) -> Result<Segments> {
+fn joined<T>(
+    r: std::result::Result<Result<T>, Box<dyn std::any::Any + Send>>,
+    what: &str,
+) -> Result<T> {
     r.unwrap_or_else(|_| {
-        Err(Error::runtime(
-            "rowdiff: the target's hashing thread panicked",
-        ))
+        Err(Error::runtime(format!(
+            "rowdiff: the {what} thread panicked"
+        )))
     })
 }
 
@@ -1089,12 +1082,7 @@ pub fn rowdiff(cfg: &Config, job: &Job, table: &str, opts: Options) -> Result<Ro
     let mut extra = Vec::new();
     let mut different = Vec::new();
     let mut merged_differing = 0u64;
-    let read: Vec<u64> = found
-        .differing
-        .iter()
-        .chain(&found.unsure)
-        .copied()
-        .collect();
+    let read = found.to_read();
     if !read.is_empty() {
         let target_rows_of = match found.target_rows_of.take() {
             Some(rows) => rows,
