@@ -51,6 +51,12 @@ fn postgres_gets_the_same_rows_as_sqlite() {
     assert_eq!(tallies(&pg_report), tallies(&lite_report));
 
     assert_eq!(db.query("SELECT count(*) FROM parts"), "18");
+    assert_eq!(
+        db.query(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'parts'::regclass AND contype = 'p'"
+        ),
+        "parts_pkey"
+    );
     assert_eq!(db.query("SELECT sum(quantity) FROM parts"), "1883");
     assert_eq!(
         db.query("SELECT quantity || '|' || unit_price || '|' || last_receipt_date || '|' || location FROM parts WHERE reference = 'HYD-2040'"),
@@ -186,7 +192,22 @@ fn project_without_dedupe() -> tempfile::TempDir {
     )
 }
 
-fn refused_run(url: &str, dir: &std::path::Path) -> Value {
+/// Files under `dir` whose path ends with `suffix`.
+fn files_ending(dir: &std::path::Path, suffix: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            found.extend(files_ending(&p, suffix));
+        } else if p.to_string_lossy().ends_with(suffix) {
+            found.push(p.display().to_string());
+        }
+    }
+    found
+}
+
+/// The parts table's report and what the run said on stderr.
+fn refused_run(url: &str, dir: &std::path::Path) -> (Value, String) {
     let out = repaero_in(
         dir,
         &[
@@ -199,14 +220,21 @@ fn refused_run(url: &str, dir: &std::path::Path) -> Value {
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    report["runs"][0]["tables"][0].clone()
+    (report["runs"][0]["tables"][0].clone(), stderr(&out))
 }
 
 #[test]
 fn a_row_the_target_refuses_is_quarantined_and_its_neighbours_written() {
     let proj = project_without_dedupe();
     let db = TempDb::new("refused");
-    let t = refused_run(&db.url(), proj.path());
+    let (t, err) = refused_run(&db.url(), proj.path());
+    // the key, added after the load, found the repeated reference: the
+    // load was undone and run again with the key checked row by row
+    assert!(
+        err.contains("the rows of parts repeat a key")
+            && err.contains("loading parts again with its key checked row by row"),
+        "{err}"
+    );
     assert_eq!(t["read"], 22);
     assert_eq!(t["written"], 18);
     assert_eq!(t["merged"], 0);
@@ -223,6 +251,17 @@ fn a_row_the_target_refuses_is_quarantined_and_its_neighbours_written() {
     );
     assert_eq!(db.query("SELECT count(*) FROM parts"), "18");
     assert_eq!(
+        db.query(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'parts'::regclass AND contype = 'p'"
+        ),
+        "parts_pkey"
+    );
+    // one rejects file, of the second load only
+    let files = files_ending(proj.path(), "parts.parts.rejects.csv");
+    assert_eq!(files.len(), 1, "{files:?}");
+    let csv = std::fs::read_to_string(&files[0]).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 4, "{csv}");
+    assert_eq!(
         db.query("SELECT quantity FROM parts WHERE reference = 'HYD-2040'"),
         "3"
     );
@@ -231,7 +270,7 @@ fn a_row_the_target_refuses_is_quarantined_and_its_neighbours_written() {
         "29 HYD-2040"
     );
 
-    let lite = refused_run(
+    let (lite, _) = refused_run(
         &format!("sqlite://{}", proj.path().join("t.db").display()),
         proj.path(),
     );

@@ -289,9 +289,23 @@ fn run_job_in(
     };
     let outcome = (|| -> Result<()> {
         for (i, (mapping, mode)) in job.tables.iter().enumerate() {
-            let tally = run.table(sink, mapping, *mode).map_err(|e| {
-                e.context(format!("job {}, table {}", job.name, mapping.target.table))
-            })?;
+            let files = run.files.len();
+            let tally = match run.table(sink, mapping, *mode) {
+                // the target undid this table's load: once more, as it asks
+                Err(_) if let Some(why) = sink.load_again() => {
+                    tracing::warn!("{why}");
+                    run.files.truncate(files);
+                    let rejects = RejectFile::new(&run.qdir, &job.name, &mapping.target.table);
+                    if rejects.path().exists() {
+                        std::fs::remove_file(rejects.path()).map_err(|e| {
+                            Error::runtime(format!("removing {}: {e}", rejects.path().display()))
+                        })?;
+                    }
+                    run.table(sink, mapping, *mode)
+                }
+                other => other,
+            }
+            .map_err(|e| e.context(format!("job {}, table {}", job.name, mapping.target.table)))?;
             report.tables.push(tally);
             // keys no later table checks are dropped
             let later = &job.tables[i + 1..];

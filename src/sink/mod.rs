@@ -209,6 +209,13 @@ pub trait Sink {
     /// Check referential integrity before the commit: the job fails, and
     /// nothing is committed, when a foreign key does not hold.
     fn check_integrity(&mut self) -> Result<()>;
+    /// After a table's write failed: `Some(why)` when the sink undid that
+    /// table's load and it is to be run again (a primary key added after
+    /// a PostgreSQL load found the rows repeating it: the next load checks
+    /// the key row by row). Taken once.
+    fn load_again(&mut self) -> Option<String> {
+        None
+    }
     fn commit(&mut self) -> Result<()>;
     fn rollback(&mut self) -> Result<()>;
 }

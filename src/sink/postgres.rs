@@ -6,6 +6,13 @@
 //! retried, down to the single rows at fault, which are returned with the
 //! server's message: a bad row costs O(log n) extra COPYs and never loses
 //! its neighbours. The connection (TLS, errors, COPY) is `db::postgres`.
+//!
+//! A table this run creates is loaded without its primary key, which is
+//! added after the load: one sorted index build instead of one index
+//! insert per row (docs/benchmarks.md, "the key after the load"). When the
+//! rows repeat a key, that build fails: the table's load is undone (a
+//! savepoint) and the pipeline loads it again with the key in place, so
+//! that the rows at fault are refused one by one as before.
 
 use bytes::{BufMut, BytesMut};
 use polars::prelude::DataFrame;
@@ -37,6 +44,11 @@ pub struct PgSink {
     /// Foreign keys of other tables re-attached NOT VALID after a swap,
     /// validated before the commit: (table, constraint).
     pending_fks: Vec<(String, String)>,
+    /// Tables whose key, added after their load, found a repeated key:
+    /// created with it from then on.
+    keys_first: std::collections::HashSet<String>,
+    /// Why the last table's load was undone, to be run again.
+    again: Option<String>,
 }
 
 struct Current {
@@ -44,6 +56,9 @@ struct Current {
     mode: WriteMode,
     /// Created by this run: its foreign keys are added after the load.
     created: bool,
+    /// Created without its primary key, added by [`PgSink::add_key`]
+    /// (inside the savepoint `repaero_table`).
+    key_later: bool,
     /// Table the COPY goes into.
     into: String,
     copy_sql: String,
@@ -57,7 +72,79 @@ impl PgSink {
             pending: std::collections::VecDeque::new(),
             carry: WriteOutcome::default(),
             pending_fks: Vec::new(),
+            keys_first: std::collections::HashSet::new(),
+            again: None,
         })
+    }
+
+    /// Create `def` as `name` for this run's load (dropping an older
+    /// `name` first with `drop_first`), without its primary key unless the
+    /// rows repeated it earlier in the run; whether the key comes later.
+    fn create(&mut self, def: &TableDef, name: &str, drop_first: bool) -> Result<bool> {
+        let later = !def.key.is_empty() && !self.keys_first.contains(&def.name);
+        let mut sql = String::new();
+        if later {
+            // the load is undone to here when the key does not hold
+            sql.push_str("SAVEPOINT repaero_table;\n");
+        }
+        if drop_first {
+            sql.push_str(&format!(
+                "DROP TABLE IF EXISTS {};\n",
+                Dialect::Postgres.quote(name)
+            ));
+        }
+        let shape = if later {
+            TableDef {
+                key: Vec::new(),
+                ..def.clone()
+            }
+        } else {
+            def.clone()
+        };
+        sql.push_str(&Dialect::Postgres.create_table(&shape, name, false));
+        self.conn.batch(&sql)?;
+        Ok(later)
+    }
+
+    /// Add the primary key the load left out, once the rows are in. Rows
+    /// that repeat a key: the table's load is undone, [`Sink::load_again`]
+    /// says why, and the next load of that table has its key from the
+    /// start.
+    fn add_key(&mut self) -> Result<()> {
+        self.settle()?;
+        let Some(cur) = self.table.as_mut().filter(|c| c.key_later) else {
+            return Ok(());
+        };
+        cur.key_later = false;
+        let q = |s: &str| Dialect::Postgres.quote(s);
+        let key: Vec<String> = cur.def.key.iter().map(|k| q(k)).collect();
+        let sql = format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({}); RELEASE SAVEPOINT repaero_table;",
+            q(&cur.into),
+            q(&format!("{}_pkey", cur.into)),
+            key.join(", ")
+        );
+        let name = cur.def.name.clone();
+        match self.conn.batch(&sql) {
+            Ok(()) => Ok(()),
+            Err(e) if e.to_string().contains("SQLSTATE 23505") => {
+                self.conn.batch(
+                    "ROLLBACK TO SAVEPOINT repaero_table; RELEASE SAVEPOINT repaero_table",
+                )?;
+                self.table = None;
+                self.carry = WriteOutcome::default();
+                self.keys_first.insert(name.clone());
+                let label = &self.conn.label;
+                let msg = e.to_string();
+                let msg = msg.strip_prefix(&format!("{label}: ")).unwrap_or(&msg);
+                let why = format!(
+                    "{label}: the rows of {name} repeat a key ({msg}); loading {name} again with its key checked row by row"
+                );
+                self.again = Some(why.clone());
+                Err(Error::runtime(why))
+            }
+            Err(e) => Err(e.context(format!("adding the primary key of {name}"))),
+        }
     }
 
     pub fn conn(&self) -> &PgConn {
@@ -386,22 +473,19 @@ impl Sink for PgSink {
 
     fn start_table(&mut self, def: &TableDef, mode: WriteMode) -> Result<()> {
         let q = |s: &str| Dialect::Postgres.quote(s);
+        self.again = None;
         let mut created = mode == WriteMode::Replace;
+        let mut key_later = false;
         let into = match mode {
             WriteMode::Replace => {
                 let stage = staging_name(&def.name);
-                self.conn.batch(&format!(
-                    "DROP TABLE IF EXISTS {};\n{};",
-                    q(&stage),
-                    Dialect::Postgres.create_table(def, &stage, false)
-                ))?;
+                key_later = self.create(def, &stage, true)?;
                 stage
             }
             WriteMode::Upsert | WriteMode::Append => {
                 let existing = Conn::columns(&mut self.conn, &def.name)?;
                 if existing.is_empty() {
-                    self.conn
-                        .batch(&Dialect::Postgres.create_table(def, &def.name, false))?;
+                    key_later = self.create(def, &def.name, false)?;
                     created = true;
                 } else {
                     let missing: Vec<&str> = def
@@ -447,6 +531,7 @@ impl Sink for PgSink {
             def: def.clone(),
             mode,
             created,
+            key_later,
             into,
             copy_sql,
         });
@@ -477,6 +562,10 @@ impl Sink for PgSink {
     }
 
     fn merge(&mut self, ops: &[MergeOp]) -> Result<Vec<usize>> {
+        // a merge finds its row by the key's index
+        if !ops.is_empty() {
+            self.add_key()?;
+        }
         self.settle()?;
         let cur = self
             .table
@@ -512,7 +601,7 @@ impl Sink for PgSink {
     }
 
     fn finish_table(&mut self) -> Result<()> {
-        self.settle()?;
+        self.add_key()?;
         let Some(cur) = self.table.take() else {
             return Ok(());
         };
@@ -589,6 +678,7 @@ impl Sink for PgSink {
             def: kdef,
             mode: WriteMode::Append,
             created: false,
+            key_later: false,
             into: KEYS_TABLE.to_string(),
             copy_sql,
         };
@@ -625,6 +715,10 @@ impl Sink for PgSink {
         self.conn
             .batch("COMMIT")
             .map_err(|e| e.context("commit failed"))
+    }
+
+    fn load_again(&mut self) -> Option<String> {
+        self.again.take()
     }
 
     fn rollback(&mut self) -> Result<()> {
