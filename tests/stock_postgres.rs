@@ -288,3 +288,35 @@ fn a_row_the_target_refuses_is_quarantined_and_its_neighbours_written() {
         vec!["target refused: UNIQUE constraint failed: parts__repaero_new.reference"]
     );
 }
+
+/// A table the run creates in `upsert` mode (keyed, no `[dedupe]`): its
+/// key comes after the load too; the repeated reference sends it round
+/// again, and a second run, into the table now there, updates every row.
+#[test]
+fn a_created_upsert_table_repeating_its_key_is_loaded_again() {
+    let proj = project_without_dedupe();
+    std::fs::write(
+        proj.path().join("jobs/parts.toml"),
+        "source = \"stock\"\n[[tables]]\nmapping = \"parts\"\nmode = \"upsert\"\n",
+    )
+    .unwrap();
+    let db = TempDb::new("refused_upsert");
+    let (t, err) = refused_run(&db.url(), proj.path());
+    assert!(err.contains("loading parts again"), "{err}");
+    assert_eq!(
+        (&t["read"], &t["written"], &t["rejected"], &t["inserted"]),
+        (&Value::from(22), &Value::from(18), &Value::from(4), &Value::from(18))
+    );
+    assert_eq!(db.query("SELECT count(*) FROM parts"), "18");
+    assert_eq!(
+        db.query("SELECT conname FROM pg_constraint WHERE conrelid = 'parts'::regclass AND contype = 'p'"),
+        "parts_pkey"
+    );
+    // the table exists now: no key to add, nothing loaded twice
+    let (t, err) = refused_run(&db.url(), proj.path());
+    assert!(!err.contains("loading parts again"), "{err}");
+    assert_eq!(
+        (&t["written"], &t["rejected"], &t["inserted"], &t["updated"]),
+        (&Value::from(18), &Value::from(4), &Value::from(0), &Value::from(18))
+    );
+}

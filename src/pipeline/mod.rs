@@ -258,6 +258,8 @@ fn run_job_in(
 ) -> Result<JobReport> {
     let started = chrono::Utc::now();
     let t0 = Instant::now();
+    // a table's rows go in before its key (run again when they repeat it)
+    sink.keys_after_load();
     let mut run = JobRun {
         source: source.as_ref(),
         job: &job.name,

@@ -209,6 +209,12 @@ pub trait Sink {
     /// Check referential integrity before the commit: the job fails, and
     /// nothing is committed, when a foreign key does not hold.
     fn check_integrity(&mut self) -> Result<()>;
+    /// Tables this sink creates from now on may get their primary key
+    /// after their rows are in (PostgreSQL: one index build instead of an
+    /// index insert per row). Only for a writer that does not look rows up
+    /// by the key while loading, and that runs a table again when
+    /// [`Sink::load_again`] asks: the migration pipeline.
+    fn keys_after_load(&mut self) {}
     /// After a table's write failed: `Some(why)` when the sink undid that
     /// table's load and it is to be run again (a primary key added after
     /// a PostgreSQL load found the rows repeating it: the next load checks

@@ -7,7 +7,7 @@
 //! server's message: a bad row costs O(log n) extra COPYs and never loses
 //! its neighbours. The connection (TLS, errors, COPY) is `db::postgres`.
 //!
-//! A table this run creates is loaded without its primary key, which is
+//! A table a migration creates is loaded without its primary key, which is
 //! added after the load: one sorted index build instead of one index
 //! insert per row (docs/benchmarks.md, "the key after the load"). When the
 //! rows repeat a key, that build fails: the table's load is undone (a
@@ -44,6 +44,9 @@ pub struct PgSink {
     /// Foreign keys of other tables re-attached NOT VALID after a swap,
     /// validated before the commit: (table, constraint).
     pending_fks: Vec<(String, String)>,
+    /// Created tables get their primary key after the load
+    /// ([`Sink::keys_after_load`]).
+    keys_after: bool,
     /// Tables whose key, added after their load, found a repeated key:
     /// created with it from then on.
     keys_first: std::collections::HashSet<String>,
@@ -72,6 +75,7 @@ impl PgSink {
             pending: std::collections::VecDeque::new(),
             carry: WriteOutcome::default(),
             pending_fks: Vec::new(),
+            keys_after: false,
             keys_first: std::collections::HashSet::new(),
             again: None,
         })
@@ -81,7 +85,7 @@ impl PgSink {
     /// `name` first with `drop_first`), without its primary key unless the
     /// rows repeated it earlier in the run; whether the key comes later.
     fn create(&mut self, def: &TableDef, name: &str, drop_first: bool) -> Result<bool> {
-        let later = !def.key.is_empty() && !self.keys_first.contains(&def.name);
+        let later = self.keys_after && !def.key.is_empty() && !self.keys_first.contains(&def.name);
         let mut sql = String::new();
         if later {
             // the load is undone to here when the key does not hold
@@ -715,6 +719,10 @@ impl Sink for PgSink {
         self.conn
             .batch("COMMIT")
             .map_err(|e| e.context("commit failed"))
+    }
+
+    fn keys_after_load(&mut self) {
+        self.keys_after = true;
     }
 
     fn load_again(&mut self) -> Option<String> {
