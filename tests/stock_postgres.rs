@@ -305,11 +305,18 @@ fn a_created_upsert_table_repeating_its_key_is_loaded_again() {
     assert!(err.contains("loading parts again"), "{err}");
     assert_eq!(
         (&t["read"], &t["written"], &t["rejected"], &t["inserted"]),
-        (&Value::from(22), &Value::from(18), &Value::from(4), &Value::from(18))
+        (
+            &Value::from(22),
+            &Value::from(18),
+            &Value::from(4),
+            &Value::from(18)
+        )
     );
     assert_eq!(db.query("SELECT count(*) FROM parts"), "18");
     assert_eq!(
-        db.query("SELECT conname FROM pg_constraint WHERE conrelid = 'parts'::regclass AND contype = 'p'"),
+        db.query(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'parts'::regclass AND contype = 'p'"
+        ),
         "parts_pkey"
     );
     // the table exists now: no key to add, nothing loaded twice
@@ -317,6 +324,11 @@ fn a_created_upsert_table_repeating_its_key_is_loaded_again() {
     assert!(!err.contains("loading parts again"), "{err}");
     assert_eq!(
         (&t["written"], &t["rejected"], &t["inserted"], &t["updated"]),
-        (&Value::from(18), &Value::from(4), &Value::from(0), &Value::from(18))
+        (
+            &Value::from(18),
+            &Value::from(4),
+            &Value::from(0),
+            &Value::from(18)
+        )
     );
 }
