@@ -51,12 +51,6 @@ fn postgres_gets_the_same_rows_as_sqlite() {
     assert_eq!(tallies(&pg_report), tallies(&lite_report));
 
     assert_eq!(db.query("SELECT count(*) FROM parts"), "18");
-    assert_eq!(
-        db.query(
-            "SELECT conname FROM pg_constraint WHERE conrelid = 'parts'::regclass AND contype = 'p'"
-        ),
-        "parts_pkey"
-    );
     assert_eq!(db.query("SELECT sum(quantity) FROM parts"), "1883");
     assert_eq!(
         db.query("SELECT quantity || '|' || unit_price || '|' || last_receipt_date || '|' || location FROM parts WHERE reference = 'HYD-2040'"),
@@ -78,12 +72,7 @@ fn postgres_gets_the_same_rows_as_sqlite() {
         db.query("SELECT string_agg(a.attname, ',') FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = 'parts'::regclass AND i.indisprimary"),
         "reference"
     );
-    assert_eq!(
-        db.query(
-            "SELECT conname FROM pg_constraint WHERE conrelid = 'parts'::regclass AND contype = 'p'"
-        ),
-        "parts_pkey"
-    );
+    assert_eq!(primary_key(&db, "parts"), "parts_pkey");
     assert_eq!(
         db.query("SELECT count(*), sum(quantity) FROM stock_receipts"),
         "10|1711"
@@ -192,6 +181,18 @@ fn project_without_dedupe() -> tempfile::TempDir {
     )
 }
 
+/// The name of `table`'s primary-key constraint.
+fn primary_key(db: &TempDb, table: &str) -> String {
+    db.query(&format!(
+        "SELECT conname FROM pg_constraint WHERE conrelid = '{table}'::regclass AND contype = 'p'"
+    ))
+}
+
+/// A table's tally figures, in the order named.
+fn figures(t: &Value, names: &[&str]) -> Vec<Value> {
+    names.iter().map(|n| t[*n].clone()).collect()
+}
+
 /// Files under `dir` whose path ends with `suffix`.
 fn files_ending(dir: &std::path::Path, suffix: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -250,12 +251,7 @@ fn a_row_the_target_refuses_is_quarantined_and_its_neighbours_written() {
         "{refused:?}"
     );
     assert_eq!(db.query("SELECT count(*) FROM parts"), "18");
-    assert_eq!(
-        db.query(
-            "SELECT conname FROM pg_constraint WHERE conrelid = 'parts'::regclass AND contype = 'p'"
-        ),
-        "parts_pkey"
-    );
+    assert_eq!(primary_key(&db, "parts"), "parts_pkey");
     // one rejects file, of the second load only
     let files = files_ending(proj.path(), "parts.parts.rejects.csv");
     assert_eq!(files.len(), 1, "{files:?}");
@@ -304,31 +300,16 @@ fn a_created_upsert_table_repeating_its_key_is_loaded_again() {
     let (t, err) = refused_run(&db.url(), proj.path());
     assert!(err.contains("loading parts again"), "{err}");
     assert_eq!(
-        (&t["read"], &t["written"], &t["rejected"], &t["inserted"]),
-        (
-            &Value::from(22),
-            &Value::from(18),
-            &Value::from(4),
-            &Value::from(18)
-        )
+        figures(&t, &["read", "written", "rejected", "inserted"]),
+        [22, 18, 4, 18].map(Value::from)
     );
     assert_eq!(db.query("SELECT count(*) FROM parts"), "18");
-    assert_eq!(
-        db.query(
-            "SELECT conname FROM pg_constraint WHERE conrelid = 'parts'::regclass AND contype = 'p'"
-        ),
-        "parts_pkey"
-    );
+    assert_eq!(primary_key(&db, "parts"), "parts_pkey");
     // the table exists now: no key to add, nothing loaded twice
     let (t, err) = refused_run(&db.url(), proj.path());
     assert!(!err.contains("loading parts again"), "{err}");
     assert_eq!(
-        (&t["written"], &t["rejected"], &t["inserted"], &t["updated"]),
-        (
-            &Value::from(18),
-            &Value::from(4),
-            &Value::from(0),
-            &Value::from(18)
-        )
+        figures(&t, &["written", "rejected", "inserted", "updated"]),
+        [18, 4, 0, 18].map(Value::from)
     );
 }
